@@ -1,0 +1,11 @@
+/** HTML escaping and URL encoding for pages built from untrusted store names. */
+const HTML_ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }
+
+export function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (ch) => HTML_ESCAPES[ch]!)
+}
+
+/** Percent-encodes each segment of a path, keeping the slashes between them. */
+export function encodePath(segments: readonly string[]): string {
+  return segments.map(encodeURIComponent).join('/')
+}

@@ -1,0 +1,74 @@
+/** Resolves a path inside a store path, following symlinks like a filesystem would, within limits. */
+import path from 'node:path/posix'
+import type { ListingNode } from '../formats/listing.js'
+
+/** Linux's MAXSYMLINKS: more hops than this is treated as a loop. */
+export const MAX_SYMLINK_HOPS = 40
+
+export type NodeLookup = (segments: readonly string[]) => Promise<ListingNode | undefined>
+
+export type Resolution =
+  | { readonly kind: 'found'; readonly segments: readonly string[]; readonly node: ListingNode }
+  /** The path leads elsewhere: the client should go to `location` (an absolute URL path). */
+  | { readonly kind: 'redirect'; readonly location: string }
+  | { readonly kind: 'missing'; readonly reason: string }
+
+/**
+ * Symlinks in the middle of the path are followed here, so `/bin/../lib`-style layouts work without
+ * a round trip; a symlink as the last component becomes a redirect to where its chain ends, so the
+ * browser's URL names the real file and relative links inside it work. `base` is the store path
+ * (`/nix/store/<hash>-<name>`), `storeDir` its directory.
+ */
+export async function resolveStorePath(lookup: NodeLookup, base: string, storeDir: string, requested: readonly string[]): Promise<Resolution> {
+  let current: string[] = []
+  let remaining = [...requested]
+  let hops = 0
+  let lastIsLink = false
+  let node: ListingNode | undefined = await lookup([])
+  if (node === undefined) return { kind: 'missing', reason: 'the NAR has no root' }
+  while (remaining.length > 0) {
+    if (node.type !== 'directory') return { kind: 'missing', reason: `${display(current)} is not a directory` }
+    const segment = remaining.shift()!
+    const candidate = [...current, segment]
+    node = await lookup(candidate)
+    if (node === undefined) {
+      return { kind: 'missing', reason: hops > 0 ? `dangling symlink: ${display(candidate)} does not exist` : `no such file or directory: ${display(candidate)}` }
+    }
+    if (node.type !== 'symlink') {
+      current = candidate
+      continue
+    }
+    if (++hops > MAX_SYMLINK_HOPS) return { kind: 'missing', reason: `too many levels of symbolic links at ${display(candidate)} (a loop?)` }
+    if (remaining.length === 0) lastIsLink = true
+    const target = node.target.startsWith('/') ? path.normalize(node.target) : path.normalize(path.join(base, ...current, node.target))
+    if (target === base || target.startsWith(base + '/')) {
+      current = []
+      remaining = [...splitPath(target.slice(base.length)), ...remaining]
+      node = await lookup([])
+      if (node === undefined) return { kind: 'missing', reason: 'the NAR has no root' }
+      continue
+    }
+    if (target.startsWith(storeDir + '/')) {
+      // Another store path: its narinfo may live elsewhere, so let the client ask for it.
+      return { kind: 'redirect', location: encodeAbsolute([...splitPath(target), ...remaining]) }
+    }
+    return { kind: 'missing', reason: `symlink ${display(candidate)} points outside the Nix store (${node.target})` }
+  }
+  if (lastIsLink) {
+    const suffix = node.type === 'directory' ? '/' : ''
+    return { kind: 'redirect', location: encodeAbsolute([...splitPath(base), ...current]) + suffix }
+  }
+  return { kind: 'found', segments: current, node }
+}
+
+function splitPath(p: string): string[] {
+  return p.split('/').filter((s) => s !== '')
+}
+
+function encodeAbsolute(segments: readonly string[]): string {
+  return '/' + segments.map(encodeURIComponent).join('/')
+}
+
+function display(segments: readonly string[]): string {
+  return segments.length === 0 ? '/' : segments.join('/')
+}

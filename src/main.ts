@@ -1,0 +1,52 @@
+#!/usr/bin/env node
+/** The `unnar` command: reads flags and environment, starts the server, stops on SIGTERM/SIGINT. */
+import { applyFlags, ConfigError, FLAGS, loadConfig } from './config.js'
+import { createLogger } from './log.js'
+import { startServer, VERSION } from './server.js'
+
+const HELP = `unnar ${VERSION}: serve any file of a Nix binary cache over HTTP
+
+usage: unnar [options]   (each option can also be set by the environment variable shown)
+
+${Object.entries(FLAGS)
+  .map(([flag, env]) => `  ${flag.padEnd(20)} ${env}`)
+  .join('\n')}
+  --help, --version
+
+See README.md for what each setting means and its default.
+`
+
+async function main(argv: readonly string[]): Promise<void> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(HELP)
+    return
+  }
+  if (argv.includes('--version')) {
+    process.stdout.write(`${VERSION}\n`)
+    return
+  }
+  let config
+  try {
+    config = loadConfig(applyFlags(process.env, argv))
+  } catch (err) {
+    if (!(err instanceof ConfigError || err instanceof TypeError)) throw err
+    process.stderr.write(`unnar: ${err.message}\n`)
+    process.exit(2)
+  }
+  const log = createLogger(config.logLevel)
+  let server
+  try {
+    server = await startServer(config, log)
+  } catch (err) {
+    process.stderr.write(`unnar: cannot start: ${(err as Error).message}\n`)
+    process.exit(1)
+  }
+  const stop = (signal: string) => {
+    log.info('stopping', { signal })
+    void server.close().then(() => process.exit(0))
+  }
+  process.once('SIGTERM', () => stop('SIGTERM'))
+  process.once('SIGINT', () => stop('SIGINT'))
+}
+
+await main(process.argv.slice(2))

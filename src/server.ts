@@ -1,0 +1,57 @@
+/** Composition root: builds every object from a Config and starts listening. Tests start many of these in one process. */
+import { mkdir, statfs } from 'node:fs/promises'
+import type { AddressInfo } from 'node:net'
+import { fileURLToPath } from 'node:url'
+import { serve, type ServerType } from '@hono/node-server'
+import type { Config, SizeSetting } from './config.js'
+import { DEFAULT_STORE_DIR } from './formats/store-path.js'
+import { createApp } from './http/app.js'
+import type { Logger } from './log.js'
+import { NarStore } from './store/nar-store.js'
+import { createUpstream } from './upstream/create-upstream.js'
+import { PathInfoLookup } from './upstream/path-info-lookup.js'
+
+export const VERSION = '0.1.0'
+export const PUBLIC_DIR = fileURLToPath(new URL('../public/', import.meta.url))
+
+export interface RunningServer {
+  /** `http://host:port` */
+  readonly url: string
+  readonly store: NarStore
+  close(): Promise<void>
+}
+
+export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
+  const upstreams = config.upstreams.map((url) => createUpstream(url, { timeoutMs: config.upstreamTimeoutMs, userAgent: `unnar/${VERSION}` }))
+  const maxBytes = await resolveCacheSize(config.cacheDir, config.cacheSize)
+  const store = new NarStore({ dir: config.cacheDir, maxBytes, maxNarBytes: config.maxNarSize ?? Math.floor(maxBytes / 4), log })
+  await store.init()
+  const lookup = new PathInfoLookup(upstreams, { log, negativeTtlMs: config.negativeTtlMs, maxEntries: 10_000 })
+  const app = createApp({ lookup, store, log, storeDir: DEFAULT_STORE_DIR, publicDir: PUBLIC_DIR })
+  const server: ServerType = await new Promise((resolve, reject) => {
+    const s = serve({ fetch: app.fetch, port: config.port, ...(config.host === undefined ? {} : { hostname: config.host }) }, () => resolve(s))
+    s.once('error', reject)
+  })
+  const address = server.address() as AddressInfo
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
+  const url = `http://${host === '[::]' ? '[::1]' : host === '0.0.0.0' ? '127.0.0.1' : host}:${address.port}`
+  log.info('unnar listening', { url, upstreams: upstreams.map((u) => u.name), cacheDir: config.cacheDir, cacheBytes: maxBytes })
+  return {
+    url,
+    store,
+    close: () =>
+      new Promise<void>((resolve) => {
+        store.close()
+        server.close(() => resolve())
+        ;(server as { closeAllConnections?: () => void }).closeAllConnections?.()
+      }),
+  }
+}
+
+/** `20%` means a share of the filesystem that holds the cache directory. */
+async function resolveCacheSize(dir: string, setting: SizeSetting): Promise<number> {
+  if ('bytes' in setting) return setting.bytes
+  await mkdir(dir, { recursive: true })
+  const fs = await statfs(dir)
+  return Math.floor((fs.blocks * fs.bsize * setting.percent) / 100)
+}

@@ -1,0 +1,318 @@
+/** One NAR being fetched: decoded, indexed, hashed and written to a temp file that readers follow. */
+import { createHash, type Hash as Hasher } from 'node:crypto'
+import type { FileHandle } from 'node:fs/promises'
+import { Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { hashEquals, type Hash } from '../formats/hash.js'
+import { listingFromEntries, type Listing, type ListingNode } from '../formats/listing.js'
+import { NarIndexer, type NarEntry } from '../formats/nar-indexer.js'
+import { createDecoder } from '../codecs/decompress.js'
+import type { PathInfo } from '../upstream/path-info-lookup.js'
+import { UpstreamError } from '../upstream/upstream.js'
+import { createRangeStream, type NarSource } from './nar-source.js'
+
+/** The NAR failed verification (size or hash) or is not a valid NAR. */
+export class NarVerificationError extends Error {
+  override readonly name = 'NarVerificationError'
+  readonly upstream: string
+  constructor(upstream: string, detail: string, options?: ErrorOptions) {
+    super(`${upstream}: ${detail}`, options)
+    this.upstream = upstream
+  }
+}
+
+/** Writing to the cache directory failed. */
+export class DiskError extends Error {
+  override readonly name = 'DiskError'
+}
+
+/**
+ * Below this size a response from a download that is still running holds its last chunk until the
+ * whole NAR has verified, so a corrupt NAR can never yield a complete-looking response. Above it,
+ * waiting for the rest of the NAR would cost too much latency; such responses are verified only
+ * if they are still streaming when the NAR ends (see README, "Verification").
+ */
+export const VERIFY_BEFORE_END_MAX_NAR_BYTES = 64 * 1024 * 1024
+
+interface ByteWaiter {
+  readonly end: number
+  readonly resolve: () => void
+  readonly reject: (err: Error) => void
+}
+
+export interface NarDownloadOptions {
+  readonly info: PathInfo
+  /** Open read-write temp file; the download owns it and closes it when no reader needs it. */
+  readonly file: FileHandle
+  /** Aborts when the last reader leaves (for NARs that will not be kept). */
+  readonly abortWhenUnused: boolean
+}
+
+export class NarDownload implements NarSource {
+  readonly info: PathInfo
+  /** Settles when the NAR is complete and verified (resolves) or failed (rejects). */
+  readonly done: Promise<Listing>
+  #written = 0
+  #failure: Error | undefined
+  #complete = false
+  #readers = 0
+  #finished = false
+  #closed = false
+  #held = true
+  readonly #file: FileHandle
+  readonly #abort = new AbortController()
+  readonly #abortWhenUnused: boolean
+  readonly #byteWaiters: ByteWaiter[] = []
+  readonly #root: { node: ListingNode | undefined } = { node: undefined }
+  readonly #nodeWaiters = new Map<string, Array<(node: ListingNode | undefined) => void>>()
+
+  constructor(options: NarDownloadOptions) {
+    this.info = options.info
+    this.#file = options.file
+    this.#abortWhenUnused = options.abortWhenUnused
+    this.done = this.#run()
+    this.done.catch(() => {}) // observed through readers and the store; never an unhandled rejection
+  }
+
+  get written(): number {
+    return this.#written
+  }
+
+  /** Stops the download (the store calls this on shutdown). */
+  abort(reason: Error): void {
+    this.#abort.abort(reason)
+  }
+
+  async node(segments: readonly string[]): Promise<ListingNode | undefined> {
+    const found = this.#locate(segments)
+    if (found !== undefined || this.#complete || this.#failure !== undefined) {
+      if (this.#failure !== undefined && found === undefined) throw this.#failure
+      return found
+    }
+    const key = segments.join('/')
+    return new Promise((resolve) => {
+      const list = this.#nodeWaiters.get(key) ?? []
+      list.push(resolve)
+      this.#nodeWaiters.set(key, list)
+    }).then((node) => {
+      if (node === undefined && this.#failure !== undefined) throw this.#failure
+      return node as ListingNode | undefined
+    })
+  }
+
+  async listing(): Promise<Listing> {
+    return this.done
+  }
+
+  read(start: number, end: number): ReadableStream<Uint8Array> {
+    this.#readers++
+    const verifyFirst = this.info.narInfo.narSize <= VERIFY_BEFORE_END_MAX_NAR_BYTES
+    return createRangeStream(
+      {
+        readAt: async (buffer, length, position) => (await this.#file.read(buffer, 0, length, position)).bytesRead,
+        waitFor: (target) => this.#waitForBytes(target),
+        waitForCompletion: async () => {
+          if (verifyFirst) await this.done
+        },
+        release: () => this.#releaseReader(),
+      },
+      start,
+      end,
+    )
+  }
+
+  async #run(): Promise<Listing> {
+    const { upstream, narKey, narInfo } = this.info
+    const signal = this.#abort.signal
+    try {
+      const res = await upstream.get(narKey, signal)
+      if (res === undefined) throw new UpstreamError(upstream.name, 'bad-status', `NAR ${narKey} is missing`)
+      const decoder = createDecoder(narInfo.compression)
+      const sink = new NarSink(this, narInfo.narSize, narInfo.narHash, upstream.name)
+      const stages = res.contentEncoding !== undefined && res.contentEncoding !== 'identity'
+        ? [res.body, createDecoder(contentEncodingCompression(res.contentEncoding)), decoder, sink]
+        : [res.body, decoder, sink]
+      await pipeline(stages as unknown as [NodeJS.ReadableStream, NodeJS.WritableStream], { signal })
+      const listing = sink.listing()
+      this.#complete = true
+      this.#settleWaiters()
+      return listing
+    } catch (err) {
+      this.#failure = classify(err, upstream.name)
+      this.#settleWaiters()
+      throw this.#failure
+    } finally {
+      this.#finished = true
+      await this.#maybeClose()
+    }
+  }
+
+  /** Called by the sink after each chunk has been written to disk. */
+  onWritten(bytes: number, entries: readonly NarEntry[]): void {
+    this.#written += bytes
+    for (const entry of entries) this.#addEntry(entry)
+    for (let i = this.#byteWaiters.length - 1; i >= 0; i--) {
+      const waiter = this.#byteWaiters[i]!
+      if (waiter.end <= this.#written) {
+        this.#byteWaiters.splice(i, 1)
+        waiter.resolve()
+      }
+    }
+  }
+
+  writeAt(chunk: Uint8Array, position: number): Promise<unknown> {
+    return this.#file.write(chunk, 0, chunk.length, position)
+  }
+
+  get file(): FileHandle {
+    return this.#file
+  }
+
+  #waitForBytes(end: number): Promise<void> {
+    if (end <= this.#written) return Promise.resolve()
+    if (this.#failure !== undefined) return Promise.reject(this.#failure)
+    if (this.#complete) return Promise.reject(new RangeError(`byte ${end} is past the end of the NAR`))
+    return new Promise((resolve, reject) => this.#byteWaiters.push({ end, resolve, reject }))
+  }
+
+  #releaseReader(): void {
+    this.#readers--
+    if (this.#readers === 0 && this.#abortWhenUnused && !this.#finished) {
+      this.#abort.abort(new Error('every client left a NAR that is not kept'))
+    }
+    void this.#maybeClose()
+  }
+
+  /** The store lets go once it no longer hands this download to new requests. */
+  unhold(): void {
+    this.#held = false
+    void this.#maybeClose()
+  }
+
+  async #maybeClose(): Promise<void> {
+    if (this.#finished && this.#readers === 0 && !this.#held && !this.#closed) {
+      this.#closed = true
+      await this.#file.close().catch(() => {})
+    }
+  }
+
+  #addEntry(entry: NarEntry): void {
+    const node: ListingNode =
+      entry.type === 'directory'
+        ? { type: 'directory', entries: new Map() }
+        : entry.type === 'symlink'
+          ? { type: 'symlink', target: entry.target }
+          : { type: 'regular', size: entry.size, executable: entry.executable, narOffset: entry.narOffset }
+    if (entry.path === '') {
+      this.#root.node = node
+    } else {
+      const slash = entry.path.lastIndexOf('/')
+      const parent = this.#locate(slash < 0 ? [] : entry.path.slice(0, slash).split('/'))
+      if (parent?.type === 'directory') parent.entries.set(entry.path.slice(slash + 1), node)
+    }
+    const waiters = this.#nodeWaiters.get(entry.path)
+    if (waiters !== undefined) {
+      this.#nodeWaiters.delete(entry.path)
+      for (const resolve of waiters) resolve(node)
+    }
+  }
+
+  #locate(segments: readonly string[]): ListingNode | undefined {
+    let node = this.#root.node
+    for (const segment of segments) {
+      if (node?.type !== 'directory') return undefined
+      node = node.entries.get(segment)
+    }
+    return node
+  }
+
+  #settleWaiters(): void {
+    for (const waiters of this.#nodeWaiters.values()) for (const resolve of waiters) resolve(undefined)
+    this.#nodeWaiters.clear()
+    const failure = this.#failure ?? new RangeError('read past the end of the NAR')
+    for (const waiter of this.#byteWaiters.splice(0)) waiter.reject(failure)
+  }
+}
+
+/** Counts, hashes, indexes and writes the decoded NAR; refuses a single byte past NarSize. */
+class NarSink extends Writable {
+  readonly #download: NarDownload
+  readonly #narSize: number
+  readonly #narHash: Hash
+  readonly #upstream: string
+  readonly #hasher: Hasher
+  readonly #indexer = new NarIndexer()
+  readonly #entries: NarEntry[] = []
+  #position = 0
+
+  constructor(download: NarDownload, narSize: number, narHash: Hash, upstream: string) {
+    super({ highWaterMark: 1024 * 1024 })
+    this.#download = download
+    this.#narSize = narSize
+    this.#narHash = narHash
+    this.#upstream = upstream
+    this.#hasher = createHash(narHash.algorithm)
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    if (this.#position + chunk.length > this.#narSize) {
+      callback(new NarVerificationError(this.#upstream, `NAR is larger than its NarSize ${this.#narSize}`))
+      return
+    }
+    let entries: NarEntry[]
+    try {
+      entries = this.#indexer.push(chunk)
+    } catch (err) {
+      callback(new NarVerificationError(this.#upstream, `invalid NAR: ${(err as Error).message}`, { cause: err }))
+      return
+    }
+    this.#hasher.update(chunk)
+    const position = this.#position
+    this.#position += chunk.length
+    this.#entries.push(...entries)
+    this.#download.writeAt(chunk, position).then(
+      () => {
+        this.#download.onWritten(chunk.length, entries)
+        callback()
+      },
+      (err: NodeJS.ErrnoException) => callback(new DiskError(`writing the NAR to disk: ${err.code ?? err.message}`, { cause: err })),
+    )
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    try {
+      if (this.#position !== this.#narSize) {
+        throw new NarVerificationError(this.#upstream, `NAR is ${this.#position} bytes, NarSize says ${this.#narSize}`)
+      }
+      try {
+        this.#indexer.end()
+      } catch (err) {
+        throw new NarVerificationError(this.#upstream, `invalid NAR: ${(err as Error).message}`, { cause: err })
+      }
+      const digest = this.#hasher.digest()
+      if (!hashEquals({ algorithm: this.#narHash.algorithm, digest }, this.#narHash)) {
+        throw new NarVerificationError(this.#upstream, 'NAR does not match its NarHash')
+      }
+      this.#download.file.sync().then(() => callback(), (err: NodeJS.ErrnoException) => callback(new DiskError(`syncing the NAR: ${err.code ?? err.message}`)))
+    } catch (err) {
+      callback(err as Error)
+    }
+  }
+
+  listing(): Listing {
+    return listingFromEntries(this.#entries)
+  }
+}
+
+function contentEncodingCompression(encoding: string): string {
+  return encoding === 'gzip' || encoding === 'x-gzip' ? 'gzip' : encoding
+}
+
+function classify(err: unknown, upstream: string): Error {
+  if (err instanceof NarVerificationError || err instanceof UpstreamError || err instanceof DiskError) return err
+  const error = err as NodeJS.ErrnoException
+  if (error.name === 'AbortError') return error.cause instanceof Error ? error.cause : error
+  if (error.name === 'UnsupportedCompressionError') return error
+  // Decoder failures (corrupt xz/zstd data) and truncated bodies are the upstream's fault.
+  return new UpstreamError(upstream, 'bad-response', `while downloading the NAR: ${error.code ?? error.message}`, { cause: err })
+}

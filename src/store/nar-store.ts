@@ -1,0 +1,259 @@
+/** The on-disk NAR store: verified, decompressed NARs keyed by NarHash, bounded by an LRU. */
+import { constants } from 'node:fs'
+import { mkdir, open, readdir, readFile, rename, rm, stat, utimes, writeFile, type FileHandle } from 'node:fs/promises'
+import path from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { LRUCache } from 'lru-cache'
+import { formatHashNix32 } from '../formats/hash.js'
+import { formatListing, parseListing, locate, type Listing } from '../formats/listing.js'
+import type { Logger } from '../log.js'
+import type { PathInfo } from '../upstream/path-info-lookup.js'
+import { DiskError, NarDownload } from './nar-download.js'
+import { createRangeStream, type NarSource } from './nar-source.js'
+
+export interface NarStoreOptions {
+  readonly dir: string
+  /** Upper bound of the bytes of committed NARs. */
+  readonly maxBytes: number
+  /** NARs larger than this are streamed through a temp file and not kept. */
+  readonly maxNarBytes: number
+  readonly log: Logger
+}
+
+interface Entry {
+  readonly key: string
+  readonly size: number
+  readonly listing: Listing
+  /** Readers holding the file open; eviction defers the unlink until they are done. */
+  readers: number
+  evicted: boolean
+  lastTouch: number
+}
+
+const DISK_TROUBLE_BACKOFF_MS = 30_000
+const TOUCH_INTERVAL_MS = 60_000
+
+/**
+ * Layout: `nar/<narhash>.nar` (the decompressed NAR) with `nar/<narhash>.ls` (its listing, every
+ * offset computed by unnar's own NAR indexer), and `tmp/` for downloads in flight. The `.ls` is
+ * renamed into place before the `.nar`, so a `.nar` on disk always has its listing.
+ */
+export class NarStore {
+  readonly #dir: string
+  readonly #narDir: string
+  readonly #tmpDir: string
+  readonly #maxNarBytes: number
+  readonly #log: Logger
+  readonly #lru: LRUCache<string, Entry>
+  readonly #inflight = new Map<string, NarDownload>()
+  #diskTroubleUntil = 0
+
+  constructor(options: NarStoreOptions) {
+    this.#dir = options.dir
+    this.#narDir = path.join(options.dir, 'nar')
+    this.#tmpDir = path.join(options.dir, 'tmp')
+    this.#maxNarBytes = Math.min(options.maxNarBytes, options.maxBytes)
+    this.#log = options.log
+    this.#lru = new LRUCache<string, Entry>({
+      maxSize: Math.max(1, options.maxBytes),
+      sizeCalculation: (entry) => Math.max(1, entry.size),
+      dispose: (entry, _key, reason) => {
+        if (reason === 'evict' || reason === 'delete') this.#evict(entry)
+      },
+    })
+  }
+
+  /** Creates the directories, deletes leftovers of a crash and rebuilds the index from disk. */
+  async init(): Promise<void> {
+    try {
+      await mkdir(this.#narDir, { recursive: true })
+      await rm(this.#tmpDir, { recursive: true, force: true })
+      await mkdir(this.#tmpDir, { recursive: true })
+    } catch (err) {
+      this.#diskTrouble('cannot prepare the cache directory', err)
+      return
+    }
+    const names = await readdir(this.#narDir)
+    const found: Array<{ key: string; size: number; atimeMs: number }> = []
+    for (const name of names) {
+      const full = path.join(this.#narDir, name)
+      if (name.endsWith('.ls')) {
+        if (!names.includes(name.slice(0, -3) + '.nar')) await rm(full, { force: true })
+        continue
+      }
+      if (!name.endsWith('.nar')) continue
+      const info = await stat(full).catch(() => undefined)
+      if (info === undefined || !info.isFile()) continue
+      found.push({ key: name.slice(0, -4), size: info.size, atimeMs: info.atimeMs })
+    }
+    // Oldest first, so the most recently used NARs end up at the LRU's head.
+    found.sort((a, b) => a.atimeMs - b.atimeMs)
+    for (const { key, size, atimeMs } of found) {
+      try {
+        const listing = parseListing(await readFile(this.#listingPath(key), 'utf8'))
+        this.#lru.set(key, { key, size, listing, readers: 0, evicted: false, lastTouch: atimeMs })
+      } catch (err) {
+        this.#log.warn('dropping a cached NAR without a usable listing', { key, error: err })
+        await this.#remove(key)
+      }
+    }
+    this.#log.info('NAR store ready', { dir: this.#dir, nars: this.#lru.size, bytes: this.#lru.calculatedSize })
+  }
+
+  /** Bytes used by committed NARs. */
+  get usedBytes(): number {
+    return this.#lru.calculatedSize
+  }
+
+  has(info: PathInfo): boolean {
+    return this.#lru.has(narKey(info))
+  }
+
+  /**
+   * A source for the NAR of `info`: the cached copy, the download already in flight, or a new
+   * download. Throws DiskError when the cache directory cannot take it (the caller then streams
+   * straight from the upstream).
+   */
+  async open(info: PathInfo): Promise<NarSource> {
+    const key = narKey(info)
+    const cached = this.#lru.get(key)
+    if (cached !== undefined) return this.#cachedSource(cached)
+    const inflight = this.#inflight.get(key)
+    if (inflight !== undefined) return inflight
+    if (Date.now() < this.#diskTroubleUntil) throw new DiskError('the cache directory failed recently')
+    return this.#startDownload(key, info)
+  }
+
+  /** Aborts downloads in flight (their temp files are removed). */
+  close(): void {
+    for (const download of this.#inflight.values()) download.abort(new Error('shutting down'))
+  }
+
+  async #startDownload(key: string, info: PathInfo): Promise<NarSource> {
+    const keep = info.narInfo.narSize <= this.#maxNarBytes
+    const tmp = path.join(this.#tmpDir, `${key}.${randomBytes(6).toString('hex')}.nar`)
+    let file: FileHandle
+    try {
+      file = await open(tmp, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o644)
+    } catch (err) {
+      this.#diskTrouble('cannot create a temp file', err)
+      throw new DiskError('cannot create a temp file', { cause: err })
+    }
+    // Another request may have started the same download while we awaited open().
+    const raced = this.#inflight.get(key)
+    if (raced !== undefined) {
+      await file.close()
+      await rm(tmp, { force: true })
+      return raced
+    }
+    if (keep) this.#makeRoom(info.narInfo.narSize)
+    const download = new NarDownload({ info, file, abortWhenUnused: !keep })
+    this.#inflight.set(key, download)
+    this.#log.info('downloading NAR', { upstream: info.upstream.name, storePath: info.narInfo.storePath, narSize: info.narInfo.narSize, keep })
+    download.done
+      .then(async (listing) => {
+        if (keep) await this.#commit(key, tmp, listing, info)
+        else await rm(tmp, { force: true })
+      })
+      .catch(async (err: Error) => {
+        const fields = { upstream: info.upstream.name, storePath: info.narInfo.storePath, error: err }
+        if (err instanceof DiskError) this.#diskTrouble('NAR download failed on disk', err)
+        else this.#log.warn('NAR download failed', fields)
+        await rm(tmp, { force: true })
+      })
+      .finally(() => {
+        this.#inflight.delete(key)
+        download.unhold()
+      })
+    return download
+  }
+
+  async #commit(key: string, tmp: string, listing: Listing, info: PathInfo): Promise<void> {
+    try {
+      const tmpListing = `${tmp}.ls`
+      await writeFile(tmpListing, formatListing(listing))
+      await rename(tmpListing, this.#listingPath(key))
+      await rename(tmp, this.#narPath(key))
+    } catch (err) {
+      this.#diskTrouble('cannot commit a NAR', err)
+      await rm(tmp, { force: true })
+      await rm(`${tmp}.ls`, { force: true })
+      return
+    }
+    this.#lru.set(key, { key, size: info.narInfo.narSize, listing, readers: 0, evicted: false, lastTouch: Date.now() })
+    this.#log.info('NAR cached', { storePath: info.narInfo.storePath, narSize: info.narInfo.narSize, usedBytes: this.usedBytes })
+  }
+
+  /** Evicts least recently used NARs until `incoming` more bytes fit under the bound. */
+  #makeRoom(incoming: number): void {
+    const max = this.#lru.maxSize
+    while (this.#lru.size > 0 && this.#lru.calculatedSize + incoming > max) this.#lru.pop()
+  }
+
+  #cachedSource(entry: Entry): NarSource {
+    this.#touch(entry)
+    const narPath = this.#narPath(entry.key)
+    return {
+      node: async (segments) => locate(entry.listing.root, segments),
+      listing: async () => entry.listing,
+      read: (start, end) => {
+        entry.readers++
+        let file: Promise<FileHandle> | undefined
+        const handle = () => (file ??= open(narPath, 'r'))
+        return createRangeStream(
+          {
+            readAt: async (buffer, length, position) => (await (await handle()).read(buffer, 0, length, position)).bytesRead,
+            waitFor: async () => {},
+            waitForCompletion: async () => {},
+            release: () => {
+              void file?.then((f) => f.close()).catch(() => {})
+              entry.readers--
+              // Unlink only if no newer copy of the same NAR was committed meanwhile.
+              if (entry.evicted && entry.readers === 0 && this.#lru.peek(entry.key) === undefined) void this.#remove(entry.key)
+            },
+          },
+          start,
+          end,
+        )
+      },
+    }
+  }
+
+  #touch(entry: Entry): void {
+    const now = Date.now()
+    // Recency survives restarts through atime; refresh it at most once a minute per NAR.
+    if (now - entry.lastTouch < TOUCH_INTERVAL_MS) return
+    entry.lastTouch = now
+    const when = new Date(now)
+    utimes(this.#narPath(entry.key), when, when).catch(() => {})
+  }
+
+  #evict(entry: Entry): void {
+    entry.evicted = true
+    this.#log.info('NAR evicted', { key: entry.key, size: entry.size })
+    if (entry.readers === 0) void this.#remove(entry.key)
+  }
+
+  async #remove(key: string): Promise<void> {
+    await rm(this.#narPath(key), { force: true }).catch(() => {})
+    await rm(this.#listingPath(key), { force: true }).catch(() => {})
+  }
+
+  #diskTrouble(what: string, err: unknown): void {
+    this.#diskTroubleUntil = Date.now() + DISK_TROUBLE_BACKOFF_MS
+    this.#log.error(`${what}; streaming straight from upstreams for ${DISK_TROUBLE_BACKOFF_MS / 1000} s`, { dir: this.#dir, error: err })
+  }
+
+  #narPath(key: string): string {
+    return path.join(this.#narDir, `${key}.nar`)
+  }
+
+  #listingPath(key: string): string {
+    return path.join(this.#narDir, `${key}.ls`)
+  }
+}
+
+/** NARs are keyed by NarHash: two store paths with one NAR share it; different bytes never mix. */
+export function narKey(info: PathInfo): string {
+  return formatHashNix32(info.narInfo.narHash).replace(':', '-')
+}

@@ -1,0 +1,139 @@
+/** Finds a store path's narinfo (and `.ls`) in the prioritized upstreams, with caching and coalescing. */
+import { LRUCache } from 'lru-cache'
+import { parseListing, type Listing } from '../formats/listing.js'
+import { parseNarInfo, type NarInfo } from '../formats/narinfo.js'
+import { parseStorePath, type StorePath } from '../formats/store-path.js'
+import type { Logger } from '../log.js'
+import { readSmallBody } from './read-body.js'
+import { resolveNarKey, type Upstream, UpstreamError } from './upstream.js'
+
+/** What one upstream knows about one store path. */
+export interface PathInfo {
+  readonly storePath: StorePath
+  readonly narInfo: NarInfo
+  readonly upstream: Upstream
+  /** The NAR's key relative to that upstream's root (already checked not to leave it). */
+  readonly narKey: string
+}
+
+/** Every upstream failed (none said "not here" while another failed, or all failed). */
+export class UpstreamsFailedError extends Error {
+  override readonly name = 'UpstreamsFailedError'
+  readonly failures: readonly UpstreamError[]
+  constructor(what: string, failures: readonly UpstreamError[]) {
+    super(`${what}: ${failures.map((f) => f.message).join('; ')}`)
+    this.failures = failures
+  }
+  /** True when every failure was a timeout: the answer is 504 rather than 502. */
+  get timedOut(): boolean {
+    return this.failures.every((f) => f.kind === 'timeout')
+  }
+}
+
+export interface PathInfoLookupOptions {
+  readonly log: Logger
+  /** How long "no upstream has it" is remembered. */
+  readonly negativeTtlMs: number
+  /** How many narinfos and listings are kept in memory. */
+  readonly maxEntries: number
+}
+
+export const MAX_NARINFO_BYTES = 1024 * 1024
+export const MAX_LISTING_BYTES = 64 * 1024 * 1024
+
+type Found = { readonly info: PathInfo | undefined }
+type ListingFound = { readonly listing: Listing | undefined }
+
+export class PathInfoLookup {
+  readonly upstreams: readonly Upstream[]
+  readonly #log: Logger
+  readonly #narInfos: LRUCache<string, Found>
+  readonly #listings: LRUCache<PathInfo, ListingFound>
+  readonly #negativeTtlMs: number
+
+  constructor(upstreams: readonly Upstream[], options: PathInfoLookupOptions) {
+    this.upstreams = upstreams
+    this.#log = options.log
+    this.#negativeTtlMs = options.negativeTtlMs
+    // lru-cache's fetch() coalesces concurrent lookups of one key into one upstream round.
+    this.#narInfos = new LRUCache<string, Found>({
+      max: options.maxEntries,
+      fetchMethod: async (hash, _stale, { options: setOptions }) => {
+        const info = await this.#lookup(hash)
+        if (info === undefined) setOptions.ttl = this.#negativeTtlMs
+        return { info }
+      },
+    })
+    this.#listings = new LRUCache<PathInfo, ListingFound>({
+      max: options.maxEntries,
+      fetchMethod: async (info) => ({ listing: await this.#fetchListing(info) }),
+    })
+  }
+
+  /** The narinfo of `hash` from the first upstream that has it; undefined when none has it. */
+  async find(hash: string): Promise<PathInfo | undefined> {
+    const found = await this.#narInfos.fetch(hash)
+    return found?.info
+  }
+
+  /** The upstream's `.ls` listing, or undefined when it has none or it is unusable (then the NAR is the source). */
+  async listing(info: PathInfo): Promise<Listing | undefined> {
+    const found = await this.#listings.fetch(info)
+    return found?.listing
+  }
+
+  async #lookup(hash: string): Promise<PathInfo | undefined> {
+    const failures: UpstreamError[] = []
+    for (const upstream of this.upstreams) {
+      try {
+        const info = await this.#fetchNarInfo(upstream, hash)
+        if (info !== undefined) return info
+      } catch (err) {
+        if (!(err instanceof UpstreamError)) throw err
+        this.#log.warn('upstream failed', { upstream: upstream.name, hash, error: err.message })
+        failures.push(err)
+      }
+    }
+    // A path no healthy upstream has is only "not found" when nobody failed: otherwise the
+    // failing upstream might have had it.
+    if (failures.length > 0) throw new UpstreamsFailedError(`looking up ${hash}`, failures)
+    return undefined
+  }
+
+  async #fetchNarInfo(upstream: Upstream, hash: string): Promise<PathInfo | undefined> {
+    const key = `${hash}.narinfo`
+    const res = await upstream.get(key)
+    if (res === undefined) return undefined
+    const text = (await readSmallBody(res, MAX_NARINFO_BYTES, upstream.name, key)).toString('utf8')
+    let narInfo: NarInfo
+    let storePath: StorePath
+    try {
+      narInfo = parseNarInfo(text)
+      storePath = parseStorePath(narInfo.storePath)
+    } catch (err) {
+      throw new UpstreamError(upstream.name, 'bad-response', `invalid ${key}: ${(err as Error).message}`, { cause: err })
+    }
+    if (storePath.hash !== hash) {
+      throw new UpstreamError(upstream.name, 'bad-response', `${key} describes another path (${narInfo.storePath})`)
+    }
+    const narKey = resolveNarKey(narInfo.url)
+    if (narKey === undefined) {
+      throw new UpstreamError(upstream.name, 'bad-response', `${key} has a URL outside the cache (${JSON.stringify(narInfo.url)})`)
+    }
+    return { storePath, narInfo, upstream, narKey }
+  }
+
+  async #fetchListing(info: PathInfo): Promise<Listing | undefined> {
+    const key = `${info.storePath.hash}.ls`
+    try {
+      const res = await info.upstream.get(key)
+      if (res === undefined) return undefined
+      const text = (await readSmallBody(res, MAX_LISTING_BYTES, info.upstream.name, key)).toString('utf8')
+      return parseListing(text)
+    } catch (err) {
+      // A broken listing only costs speed: the NAR itself is the authority.
+      this.#log.warn('ignoring unusable listing', { upstream: info.upstream.name, key, error: err })
+      return undefined
+    }
+  }
+}

@@ -1,0 +1,56 @@
+/** The interface every binary-cache backend implements, and its typed error. */
+import type { Readable } from 'node:stream'
+
+export interface UpstreamResponse {
+  readonly body: Readable
+  /** Content-Length when known. */
+  readonly size: number | undefined
+  /** HTTP Content-Encoding of the body (`.ls` files may be served br/gzip/zstd-encoded). */
+  readonly contentEncoding: string | undefined
+}
+
+export interface Upstream {
+  /** The cache URL with credentials removed: safe for logs, errors and pages. */
+  readonly name: string
+  /**
+   * Fetches `key` (a path relative to the cache root, such as `<hash>.narinfo` or `nar/x.nar.xz`).
+   * A missing object is `undefined`; any other failure throws UpstreamError.
+   */
+  get(key: string, signal?: AbortSignal): Promise<UpstreamResponse | undefined>
+}
+
+export type UpstreamErrorKind = 'timeout' | 'network' | 'bad-status' | 'bad-response'
+
+export class UpstreamError extends Error {
+  override readonly name = 'UpstreamError'
+  readonly upstream: string
+  readonly kind: UpstreamErrorKind
+  constructor(upstream: string, kind: UpstreamErrorKind, detail: string, options?: ErrorOptions) {
+    super(`${upstream}: ${detail}`, options)
+    this.upstream = upstream
+    this.kind = kind
+  }
+}
+
+/**
+ * Resolves a narinfo `URL` against the cache root, refusing anything that would leave the cache
+ * (an absolute URL, a scheme, `..` segments, a leading `/`): a narinfo must not make unnar fetch
+ * from another host. Returns the cache-relative key, or undefined when refused.
+ */
+export function resolveNarKey(narUrl: string): string | undefined {
+  if (narUrl === '' || /^[a-zA-Z][a-zA-Z0-9+.-]*:/.test(narUrl) || narUrl.startsWith('/') || narUrl.includes('\\')) {
+    return undefined
+  }
+  const [path] = narUrl.split(/[?#]/, 1) as [string]
+  const segments = path.split('/')
+  for (const segment of segments) {
+    let decoded: string
+    try {
+      decoded = decodeURIComponent(segment)
+    } catch {
+      return undefined
+    }
+    if (decoded === '' || decoded === '.' || decoded === '..' || decoded.includes('/') || decoded.includes('\0')) return undefined
+  }
+  return narUrl
+}
