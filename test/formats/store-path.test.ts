@@ -90,7 +90,7 @@ describe('isStoreHash', () => {
 
 describe('isStoreName', () => {
   it('accepts Nix names', () => {
-    for (const name of ['a', 'hello-2.12.1', '.foo', '..foo', '.-', 'foo?bar=1+x_y', 'A'.repeat(MAX_STORE_NAME_LENGTH)]) {
+    for (const name of ['a', 'hello-2.12.1', '.foo', '..foo', '...', '-x', 'foo?bar=1+x_y', 'A'.repeat(MAX_STORE_NAME_LENGTH)]) {
       assert.equal(isStoreName(name), true, name)
     }
   })
