@@ -1,0 +1,195 @@
+/** Several upstreams, failing upstreams, and what unnar refuses to fetch. */
+import assert from 'node:assert/strict'
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { after, before, describe, it } from 'node:test'
+import { cacheDir, fixturePath } from '../helpers/fixtures.js'
+import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
+import { sha256Hex, startUnnar } from '../helpers/unnar.js'
+
+const basic = fixturePath('basic')
+const basicBase = `${basic.hash}-${basic.name}`
+const narinfoPath = `/${basic.hash}.narinfo`
+
+describe('upstream selection and failures', () => {
+  const upstreams: TestUpstream[] = []
+  const start = async (root = cacheDir('xz'), lsEncoding?: 'br' | 'zstd' | 'gzip') => {
+    const u = await startTestUpstream({ root, ...(lsEncoding === undefined ? {} : { lsEncoding }) })
+    upstreams.push(u)
+    return u
+  }
+  after(async () => {
+    for (const u of upstreams) await u.close()
+  })
+
+  it('tries upstreams in order and serves from the first that has the path', async () => {
+    const empty = await mkdtemp(path.join(os.tmpdir(), 'unnar-empty-'))
+    const first = await start(empty)
+    const second = await start()
+    const unnar = await startUnnar([first.url, second.url])
+    try {
+      const res = await fetch(unnar.store(`${basicBase}/bin/hello`))
+      assert.equal(res.status, 200)
+      assert.equal(await sha256Hex(await res.arrayBuffer()), basic.entries['bin/hello']!.sha256)
+      assert.equal(first.count(narinfoPath), 1)
+      assert.equal(second.count(narinfoPath), 1)
+      assert.equal(first.count(/^\/nar\//), 0)
+      assert.equal(second.count(/^\/nar\//), 1)
+    } finally {
+      await unnar.stop()
+      await rm(empty, { recursive: true })
+    }
+  })
+
+  it('falls over to the next upstream when the first answers 500, and recovers later', async () => {
+    const first = await start()
+    const second = await start()
+    first.setFault(narinfoPath, { kind: 'status', status: 500, times: 1 })
+    const unnar = await startUnnar([first.url, second.url])
+    try {
+      const res = await fetch(unnar.store(`${basicBase}/bin/hello`))
+      assert.equal(res.status, 200)
+      await res.arrayBuffer()
+      assert.equal(second.count(/^\/nar\//), 1)
+      assert.ok(unnar.logs.some((l) => l.msg === 'upstream failed' && l.upstream === first.url))
+    } finally {
+      await unnar.stop()
+    }
+  })
+
+  it('answers 502 naming every upstream when all fail, and does not remember the failure', async () => {
+    const first = await start()
+    const second = await start()
+    first.setFault(narinfoPath, { kind: 'status', status: 500 })
+    second.setFault(narinfoPath, { kind: 'status', status: 503, times: 1 })
+    const unnar = await startUnnar([first.url, second.url])
+    try {
+      const res = await fetch(unnar.store(`${basicBase}/bin/hello`))
+      const text = await res.text()
+      assert.equal(res.status, 502)
+      assert.ok(text.includes(first.url) && text.includes(second.url), text)
+      assert.match(text, /HTTP 500/)
+      assert.match(text, /HTTP 503/)
+      const again = await fetch(unnar.store(`${basicBase}/bin/hello`))
+      assert.equal(again.status, 200, 'a failure is not cached like a miss')
+      await again.arrayBuffer()
+    } finally {
+      await unnar.stop()
+    }
+  })
+
+  it('answers 504 when the only upstream hangs', async () => {
+    const hung = await start()
+    hung.setFault(narinfoPath, { kind: 'hang' })
+    const unnar = await startUnnar([hung.url], { UNNAR_UPSTREAM_TIMEOUT: '0.5' })
+    try {
+      const res = await fetch(unnar.store(`${basicBase}/bin/hello`))
+      assert.equal(res.status, 504)
+      assert.match(await res.text(), /no data for 500 ms/)
+    } finally {
+      await unnar.stop()
+    }
+  })
+
+  it('answers 404 when a path is in no upstream, and remembers that briefly', async () => {
+    const only = await start()
+    const unnar = await startUnnar([only.url])
+    try {
+      for (let i = 0; i < 3; i++) {
+        const res = await fetch(unnar.store('0000000000000000000000000000000a-absent/'))
+        assert.equal(res.status, 404)
+        await res.text()
+      }
+      assert.equal(only.count('/0000000000000000000000000000000a.narinfo'), 1)
+    } finally {
+      await unnar.stop()
+    }
+  })
+
+  for (const encoding of ['br', 'zstd', 'gzip'] as const) {
+    it(`decodes a ${encoding}-encoded .ls and answers listings, HEAD and 404s without the NAR`, async () => {
+      const u = await start(cacheDir('xz'), encoding)
+      const unnar = await startUnnar([u.url])
+      try {
+        const listing = await fetch(unnar.store(`${basicBase}/lib/`))
+        assert.equal(listing.status, 200)
+        assert.ok((await listing.text()).includes('libfoo.so.1.2'))
+        const head = await fetch(unnar.store(`${basicBase}/lib/blob.bin`), { method: 'HEAD' })
+        assert.equal(head.headers.get('content-length'), String(basic.entries['lib/blob.bin']!.size))
+        assert.equal((await fetch(unnar.store(`${basicBase}/missing`))).status, 404)
+        assert.equal(u.count(`/${basic.hash}.ls`), 1)
+        assert.equal(u.count(/^\/nar\//), 0)
+      } finally {
+        await unnar.stop()
+      }
+    })
+  }
+
+  it('serves from a file:// upstream', async () => {
+    const unnar = await startUnnar([pathToFileURL(cacheDir('zstd')).href])
+    try {
+      const res = await fetch(unnar.store(`${basicBase}/lib/libfoo.so.1.2`))
+      assert.equal(await sha256Hex(await res.arrayBuffer()), basic.entries['lib/libfoo.so.1.2']!.sha256)
+    } finally {
+      await unnar.stop()
+    }
+  })
+
+  describe('with doctored narinfos', () => {
+    let dir: string
+    before(async () => {
+      dir = await mkdtemp(path.join(os.tmpdir(), 'unnar-doctored-'))
+      await cp(cacheDir('no-listing'), dir, { recursive: true })
+    })
+    after(() => rm(dir, { recursive: true }))
+    const doctor = async (edit: (text: string) => string) => {
+      const file = path.join(dir, `${basic.hash}.narinfo`)
+      const original = await readFile(path.join(cacheDir('no-listing'), `${basic.hash}.narinfo`), 'utf8')
+      await writeFile(file, edit(original))
+    }
+
+    it('answers 502 naming an unsupported compression', async () => {
+      await doctor((t) => t.replace('Compression: xz', 'Compression: lz4'))
+      const u = await start(dir)
+      const unnar = await startUnnar([u.url])
+      try {
+        const res = await fetch(unnar.store(`${basicBase}/bin/hello`))
+        assert.equal(res.status, 502)
+        assert.match(await res.text(), /unsupported NAR compression "lz4"/)
+      } finally {
+        await unnar.stop()
+      }
+    })
+
+    for (const url of ['http://169.254.169.254/latest/meta-data', '../../etc/passwd', '/etc/passwd', 'nar/%2e%2e/x.nar.xz']) {
+      it(`never fetches a narinfo URL that leaves the cache (${url})`, async () => {
+        await doctor((t) => t.replace(/^URL: .*$/m, `URL: ${url}`))
+        const u = await start(dir)
+        const unnar = await startUnnar([u.url])
+        try {
+          const res = await fetch(unnar.store(`${basicBase}/bin/hello`))
+          assert.equal(res.status, 502)
+          assert.match(await res.text(), /URL outside the cache/)
+          assert.deepEqual(u.requests.map((r) => r.path), [narinfoPath])
+        } finally {
+          await unnar.stop()
+        }
+      })
+    }
+
+    it('answers 502 for a narinfo that describes another store path', async () => {
+      await doctor((t) => t.replace(basic.hash, '0000000000000000000000000000000a'))
+      const u = await start(dir)
+      const unnar = await startUnnar([u.url])
+      try {
+        const res = await fetch(unnar.store(`${basicBase}/bin/hello`))
+        assert.equal(res.status, 502)
+        assert.match(await res.text(), /describes another path/)
+      } finally {
+        await unnar.stop()
+      }
+    })
+  })
+})
