@@ -17,7 +17,7 @@ export const PUBLIC_DIR = fileURLToPath(new URL('../public/', import.meta.url))
 export interface RunningServer {
   /** `http://host:port` */
   readonly url: string
-  readonly store: NarStore
+  readonly narStore: NarStore
   close(): Promise<void>
 }
 
@@ -38,7 +38,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   log.info('unnar listening', { url, upstreams: upstreams.map((u) => u.name), cacheDir: config.cacheDir, cacheBytes: maxBytes })
   return {
     url,
-    store,
+    narStore: store,
     close: () =>
       new Promise<void>((resolve) => {
         store.close()

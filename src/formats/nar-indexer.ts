@@ -160,20 +160,34 @@ export class NarIndexer {
     while (i < length) {
       switch (this.#phase) {
         case 'length': {
+          // Hot path: most tokens are small, so avoid subarray() here (it allocates a Buffer view).
+          if (this.#wordFill === 0 && length - i >= 8) {
+            this.#tokenStart = base + i
+            const low = (chunk[i]! | (chunk[i + 1]! << 8) | (chunk[i + 2]! << 16) | (chunk[i + 3]! << 24)) >>> 0
+            const high = (chunk[i + 4]! | (chunk[i + 5]! << 8) | (chunk[i + 6]! << 16) | (chunk[i + 7]! << 24)) >>> 0
+            i += 8
+            this.#onLength(low, high, entries)
+            break
+          }
           if (this.#wordFill === 0) this.#tokenStart = base + i
-          const take = Math.min(8 - this.#wordFill, length - i)
-          this.#word.set(chunk.subarray(i, i + take), this.#wordFill)
-          this.#wordFill += take
-          i += take
+          const word = this.#word
+          while (this.#wordFill < 8 && i < length) word[this.#wordFill++] = chunk[i++]!
           if (this.#wordFill === 8) {
             this.#wordFill = 0
-            this.#onLength(entries)
+            const low = (word[0]! | (word[1]! << 8) | (word[2]! << 16) | (word[3]! << 24)) >>> 0
+            const high = (word[4]! | (word[5]! << 8) | (word[6]! << 16) | (word[7]! << 24)) >>> 0
+            this.#onLength(low, high, entries)
           }
           break
         }
         case 'bytes': {
           const take = Math.min(this.#stringLength - this.#stringFill, length - i)
-          this.#string.set(chunk.subarray(i, i + take), this.#stringFill)
+          if (take > 64) {
+            this.#string.set(chunk.subarray(i, i + take), this.#stringFill)
+          } else {
+            const string = this.#string
+            for (let k = 0, fill = this.#stringFill; k < take; k++) string[fill + k] = chunk[i + k]!
+          }
           this.#stringFill += take
           i += take
           if (this.#stringFill === this.#stringLength) {
@@ -210,11 +224,7 @@ export class NarIndexer {
   }
 
   /** The 8-byte length word of a token is complete. */
-  #onLength(entries: NarEntry[]): void {
-    const word = this.#word
-    const low = (word[0]! | (word[1]! << 8) | (word[2]! << 16) | (word[3]! << 24)) >>> 0
-    const high = (word[4]! | (word[5]! << 8) | (word[6]! << 16) | (word[7]! << 24)) >>> 0
-
+  #onLength(low: number, high: number, entries: NarEntry[]): void {
     if (this.#expect === 'contents') {
       // 2^53 - 1 is 8 PiB: a bigger size is corruption or an attack, never a real file.
       if (high > 0x1fffff) throw new NarFormatError(`file size ${formatU64(high, low)} of ${describePath(this.#nodePath)} is too large`, this.#tokenStart)
@@ -269,44 +279,46 @@ export class NarIndexer {
       this.#expect = 'close'
       return
     }
-    const value = this.#string.subarray(0, this.#stringLength)
+    // The token is this.#string[0, n); views onto it are only made where needed (subarray allocates).
+    const value = this.#string
+    const n = this.#stringLength
 
     switch (this.#expect) {
       case 'magic':
-        if (!isTag(value, MAGIC)) throw new NarFormatError(`input doesn't look like a Nix archive (bad magic ${describeBytes(value)})`, at)
+        if (!isTag(value, n, MAGIC)) throw new NarFormatError(`input doesn't look like a Nix archive (bad magic ${describeBytes(value.subarray(0, n))})`, at)
         this.#nodePath = ''
         this.#nodeDepth = 0
         this.#expect = 'open'
         return
       case 'open':
-        this.#expectTag(value, '(')
+        this.#expectTag('(')
         this.#expect = 'type-key'
         return
       case 'type-key':
-        this.#expectTag(value, 'type')
+        this.#expectTag('type')
         this.#expect = 'type'
         return
       case 'type':
-        if (isTag(value, 'regular')) {
+        if (isTag(value, n, 'regular')) {
           this.#executable = false
           this.#expect = 'regular-field'
-        } else if (isTag(value, 'symlink')) {
+        } else if (isTag(value, n, 'symlink')) {
           this.#expect = 'target-key'
-        } else if (isTag(value, 'directory')) {
+        } else if (isTag(value, n, 'directory')) {
           entries.push({ type: 'directory', path: this.#nodePath })
           this.#directories.push({ path: this.#nodePath, depth: this.#nodeDepth, prevName: undefined })
           this.#expect = 'dir-next'
         } else {
-          throw new NarFormatError(`unknown file type ${describeBytes(value)} for ${describePath(this.#nodePath)}`, at)
+          throw new NarFormatError(`unknown file type ${describeBytes(value.subarray(0, n))} for ${describePath(this.#nodePath)}`, at)
         }
         return
       case 'regular-field':
-        if (isTag(value, 'executable')) {
+        if (isTag(value, n, 'executable')) {
           this.#expect = 'executable-value'
-        } else if (isTag(value, 'contents')) {
+        } else if (isTag(value, n, 'contents')) {
           this.#expect = 'contents'
         } else {
-          throw new NarFormatError(`expected tag 'executable' or 'contents', got ${describeBytes(value)}`, at)
+          throw new NarFormatError(`expected tag 'executable' or 'contents', got ${describeBytes(value.subarray(0, n))}`, at)
         }
         return
       case 'executable-value':
@@ -315,61 +327,64 @@ export class NarIndexer {
         this.#expect = 'contents-key'
         return
       case 'contents-key':
-        this.#expectTag(value, 'contents')
+        this.#expectTag('contents')
         this.#expect = 'contents'
         return
       case 'target-key':
-        this.#expectTag(value, 'target')
+        this.#expectTag('target')
         this.#expect = 'target'
         return
-      case 'target':
-        if (value.length === 0 || value.includes(0)) {
-          throw new NarFormatError(`invalid symlink target ${describeBytes(value)} for ${describePath(this.#nodePath)} (empty or containing NUL)`, at)
+      case 'target': {
+        const target = value.subarray(0, n)
+        if (n === 0 || target.includes(0)) {
+          throw new NarFormatError(`invalid symlink target ${describeBytes(target)} for ${describePath(this.#nodePath)} (empty or containing NUL)`, at)
         }
-        entries.push({ type: 'symlink', path: this.#nodePath, target: utf8.decode(value) })
+        entries.push({ type: 'symlink', path: this.#nodePath, target: utf8.decode(target) })
         this.#expect = 'close'
         return
+      }
       case 'close':
-        this.#expectTag(value, ')')
+        this.#expectTag(')')
         this.#onNodeEnd()
         return
       case 'dir-next':
-        if (isTag(value, 'entry')) {
+        if (isTag(value, n, 'entry')) {
           this.#expect = 'entry-open'
-        } else if (isTag(value, ')')) {
+        } else if (isTag(value, n, ')')) {
           this.#directories.pop()
           this.#onNodeEnd()
         } else {
-          throw new NarFormatError(`expected tag 'entry' or ')', got ${describeBytes(value)}`, at)
+          throw new NarFormatError(`expected tag 'entry' or ')', got ${describeBytes(value.subarray(0, n))}`, at)
         }
         return
       case 'entry-open':
-        this.#expectTag(value, '(')
+        this.#expectTag('(')
         this.#expect = 'name-key'
         return
       case 'name-key':
-        this.#expectTag(value, 'name')
+        this.#expectTag('name')
         this.#expect = 'name'
         return
       case 'name': {
         const directory = this.#directories[this.#directories.length - 1]!
-        if (!isValidName(value)) {
-          throw new NarFormatError(`invalid entry name ${describeBytes(value)} in ${describePath(directory.path)}`, at)
+        if (!isValidName(value, n)) {
+          throw new NarFormatError(`invalid entry name ${describeBytes(value.subarray(0, n))} in ${describePath(directory.path)}`, at)
         }
-        if (directory.prevName !== undefined && compareBytes(value, directory.prevName) <= 0) {
-          const problem = compareBytes(value, directory.prevName) === 0 ? 'duplicate' : 'unsorted'
+        const name = value.slice(0, n)
+        if (directory.prevName !== undefined && compareBytes(name, directory.prevName) <= 0) {
+          const problem = compareBytes(name, directory.prevName) === 0 ? 'duplicate' : 'unsorted'
           throw new NarFormatError(
-            `${problem} entry name ${describeBytes(value)} after ${describeBytes(directory.prevName)} in ${describePath(directory.path)} (entries must be in strictly increasing byte order)`,
+            `${problem} entry name ${describeBytes(name)} after ${describeBytes(directory.prevName)} in ${describePath(directory.path)} (entries must be in strictly increasing byte order)`,
             at,
           )
         }
-        directory.prevName = value.slice()
-        this.#pendingName = decodeName(value)
+        directory.prevName = name
+        this.#pendingName = decodeName(name)
         this.#expect = 'node-key'
         return
       }
       case 'node-key': {
-        this.#expectTag(value, 'node')
+        this.#expectTag('node')
         const directory = this.#directories[this.#directories.length - 1]!
         const depth = directory.depth + 1
         const path = directory.path === '' ? this.#pendingName : `${directory.path}/${this.#pendingName}`
@@ -380,7 +395,7 @@ export class NarIndexer {
         return
       }
       case 'entry-close':
-        this.#expectTag(value, ')')
+        this.#expectTag(')')
         this.#expect = 'dir-next'
         return
     }
@@ -395,8 +410,9 @@ export class NarIndexer {
     }
   }
 
-  #expectTag(value: Uint8Array, tag: string): void {
-    if (!isTag(value, tag)) throw new NarFormatError(`expected tag '${tag}', got ${describeBytes(value)}`, this.#tokenStart)
+  #expectTag(tag: string): void {
+    const n = this.#stringLength
+    if (!isTag(this.#string, n, tag)) throw new NarFormatError(`expected tag '${tag}', got ${describeBytes(this.#string.subarray(0, n))}`, this.#tokenStart)
   }
 
   #describeExpected(): string {
@@ -451,16 +467,18 @@ function paddingFor(size: number): number {
   return (8 - (size % 8)) % 8
 }
 
-function isTag(value: Uint8Array, tag: string): boolean {
-  if (value.length !== tag.length) return false
-  for (let i = 0; i < value.length; i++) if (value[i] !== tag.charCodeAt(i)) return false
+/** Whether value[0, n) is the ASCII keyword `tag`. */
+function isTag(value: Uint8Array, n: number, tag: string): boolean {
+  if (n !== tag.length) return false
+  for (let i = 0; i < n; i++) if (value[i] !== tag.charCodeAt(i)) return false
   return true
 }
 
-function isValidName(name: Uint8Array): boolean {
-  if (name.length === 0 || name.includes(0x2f) || name.includes(0)) return false
-  // '.' and '..'
-  return !(name[0] === 0x2e && (name.length === 1 || (name.length === 2 && name[1] === 0x2e)))
+/** Whether name[0, n) may name a directory entry: not empty, '.' or '..', and without '/' or NUL. */
+function isValidName(name: Uint8Array, n: number): boolean {
+  if (n === 0) return false
+  for (let i = 0; i < n; i++) if (name[i] === 0x2f || name[i] === 0) return false
+  return !(name[0] === 0x2e && (n === 1 || (n === 2 && name[1] === 0x2e)))
 }
 
 /** Byte-wise comparison, as Nix's std::string (unsigned char) order; JS string order differs for astral characters. */

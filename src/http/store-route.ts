@@ -1,5 +1,6 @@
 /** GET/HEAD `/nix/store/<hash>[-<name>][/<path>]`: resolve the path, then answer a file, listing or redirect. */
 import { createHash } from 'node:crypto'
+import type { ServerResponse } from 'node:http'
 import type { Context } from 'hono'
 import { formatHashNix32 } from '../formats/hash.js'
 import { locate, type ListingNode } from '../formats/listing.js'
@@ -9,6 +10,7 @@ import type { NarSource } from '../store/nar-source.js'
 import type { NarStore } from '../store/nar-store.js'
 import { openDirectFile } from '../store/direct-file-stream.js'
 import type { PathInfo, PathInfoLookup } from '../upstream/path-info-lookup.js'
+import { abortOnError } from './abort-on-error.js'
 import { contentTypeByName, contentTypeBySniffing, SNIFF_BYTES } from './content-type.js'
 import { HttpError } from './errors.js'
 import { encodePath } from './html.js'
@@ -141,7 +143,8 @@ export function createStoreRoute(deps: StoreRouteDeps): (c: Context) => Promise<
       await body.cancel()
       return c.body(null)
     }
-    return c.body(body)
+    const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing
+    return c.body(abortOnError(body, outgoing, (err) => log.warn('response aborted', { path: c.req.path, error: err })))
   }
 }
 

@@ -26,14 +26,6 @@ export class DiskError extends Error {
   override readonly name = 'DiskError'
 }
 
-/**
- * Below this size a response from a download that is still running holds its last chunk until the
- * whole NAR has verified, so a corrupt NAR can never yield a complete-looking response. Above it,
- * waiting for the rest of the NAR would cost too much latency; such responses are verified only
- * if they are still streaming when the NAR ends (see README, "Verification").
- */
-export const VERIFY_BEFORE_END_MAX_NAR_BYTES = 64 * 1024 * 1024
-
 interface ByteWaiter {
   readonly end: number
   readonly resolve: () => void
@@ -106,14 +98,10 @@ export class NarDownload implements NarSource {
 
   read(start: number, end: number): ReadableStream<Uint8Array> {
     this.#readers++
-    const verifyFirst = this.info.narInfo.narSize <= VERIFY_BEFORE_END_MAX_NAR_BYTES
     return createRangeStream(
       {
         readAt: async (buffer, length, position) => (await this.#file.read(buffer, 0, length, position)).bytesRead,
         waitFor: (target) => this.#waitForBytes(target),
-        waitForCompletion: async () => {
-          if (verifyFirst) await this.done
-        },
         release: () => this.#releaseReader(),
       },
       start,
@@ -263,7 +251,7 @@ class NarSink extends Writable {
     try {
       entries = this.#indexer.push(chunk)
     } catch (err) {
-      callback(new NarVerificationError(this.#upstream, `invalid NAR: ${(err as Error).message}`, { cause: err }))
+      callback(new NarVerificationError(this.#upstream, (err as Error).message, { cause: err }))
       return
     }
     this.#hasher.update(chunk)
@@ -287,7 +275,7 @@ class NarSink extends Writable {
       try {
         this.#indexer.end()
       } catch (err) {
-        throw new NarVerificationError(this.#upstream, `invalid NAR: ${(err as Error).message}`, { cause: err })
+        throw new NarVerificationError(this.#upstream, (err as Error).message, { cause: err })
       }
       const digest = this.#hasher.digest()
       if (!hashEquals({ algorithm: this.#narHash.algorithm, digest }, this.#narHash)) {

@@ -16,8 +16,6 @@ export interface RangeSource {
   readAt(buffer: Uint8Array, length: number, position: number): Promise<number>
   /** Resolves once bytes up to `end` exist (at once for a complete NAR); rejects if they never will. */
   waitFor(end: number): Promise<void>
-  /** Resolves when the last byte of a range may be released (after verification, for small downloads). */
-  waitForCompletion(end: number): Promise<void>
   /** Called exactly once when the stream is done or cancelled. */
   release(): void
 }
@@ -52,7 +50,6 @@ export function createRangeStream(source: RangeSource, start: number, end: numbe
           const bytesRead = await source.readAt(buffer, length, position)
           if (bytesRead !== length) throw new Error(`NAR file ended at ${position + bytesRead}, expected ${end}`)
           position += length
-          if (position >= end) await source.waitForCompletion(end)
           controller.enqueue(buffer)
           if (position >= end) {
             release()

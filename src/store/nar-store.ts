@@ -204,7 +204,6 @@ export class NarStore {
           {
             readAt: async (buffer, length, position) => (await (await handle()).read(buffer, 0, length, position)).bytesRead,
             waitFor: async () => {},
-            waitForCompletion: async () => {},
             release: () => {
               void file?.then((f) => f.close()).catch(() => {})
               entry.readers--

@@ -29,7 +29,7 @@ export async function startUnnar(upstreams: readonly string[], env: Record<strin
     store: (rest) => `${server.url}/nix/store/${rest}`,
     stop: async (options) => {
       await server.close()
-      if (options?.keepCache !== true) await rm(cacheDir, { recursive: true, force: true })
+      if (options?.keepCache !== true) await rm(cacheDir, { recursive: true, force: true }).catch(() => {})
     },
   }
 }
