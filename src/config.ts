@@ -63,6 +63,7 @@ export function loadConfig(env: Env): Config {
   const upstreamText = env.NIX_CACHE_URL ?? env.NAR_CACHE_URL ?? DEFAULT_UPSTREAM
   const upstreams = upstreamText.split(/[\s,]+/).filter((u) => u !== '')
   if (upstreams.length === 0) throw new ConfigError('NIX_CACHE_URL is empty: give at least one cache URL')
+  for (const url of upstreams) checkUpstreamUrl(url)
   const cacheHome = env.XDG_CACHE_HOME || path.join(env.HOME || os.homedir(), '.cache')
   const cacheSize = parseSizeSetting('UNNAR_CACHE_SIZE', env.UNNAR_CACHE_SIZE ?? '10G')
   return {
@@ -74,6 +75,20 @@ export function loadConfig(env: Env): Config {
     negativeTtlMs: parseSeconds('UNNAR_NEGATIVE_TTL', env.UNNAR_NEGATIVE_TTL ?? '60') * 1000,
     upstreamTimeoutMs: parseSeconds('UNNAR_UPSTREAM_TIMEOUT', env.UNNAR_UPSTREAM_TIMEOUT ?? '30') * 1000,
     logLevel: parseLogLevel(env.LOG_LEVEL ?? 'info'),
+  }
+}
+
+const UPSTREAM_SCHEMES = ['http:', 'https:', 'file:']
+
+function checkUpstreamUrl(url: string): void {
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    throw new ConfigError(`NIX_CACHE_URL: "${url}" is not a URL`)
+  }
+  if (!UPSTREAM_SCHEMES.includes(parsed.protocol)) {
+    throw new ConfigError(`NIX_CACHE_URL: unsupported scheme "${parsed.protocol}" in "${parsed.protocol}//${parsed.host}" (supported: http, https, file)`)
   }
 }
 

@@ -1,4 +1,5 @@
 /** Composition root: builds every object from a Config and starts listening. Tests start many of these in one process. */
+import { existsSync } from 'node:fs'
 import { mkdir, statfs } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
@@ -12,7 +13,8 @@ import { createUpstream } from './upstream/create-upstream.js'
 import { PathInfoLookup } from './upstream/path-info-lookup.js'
 
 export const VERSION = '0.1.0'
-export const PUBLIC_DIR = fileURLToPath(new URL('../public/', import.meta.url))
+/** public/ sits beside src/ when run from source, two levels up from dist/src/ when compiled. */
+export const PUBLIC_DIR = ['../public/', '../../public/'].map((rel) => fileURLToPath(new URL(rel, import.meta.url))).find((dir) => existsSync(dir)) ?? 'public'
 
 export interface RunningServer {
   /** `http://host:port` */

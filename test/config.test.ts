@@ -1,0 +1,64 @@
+/** Settings from the environment and flags, and the one-line errors for bad ones. */
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { applyFlags, ConfigError, loadConfig, parseBytes } from '../src/config.js'
+
+describe('loadConfig', () => {
+  it('uses the documented defaults', () => {
+    const config = loadConfig({ HOME: '/home/u' })
+    assert.equal(config.port, 8383)
+    assert.equal(config.host, undefined)
+    assert.deepEqual(config.upstreams, ['https://cache.nixos.org'])
+    assert.equal(config.cacheDir, '/home/u/.cache/unnar')
+    assert.deepEqual(config.cacheSize, { bytes: 10 * 1024 ** 3 })
+    assert.equal(config.maxNarSize, undefined)
+    assert.equal(config.negativeTtlMs, 60_000)
+    assert.equal(config.logLevel, 'info')
+  })
+
+  it('takes XDG_CACHE_HOME, nar-serve names and several upstreams in priority order', () => {
+    const config = loadConfig({ XDG_CACHE_HOME: '/x', NAR_CACHE_URL: 'https://a.example, file:///b  https://c.example', HTTP_ADDR: '127.0.0.1:9000' })
+    assert.equal(config.cacheDir, '/x/unnar')
+    assert.deepEqual(config.upstreams, ['https://a.example', 'file:///b', 'https://c.example'])
+    assert.equal(config.host, '127.0.0.1')
+    assert.equal(config.port, 9000)
+    assert.equal(loadConfig({ NIX_CACHE_URL: 'https://n', NAR_CACHE_URL: 'https://m' }).upstreams[0], 'https://n')
+    assert.deepEqual([loadConfig({ HTTP_ADDR: '[::1]:81' }).host, loadConfig({ HTTP_ADDR: ':82', PORT: '1' }).port], ['::1', 82])
+  })
+
+  it('parses sizes and percentages', () => {
+    assert.equal(parseBytes('X', '500M'), 500 * 1024 ** 2)
+    assert.equal(parseBytes('X', '1.5G'), 1.5 * 1024 ** 3)
+    assert.equal(parseBytes('X', '123'), 123)
+    assert.equal(parseBytes('X', '2GiB'), 2 * 1024 ** 3)
+    assert.deepEqual(loadConfig({ UNNAR_CACHE_SIZE: '20%' }).cacheSize, { percent: 20 })
+  })
+
+  const bad: Array<[Record<string, string>, RegExp]> = [
+    [{ UNNAR_CACHE_SIZE: '10X' }, /^UNNAR_CACHE_SIZE: "10X" is not a size/],
+    [{ UNNAR_CACHE_SIZE: '150%' }, /^UNNAR_CACHE_SIZE: "150%" must be a percentage/],
+    [{ PORT: 'eighty' }, /^PORT: "eighty" is not a port number/],
+    [{ NIX_CACHE_URL: 'ftp://x' }, /^NIX_CACHE_URL: unsupported scheme "ftp:"/],
+    [{ NIX_CACHE_URL: 'not a url' }, /^NIX_CACHE_URL: "not" is not a URL/],
+    [{ NIX_CACHE_URL: ' ' }, /^NIX_CACHE_URL is empty/],
+    [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL: "loud" is not one of/],
+    [{ UNNAR_NEGATIVE_TTL: '-1' }, /^UNNAR_NEGATIVE_TTL: "-1" is not a number of seconds/],
+  ]
+  for (const [env, message] of bad) {
+    it(`rejects ${JSON.stringify(env)} with one line naming the setting`, () => {
+      assert.throws(() => loadConfig(env), (err: Error) => err instanceof ConfigError && message.test(err.message) && !err.message.includes('\n'))
+    })
+  }
+})
+
+describe('applyFlags', () => {
+  it('lets flags override the environment, in both --flag value and --flag=value forms', () => {
+    const env = applyFlags({ PORT: '1', LOG_LEVEL: 'warn' }, ['--port', '2', '--log-level=debug', '--upstream', 'file:///c'])
+    assert.deepEqual([env.PORT, env.LOG_LEVEL, env.NIX_CACHE_URL], ['2', 'debug', 'file:///c'])
+  })
+
+  it('rejects unknown flags and flags without a value', () => {
+    assert.throws(() => applyFlags({}, ['--bogus']), /unknown option "--bogus"/)
+    assert.throws(() => applyFlags({}, ['--port']), /--port needs a value/)
+  })
+})

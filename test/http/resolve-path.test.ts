@@ -1,0 +1,61 @@
+/** Symlink resolution inside a store path, over an in-memory listing. */
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { locate, parseListing } from '../../src/formats/listing.js'
+import { resolveStorePath } from '../../src/http/resolve-path.js'
+
+const listing = parseListing(
+  JSON.stringify({
+    version: 1,
+    root: {
+      type: 'directory',
+      entries: {
+        bin: { type: 'directory', entries: { tool: { type: 'regular', size: 1, narOffset: 100 }, up: { type: 'symlink', target: '../lib' } } },
+        lib: { type: 'directory', entries: { 'a.so': { type: 'symlink', target: 'b.so' }, 'b.so': { type: 'regular', size: 2, narOffset: 200 } } },
+        self: { type: 'symlink', target: '/nix/store/00000000000000000000000000000000-x/lib' },
+        other: { type: 'symlink', target: '/nix/store/11111111111111111111111111111111-y/share' },
+        out: { type: 'symlink', target: '../../../etc' },
+        loop: { type: 'symlink', target: 'loop' },
+        gone: { type: 'symlink', target: 'nothing' },
+      },
+    },
+  }),
+)
+const base = '/nix/store/00000000000000000000000000000000-x'
+const resolve = (segments: string[]) => resolveStorePath(async (s) => locate(listing.root, s), base, '/nix/store', segments)
+
+describe('resolveStorePath', () => {
+  it('finds plain files and directories', async () => {
+    assert.deepEqual((await resolve(['bin', 'tool'])).kind, 'found')
+    const dir = await resolve(['lib'])
+    assert.equal(dir.kind === 'found' && dir.node.type, 'directory')
+  })
+
+  it('follows a relative symlink in the middle of the path on the server', async () => {
+    const r = await resolve(['bin', 'up', 'b.so'])
+    assert.equal(r.kind, 'found')
+    assert.deepEqual(r.kind === 'found' && r.segments, ['lib', 'b.so'])
+  })
+
+  it('follows an absolute symlink back into the same store path', async () => {
+    const r = await resolve(['self', 'b.so'])
+    assert.deepEqual(r.kind === 'found' && r.segments, ['lib', 'b.so'])
+  })
+
+  it('redirects a last-component symlink to the end of its chain, with a slash for directories', async () => {
+    assert.deepEqual(await resolve(['lib', 'a.so']), { kind: 'redirect', location: `${base}/lib/b.so` })
+    assert.deepEqual(await resolve(['bin', 'up']), { kind: 'redirect', location: `${base}/lib/` })
+  })
+
+  it('redirects into another store path, keeping the rest of the path', async () => {
+    assert.deepEqual(await resolve(['other', 'doc', 'a b']), { kind: 'redirect', location: '/nix/store/11111111111111111111111111111111-y/share/doc/a%20b' })
+  })
+
+  it('reports escapes, loops, dangling links and files used as directories', async () => {
+    assert.match(((await resolve(['out'])) as { reason: string }).reason, /outside the Nix store/)
+    assert.match(((await resolve(['loop'])) as { reason: string }).reason, /too many levels/)
+    assert.match(((await resolve(['gone'])) as { reason: string }).reason, /dangling symlink/)
+    assert.match(((await resolve(['bin', 'tool', 'x'])) as { reason: string }).reason, /not a directory/)
+    assert.match(((await resolve(['nope'])) as { reason: string }).reason, /no such file or directory: nope/)
+  })
+})
