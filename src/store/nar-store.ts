@@ -1,6 +1,6 @@
 /** The on-disk NAR store: verified, decompressed NARs keyed by NarHash, bounded by an LRU. */
 import { constants } from 'node:fs'
-import { mkdir, open, readdir, readFile, rename, rm, stat, utimes, writeFile, type FileHandle } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, utimes, writeFile, type FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
@@ -32,6 +32,7 @@ interface Entry {
 
 const DISK_TROUBLE_BACKOFF_MS = 30_000
 const TOUCH_INTERVAL_MS = 60_000
+const FREE_SPACE_MARGIN_BYTES = 1024 * 1024
 
 /**
  * Layout: `nar/<narhash>.nar` (the decompressed NAR) with `nar/<narhash>.ls` (its listing, every
@@ -131,6 +132,7 @@ export class NarStore {
 
   async #startDownload(key: string, info: PathInfo): Promise<NarSource> {
     const keep = info.narInfo.narSize <= this.#maxNarBytes
+    await this.#checkFreeSpace(info.narInfo.narSize)
     const tmp = path.join(this.#tmpDir, `${key}.${randomBytes(6).toString('hex')}.nar`)
     let file: FileHandle
     try {
@@ -150,21 +152,25 @@ export class NarStore {
     const download = new NarDownload({ info, file, abortWhenUnused: !keep })
     this.#inflight.set(key, download)
     this.#log.info('downloading NAR', { upstream: info.upstream.name, storePath: info.narInfo.storePath, narSize: info.narInfo.narSize, keep })
-    download.done
-      .then(async (listing) => {
+    const finish = () => {
+      if (this.#inflight.get(key) === download) this.#inflight.delete(key)
+      download.unhold()
+    }
+    download.done.then(
+      async (listing) => {
+        // Stays in flight until committed, so no request starts a second download meanwhile.
         if (keep) await this.#commit(key, tmp, listing, info)
         else await rm(tmp, { force: true })
-      })
-      .catch(async (err: Error) => {
-        const fields = { upstream: info.upstream.name, storePath: info.narInfo.storePath, error: err }
+        finish()
+      },
+      async (err: Error) => {
+        // Out of flight at once: the next request must start afresh, not read a failed download.
+        finish()
         if (err instanceof DiskError) this.#diskTrouble('NAR download failed on disk', err)
-        else this.#log.warn('NAR download failed', fields)
+        else this.#log.warn('NAR download failed', { upstream: info.upstream.name, storePath: info.narInfo.storePath, error: err })
         await rm(tmp, { force: true })
-      })
-      .finally(() => {
-        this.#inflight.delete(key)
-        download.unhold()
-      })
+      },
+    )
     return download
   }
 
@@ -182,6 +188,22 @@ export class NarStore {
     }
     this.#lru.set(key, { key, size: info.narInfo.narSize, listing, readers: 0, evicted: false, lastTouch: Date.now() })
     this.#log.info('NAR cached', { storePath: info.narInfo.storePath, narSize: info.narInfo.narSize, usedBytes: this.usedBytes })
+  }
+
+  /** A NAR that cannot fit on the filesystem is streamed without the disk from the start. */
+  async #checkFreeSpace(narSize: number): Promise<void> {
+    let free: number
+    try {
+      const fs = await statfs(this.#tmpDir)
+      free = fs.bavail * fs.bsize
+    } catch (err) {
+      this.#diskTrouble('cannot stat the cache filesystem', err)
+      throw new DiskError('cannot stat the cache filesystem', { cause: err })
+    }
+    if (free < narSize + FREE_SPACE_MARGIN_BYTES) {
+      this.#log.warn('not enough free space for a NAR; streaming it without the cache', { narSize, freeBytes: free, dir: this.#dir })
+      throw new DiskError('not enough free space')
+    }
   }
 
   /** Evicts least recently used NARs until `incoming` more bytes fit under the bound. */

@@ -1,6 +1,6 @@
 /** The on-disk NAR store: one download per NAR, verified before kept, bounded, and surviving restarts and crashes. */
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
@@ -81,6 +81,7 @@ describe('the NAR store', () => {
     const shas = await Promise.all(files.map(([rel]) => fetchSha(unnar.store(`${trickyBase}/${encodeRel(rel)}`))))
     assert.deepEqual(shas, files.map(([, e]) => e.sha256))
     assert.equal(u.count(NAR), 1)
+    assert.equal(u.count(`/${tricky.hash}.narinfo`), 1, 'concurrent lookups share one narinfo request')
   })
 
   it('sends the first file of a NAR before the NAR has finished downloading', async () => {
@@ -196,6 +197,28 @@ describe('the NAR store', () => {
     assert.equal(await fetchSha(unnar.store(`${basicBase}/lib/libfoo.so.1.2`)), basic.entries['lib/libfoo.so.1.2']!.sha256)
     assert.equal(await fetchSha(unnar.store(`${basicBase}/bin/hello`)), basic.entries['bin/hello']!.sha256)
     assert.ok(unnar.logs.some((l) => l.level === 'error' && /cache directory/.test(String(l.msg))))
+  })
+
+  it('keeps answering when the cache filesystem is full', async (t) => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'unnar-full-'))
+    cleanups.push(() => rm(dir, { recursive: true, force: true }))
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', dir], { stdio: 'ignore' })
+    } catch {
+      t.skip('mounting a small tmpfs needs root')
+      return
+    }
+    cleanups.push(async () => {
+      execFileSync('umount', ['-l', dir])
+    })
+    const u = await upstreamFor()
+    const unnar = await unnarFor(u, { UNNAR_CACHE_DIR: dir, UNNAR_CACHE_SIZE: '100M', UNNAR_MAX_NAR_SIZE: '100M' })
+    // basic's NAR (3.3 MB) cannot fit in 2 MB: served straight from the upstream, and said so.
+    assert.equal(await fetchSha(unnar.store(`${basicBase}/lib/blob.bin`)), basic.entries['lib/blob.bin']!.sha256)
+    assert.ok(unnar.logs.some((l) => /not enough free space/.test(String(l.msg))))
+    // A NAR that fits is still cached.
+    assert.equal(await fetchSha(unnar.store(`${trickyBase}/chain/target.txt`)), tricky.entries['chain/target.txt']!.sha256)
+    await eventually(async () => (await cachedNars(dir)).length === 1, 'the small NAR is cached')
   })
 
   it('recovers from kill -9 in the middle of a download: no partial entry is ever used', async () => {
