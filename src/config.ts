@@ -20,6 +20,8 @@ export interface Config {
   readonly negativeTtlMs: number
   readonly upstreamTimeoutMs: number
   readonly logLevel: LogLevel
+  /** Subdomain mode: `<hash>.<domain>` serves that store path as a site root. */
+  readonly domain: string | undefined
 }
 
 /** A bad setting: the message names the setting and the value, in one line. */
@@ -40,6 +42,7 @@ export const FLAGS: Record<string, string> = {
   '--negative-ttl': 'UNNAR_NEGATIVE_TTL',
   '--upstream-timeout': 'UNNAR_UPSTREAM_TIMEOUT',
   '--log-level': 'LOG_LEVEL',
+  '--domain': 'DOMAIN',
 }
 
 /** Applies command-line flags on top of the environment. */
@@ -75,6 +78,7 @@ export function loadConfig(env: Env): Config {
     negativeTtlMs: parseSeconds('UNNAR_NEGATIVE_TTL', env.UNNAR_NEGATIVE_TTL ?? '60') * 1000,
     upstreamTimeoutMs: parseSeconds('UNNAR_UPSTREAM_TIMEOUT', env.UNNAR_UPSTREAM_TIMEOUT ?? '30') * 1000,
     logLevel: parseLogLevel(env.LOG_LEVEL ?? 'info'),
+    domain: parseDomain(env.DOMAIN),
   }
 }
 
@@ -137,4 +141,12 @@ function parseSeconds(name: string, text: string): number {
 function parseLogLevel(text: string): LogLevel {
   if (!(LOG_LEVELS as string[]).includes(text)) throw new ConfigError(`LOG_LEVEL: "${text}" is not one of ${LOG_LEVELS.join(', ')}`)
   return text as LogLevel
+}
+
+function parseDomain(text: string | undefined): string | undefined {
+  if (text === undefined || text === '') return undefined
+  if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i.test(text)) {
+    throw new ConfigError(`DOMAIN: "${text}" is not a domain name (example: nix.example.org)`)
+  }
+  return text.toLowerCase()
 }

@@ -29,7 +29,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const store = new NarStore({ dir: config.cacheDir, maxBytes, maxNarBytes: config.maxNarSize ?? Math.floor(maxBytes / 4), log })
   await store.init()
   const lookup = new PathInfoLookup(upstreams, { log, negativeTtlMs: config.negativeTtlMs, maxEntries: 10_000 })
-  const app = createApp({ lookup, store, log, storeDir: DEFAULT_STORE_DIR, publicDir: PUBLIC_DIR })
+  const app = createApp({ lookup, store, log, storeDir: DEFAULT_STORE_DIR, publicDir: PUBLIC_DIR, domain: config.domain })
   const server: ServerType = await new Promise((resolve, reject) => {
     const s = serve({ fetch: app.fetch, port: config.port, ...(config.host === undefined ? {} : { hostname: config.host }) }, () => resolve(s))
     s.once('error', reject)

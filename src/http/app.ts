@@ -5,7 +5,7 @@ import type { NarStore } from '../store/nar-store.js'
 import type { PathInfoLookup } from '../upstream/path-info-lookup.js'
 import { createErrorHandler, errorResponse } from './errors.js'
 import { loadStaticAssets } from './static-assets.js'
-import { createStoreRoute } from './store-route.js'
+import { createStoreRoutes } from './store-route.js'
 
 export interface AppDeps {
   readonly lookup: PathInfoLookup
@@ -15,6 +15,8 @@ export interface AppDeps {
   readonly storeDir: string
   /** Directory of the static web assets. */
   readonly publicDir: string
+  /** Subdomain mode (`DOMAIN`): `<hash>.<domain>` serves that store path as a site root. */
+  readonly domain: string | undefined
 }
 
 export function createApp(deps: AppDeps): Hono {
@@ -33,6 +35,17 @@ export function createApp(deps: AppDeps): Hono {
     })
   })
   app.onError(createErrorHandler(log))
+
+  const routes = createStoreRoutes(deps)
+  if (deps.domain !== undefined) {
+    const site = new RegExp(`^([0-9a-df-np-sv-z]{32})\\.${deps.domain.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?::\\d+)?$`, 'i')
+    app.use(async (c, next) => {
+      const match = site.exec(c.req.header('host') ?? '')
+      if (match === null) return next()
+      if (c.req.method !== 'GET' && c.req.method !== 'HEAD') return errorResponse(c, 405, 'only GET and HEAD')
+      return routes.site(c, match[1]!.toLowerCase())
+    })
+  }
   app.notFound((c) => errorResponse(c, 404, `no route for ${c.req.path}`))
 
   app.get('/healthz', (c) => c.text('OK\n'))
@@ -49,8 +62,8 @@ export function createApp(deps: AppDeps): Hono {
   app.get('/', serveAsset('index.html'))
   app.get('/static/:name', (c) => serveAsset(c.req.param('name'))(c))
 
-  const storeRoute = createStoreRoute(deps)
-  app.get(`${storeDir}/*`, storeRoute)
+  app.get('/api/upstreams', (c) => c.json(deps.lookup.health()))
+  app.get(`${storeDir}/*`, routes.store)
   app.get(storeDir, (c) => errorResponse(c, 404, 'unnar does not list the whole store; ask for a store path'))
   return app
 }

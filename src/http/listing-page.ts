@@ -1,4 +1,9 @@
-/** The HTML page for a directory inside a store path. */
+/**
+ * The HTML page for a directory inside a store path: breadcrumbs, one row per entry, and the store
+ * path's narinfo. Every name is HTML-escaped and every link percent-encoded; the page works without
+ * JavaScript, and /static/listing.js adds sorting, filtering and "copy curl command" buttons.
+ */
+import { formatHashNix32 } from '../formats/hash.js'
 import type { ListingNode } from '../formats/listing.js'
 import type { PathInfo } from '../upstream/path-info-lookup.js'
 import { encodePath, escapeHtml } from './html.js'
@@ -6,37 +11,210 @@ import { encodePath, escapeHtml } from './html.js'
 type DirectoryNode = Extract<ListingNode, { type: 'directory' }>
 
 export interface ListingPageOptions {
+  /** `/nix/store/<hash>-<name>`, without a trailing slash. */
   readonly base: string
+  /** The directory's path inside the store path ([] is its root). */
   readonly segments: readonly string[]
+  /** Entries in NAR (byte) order. */
   readonly directory: DirectoryNode
   readonly info: PathInfo
 }
 
+const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'] as const
+
+/** `0 B`, `1023 B`, `1.0 KiB`, `2.9 MiB`, `293 KiB`: one decimal below 100, binary units. */
+export function formatSize(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`
+  let value = bytes
+  let unit = 0
+  while (value >= 1024 && unit < UNITS.length - 1) {
+    value /= 1024
+    unit += 1
+  }
+  let text = value < 100 ? value.toFixed(1) : String(Math.round(value))
+  // 1023.96 KiB would print as "1024 KiB": move up a unit instead.
+  if (text === '1024' && unit < UNITS.length - 1) {
+    unit += 1
+    text = '1.0'
+  }
+  return `${text} ${UNITS[unit]}`
+}
+
+/** `1 byte`, `3,000,000 bytes`: the exact size for a title attribute. */
+export function formatBytes(bytes: number): string {
+  return `${bytes.toLocaleString('en-US')} ${bytes === 1 ? 'byte' : 'bytes'}`
+}
+
 export function renderListingPage({ base, segments, directory, info }: ListingPageOptions): string {
-  const title = [base, ...segments].join('/') + '/'
+  const slash = base.lastIndexOf('/')
+  const storeDir = base.slice(0, slash)
+  const baseName = base.slice(slash + 1)
+  const fullPath = [base, ...segments].join('/') + '/'
+  const narInfo = info.narInfo
+
   const rows: string[] = []
-  if (segments.length > 0) rows.push(`<tr><td class="type">dir</td><td></td><td class="size"></td><td><a href="../">../</a></td></tr>`)
+  let directories = 0
+  let files = 0
+  let symlinks = 0
+  let fileBytes = 0
   for (const [name, node] of directory.entries) {
-    const href = encodePath([name]) + (node.type === 'directory' ? '/' : '')
-    const label = escapeHtml(name) + (node.type === 'directory' ? '/' : '')
-    if (node.type === 'regular') {
+    const href = escapeHtml(encodeURIComponent(name))
+    const label = escapeHtml(name)
+    if (node.type === 'directory') {
+      directories += 1
       rows.push(
-        `<tr><td class="type">file</td><td class="mode">${node.executable ? 'x' : ''}</td><td class="size">${node.size}</td><td><a href="${escapeHtml(href)}">${label}</a></td></tr>`,
+        `<tr class="d" data-size="-1"><td class="t"><i class="i" role="img" aria-label="directory"></i></td>` +
+          `<td class="n"><a href="${href}/">${label}/</a></td><td class="s"></td><td class="m">dr-xr-xr-x</td><td class="c"></td></tr>`,
       )
-    } else if (node.type === 'symlink') {
+    } else if (node.type === 'regular') {
+      files += 1
+      fileBytes += node.size
+      const kind = node.executable ? 'x' : 'f'
       rows.push(
-        `<tr><td class="type">link</td><td></td><td class="size"></td><td><a href="${escapeHtml(href)}">${label}</a> → ${escapeHtml(node.target)}</td></tr>`,
+        `<tr class="${kind}" data-size="${node.size}"><td class="t"><i class="i" role="img" aria-label="${node.executable ? 'executable file' : 'file'}"></i></td>` +
+          `<td class="n"><a href="${href}">${label}</a></td>` +
+          `<td class="s" title="${formatBytes(node.size)}">${formatSize(node.size)}</td>` +
+          `<td class="m">${node.executable ? '<span class="exec" title="executable">-r-xr-xr-x</span>' : '-r--r--r--'}</td><td class="c"></td></tr>`,
       )
     } else {
-      rows.push(`<tr><td class="type">dir</td><td></td><td class="size"></td><td><a href="${escapeHtml(href)}">${label}</a></td></tr>`)
+      symlinks += 1
+      const targetHref = symlinkHref(node.target, storeDir, [baseName, ...segments])
+      const target =
+        targetHref === undefined
+          ? `<span class="target">${escapeHtml(node.target)}</span>`
+          : `<a class="target" href="${escapeHtml(targetHref)}">${escapeHtml(node.target)}</a>`
+      rows.push(
+        `<tr class="l" data-size="-1"><td class="t"><i class="i" role="img" aria-label="symbolic link"></i></td>` +
+          `<td class="n"><a href="${href}">${label}</a> <span class="arrow" aria-label="points to">→</span> ${target}</td>` +
+          `<td class="s"></td><td class="m">lrwxrwxrwx</td><td class="c"></td></tr>`,
+      )
     }
   }
+
+  const counts = [
+    plural(directories, 'directory', 'directories'),
+    plural(files, 'file', 'files'),
+    plural(symlinks, 'symlink', 'symlinks'),
+  ].filter((part) => part !== '')
+  const summary =
+    (counts.length === 0 ? 'Empty directory' : counts.join(', ')) +
+    (files > 0 ? ` · <span title="${formatBytes(fileBytes)}">${formatSize(fileBytes)}</span> in files` : '')
+
+  const up =
+    segments.length > 0
+      ? `<tbody class="up"><tr class="p"><td class="t"><i class="i" role="img" aria-label="parent directory"></i></td>` +
+        `<td class="n"><a href="../">..</a></td><td class="s"></td><td class="m"></td><td class="c"></td></tr></tbody>`
+      : ''
+
   return (
-    `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">` +
-    `<title>${escapeHtml(title)}</title><link rel="stylesheet" href="/static/unnar.css"></head><body><main>` +
-    `<h1>${escapeHtml(title)}</h1>` +
-    `<table class="listing"><thead><tr><th>type</th><th>exec</th><th>size</th><th>name</th></tr></thead><tbody>${rows.join('')}</tbody></table>` +
-    `<p class="meta">from ${escapeHtml(info.upstream.name)} · NarSize ${info.narInfo.narSize} · Compression ${escapeHtml(info.narInfo.compression)}</p>` +
-    `</main></body></html>\n`
+    `<!doctype html><html lang="en"><head><meta charset="utf-8">` +
+    `<meta name="viewport" content="width=device-width, initial-scale=1"><meta name="color-scheme" content="light dark">` +
+    `<title>${escapeHtml(fullPath)}</title><link rel="stylesheet" href="/static/unnar.css">` +
+    `<link rel="icon" href="/static/favicon.svg" type="image/svg+xml"></head>` +
+    `<body class="listing-page"><header class="top"><a class="brand" href="/">unnar</a></header><main class="layout">` +
+    `<h1 class="crumbs">${breadcrumbs(storeDir, baseName, segments)}</h1>` +
+    `<section class="files" aria-label="Directory entries">` +
+    `<div class="bar"><p class="summary">${summary}</p>` +
+    `<p class="alt">as <a href="?json">JSON</a></p></div>` +
+    `<div class="toolbar" hidden><label for="filter">Filter</label>` +
+    `<input id="filter" type="search" autocomplete="off" spellcheck="false" placeholder="name contains…">` +
+    `<output id="count" for="filter" aria-live="polite"></output></div>` +
+    `<table class="listing" id="listing"><thead><tr>` +
+    `<th class="t" scope="col"><span class="vh">Type</span></th><th class="n" scope="col" data-sort="name">Name</th>` +
+    `<th class="s" scope="col" data-sort="size">Size</th><th class="m" scope="col">Mode</th>` +
+    `<th class="c" scope="col"><span class="vh">Actions</span></th></tr></thead>` +
+    up +
+    `<tbody id="entries">${rows.join('\n')}</tbody></table>` +
+    (rows.length === 0 ? `<p class="empty">This directory is empty.</p>` : '') +
+    `<p class="empty" id="nomatch" hidden>No entry matches the filter.</p>` +
+    `</section>` +
+    infoPanel(info, storeDir, baseName) +
+    `</main><div class="toast" id="toast" role="status" aria-live="polite"></div>` +
+    `<script src="/static/listing.js" defer></script></body></html>\n`
   )
+
+  function infoPanel(info: PathInfo, storeDir: string, baseName: string): string {
+    const items: string[] = []
+    const add = (term: string, value: string): void => {
+      items.push(`<dt>${term}</dt><dd>${value}</dd>`)
+    }
+    add('StorePath', `<code>${escapeHtml(narInfo.storePath)}</code>`)
+    add('NarHash', `<code>${escapeHtml(formatHashNix32(narInfo.narHash))}</code>`)
+    add('NarSize', sizeWithBytes(narInfo.narSize))
+    add('Compression', escapeHtml(narInfo.compression))
+    if (narInfo.fileSize !== undefined) add('FileSize', sizeWithBytes(narInfo.fileSize))
+    add('Upstream', `<code>${escapeHtml(info.upstream.name)}</code>`)
+    add('Deriver', narInfo.deriver === undefined ? '<span class="none">unknown</span>' : `<code>${escapeHtml(narInfo.deriver)}</code>`)
+    if (narInfo.system !== undefined) add('System', `<code>${escapeHtml(narInfo.system)}</code>`)
+    if (narInfo.ca !== undefined) add('CA', `<code>${escapeHtml(narInfo.ca)}</code>`)
+    add(
+      `References <span class="n">(${narInfo.references.length})</span>`,
+      narInfo.references.length === 0
+        ? '<span class="none">none</span>'
+        : `<ul class="refs">${narInfo.references
+            .map((ref) => {
+              const self = ref === baseName ? ' <span class="self">(this path)</span>' : ''
+              return `<li><a href="${escapeHtml(`${encodePath(storeDir.split('/'))}/${encodeURIComponent(ref)}/`)}">${escapeHtml(ref)}</a>${self}</li>`
+            })
+            .join('')}</ul>`,
+    )
+    add(
+      `Signatures <span class="n">(${narInfo.sigs.length})</span>`,
+      narInfo.sigs.length === 0
+        ? '<span class="none">none</span>'
+        : `<ul class="sigs">${narInfo.sigs.map((sig) => `<li><code>${escapeHtml(sig)}</code></li>`).join('')}</ul>`,
+    )
+    return `<aside class="info" aria-labelledby="info-title"><h2 id="info-title">Store path</h2><dl>${items.join('')}</dl></aside>`
+  }
+}
+
+/**
+ * `/nix/store/ <hash>-<name> / bin /` with every component a link. The links are relative to the
+ * page (served at the directory, with a trailing slash), so they do not depend on the host.
+ */
+function breadcrumbs(storeDir: string, baseName: string, segments: readonly string[]): string {
+  const depth = segments.length
+  const up = (levels: number): string => (levels === 0 ? './' : '../'.repeat(levels))
+  const parts = [`<span class="store">${escapeHtml(storeDir)}/</span>`]
+  const names = [baseName, ...segments]
+  names.forEach((name, index) => {
+    const current = index === names.length - 1 ? ' aria-current="page"' : ''
+    parts.push(`<a href="${up(depth - index)}"${current}>${escapeHtml(name)}</a><span class="sep">/</span>`)
+  })
+  return parts.join('')
+}
+
+/**
+ * Where a symlink's target can be opened, or undefined when it cannot: an absolute target inside the
+ * store directory, or a relative one that stays inside it once resolved against the link's directory
+ * (`dir` is `[<hash>-<name>, ...segments]`). Each segment is percent-encoded, so a target such as
+ * `javascript:alert(1)` stays a relative path.
+ */
+function symlinkHref(target: string, storeDir: string, dir: readonly string[]): string | undefined {
+  const parts = target.split('/')
+  if (target.startsWith('/')) {
+    if (!target.startsWith(`${storeDir}/`) || target.length === storeDir.length + 1) return undefined
+    return encodePath(parts)
+  }
+  const stack = [...dir]
+  for (const part of parts) {
+    if (part === '' || part === '.') continue
+    if (part === '..') {
+      if (stack.length === 0) return undefined
+      stack.pop()
+    } else {
+      stack.push(part)
+    }
+  }
+  if (stack.length === 0) return undefined
+  return encodePath(parts)
+}
+
+function sizeWithBytes(bytes: number): string {
+  return `${formatSize(bytes)} <span class="bytes">(${formatBytes(bytes)})</span>`
+}
+
+function plural(count: number, one: string, many: string): string {
+  if (count === 0) return ''
+  return `${count.toLocaleString('en-US')} ${count === 1 ? one : many}`
 }

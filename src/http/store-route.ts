@@ -1,6 +1,5 @@
-/** GET/HEAD `/nix/store/<hash>[-<name>][/<path>]`: resolve the path, then answer a file, listing or redirect. */
+/** GET/HEAD `/nix/store/<hash>[-<name>][/<path>]` (and subdomain sites): resolve the path, then answer a file, listing or redirect. */
 import { createHash } from 'node:crypto'
-import type { ServerResponse } from 'node:http'
 import type { Context } from 'hono'
 import { formatHashNix32 } from '../formats/hash.js'
 import { locate, type ListingNode } from '../formats/listing.js'
@@ -10,13 +9,14 @@ import type { NarSource } from '../store/nar-source.js'
 import type { NarStore } from '../store/nar-store.js'
 import { openDirectFile } from '../store/direct-file-stream.js'
 import type { PathInfo, PathInfoLookup } from '../upstream/path-info-lookup.js'
-import { abortOnError } from './abort-on-error.js'
 import { contentTypeByName, contentTypeBySniffing, SNIFF_BYTES } from './content-type.js'
 import { HttpError } from './errors.js'
+import { fileResponse, IMMUTABLE, matchesEtag, type StoreFile } from './file-response.js'
 import { encodePath } from './html.js'
+import { formatDirectoryJson, formatDirectoryText, negotiateListingFormat } from './listing-formats.js'
 import { renderListingPage } from './listing-page.js'
 import { peekStream } from './peek-stream.js'
-import { parseStoreRequest } from './request-path.js'
+import { parseStoreRequest, type StoreRequest } from './request-path.js'
 import { resolveStorePath, type NodeLookup } from './resolve-path.js'
 
 export interface StoreRouteDeps {
@@ -24,6 +24,8 @@ export interface StoreRouteDeps {
   readonly store: NarStore
   readonly log: Logger
   readonly storeDir: string
+  /** Subdomain mode: `<hash>.<domain>` serves that store path as a site root. */
+  readonly domain: string | undefined
 }
 
 type RegularNode = Extract<ListingNode, { type: 'regular' }>
@@ -36,10 +38,24 @@ interface Tree {
   readonly source: NarSource | undefined
 }
 
-const IMMUTABLE = 'public, max-age=31536000, immutable'
+/** How URLs look for this request: `/nix/store/<base>/…` or, on a subdomain, `/…`. */
+interface View {
+  readonly site: boolean
+  /** The URL path of `segments` inside the store path. */
+  url(segments: readonly string[]): string
+  /** Rewrites a `/nix/store/…` location produced by symlink resolution. */
+  location(storeLocation: string): string
+}
 
-export function createStoreRoute(deps: StoreRouteDeps): (c: Context) => Promise<Response> {
-  const { lookup, store, log, storeDir } = deps
+export interface StoreRoutes {
+  /** `/nix/store/*` */
+  readonly store: (c: Context) => Promise<Response>
+  /** A request on `<hash>.<domain>`; `path` is the URL path. */
+  readonly site: (c: Context, hash: string) => Promise<Response>
+}
+
+export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
+  const { lookup, store, log, storeDir, domain } = deps
   const prefix = `${storeDir}/`
 
   /** The cached or downloading NAR; undefined when the cache directory cannot take it. */
@@ -63,34 +79,50 @@ export function createStoreRoute(deps: StoreRouteDeps): (c: Context) => Promise<
     return source === undefined ? undefined : { lookup: (s) => source.node(s), source }
   }
 
-  return async function storeRoute(c: Context): Promise<Response> {
-    const url = new URL(c.req.url)
-    const req = parseStoreRequest(url.pathname.slice(prefix.length))
+  async function findInfo(req: StoreRequest): Promise<PathInfo> {
     const info = await lookup.find(req.hash)
     if (info === undefined) {
       throw new HttpError(404, `${prefix}${req.hash} is not in any upstream (${lookup.upstreams.map((u) => u.name).join(', ')})`)
     }
-    const { name } = info.storePath
-    if (req.name !== undefined && req.name !== name) {
-      throw new HttpError(404, `${prefix}${req.hash} is named "${name}", not "${req.name}"`)
+    if (req.name !== undefined && req.name !== info.storePath.name) {
+      throw new HttpError(404, `${prefix}${req.hash} is named "${info.storePath.name}", not "${req.name}"`)
     }
-    const base = `${prefix}${req.hash}-${name}`
+    return info
+  }
+
+  async function serve(c: Context, req: StoreRequest, info: PathInfo, view: View): Promise<Response> {
+    const search = new URL(c.req.url).search
+    const base = `${prefix}${info.storePath.hash}-${info.storePath.name}`
     const tree = await treeFor(info)
-    if (tree === undefined) return serveDirect(c, info, req.segments)
+    if (tree === undefined) return serveDirect(c, info, req.segments, view)
     const resolution = await resolveStorePath(tree.lookup, base, storeDir, req.segments)
     if (resolution.kind === 'missing') throw new HttpError(404, resolution.reason)
-    if (resolution.kind === 'redirect') return redirect(c, resolution.location + url.search)
+    if (resolution.kind === 'redirect') return redirect(c, view.location(resolution.location) + search)
     const { node, segments } = resolution
-    const here = '/' + encodePath([...base.split('/').filter(Boolean), ...segments])
     if (node.type === 'directory') {
-      if (!req.trailingSlash) return redirect(c, `${here}/${url.search}`)
-      const full = tree.source === undefined ? node : await completeDirectory(tree.source, segments)
-      c.header('Content-Type', 'text/html; charset=utf-8')
-      return c.req.method === 'HEAD' ? c.body(null) : c.body(renderListingPage({ base, segments, directory: full, info }))
+      if (!req.trailingSlash) return redirect(c, view.url(segments) + '/' + search)
+      if (view.site) {
+        const index = await tree.lookup([...segments, 'index.html'])
+        if (index?.type === 'regular') return serveFile(c, info, [...segments, 'index.html'], index, tree.source, view)
+      }
+      return listingResponse(c, info, base, segments, tree.source === undefined ? node : await completeDirectory(tree.source, segments))
     }
     if (node.type === 'symlink') throw new HttpError(404, 'unresolved symlink')
-    if (req.trailingSlash) return redirect(c, here + url.search)
-    return serveFile(c, info, segments, node, tree.source)
+    if (req.trailingSlash) return redirect(c, view.url(segments) + search)
+    return serveFile(c, info, segments, node, tree.source, view)
+  }
+
+  function listingResponse(c: Context, info: PathInfo, base: string, segments: readonly string[], directory: DirectoryNode): Response {
+    const format = negotiateListingFormat(c.req.header('accept'), c.req.query('json') !== undefined)
+    c.header('Vary', 'Accept')
+    const [type, body] =
+      format === 'html'
+        ? ['text/html; charset=utf-8', renderListingPage({ base, segments, directory, info })]
+        : format === 'json'
+          ? ['application/json', formatDirectoryJson(directory)]
+          : ['text/plain; charset=utf-8', formatDirectoryText(directory)]
+    c.header('Content-Type', type)
+    return c.req.method === 'HEAD' ? c.body(null) : c.body(body)
   }
 
   async function completeDirectory(source: NarSource, segments: readonly string[]): Promise<DirectoryNode> {
@@ -99,60 +131,106 @@ export function createStoreRoute(deps: StoreRouteDeps): (c: Context) => Promise<
     return node
   }
 
-  async function serveFile(c: Context, info: PathInfo, segments: readonly string[], listed: RegularNode, known: NarSource | undefined): Promise<Response> {
+  async function serveFile(c: Context, info: PathInfo, segments: readonly string[], listed: RegularNode, known: NarSource | undefined, view: View): Promise<Response> {
+    const name = segments[segments.length - 1] ?? info.storePath.name
     const etag = fileEtag(info, segments)
-    setFileHeaders(c, etag, listed)
-    if (matchesEtag(c.req.header('if-none-match'), etag)) return c.body(null, 304)
-    const byName = contentTypeByName(segments[segments.length - 1] ?? info.storePath.name)
+    const byName = contentTypeByName(name)
+    const base = { name, etag, size: listed.size, executable: listed.executable }
+    // Both are answerable from the listing alone, without a NAR byte.
+    if (matchesEtag(c.req.header('if-none-match'), etag)) {
+      c.header('ETag', etag)
+      c.header('Cache-Control', IMMUTABLE)
+      return c.body(null, 304)
+    }
     if (c.req.method === 'HEAD' && byName !== undefined) {
-      c.header('Content-Type', byName)
-      c.header('Content-Length', String(listed.size))
-      return c.body(null)
+      const noBody = (): never => {
+        throw new Error('HEAD has no body')
+      }
+      return fileResponse(c, { ...base, contentType: byName, openRange: noBody, openWhole: noBody }, { sandbox: !view.site, log })
     }
     const source = known ?? (await openSource(info))
-    if (source === undefined) return serveDirect(c, info, segments)
+    if (source === undefined) return serveDirect(c, info, segments, view)
     const node = await source.node(segments)
     if (node?.type !== 'regular' || node.narOffset === undefined) {
       throw new HttpError(502, `the NAR from ${info.upstream.name} disagrees with its listing at ${segments.join('/')}`)
     }
-    setFileHeaders(c, etag, node)
-    return respondWithBody(c, byName, node, () => source.read(node.narOffset!, node.narOffset! + node.size))
+    const offset = node.narOffset
+    const contentType = byName ?? contentTypeBySniffing(await readHead(source, offset, node.size))
+    const file: StoreFile = {
+      ...base,
+      size: node.size,
+      executable: node.executable,
+      contentType,
+      openRange: (start, end) => source.read(offset + start, offset + end),
+      openWhole: () => source.read(offset, offset + node.size),
+    }
+    return fileResponse(c, file, { sandbox: !view.site, log })
   }
 
-  async function serveDirect(c: Context, info: PathInfo, segments: readonly string[]): Promise<Response> {
+  async function serveDirect(c: Context, info: PathInfo, segments: readonly string[], view: View): Promise<Response> {
     log.warn('serving without the NAR cache', { storePath: info.narInfo.storePath, path: segments.join('/') })
     const direct = await openDirectFile(info, segments.join('/'), c.req.raw.signal)
     if (direct === undefined) {
-      throw new HttpError(404, `no regular file at ${segments.join('/') || '/'} (listings need the NAR cache or an upstream .ls, and the cache is unavailable)`)
+      throw new HttpError(503, `cannot serve ${segments.join('/') || '/'} while the NAR cache is unavailable (only regular files can be streamed without it)`)
     }
-    setFileHeaders(c, fileEtag(info, segments), direct.node)
-    return respondWithBody(c, contentTypeByName(segments[segments.length - 1] ?? info.storePath.name), direct.node, () => direct.body)
-  }
-
-  async function respondWithBody(c: Context, byName: string | undefined, node: RegularNode, open: () => ReadableStream<Uint8Array>): Promise<Response> {
-    let body = open()
-    let type = byName
-    if (type === undefined) {
-      const peeked = await peekStream(body, Math.min(SNIFF_BYTES, node.size))
-      type = contentTypeBySniffing(peeked.head)
+    const name = segments[segments.length - 1] ?? info.storePath.name
+    let body = direct.body
+    let contentType = contentTypeByName(name)
+    if (contentType === undefined) {
+      const peeked = await peekStream(body, Math.min(SNIFF_BYTES, direct.node.size))
+      contentType = contentTypeBySniffing(peeked.head)
       body = peeked.stream
     }
-    c.header('Content-Type', type)
-    c.header('Content-Length', String(node.size))
-    if (c.req.method === 'HEAD') {
-      await body.cancel()
-      return c.body(null)
+    const file: StoreFile = {
+      name,
+      size: direct.node.size,
+      executable: direct.node.executable,
+      etag: fileEtag(info, segments),
+      contentType,
+      openRange: undefined,
+      openWhole: () => body,
     }
-    const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing
-    return c.body(abortOnError(body, outgoing, (err) => log.warn('response aborted', { path: c.req.path, error: err })))
+    const res = fileResponse(c, file, { sandbox: !view.site, log })
+    if (c.req.method === 'HEAD' || res.status === 304) await body.cancel()
+    return res
+  }
+
+  return {
+    store: async (c) => {
+      const url = new URL(c.req.url)
+      const req = parseStoreRequest(url.pathname.slice(prefix.length))
+      const info = await findInfo(req)
+      const base = [...prefix.split('/').filter(Boolean), `${info.storePath.hash}-${info.storePath.name}`]
+      return serve(c, req, info, {
+        site: false,
+        url: (segments) => '/' + encodePath([...base, ...segments]),
+        location: (l) => l,
+      })
+    },
+    site: async (c, hash) => {
+      const url = new URL(c.req.url)
+      const path = url.pathname.replace(/^\/+/, '')
+      const req = parseStoreRequest(path === '' ? `${hash}/` : `${hash}/${path}`)
+      const info = await findInfo(req)
+      const own = `${prefix}${info.storePath.hash}-${info.storePath.name}`
+      return serve(c, req, info, {
+        site: true,
+        url: (segments) => '/' + encodePath(segments),
+        location: (l) => {
+          if (l === own || l.startsWith(own + '/')) return l.slice(own.length) || '/'
+          const other = /^\/nix\/store\/([0-9a-z]{32})[^/]*(\/.*)?$/.exec(l)
+          return other !== null && domain !== undefined ? `//${other[1]}.${domain}${other[2] ?? '/'}` : l
+        },
+      })
+    },
   }
 }
 
-function setFileHeaders(c: Context, etag: string, node: RegularNode): void {
-  c.header('ETag', etag)
-  c.header('Cache-Control', IMMUTABLE)
-  c.header('X-Content-Type-Options', 'nosniff')
-  if (node.executable) c.header('NAR-Executable', '1')
+/** The first bytes of a file, to tell text from binary when its name does not. */
+async function readHead(source: NarSource, offset: number, size: number): Promise<Uint8Array> {
+  const { head, stream } = await peekStream(source.read(offset, offset + Math.min(SNIFF_BYTES, size)), SNIFF_BYTES)
+  await stream.cancel()
+  return head
 }
 
 function redirect(c: Context, location: string): Response {
@@ -164,9 +242,4 @@ function redirect(c: Context, location: string): Response {
 function fileEtag(info: PathInfo, segments: readonly string[]): string {
   const digest = createHash('sha256').update(formatHashNix32(info.narInfo.narHash)).update('\0').update(segments.join('/')).digest('base64url')
   return `"${digest.slice(0, 32)}"`
-}
-
-function matchesEtag(header: string | undefined, etag: string): boolean {
-  if (header === undefined) return false
-  return header.split(',').some((tag) => tag.trim().replace(/^W\//, '') === etag)
 }

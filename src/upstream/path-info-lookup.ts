@@ -41,6 +41,13 @@ export interface PathInfoLookupOptions {
 export const MAX_NARINFO_BYTES = 1024 * 1024
 export const MAX_LISTING_BYTES = 64 * 1024 * 1024
 
+/** What the landing page and `/api/upstreams` show about one upstream, from its last narinfo request. */
+export interface UpstreamHealth {
+  readonly name: string
+  readonly state: 'ok' | 'failing' | 'unknown'
+  readonly lastError?: string
+}
+
 type Found = { readonly info: PathInfo | undefined }
 type ListingFound = { readonly listing: Listing | undefined }
 
@@ -50,6 +57,7 @@ export class PathInfoLookup {
   readonly #narInfos: LRUCache<string, Found>
   readonly #listings: LRUCache<PathInfo, ListingFound>
   readonly #negativeTtlMs: number
+  readonly #health = new Map<Upstream, UpstreamHealth>()
 
   constructor(upstreams: readonly Upstream[], options: PathInfoLookupOptions) {
     this.upstreams = upstreams
@@ -70,6 +78,11 @@ export class PathInfoLookup {
     })
   }
 
+  /** Upstreams in priority order with the outcome of their latest request. */
+  health(): UpstreamHealth[] {
+    return this.upstreams.map((u) => this.#health.get(u) ?? { name: u.name, state: 'unknown' })
+  }
+
   /** The narinfo of `hash` from the first upstream that has it; undefined when none has it. */
   async find(hash: string): Promise<PathInfo | undefined> {
     const found = await this.#narInfos.fetch(hash)
@@ -87,9 +100,11 @@ export class PathInfoLookup {
     for (const upstream of this.upstreams) {
       try {
         const info = await this.#fetchNarInfo(upstream, hash)
+        this.#health.set(upstream, { name: upstream.name, state: 'ok' })
         if (info !== undefined) return info
       } catch (err) {
         if (!(err instanceof UpstreamError)) throw err
+        this.#health.set(upstream, { name: upstream.name, state: 'failing', lastError: err.message })
         this.#log.warn('upstream failed', { upstream: upstream.name, hash, error: err.message })
         failures.push(err)
       }

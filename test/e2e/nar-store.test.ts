@@ -41,7 +41,7 @@ async function eventually(check: () => Promise<boolean> | boolean, what: string,
   }
 }
 
-describe('the NAR store', () => {
+describe('the NAR store', { timeout: 120_000 }, () => {
   const cleanups: Array<() => Promise<void>> = []
   after(async () => {
     for (const cleanup of cleanups.reverse()) await cleanup()
@@ -236,9 +236,10 @@ describe('the NAR store', () => {
     const res = await fetch(`${url}/nix/store/${basicBase}/lib/blob.bin`)
     assert.equal(res.status, 200)
     await eventually(async () => (await readdir(path.join(dir, 'tmp'))).length > 0, 'a temp file exists')
+    const exited = new Promise((resolve) => child.once('exit', resolve))
     child.kill('SIGKILL')
     await res.arrayBuffer().catch(() => undefined)
-    await new Promise((resolve) => child.once('exit', resolve))
+    await exited
 
     u.clearFaults()
     const unnar: TestUnnar = await startUnnar([u.url], { UNNAR_CACHE_DIR: dir })

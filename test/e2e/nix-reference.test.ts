@@ -22,7 +22,7 @@ function sampleFiles(): Array<{ storePath: string; base: string; rel: string }> 
   return out
 }
 
-describe('byte-for-byte agreement with nix store cat', { skip: hasNix ? false : 'nix-bin is not installed (.ci/run installs it)' }, () => {
+describe('byte-for-byte agreement with nix store cat', { timeout: 180_000, skip: hasNix ? false : 'nix-bin is not installed (.ci/run installs it)' }, () => {
   for (const compression of COMPRESSIONS) {
     describe(`the ${compression} cache`, () => {
       let unnar: TestUnnar

@@ -13,7 +13,7 @@ const dep = fixturePath('dep')
 const basicBase = `${basic.hash}-${basic.name}`
 const trickyBase = `${tricky.hash}-${tricky.name}`
 
-describe('paths inside a store path', () => {
+describe('paths inside a store path', { timeout: 60_000 }, () => {
   let upstream: TestUpstream
   let unnar: TestUnnar
   before(async () => {
@@ -37,7 +37,7 @@ describe('paths inside a store path', () => {
   it('answers the store path root with a redirect to the slash form and then a listing', async () => {
     const res = await expectStatus(basicBase, 301)
     assert.equal(res.headers.get('location'), `/nix/store/${basicBase}/`)
-    const listing = await get(`${basicBase}/`)
+    const listing = await get(`${basicBase}/`, { headers: { accept: 'text/html' } })
     assert.equal(listing.status, 200)
     assert.match(listing.headers.get('content-type')!, /^text\/html/)
     const html = await listing.text()
@@ -101,7 +101,7 @@ describe('paths inside a store path', () => {
   })
 
   it('escapes names in the HTML listing and encodes their links', async () => {
-    const html = await (await get(`${trickyBase}/names/`)).text()
+    const html = await (await get(`${trickyBase}/names/`, { headers: { accept: 'text/html' } })).text()
     assert.ok(html.includes('href="hash%23sign.txt"'))
     assert.ok(html.includes('href="question%3F.txt"'))
     assert.ok(html.includes('href="percent%2520.txt"'))

@@ -13,7 +13,7 @@ const basic = fixturePath('basic')
 const basicBase = `${basic.hash}-${basic.name}`
 const narinfoPath = `/${basic.hash}.narinfo`
 
-describe('upstream selection and failures', () => {
+describe('upstream selection and failures', { timeout: 60_000 }, () => {
   const upstreams: TestUpstream[] = []
   const start = async (root = cacheDir('xz'), lsEncoding?: 'br' | 'zstd' | 'gzip') => {
     const u = await startTestUpstream({ root, ...(lsEncoding === undefined ? {} : { lsEncoding }) })
@@ -113,7 +113,7 @@ describe('upstream selection and failures', () => {
       const u = await start(cacheDir('xz'), encoding)
       const unnar = await startUnnar([u.url])
       try {
-        const listing = await fetch(unnar.store(`${basicBase}/lib/`))
+        const listing = await fetch(unnar.store(`${basicBase}/lib/`), { headers: { accept: 'text/html' } })
         assert.equal(listing.status, 200)
         assert.ok((await listing.text()).includes('libfoo.so.1.2'))
         const head = await fetch(unnar.store(`${basicBase}/lib/blob.bin`), { method: 'HEAD' })

@@ -1,0 +1,43 @@
+/** On-the-fly compression of text responses, negotiated from Accept-Encoding. */
+import { Readable } from 'node:stream'
+import { constants, createBrotliCompress, createGzip } from 'node:zlib'
+import { CompressStream as ZstdCompressStream } from 'zstd-napi'
+
+export type ResponseEncoding = 'br' | 'zstd' | 'gzip'
+
+/** Below this, compressing costs more than it saves. */
+export const MIN_COMPRESS_BYTES = 1024
+
+const PREFERENCE: readonly ResponseEncoding[] = ['br', 'zstd', 'gzip']
+
+/** The best encoding the client accepts (q > 0), or undefined for identity. */
+export function negotiateEncoding(acceptEncoding: string | undefined): ResponseEncoding | undefined {
+  if (acceptEncoding === undefined) return undefined
+  const accepted = new Map<string, number>()
+  for (const part of acceptEncoding.split(',')) {
+    const [name, ...params] = part.trim().toLowerCase().split(';')
+    if (name === undefined || name === '') continue
+    const q = params.map((p) => /^\s*q=([\d.]+)\s*$/.exec(p)).find((m) => m !== null)
+    accepted.set(name, q ? Number(q[1]) : 1)
+  }
+  return PREFERENCE.find((encoding) => (accepted.get(encoding) ?? accepted.get('*') ?? 0) > 0)
+}
+
+/** Text-like types gain from compression; media and archives are already compressed. */
+export function isCompressible(contentType: string): boolean {
+  const type = contentType.split(';')[0]!.trim()
+  return type.startsWith('text/') || /^application\/(json|javascript|xml|xhtml\+xml|wasm|x-sh|manifest\+json)$/.test(type) || type === 'image/svg+xml' || type.endsWith('+json') || type.endsWith('+xml')
+}
+
+export function compressStream(body: ReadableStream<Uint8Array>, encoding: ResponseEncoding): ReadableStream<Uint8Array> {
+  const encoder =
+    encoding === 'br'
+      ? createBrotliCompress({ params: { [constants.BROTLI_PARAM_QUALITY]: 4 } })
+      : encoding === 'zstd'
+        ? new ZstdCompressStream()
+        : createGzip({ level: 6 })
+  // A Node pipe keeps backpressure (web pipeThrough with these transforms buffered everything).
+  const source = Readable.fromWeb(body as import('node:stream/web').ReadableStream<Uint8Array>)
+  source.on('error', (err) => encoder.destroy(err))
+  return Readable.toWeb(source.pipe(encoder)) as unknown as ReadableStream<Uint8Array>
+}

@@ -1,0 +1,94 @@
+/** Builds the response for one store file: caching headers, Range, download names, compression, sandbox. */
+import type { ServerResponse } from 'node:http'
+import type { Context } from 'hono'
+import type { Logger } from '../log.js'
+import { abortOnError } from './abort-on-error.js'
+import { compressStream, isCompressible, MIN_COMPRESS_BYTES, negotiateEncoding } from './compression.js'
+import { errorResponse } from './errors.js'
+import { parseRange, resolveRange } from './range.js'
+
+export const IMMUTABLE = 'public, max-age=31536000, immutable'
+
+/**
+ * Store files are arbitrary content from the internet: HTML or SVG from a store path must not run
+ * with unnar's origin, so it gets a sandbox of its own (scripts allowed, same-origin not).
+ */
+export const STORE_FILE_CSP = 'sandbox allow-scripts allow-forms allow-popups allow-downloads'
+
+export interface StoreFile {
+  readonly name: string
+  readonly size: number
+  readonly executable: boolean
+  readonly etag: string
+  readonly contentType: string
+  /** Bytes [start, end) of the file; undefined when only a whole-file stream exists (no ranges). */
+  readonly openRange: ((start: number, end: number) => ReadableStream<Uint8Array>) | undefined
+  readonly openWhole: () => ReadableStream<Uint8Array>
+}
+
+export interface FileResponseOptions {
+  /** Subdomain mode gives each store path its own origin, so no sandbox is needed there. */
+  readonly sandbox: boolean
+  readonly log: Logger
+}
+
+export function fileResponse(c: Context, file: StoreFile, options: FileResponseOptions): Response {
+  c.header('ETag', file.etag)
+  c.header('Cache-Control', IMMUTABLE)
+  c.header('X-Content-Type-Options', 'nosniff')
+  c.header('Content-Type', file.contentType)
+  if (options.sandbox) c.header('Content-Security-Policy', STORE_FILE_CSP)
+  if (file.executable) c.header('NAR-Executable', '1')
+  const download = c.req.query('download')
+  if (download !== undefined) c.header('Content-Disposition', contentDisposition(download === '' ? file.name : download))
+  if (matchesEtag(c.req.header('if-none-match'), file.etag)) return c.body(null, 304)
+  const head = c.req.method === 'HEAD'
+  const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing
+  const guard = (body: ReadableStream<Uint8Array>) =>
+    abortOnError(body, outgoing, (err) => options.log.warn('response aborted', { path: c.req.path, error: err }))
+
+  if (file.openRange !== undefined) {
+    c.header('Accept-Ranges', 'bytes')
+    const spec = parseRange(c.req.header('range'))
+    const ifRange = c.req.header('if-range')
+    if (spec !== undefined && (ifRange === undefined || ifRange.trim() === file.etag)) {
+      const range = resolveRange(spec, file.size)
+      if (range === 'unsatisfiable') {
+        c.header('Content-Range', `bytes */${file.size}`)
+        c.header('Cache-Control', 'no-store')
+        return errorResponse(c, 416, `the file has ${file.size} bytes`)
+      }
+      c.header('Content-Range', `bytes ${range.start}-${range.end}/${file.size}`)
+      c.header('Content-Length', String(range.end - range.start + 1))
+      return head ? c.body(null, 206) : c.body(guard(file.openRange(range.start, range.end + 1)), 206)
+    }
+  }
+
+  const encoding = file.size >= MIN_COMPRESS_BYTES && isCompressible(file.contentType) ? negotiateEncoding(c.req.header('accept-encoding')) : undefined
+  if (isCompressible(file.contentType)) c.header('Vary', 'Accept-Encoding')
+  if (encoding !== undefined) {
+    // Another representation, so another strong validator.
+    c.header('ETag', file.etag.replace(/"$/, `-${encoding}"`))
+    c.header('Content-Encoding', encoding)
+    return head ? c.body(null) : c.body(compressStream(guard(file.openWhole()), encoding))
+  }
+  c.header('Content-Length', String(file.size))
+  return head ? c.body(null) : c.body(guard(file.openWhole()))
+}
+
+/** RFC 6266: an ASCII fallback plus RFC 8187 `filename*` so non-ASCII names survive. */
+export function contentDisposition(name: string): string {
+  const fallback = name.replace(/[^\x20-\x7e]|["\\%]/g, '_')
+  const encoded = encodeURIComponent(name).replace(/['()*]/g, (ch) => `%${ch.charCodeAt(0).toString(16).toUpperCase()}`)
+  return `attachment; filename="${fallback}"; filename*=UTF-8''${encoded}`
+}
+
+export function matchesEtag(header: string | undefined, etag: string): boolean {
+  if (header === undefined) return false
+  const bare = etag.replace(/"$/, '')
+  return header.split(',').some((tag) => {
+    const t = tag.trim().replace(/^W\//, '')
+    // A compressed representation's tag still names the same bytes.
+    return t === etag || t.startsWith(bare + '-')
+  })
+}

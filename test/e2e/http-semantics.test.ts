@@ -1,0 +1,210 @@
+/** HTTP for browsers and curl: ranges, downloads, compression, listing formats, sandboxing, subdomain sites. */
+import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
+import { brotliDecompressSync, gunzipSync } from 'node:zlib'
+import { after, before, describe, it } from 'node:test'
+import { decompress as zstdDecompress } from 'zstd-napi'
+import { cacheDir, fixturePath } from '../helpers/fixtures.js'
+import { rawRequest } from '../helpers/raw-http.js'
+import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
+import { startUnnar, type TestUnnar } from '../helpers/unnar.js'
+
+const basic = fixturePath('basic')
+const site = fixturePath('site')
+const tricky = fixturePath('tricky')
+const app = fixturePath('app')
+const dep = fixturePath('dep')
+const basicBase = `${basic.hash}-${basic.name}`
+const siteBase = `${site.hash}-${site.name}`
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
+
+describe('HTTP semantics', { timeout: 60_000 }, () => {
+  let upstream: TestUpstream
+  let unnar: TestUnnar
+  let blob: Buffer
+  before(async () => {
+    upstream = await startTestUpstream({ root: cacheDir('xz') })
+    unnar = await startUnnar([upstream.url], { DOMAIN: 'nix.test' })
+    blob = (await rawRequest(unnar.store(`${basicBase}/lib/blob.bin`))).body
+    assert.equal(sha(blob), basic.entries['lib/blob.bin']!.sha256)
+  })
+  after(async () => {
+    await unnar.stop()
+    await upstream.close()
+  })
+  const get = (rest: string, headers: Record<string, string> = {}, method = 'GET') => rawRequest(unnar.store(rest), { headers, method })
+
+  describe('Range', () => {
+    const size = 3_000_000
+    const cases: Array<[string, number, number]> = [
+      ['bytes=0-99', 0, 99],
+      ['bytes=1000-', 1000, size - 1],
+      ['bytes=-500', size - 500, size - 1],
+      ['bytes=2999990-5000000', 2999990, size - 1],
+    ]
+    for (const [header, start, end] of cases) {
+      it(`answers ${header} with 206 and exactly those bytes`, async () => {
+        const res = await get(`${basicBase}/lib/blob.bin`, { range: header })
+        assert.equal(res.status, 206)
+        assert.equal(res.headers['content-range'], `bytes ${start}-${end}/${size}`)
+        assert.equal(res.headers['content-length'], String(end - start + 1))
+        assert.ok(res.body.equals(blob.subarray(start, end + 1)))
+      })
+    }
+
+    it('answers an unsatisfiable range with 416 and the size', async () => {
+      const res = await get(`${basicBase}/lib/blob.bin`, { range: 'bytes=3000000-' })
+      assert.equal(res.status, 416)
+      assert.equal(res.headers['content-range'], `bytes */${size}`)
+    })
+
+    it('ignores malformed and multiple ranges and sends the whole file', async () => {
+      for (const header of ['bytes=abc', 'items=0-1', 'bytes=5-2', 'bytes=0-1,5-6']) {
+        const res = await get(`${basicBase}/lib/blob.bin`, { range: header })
+        assert.equal(res.status, 200, header)
+        assert.equal(res.body.length, size)
+      }
+    })
+
+    it('honours If-Range only when it names the current ETag', async () => {
+      const etag = (await get(`${basicBase}/lib/blob.bin`, {}, 'HEAD')).headers.etag!
+      assert.equal((await get(`${basicBase}/lib/blob.bin`, { range: 'bytes=0-9', 'if-range': etag })).status, 206)
+      assert.equal((await get(`${basicBase}/lib/blob.bin`, { range: 'bytes=0-9', 'if-range': '"stale"' })).status, 200)
+    })
+
+    it('serves a range of a NAR that is not cached yet, as the bytes arrive', async () => {
+      const fresh = await startUnnar([upstream.url])
+      try {
+        const res = await rawRequest(fresh.store(`${basicBase}/lib/libfoo.so.1.2`), { headers: { range: 'bytes=100-199' } })
+        assert.equal(res.status, 206)
+        assert.equal(res.body.length, 100)
+      } finally {
+        await fresh.stop()
+      }
+    })
+
+    it('advertises Accept-Ranges on files', async () => {
+      assert.equal((await get(`${basicBase}/bin/hello`, {}, 'HEAD')).headers['accept-ranges'], 'bytes')
+    })
+  })
+
+  it('sends ?download as an attachment with an RFC 6266 name that keeps Unicode', async () => {
+    const res = await get(`m7b82dkimaq4aybdiry085zsnj9lc5fn-fixture-tricky-1/unicode/${encodeURIComponent('über café.txt')}?download`)
+    assert.equal(res.headers['content-disposition'], `attachment; filename="_ber caf_.txt"; filename*=UTF-8''%C3%BCber%20caf%C3%A9.txt`)
+    const named = await get(`${basicBase}/bin/hello?download=hello-${encodeURIComponent('ü')}.sh`)
+    assert.equal(named.headers['content-disposition'], `attachment; filename="hello-_.sh"; filename*=UTF-8''hello-%C3%BC.sh`)
+    assert.equal(tricky.kind, 'tricky')
+  })
+
+  describe('compression', () => {
+    const readme = basic.entries['share/doc/README']!
+    const decoders: Record<string, (b: Buffer) => Buffer> = { br: brotliDecompressSync, gzip: gunzipSync, zstd: (b) => Buffer.from(zstdDecompress(b)) }
+    for (const [encoding, decode] of Object.entries(decoders)) {
+      it(`compresses text with ${encoding} for clients that accept it`, async () => {
+        const res = await get(`${basicBase}/share/doc/README`, { 'accept-encoding': encoding })
+        assert.equal(res.headers['content-encoding'], encoding)
+        assert.equal(res.headers['content-length'], undefined)
+        assert.equal(res.headers.vary, 'Accept-Encoding')
+        assert.match(res.headers.etag!, new RegExp(`-${encoding}"$`))
+        assert.equal(sha(decode(res.body)), readme.sha256)
+        const head = await get(`${basicBase}/share/doc/README`, { 'accept-encoding': encoding }, 'HEAD')
+        assert.equal(head.headers['content-encoding'], encoding, 'HEAD matches GET')
+      })
+    }
+
+    it('leaves binaries, small files, ranges and identity clients uncompressed', async () => {
+      const accept = { 'accept-encoding': 'br, gzip, zstd' }
+      assert.equal((await get(`${basicBase}/lib/blob.bin`, accept)).headers['content-encoding'], undefined)
+      assert.equal((await get(`${siteBase}/css/style.css`, accept)).headers['content-encoding'], undefined)
+      const ranged = await get(`${basicBase}/share/doc/README`, { ...accept, range: 'bytes=0-9' })
+      assert.equal(ranged.status, 206)
+      assert.equal(ranged.headers['content-encoding'], undefined)
+      const plain = await get(`${basicBase}/share/doc/README`, { 'accept-encoding': 'br;q=0, identity' })
+      assert.equal(plain.headers['content-encoding'], undefined)
+      assert.equal(plain.headers['content-length'], String(readme.size))
+    })
+  })
+
+  describe('directory listings', () => {
+    it('answers ?json and Accept: application/json with the directory one level deep, in a stable key order', async () => {
+      const expected =
+        '{"type":"directory","entries":{"abs-link":{"type":"symlink","target":"/nix/store/00000000000000000000000000000000-absent/bin/x"},' +
+        '"blob.bin":{"type":"regular","size":3000000,"executable":false},"libfoo.so":{"type":"symlink","target":"libfoo.so.1.2"},' +
+        '"libfoo.so.1.2":{"type":"regular","size":300000,"executable":false}}}\n'
+      const byQuery = await get(`${basicBase}/lib/?json`)
+      assert.equal(byQuery.headers['content-type'], 'application/json')
+      assert.equal(byQuery.body.toString(), expected)
+      assert.equal((await get(`${basicBase}/lib/`, { accept: 'application/json' })).body.toString(), expected)
+      const root = JSON.parse((await get(`${basicBase}/?json`)).body.toString())
+      assert.deepEqual(root.entries.bin, { type: 'directory' })
+    })
+
+    it('answers curl with a plain-text listing like ls -l', async () => {
+      const res = await get(`${basicBase}/bin/`, { accept: '*/*' })
+      assert.match(res.headers['content-type']!, /^text\/plain/)
+      assert.equal(
+        res.body.toString(),
+        'lrwxrwxrwx            - docs-link -> ../share/doc/index.html\n-r-xr-xr-x           21 hello\n',
+      )
+      const root = (await get(`${basicBase}/`, { accept: '*/*' })).body.toString()
+      assert.match(root, /^dr-xr-xr-x {12}- bin\/$/m)
+    })
+
+    it('answers browsers with HTML', async () => {
+      const res = await get(`${basicBase}/bin/`, { accept: 'text/html,application/xhtml+xml,*/*;q=0.8' })
+      assert.match(res.headers['content-type']!, /^text\/html/)
+      assert.equal(res.headers.vary, 'Accept')
+    })
+  })
+
+  it('sandboxes store files so their scripts cannot reach unnar pages', async () => {
+    const res = await get(`${siteBase}/index.html`, {}, 'HEAD')
+    assert.match(res.headers['content-security-policy']!, /^sandbox allow-scripts/)
+    assert.doesNotMatch(res.headers['content-security-policy']!, /allow-same-origin/)
+  })
+
+  it('answers 304 to If-None-Match without downloading the NAR', async () => {
+    const fresh = await startUnnar([upstream.url])
+    try {
+      const etag = (await rawRequest(fresh.store(`${siteBase}/index.html`), { method: 'HEAD' })).headers.etag!
+      const before = upstream.count(/^\/nar\//)
+      const res = await rawRequest(fresh.store(`${siteBase}/index.html`), { headers: { 'if-none-match': etag } })
+      assert.equal(res.status, 304)
+      assert.equal(upstream.count(/^\/nar\//), before)
+    } finally {
+      await fresh.stop()
+    }
+  })
+
+  it('lists upstreams and their health at /api/upstreams', async () => {
+    const res = await rawRequest(`${unnar.url}/api/upstreams`)
+    assert.deepEqual(JSON.parse(res.body.toString()), [{ name: upstream.url, state: 'ok' }])
+  })
+
+  describe('subdomain mode (DOMAIN)', () => {
+    const onSite = (hash: string, path: string, headers: Record<string, string> = {}) =>
+      rawRequest(`${unnar.url}${path}`, { headers: { host: `${hash}.nix.test`, ...headers } })
+
+    it('serves a store path as a site root, with index.html for directories', async () => {
+      const root = await onSite(site.hash, '/')
+      assert.equal(root.status, 200)
+      assert.equal(sha(root.body), site.entries['index.html']!.sha256)
+      assert.equal(root.headers['content-security-policy'], undefined, 'each store path is its own origin')
+      const docs = await onSite(site.hash, '/docs/')
+      assert.equal(sha(docs.body), site.entries['docs/index.html']!.sha256)
+      assert.equal((await onSite(site.hash, '/docs')).headers.location, '/docs/')
+      assert.equal(sha((await onSite(site.hash, '/css/style.css')).body), site.entries['css/style.css']!.sha256)
+    })
+
+    it('lists directories without index.html and keeps redirects on the site', async () => {
+      const lib = await onSite(basic.hash, '/lib/', { accept: '*/*' })
+      assert.match(lib.body.toString(), /blob\.bin/)
+      assert.equal((await onSite(basic.hash, '/bin/docs-link')).headers.location, '/share/doc/index.html')
+      assert.equal((await onSite(app.hash, '/bin/dep-link')).headers.location, `//${dep.hash}.nix.test/lib/dep.txt`)
+    })
+
+    it('leaves other hosts to the normal routes', async () => {
+      assert.equal((await rawRequest(`${unnar.url}/healthz`, { headers: { host: 'nix.test' } })).body.toString(), 'OK\n')
+    })
+  })
+})
