@@ -5,7 +5,7 @@ import type { Logger } from '../log.js'
 import { DiskError, NarVerificationError } from '../store/nar-download.js'
 import { UpstreamsFailedError } from '../upstream/path-info-lookup.js'
 import { UpstreamError } from '../upstream/upstream.js'
-import { escapeHtml } from './html.js'
+import { escapeHtml, OWN_PAGES_CSP } from './html.js'
 
 /** A client-facing error with its status; the message is safe to show. */
 export class HttpError extends Error {
@@ -46,10 +46,11 @@ export function errorResponse(c: Context, status: number, message: string): Resp
   c.header('Cache-Control', 'no-store')
   if (wantsHtml(c.req.header('accept'))) {
     c.header('Content-Type', 'text/html; charset=utf-8')
+    c.header('Content-Security-Policy', OWN_PAGES_CSP)
     return c.body(
       `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">` +
-        `<title>${status} ${reason}</title><link rel="stylesheet" href="/static/unnar.css"></head>` +
-        `<body><main class="error"><h1>${status} ${reason}</h1><p>${escapeHtml(message)}</p><p><a href="/">unnar</a></p></main></body></html>\n`,
+        `<title>${status} ${reason}</title><link rel="stylesheet" href="/_unnar/unnar.css"></head>` +
+        `<body><header class="top"><a class="brand" href="/">unnar</a></header><main class="error"><h1>${status} ${reason}</h1><p>${escapeHtml(message)}</p><p><a href="/">unnar</a></p></main></body></html>\n`,
       status as 400,
     )
   }

@@ -9,3 +9,7 @@ export function escapeHtml(text: string): string {
 export function encodePath(segments: readonly string[]): string {
   return segments.map(encodeURIComponent).join('/')
 }
+
+/** unnar's own HTML pages (landing, listings, errors) load nothing but their own /_unnar/ assets. */
+export const OWN_PAGES_CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"

@@ -1,7 +1,7 @@
 /**
  * The HTML page for a directory inside a store path: breadcrumbs, one row per entry, and the store
  * path's narinfo. Every name is HTML-escaped and every link percent-encoded; the page works without
- * JavaScript, and /static/listing.js adds sorting, filtering and "copy curl command" buttons.
+ * JavaScript, and /_unnar/listing.js adds sorting, filtering and "copy curl command" buttons.
  */
 import { formatHashNix32 } from '../formats/hash.js'
 import type { ListingNode } from '../formats/listing.js'
@@ -109,8 +109,8 @@ export function renderListingPage({ base, segments, directory, info }: ListingPa
   return (
     `<!doctype html><html lang="en"><head><meta charset="utf-8">` +
     `<meta name="viewport" content="width=device-width, initial-scale=1"><meta name="color-scheme" content="light dark">` +
-    `<title>${escapeHtml(fullPath)}</title><link rel="stylesheet" href="/static/unnar.css">` +
-    `<link rel="icon" href="/static/favicon.svg" type="image/svg+xml"></head>` +
+    `<title>${escapeHtml(fullPath)}</title><link rel="stylesheet" href="/_unnar/unnar.css">` +
+    `<link rel="icon" href="/_unnar/favicon.svg" type="image/svg+xml"></head>` +
     `<body class="listing-page"><header class="top"><a class="brand" href="/">unnar</a></header><main class="layout">` +
     `<h1 class="crumbs">${breadcrumbs(storeDir, baseName, segments)}</h1>` +
     `<section class="files" aria-label="Directory entries">` +
@@ -130,7 +130,7 @@ export function renderListingPage({ base, segments, directory, info }: ListingPa
     `</section>` +
     infoPanel(info, storeDir, baseName) +
     `</main><div class="toast" id="toast" role="status" aria-live="polite"></div>` +
-    `<script src="/static/listing.js" defer></script></body></html>\n`
+    `<script src="/_unnar/listing.js" defer></script></body></html>\n`
   )
 
   function infoPanel(info: PathInfo, storeDir: string, baseName: string): string {

@@ -12,7 +12,7 @@ import type { PathInfo, PathInfoLookup } from '../upstream/path-info-lookup.js'
 import { contentTypeByName, contentTypeBySniffing, SNIFF_BYTES } from './content-type.js'
 import { HttpError } from './errors.js'
 import { fileResponse, IMMUTABLE, matchesEtag, type StoreFile } from './file-response.js'
-import { encodePath } from './html.js'
+import { encodePath, OWN_PAGES_CSP } from './html.js'
 import { formatDirectoryJson, formatDirectoryText, negotiateListingFormat } from './listing-formats.js'
 import { renderListingPage } from './listing-page.js'
 import { peekStream } from './peek-stream.js'
@@ -122,6 +122,7 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
           ? ['application/json', formatDirectoryJson(directory)]
           : ['text/plain; charset=utf-8', formatDirectoryText(directory)]
     c.header('Content-Type', type)
+    if (format === 'html') c.header('Content-Security-Policy', OWN_PAGES_CSP)
     return c.req.method === 'HEAD' ? c.body(null) : c.body(body)
   }
 

@@ -176,6 +176,18 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
     }
   })
 
+  it('gives unnar pages a strict CSP of their own, and jumps from /?path= without JavaScript', async () => {
+    for (const path of ['/', `/nix/store/${basicBase}/bin/`, '/nix/store/not-a-hash']) {
+      const res = await rawRequest(`${unnar.url}${path}`, { headers: { accept: 'text/html' } })
+      assert.match(String(res.headers['content-security-policy']), /^default-src 'none'; script-src 'self'/, path)
+    }
+    const jump = await rawRequest(`${unnar.url}/?path=${encodeURIComponent(`/nix/store/${basicBase}/share/doc/index.html`)}`)
+    assert.equal(jump.status, 302)
+    assert.equal(jump.headers.location, `/nix/store/${basicBase}/share/doc/index.html`)
+    assert.equal((await rawRequest(`${unnar.url}/?path=${basic.hash}`)).headers.location, `/nix/store/${basic.hash}/`)
+    assert.equal((await rawRequest(`${unnar.url}/?path=nonsense`)).status, 400)
+  })
+
   it('lists upstreams and their health at /api/upstreams', async () => {
     const res = await rawRequest(`${unnar.url}/api/upstreams`)
     assert.deepEqual(JSON.parse(res.body.toString()), [{ name: upstream.url, state: 'ok' }])
