@@ -1,7 +1,7 @@
 /** On-the-fly compression of text responses, negotiated from Accept-Encoding. */
 import { Readable } from 'node:stream'
-import { constants, createBrotliCompress, createGzip } from 'node:zlib'
-import { CompressStream as ZstdCompressStream } from 'zstd-napi'
+import { brotliCompressSync, constants, createBrotliCompress, createGzip, gzipSync } from 'node:zlib'
+import { compress as zstdCompress, CompressStream as ZstdCompressStream } from 'zstd-napi'
 
 export type ResponseEncoding = 'br' | 'zstd' | 'gzip'
 
@@ -40,4 +40,15 @@ export function compressStream(body: ReadableStream<Uint8Array>, encoding: Respo
   const source = Readable.fromWeb(body as import('node:stream/web').ReadableStream<Uint8Array>)
   source.on('error', (err) => encoder.destroy(err))
   return Readable.toWeb(source.pipe(encoder)) as unknown as ReadableStream<Uint8Array>
+}
+
+/** For generated pages (listings): small enough to compress in one go. */
+export function compressBuffer(body: Uint8Array, encoding: ResponseEncoding): Uint8Array<ArrayBuffer> {
+  const out =
+    encoding === 'br'
+      ? brotliCompressSync(body, { params: { [constants.BROTLI_PARAM_QUALITY]: 4 } })
+      : encoding === 'zstd'
+        ? zstdCompress(body)
+        : gzipSync(body, { level: 6 })
+  return new Uint8Array(out.buffer as ArrayBuffer, out.byteOffset, out.byteLength)
 }

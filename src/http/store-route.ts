@@ -9,6 +9,7 @@ import type { NarSource } from '../store/nar-source.js'
 import type { NarStore } from '../store/nar-store.js'
 import { openDirectFile } from '../store/direct-file-stream.js'
 import type { PathInfo, PathInfoLookup } from '../upstream/path-info-lookup.js'
+import { compressBuffer, MIN_COMPRESS_BYTES, negotiateEncoding } from './compression.js'
 import { contentTypeByName, contentTypeBySniffing, SNIFF_BYTES } from './content-type.js'
 import { HttpError } from './errors.js'
 import { fileResponse, IMMUTABLE, matchesEtag, type StoreFile } from './file-response.js'
@@ -114,7 +115,6 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
 
   function listingResponse(c: Context, info: PathInfo, base: string, segments: readonly string[], directory: DirectoryNode): Response {
     const format = negotiateListingFormat(c.req.header('accept'), c.req.query('json') !== undefined)
-    c.header('Vary', 'Accept')
     const [type, body] =
       format === 'html'
         ? ['text/html; charset=utf-8', renderListingPage({ base, segments, directory, info })]
@@ -123,7 +123,13 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
           : ['text/plain; charset=utf-8', formatDirectoryText(directory)]
     c.header('Content-Type', type)
     if (format === 'html') c.header('Content-Security-Policy', OWN_PAGES_CSP)
-    return c.req.method === 'HEAD' ? c.body(null) : c.body(body)
+    const bytes = Buffer.from(body)
+    const encoding = bytes.length >= MIN_COMPRESS_BYTES ? negotiateEncoding(c.req.header('accept-encoding')) : undefined
+    c.header('Vary', 'Accept, Accept-Encoding')
+    if (encoding !== undefined) c.header('Content-Encoding', encoding)
+    const payload = encoding === undefined ? new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) as Uint8Array<ArrayBuffer> : compressBuffer(bytes, encoding)
+    c.header('Content-Length', String(payload.byteLength))
+    return c.req.method === 'HEAD' ? c.body(null) : c.body(payload)
   }
 
   async function completeDirectory(source: NarSource, segments: readonly string[]): Promise<DirectoryNode> {

@@ -153,7 +153,17 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
     it('answers browsers with HTML', async () => {
       const res = await get(`${basicBase}/bin/`, { accept: 'text/html,application/xhtml+xml,*/*;q=0.8' })
       assert.match(res.headers['content-type']!, /^text\/html/)
-      assert.equal(res.headers.vary, 'Accept')
+      assert.equal(res.headers.vary, 'Accept, Accept-Encoding')
+    })
+
+    it('compresses large listings for clients that accept it', async () => {
+      const many = 'm7b82dkimaq4aybdiry085zsnj9lc5fn-fixture-tricky-1/many/'
+      const plain = await get(many, { accept: 'text/html' })
+      const br = await get(many, { accept: 'text/html', 'accept-encoding': 'br' })
+      assert.equal(br.headers['content-encoding'], 'br')
+      assert.ok(brotliDecompressSync(br.body).equals(plain.body))
+      assert.ok(br.body.length < plain.body.length / 4)
+      assert.equal(br.headers['content-length'], String(br.body.length))
     })
   })
 
