@@ -1,26 +1,28 @@
 /**
  * The benchmark fixture: two store paths built from real shared libraries of this machine (so the
  * NARs compress like real packages; never random or repeated bytes), put into xz and zstd binary
- * caches by the real Nix. Built once under bench/.work/fixture-<key>/ and reused while the key
- * (version + the chosen files' names, sizes and mtimes) stays the same.
+ * caches by the real Nix. Built once under bench/.work/fixture-<FIXTURE_VERSION>/ and reused until
+ * FIXTURE_VERSION changes (older fixture directories are deleted then).
  *
- *  bench-big  ≈100 MB:  aaa-first.txt (a few KB, FIRST in NAR order)
+ *  bench-big  ≈100 MB:  aaa-first.txt (≈4 KB of text, FIRST in NAR order)
  *                       lib/*.so*     (≈100 MB of distinct shared libraries)
- *                       zz/last.bin   (≈2 MB library, LAST in NAR order)
+ *                       zz/last.bin   (≈256 KiB library, LAST in NAR order: serving it needs the
+ *                                      whole NAR decoded, while its own bytes stay small, so 200
+ *                                      concurrent copies measure coalescing, not bulk transfer)
  *  bench-64m            big.bin       (64 MiB: the largest libraries concatenated, then cut)
  */
 import { execFile } from 'node:child_process'
-import { createHash } from 'node:crypto'
 import { copyFile, mkdir, open, readdir, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { promisify } from 'node:util'
 
 const run = promisify(execFile)
 
-export const FIXTURE_VERSION = 'v1'
+export const FIXTURE_VERSION = 'v3'
 const BIG_TARGET_BYTES = 100 * 1000 * 1000
-const LAST_TARGET_BYTES = 2 * 1024 * 1024
+const LAST_TARGET_BYTES = 256 * 1024
 const HUGE_BYTES = 64 * 1024 * 1024
+const FIRST_MAX_BYTES = 4096
 const LIB_DIRS = ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib']
 export const COMPRESSIONS = ['xz', 'zstd'] as const
 export type Compression = (typeof COMPRESSIONS)[number]
@@ -50,7 +52,6 @@ export const NIX_CONFIG = 'experimental-features = nix-command\nsandbox = false\
 interface Candidate {
   readonly file: string
   readonly size: number
-  readonly mtimeMs: number
 }
 
 async function findLibraries(): Promise<Candidate[]> {
@@ -65,7 +66,7 @@ async function findLibraries(): Promise<Candidate[]> {
       const info = await stat(real).catch(() => undefined)
       if (info === undefined || !info.isFile() || info.size < 16 * 1024) continue
       seen.add(real)
-      out.push({ file: real, size: info.size, mtimeMs: Math.floor(info.mtimeMs) })
+      out.push({ file: real, size: info.size })
     }
     if (out.length > 50) break
   }
@@ -80,7 +81,7 @@ interface Plan {
 
 function plan(candidates: Candidate[]): Plan {
   const byName = [...candidates].sort((a, b) => (path.basename(a.file) < path.basename(b.file) ? -1 : 1))
-  // The last file: the library closest to 2 MiB.
+  // The last file: the library closest to 256 KiB.
   const last = [...candidates].sort((a, b) => Math.abs(a.size - LAST_TARGET_BYTES) - Math.abs(b.size - LAST_TARGET_BYTES) || (a.file < b.file ? -1 : 1))[0]
   if (last === undefined) throw new Error('no shared libraries found in ' + LIB_DIRS.join(', '))
   const lib: Candidate[] = []
@@ -119,17 +120,19 @@ function narinfoField(text: string, field: string): string {
 
 /** Returns the cached fixture, building it first if needed. `say` gets progress lines. */
 export async function prepareFixture(workDir: string, say: (line: string) => void): Promise<Fixture> {
-  const candidates = await findLibraries()
-  const p = plan(candidates)
-  const keyHash = createHash('sha256').update(FIXTURE_VERSION)
-  for (const c of [...p.lib, p.last, ...p.huge]) keyHash.update(`${c.file}\0${c.size}\0${c.mtimeMs}\n`)
-  const key = `${FIXTURE_VERSION}-${keyHash.digest('hex').slice(0, 12)}`
+  // Keyed by the version only: once built, the fixture is a self-contained copy, so later package
+  // installs on this machine do not force a rebuild. Bump FIXTURE_VERSION to rebuild.
+  const key = FIXTURE_VERSION
   const dir = path.join(workDir, `fixture-${key}`)
   const metaFile = path.join(dir, 'fixture.json')
   const cached = await readFile(metaFile, 'utf8').catch(() => undefined)
   if (cached !== undefined) {
     const fixture = JSON.parse(cached) as Fixture
-    const ok = await Promise.all(COMPRESSIONS.flatMap((c) => [stat(fixture.caches[c].narFile.big), stat(fixture.caches[c].narFile.huge)])).then(
+    const ok = await Promise.all([
+      ...COMPRESSIONS.flatMap((c) => [stat(fixture.caches[c].narFile.big), stat(fixture.caches[c].narFile.huge)]),
+      stat(path.join(fixture.big.tree, fixture.lastRel)),
+      stat(path.join(fixture.huge.tree, fixture.hugeRel)),
+    ]).then(
       () => true,
       () => false,
     )
@@ -139,8 +142,9 @@ export async function prepareFixture(workDir: string, say: (line: string) => voi
     }
   }
 
+  const p = plan(await findLibraries())
   say(`fixture ${key}: building in ${dir} (first run only; xz-compressing ≈170 MB takes a minute or two)`)
-  await rm(dir, { recursive: true, force: true })
+  for (const name of await readdir(workDir)) if (name.startsWith('fixture-')) await rm(path.join(workDir, name), { recursive: true, force: true })
   const bigTree = path.join(dir, 'trees', 'bench-big')
   const hugeTree = path.join(dir, 'trees', 'bench-64m')
   await mkdir(path.join(bigTree, 'lib'), { recursive: true })
@@ -157,7 +161,13 @@ export async function prepareFixture(workDir: string, say: (line: string) => voi
   }
   await copyFile(p.last.file, path.join(bigTree, 'zz', 'last.bin'))
   manifest.push(`zz/last.bin\t${p.last.size}\t${p.last.file}`)
-  await writeFile(path.join(bigTree, 'aaa-first.txt'), manifest.join('\n') + '\n')
+  // A few KB of real text: the start of the manifest, cut at a line boundary.
+  let first = ''
+  for (const line of manifest) {
+    if (first.length + line.length + 1 > FIRST_MAX_BYTES) break
+    first += line + '\n'
+  }
+  await writeFile(path.join(bigTree, 'aaa-first.txt'), first)
 
   // big.bin: the largest libraries back to back, cut at exactly 64 MiB.
   const out = await open(path.join(hugeTree, 'big.bin'), 'w')

@@ -1,0 +1,469 @@
+/**
+ * `npm run bench`: every unnar benchmark in one run, each compared with a reference measured in
+ * the same run. Prints one markdown table (and writes it to bench/RESULTS.md).
+ *
+ * Processes: the bench script is only the client. Cold runs use bench/unnar-child.ts (an unnar
+ * restarted on a fresh, empty cache directory for every run, in its own process); RSS and wrk rows
+ * use the real `unnar` command (src/main.ts) as a separate process; row 8 serves the NARs through
+ * the HTTP test upstream in a third process (bench/upstream-child.ts).
+ *
+ * Knobs: BENCH_REPS (default 3) runs per timed measurement, at least 5 for the sub-second ones
+ * (the median is reported); BENCH_WRK_SECONDS (default 5) per wrk measurement.
+ * The fixture is built once (≈1.5 min, needs nix) and cached in bench/.work/ (see fixture.ts).
+ */
+import { spawnSync } from 'node:child_process'
+import { availableParallelism, loadavg } from 'node:os'
+import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import http from 'node:http'
+import path from 'node:path'
+import { decodeWithFzstd, decodeWithZstdNapi } from './codecs.js'
+import { COMPRESSIONS, NIX_CONFIG, prepareFixture, type Compression, type Fixture } from './fixture.js'
+import {
+  BENCH,
+  cpuSnapshot,
+  fetchBody,
+  freshDir,
+  hasTool,
+  IpcChild,
+  log,
+  median,
+  memoryOf,
+  runWrk,
+  sha256File,
+  spawnUnnar,
+  summarizeLog,
+  startNginx,
+  stopProcess,
+  timeCommand,
+  waitForCommit,
+  WORK,
+  type UnnarProcess,
+  type WrkResult,
+} from './lib.js'
+
+const REPS = Math.max(1, Number(process.env.BENCH_REPS ?? 3) || 3)
+/** Sub-second measurements get more runs: cheap, and steadier on a shared machine. */
+const FAST_REPS = Math.max(REPS, 5)
+const WRK_SECONDS = Math.max(1, Number(process.env.BENCH_WRK_SECONDS ?? 5) || 5)
+const CONCURRENT = 200
+const RSS_BUDGET = 200 * 1024 * 1024
+
+// ───────────────────────────── results ─────────────────────────────
+
+type Verdict = 'yes' | 'NO' | 'info' | 'skipped' | 'error'
+
+interface Row {
+  readonly id: string
+  readonly name: string
+  readonly unnar: string
+  readonly reference: string
+  readonly ratio: number | undefined
+  readonly target: string
+  readonly verdict: Verdict
+}
+
+const rows: Row[] = []
+const notes: string[] = []
+
+/** A compared row; `check` says whether the ratio meets the target (no check: informational). */
+function addRow(row: Omit<Row, 'verdict'> & { check?: (ratio: number) => boolean }): void {
+  const { check, ...rest } = row
+  const verdict: Verdict = row.ratio === undefined || !Number.isFinite(row.ratio) ? 'error' : check === undefined ? 'info' : check(row.ratio) ? 'yes' : 'NO'
+  rows.push({ ...rest, verdict })
+  log(`${row.id} ${row.name}: ${row.unnar} vs ${row.reference} → ${row.ratio === undefined ? '—' : row.ratio.toFixed(2) + '×'} (${verdict})`)
+}
+
+function skipRow(id: string, name: string, target: string, why: string): void {
+  rows.push({ id, name, unnar: '—', reference: `skipped: ${why}`, ratio: undefined, target, verdict: 'skipped' })
+  log(`${id} ${name}: SKIPPED (${why})`)
+}
+
+function errorRow(id: string, name: string, target: string, err: unknown): void {
+  const message = (err as Error).message.split('\n')[0]!.slice(0, 160)
+  rows.push({ id, name, unnar: `error: ${message}`, reference: '—', ratio: undefined, target, verdict: 'error' })
+  log(`${id} ${name}: ERROR ${(err as Error).stack ?? message}`)
+}
+
+const fmtMs = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(ms < 10 ? 2 : 0)} ms`)
+const fmtMB = (bytes: number) => (bytes < 1024 * 1024 ? `${(bytes / 1024).toFixed(0)} KiB` : `${(bytes / 1024 / 1024).toFixed(0)} MiB`)
+const fmtRate = (bytesPerSec: number) => (bytesPerSec >= 1e9 ? `${(bytesPerSec / 1e9).toFixed(2)} GB/s` : `${(bytesPerSec / 1e6).toFixed(0)} MB/s`)
+const fmtReqs = (n: number) => `${Math.round(n).toLocaleString('en-US')} req/s`
+
+// ───────────────────────────── the run ─────────────────────────────
+
+const started = performance.now()
+const cpuStart = await cpuSnapshot()
+const tools = Object.fromEntries(
+  await Promise.all(['nix', 'nix-store', 'xz', 'zstd', 'wrk', 'nginx'].map(async (t) => [t, await hasTool(t)] as const)),
+) as Record<string, boolean>
+const machine = await describeMachine()
+log(machine.join(' | '))
+
+await mkdir(WORK, { recursive: true })
+let fixture: Fixture
+try {
+  if (!tools.nix || !tools['nix-store']) log('nix is not installed: only a fixture built earlier can be used')
+  fixture = await prepareFixture(WORK, log)
+} catch (err) {
+  log(`cannot prepare the fixture (needs nix-store and nix on PATH the first time): ${(err as Error).message}`)
+  process.exit(1)
+}
+const bigName = path.basename(fixture.big.storePath)
+const hugeName = path.basename(fixture.huge.storePath)
+const lastUrlPath = `/nix/store/${bigName}/${fixture.lastRel}`
+const firstUrlPath = `/nix/store/${bigName}/${fixture.firstRel}`
+const hugeUrlPath = `/nix/store/${hugeName}/${fixture.hugeRel}`
+const lastFile = path.join(fixture.big.tree, fixture.lastRel)
+const lastSha = await sha256File(lastFile)
+const lastSize = (await readFile(lastFile)).length
+log(`NAR ${bigName}: ${fmtMB(fixture.big.narSize)} (xz ${fmtMB(fixture.caches.xz.fileSize.big)}, zstd ${fmtMB(fixture.caches.zstd.fileSize.big)}); last file ${fmtMB(lastSize)}`)
+// Page cache: every run reads the compressed NARs from memory, unnar and references alike.
+for (const c of COMPRESSIONS) for (const f of Object.values(fixture.caches[c].narFile)) await readFile(f)
+const nixEnv = { ...process.env, NIX_CONFIG }
+
+await benchCodecs()
+const coldLast: Partial<Record<Compression, number>> = {}
+const unnarChild = await IpcChild.spawn(path.join(BENCH, 'unnar-child.ts'))
+try {
+  for (const c of COMPRESSIONS) await benchColdLast(c)
+  await benchFirstByte()
+  await benchConcurrent()
+} finally {
+  await unnarChild.kill()
+}
+await benchRss()
+await benchHot()
+await rm(path.join(WORK, 'runs'), { recursive: true, force: true })
+
+const totalSeconds = (performance.now() - started) / 1000
+const cpuEnd = await cpuSnapshot()
+const cpuOthers = cpuStart !== undefined && cpuEnd !== undefined ? Math.max(0, cpuEnd.machine - cpuStart.machine - (cpuEnd.ours - cpuStart.ours)) : undefined
+const report = renderReport(totalSeconds)
+process.stdout.write('\n' + report)
+await writeFile(path.join(BENCH, 'RESULTS.md'), report)
+log(`wrote bench/RESULTS.md (${totalSeconds.toFixed(0)} s in total)`)
+
+// ───────────────────────────── rows ─────────────────────────────
+
+/** Row 1: zstd-napi vs fzstd vs the zstd CLI on the ≈100 MB zstd NAR. */
+async function benchCodecs(): Promise<void> {
+  const file = fixture.caches.zstd.narFile.big
+  const name = 'zstd decode ≈100 MB NAR: zstd-napi `DecompressStream`'
+  try {
+    log('row 1: zstd decoders')
+    const napi: number[] = []
+    const fz: number[] = []
+    const cli: number[] = []
+    await decodeWithZstdNapi(file) // warm-up
+    for (let i = 0; i < FAST_REPS; i++) {
+      const a = await decodeWithZstdNapi(file)
+      const b = await decodeWithFzstd(file)
+      if (a.bytes !== fixture.big.narSize || b.bytes !== fixture.big.narSize) throw new Error(`decoded ${a.bytes} / ${b.bytes} bytes, NarSize is ${fixture.big.narSize}`)
+      napi.push(a.ms)
+      fz.push(b.ms)
+      if (tools.zstd) cli.push((await timeCommand('zstd', ['-dc', file])).ms)
+    }
+    const m = median(napi)
+    addRow({ id: '1a', name: `${name} vs fzstd \`Decompress\``, unnar: fmtMs(m), reference: `${fmtMs(median(fz))} (fzstd)`, ratio: m / median(fz), target: '< 1 (why zstd-napi)', check: (r) => r < 1 })
+    if (tools.zstd) addRow({ id: '1b', name: `${name} vs \`zstd -dc\``, unnar: fmtMs(m), reference: `${fmtMs(median(cli))} (zstd -dc)`, ratio: m / median(cli), target: 'info' })
+    else skipRow('1b', `${name} vs \`zstd -dc\``, 'info', 'zstd not installed')
+  } catch (err) {
+    errorRow('1', name, '< 1', err)
+  }
+}
+
+/** One cold request for `urlPath` on a fresh server and a fresh cache directory. */
+async function coldRequest(upstream: string, urlPath: string, options: { waitForCommit: boolean; hash?: boolean }) {
+  const cacheDir = await freshDir('cold')
+  const { url } = (await unnarChild.request({ type: 'start', upstream, cacheDir })) as { url: string }
+  try {
+    const result = await fetchBody(url + urlPath, { hash: options.hash ?? false })
+    if (result.status !== 200) throw new Error(`GET ${urlPath}: HTTP ${result.status}`)
+    if (options.waitForCommit) await waitForCommit(cacheDir)
+    return result
+  } finally {
+    await unnarChild.request({ type: 'stop' })
+    await rm(cacheDir, { recursive: true, force: true })
+  }
+}
+
+/** Rows 2 and 3: the last file of the cold NAR vs the CLI decompressor and vs `nix store cat`. */
+async function benchColdLast(c: Compression): Promise<void> {
+  const id = c === 'xz' ? '2' : '3'
+  const cli = c === 'xz' ? 'xz' : 'zstd'
+  const upstream = `file://${fixture.caches[c].dir}`
+  const narFile = fixture.caches[c].narFile.big
+  const name = `cold last file (${fmtMB(lastSize)}) of ≈100 MB NAR, ${c}`
+  try {
+    log(`row ${id}: cold last file, ${c}`)
+    await coldRequest(upstream, lastUrlPath, { waitForCommit: true }) // warm-up (JIT), not counted
+    const unnar: number[] = []
+    const ref: number[] = []
+    const nixCat: number[] = []
+    for (let i = 0; i < (c === 'zstd' ? FAST_REPS : REPS); i++) {
+      const r = await coldRequest(upstream, lastUrlPath, { waitForCommit: true, hash: true })
+      if (r.sha256 !== lastSha) throw new Error(`unnar sent ${r.bytes} bytes that differ from ${fixture.lastRel}`)
+      unnar.push(r.totalMs)
+      if (tools[cli]) ref.push((await timeCommand(cli, ['-dc', narFile])).ms)
+      if (tools.nix) {
+        const n = await timeCommand('nix', ['store', 'cat', '--store', upstream, `${fixture.big.storePath}/${fixture.lastRel}`], { env: nixEnv, capture: true })
+        if (n.stdoutSha256 !== lastSha) throw new Error('nix store cat printed something else than the last file')
+        nixCat.push(n.ms)
+      }
+    }
+    const m = median(unnar)
+    coldLast[c] = m
+    const limit = 1.15
+    if (tools[cli]) addRow({ id: `${id}a`, name: `${name} vs \`${cli} -dc\` of the whole NAR`, unnar: fmtMs(m), reference: fmtMs(median(ref)), ratio: m / median(ref), target: `≤ ${limit}×`, check: (r) => r <= limit })
+    else skipRow(`${id}a`, `${name} vs \`${cli} -dc\``, `≤ ${limit}×`, `${cli} not installed`)
+    if (tools.nix) addRow({ id: `${id}b`, name: `${name} vs \`nix store cat\``, unnar: fmtMs(m), reference: fmtMs(median(nixCat)), ratio: m / median(nixCat), target: '< 1 (faster)', check: (r) => r < 1 })
+    else skipRow(`${id}b`, `${name} vs \`nix store cat\``, '< 1 (faster)', 'nix not installed')
+  } catch (err) {
+    errorRow(id, name, `≤ 1.15× / < 1`, err)
+  }
+}
+
+/** Row 4: first byte of the first file vs the whole last file, both cold, xz. */
+async function benchFirstByte(): Promise<void> {
+  const name = 'cold TTFB of the FIRST file (xz) vs cold last file (row 2a)'
+  try {
+    log('row 4: time to first byte of the first file')
+    const upstream = `file://${fixture.caches.xz.dir}`
+    const ttfb: number[] = []
+    for (let i = 0; i < FAST_REPS; i++) {
+      // The server is stopped right after the response, which aborts the rest of the download.
+      const r = await coldRequest(upstream, firstUrlPath, { waitForCommit: false })
+      ttfb.push(r.ttfbMs)
+    }
+    const last = coldLast.xz
+    if (last === undefined) throw new Error('row 2 did not produce a cold last-file time')
+    const m = median(ttfb)
+    addRow({ id: '4', name, unnar: fmtMs(m), reference: fmtMs(last), ratio: m / last, target: '≤ 0.1×', check: (r) => r <= 0.1 })
+  } catch (err) {
+    errorRow('4', name, '≤ 0.1×', err)
+  }
+}
+
+/** Row 8: many cold requests on one NAR through an HTTP upstream: one NAR GET, little extra time. */
+async function benchConcurrent(): Promise<void> {
+  const upstreamChild = await IpcChild.spawn(path.join(BENCH, 'upstream-child.ts'))
+  const narGets = '^/nar/[^/]+\\.nar(\\.[a-z0-9]+)?$'
+  try {
+    for (const c of COMPRESSIONS) {
+      const name = `${CONCURRENT} concurrent cold requests, last file, HTTP upstream, ${c}`
+      try {
+        log(`row 8: ${CONCURRENT} concurrent cold requests, ${c}`)
+        const { url: upstream } = (await upstreamChild.request({ type: 'start', root: fixture.caches[c].dir })) as { url: string }
+        const count = async () => ((await upstreamChild.request({ type: 'count', pattern: narGets })) as { n: number }).n
+        await coldRequest(upstream, lastUrlPath, { waitForCommit: true }) // warm-up
+        const single: number[] = []
+        const many: number[] = []
+        const gets: number[] = []
+        for (let i = 0; i < (c === 'zstd' ? FAST_REPS : REPS); i++) {
+          single.push((await coldRequest(upstream, lastUrlPath, { waitForCommit: true })).totalMs)
+          const cacheDir = await freshDir('concurrent')
+          const { url } = (await unnarChild.request({ type: 'start', upstream, cacheDir })) as { url: string }
+          try {
+            const before = await count()
+            const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity })
+            const t0 = performance.now()
+            const results = await Promise.all(Array.from({ length: CONCURRENT }, () => fetchBody(url + lastUrlPath, { agent })))
+            many.push(performance.now() - t0)
+            const bad = results.filter((r) => r.status !== 200 || r.bytes !== lastSize)
+            if (bad.length > 0) throw new Error(`${bad.length} of ${CONCURRENT} responses were wrong (e.g. HTTP ${bad[0]!.status}, ${bad[0]!.bytes} bytes)`)
+            await waitForCommit(cacheDir)
+            gets.push((await count()) - before)
+          } finally {
+            await unnarChild.request({ type: 'stop' })
+            await rm(cacheDir, { recursive: true, force: true })
+          }
+        }
+        const maxGets = Math.max(...gets)
+        addRow({ id: `8${c === 'xz' ? 'a' : 'c'}`, name: `${name}: upstream NAR GETs`, unnar: gets.join(', '), reference: '1 per run', ratio: maxGets, target: '= 1', check: (r) => r === 1 })
+        const m = median(many)
+        addRow({ id: `8${c === 'xz' ? 'b' : 'd'}`, name: `${name}: wall time vs 1 cold request`, unnar: fmtMs(m), reference: fmtMs(median(single)), ratio: m / median(single), target: '≤ 1.2×', check: (r) => r <= 1.2 })
+      } catch (err) {
+        errorRow(`8${c === 'xz' ? 'a' : 'c'}`, name, '= 1 GET, ≤ 1.2×', err)
+      }
+    }
+  } finally {
+    await upstreamChild.kill()
+  }
+}
+
+/** Row 5: peak RSS of a fresh `unnar` process serving the cold 100 MB NAR. */
+async function benchRss(): Promise<void> {
+  for (const c of COMPRESSIONS) {
+    const name = `peak RSS (VmHWM) of a fresh unnar process serving the cold ≈100 MB NAR, ${c}`
+    try {
+      log(`row 5: peak RSS, ${c}`)
+      const cacheDir = await freshDir('rss')
+      const unnar = await spawnUnnar(`file://${fixture.caches[c].dir}`, cacheDir)
+      try {
+        const idle = await memoryOf(unnar.proc.pid!)
+        const r = await fetchBody(unnar.url + lastUrlPath)
+        if (r.status !== 200 || r.bytes !== lastSize) throw new Error(`GET ${lastUrlPath}: HTTP ${r.status}, ${r.bytes} bytes`)
+        await waitForCommit(cacheDir)
+        const { hwm } = await memoryOf(unnar.proc.pid!)
+        addRow({
+          id: `5${c === 'xz' ? 'a' : 'b'}`,
+          name,
+          unnar: `${fmtMB(hwm)} (idle ${fmtMB(idle.rss)})`,
+          reference: `${fmtMB(RSS_BUDGET)} budget`,
+          ratio: hwm / RSS_BUDGET,
+          target: '< 1 (< 200 MiB)',
+          check: (ratio) => ratio < 1,
+        })
+      } finally {
+        await stopProcess(unnar.proc)
+        await rm(cacheDir, { recursive: true, force: true })
+        noteLog(`row 5 (${c})`, unnar.logLines)
+      }
+    } catch (err) {
+      errorRow(`5${c === 'xz' ? 'a' : 'b'}`, name, '< 200 MiB', err)
+    }
+  }
+}
+
+/** Rows 6 and 7: hot files, unnar (its own process) vs nginx on the same files, measured by wrk. */
+async function benchHot(): Promise<void> {
+  const names = {
+    small: `hot small file (${((await readFile(path.join(fixture.big.tree, fixture.firstRel))).length / 1024).toFixed(1)} KiB), \`wrk -t2 -c64 -d${WRK_SECONDS}s\`, vs nginx`,
+    huge: `hot 64 MiB file throughput, \`wrk -t2 -c4 -d${WRK_SECONDS}s\`, vs nginx`,
+  }
+  const missing = !tools.wrk ? 'wrk not installed' : !tools.nginx ? 'nginx not installed' : undefined
+  if (missing !== undefined) {
+    skipRow('6', names.small, '≥ 0.5×', missing)
+    skipRow('7', names.huge, '≥ 0.8×', missing)
+    return
+  }
+  log('rows 6-7: hot files under wrk')
+  const cacheDir = await freshDir('hot')
+  const root = path.join(WORK, 'nginx', 'root')
+  await rm(root, { recursive: true, force: true })
+  await mkdir(root, { recursive: true })
+  await copyFile(path.join(fixture.big.tree, fixture.firstRel), path.join(root, 'aaa-first.txt'))
+  await copyFile(path.join(fixture.huge.tree, fixture.hugeRel), path.join(root, 'big.bin'))
+  let unnar: UnnarProcess | undefined
+  let nginx: Awaited<ReturnType<typeof startNginx>> | undefined
+  try {
+    unnar = await spawnUnnar(`file://${fixture.caches.zstd.dir}`, cacheDir)
+    nginx = await startNginx(root)
+    // Make both NARs hot (downloaded, verified, committed), then check both servers send the same bytes.
+    await fetchBody(unnar.url + firstUrlPath)
+    await fetchBody(unnar.url + hugeUrlPath)
+    await waitForCommit(cacheDir, 2)
+    const targets = [
+      { key: 'small' as const, unnarUrl: unnar.url + firstUrlPath, nginxUrl: `${nginx.url}/aaa-first.txt`, connections: 64 },
+      { key: 'huge' as const, unnarUrl: unnar.url + hugeUrlPath, nginxUrl: `${nginx.url}/big.bin`, connections: 4 },
+    ]
+    for (const t of targets) {
+      const [a, b] = await Promise.all([fetchBody(t.unnarUrl, { hash: true }), fetchBody(t.nginxUrl, { hash: true })])
+      if (a.status !== 200 || b.status !== 200 || a.sha256 !== b.sha256) throw new Error(`unnar and nginx disagree on ${t.key} (HTTP ${a.status}/${b.status})`)
+    }
+    for (const t of targets) {
+      const id = t.key === 'small' ? '6' : '7'
+      try {
+        // 1 s warm-up each, then the measured runs back to back.
+        await runWrk(t.unnarUrl, 2, t.connections, 1)
+        await runWrk(t.nginxUrl, 2, t.connections, 1)
+        const u = await runWrk(t.unnarUrl, 2, t.connections, WRK_SECONDS)
+        const n = await runWrk(t.nginxUrl, 2, t.connections, WRK_SECONDS)
+        checkWrk(u, 'unnar')
+        checkWrk(n, 'nginx')
+        if (t.key === 'small') {
+          addRow({
+            id,
+            name: names.small,
+            unnar: `${fmtReqs(u.reqPerSec)} (p99 ${fmtMs(u.p99Ms)})`,
+            reference: `${fmtReqs(n.reqPerSec)} (p99 ${fmtMs(n.p99Ms)})`,
+            ratio: u.reqPerSec / n.reqPerSec,
+            target: '≥ 0.5×',
+            check: (r) => r >= 0.5,
+          })
+        } else {
+          addRow({ id, name: names.huge, unnar: fmtRate(u.bytesPerSec), reference: fmtRate(n.bytesPerSec), ratio: u.bytesPerSec / n.bytesPerSec, target: '≥ 0.8×', check: (r) => r >= 0.8 })
+        }
+      } catch (err) {
+        errorRow(id, names[t.key], t.key === 'small' ? '≥ 0.5×' : '≥ 0.8×', err)
+      }
+    }
+  } catch (err) {
+    errorRow('6', names.small, '≥ 0.5×', err)
+    errorRow('7', names.huge, '≥ 0.8×', err)
+  } finally {
+    if (unnar !== undefined) {
+      await stopProcess(unnar.proc)
+      noteLog('rows 6-7', unnar.logLines)
+    }
+    if (nginx !== undefined) await stopProcess(nginx.proc, 'SIGQUIT')
+    await rm(cacheDir, { recursive: true, force: true })
+  }
+}
+
+/** Anything unnar logged at warn or above while it should have been serving happily goes into the notes. */
+function noteLog(where: string, lines: readonly string[]): void {
+  const summary = summarizeLog(lines)
+  if (summary.length > 0) notes.push(`unnar logged during ${where}: ${summary.join('; ')}`)
+}
+
+function checkWrk(r: WrkResult, who: string): void {
+  if (r.requests === 0) throw new Error(`wrk completed no request against ${who}`)
+  if (r.errors > 0) notes.push(`wrk saw ${r.errors} socket/status errors against ${who}`)
+}
+
+// ───────────────────────────── report ─────────────────────────────
+
+async function describeMachine(): Promise<string[]> {
+  const cpuinfo = await readFile('/proc/cpuinfo', 'utf8').catch(() => '')
+  const model = /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1]?.trim() ?? 'unknown'
+  const version = (cmd: string, args: string[]) => (tools[cmd] ? versionOf(cmd, args) : 'not installed')
+  return [
+    `nproc: ${availableParallelism()}`,
+    `CPU: ${model}`,
+    `node: ${process.version}`,
+    `load average at start: ${loadavg()[0]!.toFixed(2)}`,
+    `nix: ${version('nix', ['--version'])}`,
+    `xz: ${version('xz', ['--version'])}`,
+    `zstd: ${version('zstd', ['--version'])}`,
+    `wrk: ${version('wrk', ['--version'])}`,
+    `nginx: ${version('nginx', ['-v'])}`,
+  ]
+}
+
+function versionOf(cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' })
+  const text = `${r.stdout ?? ''}${r.stderr ?? ''}`
+  return /\d+\.\d+(\.\d+)?/.exec(text)?.[0] ?? 'unknown'
+}
+
+function renderReport(seconds: number): string {
+  const cell = (s: string) => s.replace(/\|/g, '\\|')
+  const lines = [
+    '# unnar benchmarks',
+    '',
+    `Measured ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC in ${seconds.toFixed(0)} s. Reproduce: \`npm run bench\` in the repository root (BENCH_REPS=${REPS}, BENCH_WRK_SECONDS=${WRK_SECONDS}).`,
+    '',
+    `Machine: ${machine.join(', ')}.`,
+    '',
+    `Fixture ${fixture.key}: \`${bigName}\`, NAR ${fmtMB(fixture.big.narSize)} of real shared libraries (xz ${fmtMB(fixture.caches.xz.fileSize.big)}, zstd ${fmtMB(fixture.caches.zstd.fileSize.big)}), first file \`${fixture.firstRel}\`, last file \`${fixture.lastRel}\` (${fmtMB(lastSize)}); \`${hugeName}\`: one 64 MiB file. Times are medians of ${REPS} runs (${FAST_REPS} for sub-second ones: rows 1, 3, 4, 8 zstd), after a warm-up; cold = fresh server and empty cache directory, compressed NARs in the page cache; "ratio" = unnar ÷ reference.`,
+    '',
+    '| # | benchmark | unnar | reference | ratio | target | met? |',
+    '|---|---|---|---|---|---|---|',
+    ...[...rows].sort((a, b) => a.id.localeCompare(b.id, 'en', { numeric: true })).map((r) => `| ${r.id} | ${cell(r.name)} | ${cell(r.unnar)} | ${cell(r.reference)} | ${r.ratio === undefined ? '—' : Number.isInteger(r.ratio) ? String(r.ratio) : r.ratio.toFixed(2) + '×'} | ${cell(r.target)} | ${r.verdict === 'NO' ? '**NO**' : r.verdict} |`),
+    '',
+  ]
+  if (cpuOthers !== undefined) {
+    const share = cpuOthers / (seconds * availableParallelism())
+    const text = `Other processes used ${cpuOthers.toFixed(0)} CPU-seconds during the run (${(share * 100).toFixed(0)}% of the machine).`
+    lines.push(share > 0.1 ? `**Warning:** ${text} The numbers are noisy; rerun on a quiet machine.` : text, '')
+  }
+  const missed = rows.filter((r) => r.verdict === 'NO' || r.verdict === 'error')
+  const skipped = rows.filter((r) => r.verdict === 'skipped')
+  if (missed.length > 0) lines.push(`**Targets missed (${missed.length}):** ${missed.map((r) => `${r.id} (${r.verdict === 'error' ? 'error' : r.ratio?.toFixed(2) + '× vs ' + r.target})`).join('; ')}.`, '')
+  else lines.push('All measured targets met.', '')
+  if (skipped.length > 0) lines.push(`Skipped: ${skipped.map((r) => `${r.id} (${r.reference.replace(/^skipped: /, '')})`).join('; ')}.`, '')
+  for (const note of notes) lines.push(`- ${note}`)
+  if (notes.length > 0) lines.push('')
+  return lines.join('\n')
+}
