@@ -20,7 +20,7 @@ export interface RangeSource {
   release(): void
 }
 
-export const RANGE_CHUNK_BYTES = 64 * 1024
+export const RANGE_CHUNK_BYTES = 256 * 1024
 
 /**
  * A pull-based web stream of positioned reads: nothing is read before the client wants it, and

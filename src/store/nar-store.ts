@@ -1,5 +1,6 @@
 /** The on-disk NAR store: verified, decompressed NARs keyed by NarHash, bounded by an LRU. */
-import { constants } from 'node:fs'
+import fs, { constants } from 'node:fs'
+import { promisify } from 'node:util'
 import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, utimes, writeFile, type FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -28,11 +29,22 @@ interface Entry {
   readers: number
   evicted: boolean
   lastTouch: number
+  /** The open file, while the NAR is hot (see #fdFor). */
+  fd: Promise<number> | undefined
 }
 
 const DISK_TROUBLE_BACKOFF_MS = 30_000
 const TOUCH_INTERVAL_MS = 60_000
 const FREE_SPACE_MARGIN_BYTES = 1024 * 1024
+const MAX_OPEN_FILES = 256
+
+const fsOpen = promisify(fs.open)
+const fsClose = promisify(fs.close)
+const fsRead = promisify(fs.read)
+
+async function readAt(fd: number, buffer: Uint8Array, length: number, position: number): Promise<number> {
+  return (await fsRead(fd, buffer, 0, length, position)).bytesRead
+}
 
 /**
  * Layout: `nar/<narhash>.nar` (the decompressed NAR) with `nar/<narhash>.ls` (its listing, every
@@ -47,6 +59,12 @@ export class NarStore {
   readonly #log: Logger
   readonly #lru: LRUCache<string, Entry>
   readonly #inflight = new Map<string, NarDownload>()
+  readonly #openFiles = new LRUCache<string, Entry>({
+    max: MAX_OPEN_FILES,
+    dispose: (entry) => {
+      if (entry.readers === 0) this.#closeFd(entry)
+    },
+  })
   #diskTroubleUntil = 0
 
   constructor(options: NarStoreOptions) {
@@ -92,7 +110,7 @@ export class NarStore {
     for (const { key, size, atimeMs } of found) {
       try {
         const listing = parseListing(await readFile(this.#listingPath(key), 'utf8'))
-        this.#lru.set(key, { key, size, listing, readers: 0, evicted: false, lastTouch: atimeMs })
+        this.#lru.set(key, { key, size, listing, readers: 0, evicted: false, lastTouch: atimeMs, fd: undefined })
       } catch (err) {
         this.#log.warn('dropping a cached NAR without a usable listing', { key, error: err })
         await this.#remove(key)
@@ -186,7 +204,7 @@ export class NarStore {
       await rm(`${tmp}.ls`, { force: true })
       return
     }
-    this.#lru.set(key, { key, size: info.narInfo.narSize, listing, readers: 0, evicted: false, lastTouch: Date.now() })
+    this.#lru.set(key, { key, size: info.narInfo.narSize, listing, readers: 0, evicted: false, lastTouch: Date.now(), fd: undefined })
     this.#log.info('NAR cached', { storePath: info.narInfo.storePath, narSize: info.narInfo.narSize, usedBytes: this.usedBytes })
   }
 
@@ -214,23 +232,22 @@ export class NarStore {
 
   #cachedSource(entry: Entry): NarSource {
     this.#touch(entry)
-    const narPath = this.#narPath(entry.key)
     return {
       node: async (segments) => locate(entry.listing.root, segments),
       listing: async () => entry.listing,
       read: (start, end) => {
         entry.readers++
-        let file: Promise<FileHandle> | undefined
-        const handle = () => (file ??= open(narPath, 'r'))
+        const fd = this.#fdFor(entry)
         return createRangeStream(
           {
-            readAt: async (buffer, length, position) => (await (await handle()).read(buffer, 0, length, position)).bytesRead,
+            readAt: async (buffer, length, position) => readAt(await fd, buffer, length, position),
             waitFor: async () => {},
             release: () => {
-              void file?.then((f) => f.close()).catch(() => {})
               entry.readers--
+              if (entry.readers > 0) return
+              if (entry.evicted || !this.#openFiles.has(entry.key)) this.#closeFd(entry)
               // Unlink only if no newer copy of the same NAR was committed meanwhile.
-              if (entry.evicted && entry.readers === 0 && this.#lru.peek(entry.key) === undefined) void this.#remove(entry.key)
+              if (entry.evicted && this.#lru.peek(entry.key) === undefined) void this.#remove(entry.key)
             },
           },
           start,
@@ -238,6 +255,22 @@ export class NarStore {
         )
       },
     }
+  }
+
+  /**
+   * Hot NARs keep their file open (opening one per request costs more than the read itself); the
+   * set of open files is bounded by its own LRU, and a file is closed once no reader uses it.
+   */
+  #fdFor(entry: Entry): Promise<number> {
+    entry.fd ??= fsOpen(this.#narPath(entry.key), 'r')
+    this.#openFiles.set(entry.key, entry)
+    return entry.fd
+  }
+
+  #closeFd(entry: Entry): void {
+    const fd = entry.fd
+    entry.fd = undefined
+    void fd?.then((n) => fsClose(n)).catch(() => {})
   }
 
   #touch(entry: Entry): void {
@@ -251,6 +284,7 @@ export class NarStore {
 
   #evict(entry: Entry): void {
     entry.evicted = true
+    this.#openFiles.delete(entry.key)
     this.#log.info('NAR evicted', { key: entry.key, size: entry.size })
     if (entry.readers === 0) void this.#remove(entry.key)
   }

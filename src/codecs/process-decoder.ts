@@ -1,0 +1,62 @@
+/** A decoder that runs the system's `xz`/`zstd` in a child process: faster, and off the event loop. */
+import { spawn } from 'node:child_process'
+import { accessSync, constants } from 'node:fs'
+import path from 'node:path'
+import { Duplex } from 'node:stream'
+
+/** The absolute path of `command` on PATH, or undefined. */
+export function findExecutable(command: string, searchPath = process.env.PATH ?? ''): string | undefined {
+  for (const dir of searchPath.split(path.delimiter)) {
+    if (dir === '') continue
+    const candidate = path.join(dir, command)
+    try {
+      accessSync(candidate, constants.X_OK)
+      return candidate
+    } catch {
+      // not here
+    }
+  }
+  return undefined
+}
+
+/**
+ * stdin ← compressed bytes, stdout → decoded bytes, with the pipes' own backpressure. A non-zero
+ * exit (corrupt input) fails the stream; destroying the stream kills the process.
+ */
+export function createProcessDecoder(executable: string, args: readonly string[]): Duplex {
+  const child = spawn(executable, args, { stdio: ['pipe', 'pipe', 'pipe'] })
+  let stderr = ''
+  child.stderr.setEncoding('utf8')
+  child.stderr.on('data', (chunk: string) => {
+    if (stderr.length < 1000) stderr += chunk
+  })
+  const duplex = new Duplex({
+    write(chunk: Buffer, _encoding, callback) {
+      if (child.stdin.write(chunk)) callback()
+      else child.stdin.once('drain', () => callback())
+    },
+    final(callback) {
+      child.stdin.end()
+      callback()
+    },
+    read() {
+      child.stdout.resume()
+    },
+    destroy(err, callback) {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+      callback(err)
+    },
+  })
+  child.stdout.on('data', (chunk: Buffer) => {
+    if (!duplex.push(chunk)) child.stdout.pause()
+  })
+  child.stdin.on('error', () => {}) // EPIPE after the child died: reported through the exit code
+  child.on('error', (err) => duplex.destroy(err))
+  // The end of the output only counts once the exit status says the input was valid.
+  child.on('close', (code, signal) => {
+    if (duplex.destroyed) return
+    if (code === 0) duplex.push(null)
+    else duplex.destroy(new Error(`${path.basename(executable)} failed (${signal ?? `exit ${code}`}): ${stderr.trim().split('\n')[0] ?? ''}`))
+  })
+  return duplex
+}
