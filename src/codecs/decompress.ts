@@ -23,21 +23,21 @@ export function isSupportedCompression(name: string): boolean {
 }
 
 export interface DecoderOptions {
-  /** Use the system's `xz`/`zstd` binaries when they are on PATH (default true). */
+  /** Use the system's `xz` binary when it is on PATH (default true). */
   readonly external?: boolean
 }
 
 const XZ = findExecutable('xz')
-const ZSTD = findExecutable('zstd')
 
 /**
  * A fresh decoder for one NAR body.
  *
- * xz and zstd prefer the system's `xz`/`zstd` in a child process: lzma-native's prebuilt liblzma is
- * compiled without optimisation and decodes at less than half the speed of `xz -dc` (bench/), and
- * a child process decodes on the second core while the event loop hashes, indexes and writes. The
- * in-process decoders remain the fallback: lzma-native for xz, zstd-napi for zstd (fzstd measured
- * ~5x slower). `@mongodb-js/zstd` 1.x has no streaming API, so it only decodes whole `.ls` bodies.
+ * xz prefers the system's `xz` in a child process: lzma-native's prebuilt liblzma is compiled
+ * without optimisation and decodes at less than half the speed of `xz -dc` (bench/ row 2a went from
+ * 2.62x to 1.04x), and the child decodes on the second core while the event loop hashes, indexes and
+ * writes; lzma-native remains the fallback. zstd stays in-process with zstd-napi: it is as fast as
+ * `zstd -dc` (bench/ row 1b) and a pipe to a `zstd` child measured slower; fzstd is ~5x slower.
+ * `@mongodb-js/zstd` 1.x has no streaming API, so it only decodes whole `.ls` bodies.
  */
 export function createDecoder(compression: string, options: DecoderOptions = {}): Duplex {
   const external = options.external ?? true
@@ -47,7 +47,7 @@ export function createDecoder(compression: string, options: DecoderOptions = {})
     case 'xz':
       return external && XZ !== undefined ? createProcessDecoder(XZ, ['--decompress', '--stdout', '--quiet']) : (lzma.createDecompressor() as Transform)
     case 'zstd':
-      return external && ZSTD !== undefined ? createProcessDecoder(ZSTD, ['--decompress', '--stdout', '--quiet']) : new ZstdDecompressStream()
+      return new ZstdDecompressStream()
     case 'bzip2':
       return createBzip2Decoder()
     case 'br':

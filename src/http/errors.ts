@@ -62,8 +62,10 @@ export function createErrorHandler(log: Logger): (err: Error, c: Context) => Res
   return (err, c) => {
     const { status, message } = classifyError(err)
     const fields = { method: c.req.method, path: c.req.path, status, error: err }
+    // Client mistakes are routine (info); upstream trouble is worth a warning; our own bugs an error.
     if (status >= 500 && status !== 502 && status !== 504) log.error('request failed', { ...fields, stack: err.stack })
-    else log.warn('request failed', fields)
+    else if (status >= 500) log.warn('request failed', fields)
+    else log.info('request failed', fields)
     return errorResponse(c, status, message)
   }
 }

@@ -3,7 +3,7 @@ import type { ServerResponse } from 'node:http'
 import type { Context } from 'hono'
 import type { Logger } from '../log.js'
 import { abortOnError } from './abort-on-error.js'
-import { compressStream, isCompressible, MIN_COMPRESS_BYTES, negotiateEncoding } from './compression.js'
+import { compressBuffer, compressStream, isCompressible, MIN_COMPRESS_BYTES, negotiateEncoding } from './compression.js'
 import { errorResponse } from './errors.js'
 import { parseRange, resolveRange } from './range.js'
 
@@ -24,6 +24,8 @@ export interface StoreFile {
   /** Bytes [start, end) of the file; undefined when only a whole-file stream exists (no ranges). */
   readonly openRange: ((start: number, end: number) => ReadableStream<Uint8Array>) | undefined
   readonly openWhole: () => ReadableStream<Uint8Array>
+  /** The whole content, already read: small files go out in one write, without a stream. */
+  readonly bytes?: Uint8Array<ArrayBuffer>
 }
 
 export interface FileResponseOptions {
@@ -60,7 +62,9 @@ export function fileResponse(c: Context, file: StoreFile, options: FileResponseO
       }
       c.header('Content-Range', `bytes ${range.start}-${range.end}/${file.size}`)
       c.header('Content-Length', String(range.end - range.start + 1))
-      return head ? c.body(null, 206) : c.body(guard(file.openRange(range.start, range.end + 1)), 206)
+      if (head) return c.body(null, 206)
+      if (file.bytes !== undefined) return c.body(file.bytes.subarray(range.start, range.end + 1), 206)
+      return c.body(guard(file.openRange(range.start, range.end + 1)), 206)
     }
   }
 
@@ -70,10 +74,13 @@ export function fileResponse(c: Context, file: StoreFile, options: FileResponseO
     // Another representation, so another strong validator.
     c.header('ETag', file.etag.replace(/"$/, `-${encoding}"`))
     c.header('Content-Encoding', encoding)
-    return head ? c.body(null) : c.body(compressStream(guard(file.openWhole()), encoding))
+    if (head) return c.body(null)
+    if (file.bytes !== undefined) return c.body(compressBuffer(file.bytes, encoding))
+    return c.body(compressStream(guard(file.openWhole()), encoding))
   }
   c.header('Content-Length', String(file.size))
-  return head ? c.body(null) : c.body(guard(file.openWhole()))
+  if (head) return c.body(null)
+  return c.body(file.bytes ?? guard(file.openWhole()))
 }
 
 /** RFC 6266: an ASCII fallback plus RFC 8187 `filename*` so non-ASCII names survive. */

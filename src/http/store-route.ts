@@ -162,8 +162,10 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
       throw new HttpError(502, `the NAR from ${info.upstream.name} disagrees with its listing at ${segments.join('/')}`)
     }
     const offset = node.narOffset
-    const contentType = byName ?? contentTypeBySniffing(await readHead(source, offset, node.size))
+    const bytes = c.req.method !== 'HEAD' && node.size <= SMALL_FILE_BYTES ? await source.readBytes(offset, offset + node.size) : undefined
+    const contentType = byName ?? contentTypeBySniffing(bytes?.subarray(0, SNIFF_BYTES) ?? (await readHead(source, offset, node.size)))
     const file: StoreFile = {
+      ...(bytes === undefined ? {} : { bytes }),
       ...base,
       size: node.size,
       executable: node.executable,
@@ -232,6 +234,9 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     },
   }
 }
+
+/** Files up to this size are read whole and sent in one write (headers and body in one packet). */
+const SMALL_FILE_BYTES = 64 * 1024
 
 /** The first bytes of a file, to tell text from binary when its name does not. */
 async function readHead(source: NarSource, offset: number, size: number): Promise<Uint8Array> {

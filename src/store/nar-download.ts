@@ -9,7 +9,7 @@ import { NarIndexer, type NarEntry } from '../formats/nar-indexer.js'
 import { createDecoder } from '../codecs/decompress.js'
 import type { PathInfo } from '../upstream/path-info-lookup.js'
 import { UpstreamError } from '../upstream/upstream.js'
-import { createRangeStream, type NarSource } from './nar-source.js'
+import { createRangeStream, readRangeBytes, type NarSource, type RangeSource } from './nar-source.js'
 
 /** The NAR failed verification (size or hash) or is not a valid NAR. */
 export class NarVerificationError extends Error {
@@ -97,16 +97,20 @@ export class NarDownload implements NarSource {
   }
 
   read(start: number, end: number): ReadableStream<Uint8Array> {
+    return createRangeStream(this.#rangeSource(), start, end)
+  }
+
+  readBytes(start: number, end: number): Promise<Uint8Array<ArrayBuffer>> {
+    return readRangeBytes(this.#rangeSource(), start, end)
+  }
+
+  #rangeSource(): RangeSource {
     this.#readers++
-    return createRangeStream(
-      {
-        readAt: async (buffer, length, position) => (await this.#file.read(buffer, 0, length, position)).bytesRead,
-        waitFor: (target) => this.#waitForBytes(target),
-        release: () => this.#releaseReader(),
-      },
-      start,
-      end,
-    )
+    return {
+      readAt: async (buffer, length, position) => (await this.#file.read(buffer, 0, length, position)).bytesRead,
+      waitFor: (target) => this.#waitForBytes(target),
+      release: () => this.#releaseReader(),
+    }
   }
 
   async #run(): Promise<Listing> {

@@ -8,6 +8,8 @@ export interface NarSource {
   listing(): Promise<Listing>
   /** Bytes `[start, end)` of the uncompressed NAR, streamed as they become available. */
   read(start: number, end: number): ReadableStream<Uint8Array>
+  /** Bytes `[start, end)` in one buffer, for small files (no stream machinery on the hot path). */
+  readBytes(start: number, end: number): Promise<Uint8Array<ArrayBuffer>>
 }
 
 /** The pieces a byte-range stream needs from its source. */
@@ -18,6 +20,19 @@ export interface RangeSource {
   waitFor(end: number): Promise<void>
   /** Called exactly once when the stream is done or cancelled. */
   release(): void
+}
+
+/** One positioned read of a small range, through the same source a stream would use. */
+export async function readRangeBytes(source: RangeSource, start: number, end: number): Promise<Uint8Array<ArrayBuffer>> {
+  const buffer = new Uint8Array(end - start)
+  try {
+    await source.waitFor(end)
+    const bytesRead = buffer.length === 0 ? 0 : await source.readAt(buffer, buffer.length, start)
+    if (bytesRead !== buffer.length) throw new Error(`NAR file ended at ${start + bytesRead}, expected ${end}`)
+    return buffer
+  } finally {
+    source.release()
+  }
 }
 
 export const RANGE_CHUNK_BYTES = 256 * 1024

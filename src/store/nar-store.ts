@@ -10,7 +10,7 @@ import { formatListing, parseListing, locate, type Listing } from '../formats/li
 import type { Logger } from '../log.js'
 import type { PathInfo } from '../upstream/path-info-lookup.js'
 import { DiskError, NarDownload } from './nar-download.js'
-import { createRangeStream, type NarSource } from './nar-source.js'
+import { createRangeStream, readRangeBytes, type NarSource, type RangeSource } from './nar-source.js'
 
 export interface NarStoreOptions {
   readonly dir: string
@@ -235,24 +235,23 @@ export class NarStore {
     return {
       node: async (segments) => locate(entry.listing.root, segments),
       listing: async () => entry.listing,
-      read: (start, end) => {
-        entry.readers++
-        const fd = this.#fdFor(entry)
-        return createRangeStream(
-          {
-            readAt: async (buffer, length, position) => readAt(await fd, buffer, length, position),
-            waitFor: async () => {},
-            release: () => {
-              entry.readers--
-              if (entry.readers > 0) return
-              if (entry.evicted || !this.#openFiles.has(entry.key)) this.#closeFd(entry)
-              // Unlink only if no newer copy of the same NAR was committed meanwhile.
-              if (entry.evicted && this.#lru.peek(entry.key) === undefined) void this.#remove(entry.key)
-            },
-          },
-          start,
-          end,
-        )
+      read: (start, end) => createRangeStream(this.#rangeSource(entry), start, end),
+      readBytes: (start, end) => readRangeBytes(this.#rangeSource(entry), start, end),
+    }
+  }
+
+  #rangeSource(entry: Entry): RangeSource {
+    entry.readers++
+    const fd = this.#fdFor(entry)
+    return {
+      readAt: async (buffer, length, position) => readAt(await fd, buffer, length, position),
+      waitFor: async () => {},
+      release: () => {
+        entry.readers--
+        if (entry.readers > 0) return
+        if (entry.evicted || !this.#openFiles.has(entry.key)) this.#closeFd(entry)
+        // Unlink only if no newer copy of the same NAR was committed meanwhile.
+        if (entry.evicted && this.#lru.peek(entry.key) === undefined) void this.#remove(entry.key)
       },
     }
   }

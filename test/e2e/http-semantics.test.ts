@@ -103,7 +103,8 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
       it(`compresses text with ${encoding} for clients that accept it`, async () => {
         const res = await get(`${basicBase}/share/doc/README`, { 'accept-encoding': encoding })
         assert.equal(res.headers['content-encoding'], encoding)
-        assert.equal(res.headers['content-length'], undefined)
+        // Small files are compressed whole (length known); large ones are streamed (no length).
+        assert.equal(res.headers['content-length'] ?? String(res.body.length), String(res.body.length))
         assert.equal(res.headers.vary, 'Accept-Encoding')
         assert.match(res.headers.etag!, new RegExp(`-${encoding}"$`))
         assert.equal(sha(decode(res.body)), readme.sha256)
@@ -111,6 +112,13 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
         assert.equal(head.headers['content-encoding'], encoding, 'HEAD matches GET')
       })
     }
+
+    it('does not recompress archives or compress tiny files', async () => {
+      const res = await get(`${siteBase}/archive/release.tar.gz`, { 'accept-encoding': 'gzip' })
+      assert.equal(res.headers['content-encoding'], undefined, 'a .tar.gz is not recompressed')
+      const big = await get(`m7b82dkimaq4aybdiry085zsnj9lc5fn-fixture-tricky-1/many/f00001.txt`, { 'accept-encoding': 'gzip' })
+      assert.equal(big.headers['content-encoding'], undefined, 'under 1 KiB')
+    })
 
     it('leaves binaries, small files, ranges and identity clients uncompressed', async () => {
       const accept = { 'accept-encoding': 'br, gzip, zstd' }
