@@ -1,8 +1,8 @@
 /** Directories, symlinks, odd names and client mistakes, end to end against the xz fixture cache. */
 import assert from 'node:assert/strict'
-import http from 'node:http'
 import { after, before, describe, it } from 'node:test'
 import { cacheDir, fixturePath } from '../helpers/fixtures.js'
+import { rawRequest } from '../helpers/raw-http.js'
 import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
 import { sha256Hex, startUnnar, type TestUnnar } from '../helpers/unnar.js'
 
@@ -160,8 +160,9 @@ describe('paths inside a store path', { timeout: 60_000 }, () => {
   for (const [rest, why] of badPaths) {
     it(`answers 400 for ${why}`, async () => {
       // A raw request: fetch() would normalise dot segments before they reach the server.
-      const { status, text } = await rawGet(unnar.url, `/nix/store/${rest}`)
-      assert.equal(status, 400, `${rest}: ${text}`)
+      const res = await rawRequest(unnar.url, { path: `/nix/store/${rest}` })
+      const text = res.body.toString()
+      assert.equal(res.status, 400, `${rest}: ${text}`)
       assert.doesNotMatch(text, /root:|\/work\/|at .*\.ts/)
     })
   }
@@ -184,14 +185,3 @@ describe('paths inside a store path', { timeout: 60_000 }, () => {
   })
 })
 
-function rawGet(base: string, rawPath: string): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get(`${base}${rawPath}`, (res) => {
-      let text = ''
-      res.setEncoding('utf8')
-      res.on('data', (chunk: string) => (text += chunk))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }))
-    })
-    req.on('error', reject)
-  })
-}
