@@ -2,6 +2,7 @@
 import os from 'node:os'
 import path from 'node:path'
 import { LOG_LEVELS, type LogLevel } from './log.js'
+import { SUPPORTED_SCHEMES } from './upstream/create-upstream.js'
 
 export const DEFAULT_UPSTREAM = 'https://cache.nixos.org'
 export const DEFAULT_PORT = 8383
@@ -82,8 +83,6 @@ export function loadConfig(env: Env): Config {
   }
 }
 
-const UPSTREAM_SCHEMES = ['http:', 'https:', 'file:']
-
 function checkUpstreamUrl(url: string): void {
   let parsed: URL
   try {
@@ -91,7 +90,7 @@ function checkUpstreamUrl(url: string): void {
   } catch {
     throw new ConfigError(`NIX_CACHE_URL: "${url}" is not a URL`)
   }
-  if (!UPSTREAM_SCHEMES.includes(parsed.protocol)) {
+  if (!(SUPPORTED_SCHEMES as readonly string[]).includes(parsed.protocol)) {
     throw new ConfigError(`NIX_CACHE_URL: unsupported scheme "${parsed.protocol}" in "${parsed.protocol}//${parsed.host}" (supported: http, https, file)`)
   }
 }

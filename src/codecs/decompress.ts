@@ -15,13 +15,6 @@ export class UnsupportedCompressionError extends Error {
   }
 }
 
-/** Compression names unnar can decode, as written in narinfo files. */
-export const SUPPORTED_COMPRESSIONS = ['none', 'xz', 'zstd', 'bzip2', 'br', 'gzip'] as const
-
-export function isSupportedCompression(name: string): boolean {
-  return (SUPPORTED_COMPRESSIONS as readonly string[]).includes(name)
-}
-
 export interface DecoderOptions {
   /** Use the system's `xz` binary when it is on PATH (default true). */
   readonly external?: boolean
