@@ -152,8 +152,8 @@ export class NarDownload implements NarSource {
     }
   }
 
-  writeAt(chunk: Uint8Array, position: number): Promise<unknown> {
-    return this.#file.write(chunk, 0, chunk.length, position)
+  writeAt(chunks: Buffer[], position: number): Promise<unknown> {
+    return chunks.length === 1 ? this.#file.write(chunks[0]!, 0, chunks[0]!.length, position) : this.#file.writev(chunks, position)
   }
 
   get file(): FileHandle {
@@ -238,7 +238,7 @@ class NarSink extends Writable {
   #position = 0
 
   constructor(download: NarDownload, narSize: number, narHash: Hash, upstream: string) {
-    super({ highWaterMark: 1024 * 1024 })
+    super({ highWaterMark: 4 * 1024 * 1024 })
     this.#download = download
     this.#narSize = narSize
     this.#narHash = narHash
@@ -247,24 +247,40 @@ class NarSink extends Writable {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    if (this.#position + chunk.length > this.#narSize) {
-      callback(new NarVerificationError(this.#upstream, `NAR is larger than its NarSize ${this.#narSize}`))
-      return
-    }
-    let entries: NarEntry[]
-    try {
-      entries = this.#indexer.push(chunk)
-    } catch (err) {
-      callback(new NarVerificationError(this.#upstream, (err as Error).message, { cause: err }))
-      return
-    }
-    this.#hasher.update(chunk)
+    this.#writeChunks([chunk], callback)
+  }
+
+  /** Chunks that queued up while a disk write was in flight go out in one writev. */
+  override _writev(chunks: Array<{ chunk: Buffer }>, callback: (error?: Error | null) => void): void {
+    this.#writeChunks(
+      chunks.map((c) => c.chunk),
+      callback,
+    )
+  }
+
+  #writeChunks(chunks: Buffer[], callback: (error?: Error | null) => void): void {
     const position = this.#position
-    this.#position += chunk.length
-    this.#entries.push(...entries)
-    this.#download.writeAt(chunk, position).then(
+    const entries: NarEntry[] = []
+    let bytes = 0
+    for (const chunk of chunks) {
+      if (this.#position + chunk.length > this.#narSize) {
+        callback(new NarVerificationError(this.#upstream, `NAR is larger than its NarSize ${this.#narSize}`))
+        return
+      }
+      try {
+        for (const entry of this.#indexer.push(chunk)) entries.push(entry)
+      } catch (err) {
+        callback(new NarVerificationError(this.#upstream, (err as Error).message, { cause: err }))
+        return
+      }
+      this.#hasher.update(chunk)
+      this.#position += chunk.length
+      bytes += chunk.length
+    }
+    for (const entry of entries) this.#entries.push(entry)
+    this.#download.writeAt(chunks, position).then(
       () => {
-        this.#download.onWritten(chunk.length, entries)
+        this.#download.onWritten(bytes, entries)
         callback()
       },
       (err: NodeJS.ErrnoException) => callback(new DiskError(`writing the NAR to disk: ${err.code ?? err.message}`, { cause: err })),
