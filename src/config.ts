@@ -1,6 +1,7 @@
 /** Environment (and flags) → one validated Config. Every setting name here is documented in the README. */
 import os from 'node:os'
 import path from 'node:path'
+import { parsePublicKeys, type PublicKey } from './formats/signature.js'
 import { LOG_LEVELS, type LogLevel } from './log.js'
 import { SUPPORTED_SCHEMES } from './upstream/create-upstream.js'
 
@@ -23,6 +24,8 @@ export interface Config {
   readonly logLevel: LogLevel
   /** Subdomain mode: `<hash>.<domain>` serves that store path as a site root. */
   readonly domain: string | undefined
+  /** TRUSTED_PUBLIC_KEYS as given; undefined = unset (cache.nixos.org gets its own key). */
+  readonly trustedPublicKeys: readonly PublicKey[] | undefined
 }
 
 /** A bad setting: the message names the setting and the value, in one line. */
@@ -44,6 +47,7 @@ export const FLAGS: Record<string, string> = {
   '--upstream-timeout': 'UNNAR_UPSTREAM_TIMEOUT',
   '--log-level': 'LOG_LEVEL',
   '--domain': 'DOMAIN',
+  '--trusted-public-keys': 'TRUSTED_PUBLIC_KEYS',
 }
 
 /** Applies command-line flags on top of the environment. */
@@ -80,6 +84,7 @@ export function loadConfig(env: Env): Config {
     upstreamTimeoutMs: parseSeconds('UNNAR_UPSTREAM_TIMEOUT', env.UNNAR_UPSTREAM_TIMEOUT ?? '30') * 1000,
     logLevel: parseLogLevel(env.LOG_LEVEL ?? 'info'),
     domain: parseDomain(env.DOMAIN),
+    trustedPublicKeys: parseTrustedKeys(env.TRUSTED_PUBLIC_KEYS),
   }
 }
 
@@ -148,4 +153,13 @@ function parseDomain(text: string | undefined): string | undefined {
     throw new ConfigError(`DOMAIN: "${text}" is not a domain name (example: nix.example.org)`)
   }
   return text.toLowerCase()
+}
+
+function parseTrustedKeys(text: string | undefined): readonly PublicKey[] | undefined {
+  if (text === undefined) return undefined
+  try {
+    return parsePublicKeys(text)
+  } catch (err) {
+    throw new ConfigError(`TRUSTED_PUBLIC_KEYS: ${(err as Error).message}`)
+  }
 }

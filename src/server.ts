@@ -5,11 +5,13 @@ import type { AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { serve, type ServerType } from '@hono/node-server'
 import type { Config, SizeSetting } from './config.js'
+import { CACHE_NIXOS_ORG_KEY, parsePublicKey, type PublicKey } from './formats/signature.js'
 import { DEFAULT_STORE_DIR } from './formats/store-path.js'
 import { createApp } from './http/app.js'
 import type { Logger } from './log.js'
 import { NarStore } from './store/nar-store.js'
 import { createUpstream } from './upstream/create-upstream.js'
+import type { Upstream } from './upstream/upstream.js'
 import { PathInfoLookup } from './upstream/path-info-lookup.js'
 
 export const VERSION = '0.1.0'
@@ -28,7 +30,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const maxBytes = await resolveCacheSize(config.cacheDir, config.cacheSize)
   const store = new NarStore({ dir: config.cacheDir, maxBytes, maxNarBytes: config.maxNarSize ?? Math.floor(maxBytes / 4), log })
   await store.init()
-  const lookup = new PathInfoLookup(upstreams, { log, negativeTtlMs: config.negativeTtlMs, maxEntries: 10_000 })
+  const lookup = new PathInfoLookup(upstreams, { log, negativeTtlMs: config.negativeTtlMs, maxEntries: 10_000, trustedKeys: trustPolicy(config) })
   const app = createApp({ lookup, store, log, storeDir: DEFAULT_STORE_DIR, publicDir: PUBLIC_DIR, domain: config.domain })
   const server: ServerType = await new Promise((resolve, reject) => {
     const s = serve({ fetch: app.fetch, port: config.port, ...(config.host === undefined ? {} : { hostname: config.host }) }, () => resolve(s))
@@ -48,6 +50,18 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         ;(server as { closeAllConnections?: () => void }).closeAllConnections?.()
       }),
   }
+}
+
+/**
+ * TRUSTED_PUBLIC_KEYS set: every upstream must sign with one of them (an empty value turns checking
+ * off). Unset: like Nix's default, cache.nixos.org must carry cache.nixos.org-1's signature, and
+ * other upstreams are not checked.
+ */
+function trustPolicy(config: Config): (upstream: Upstream) => readonly PublicKey[] | undefined {
+  const configured = config.trustedPublicKeys
+  if (configured !== undefined) return () => (configured.length > 0 ? configured : undefined)
+  const nixos = [parsePublicKey(CACHE_NIXOS_ORG_KEY)]
+  return (upstream) => (/^https?:\/\/cache\.nixos\.org(\/|$)/.test(upstream.name) ? nixos : undefined)
 }
 
 /** `20%` means a share of the filesystem that holds the cache directory. */

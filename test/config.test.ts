@@ -43,6 +43,8 @@ describe('loadConfig', () => {
     [{ NIX_CACHE_URL: ' ' }, /^NIX_CACHE_URL is empty/],
     [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL: "loud" is not one of/],
     [{ UNNAR_NEGATIVE_TTL: '-1' }, /^UNNAR_NEGATIVE_TTL: "-1" is not a number of seconds/],
+    [{ TRUSTED_PUBLIC_KEYS: 'cache.nixos.org-1:short' }, /^TRUSTED_PUBLIC_KEYS: not a public key/],
+    [{ DOMAIN: 'bad domain' }, /^DOMAIN: "bad domain" is not a domain name/],
   ]
   for (const [env, message] of bad) {
     it(`rejects ${JSON.stringify(env)} with one line naming the setting`, () => {

@@ -144,6 +144,7 @@ export function renderListingPage({ base, segments, directory, info }: ListingPa
     add('Compression', escapeHtml(narInfo.compression))
     if (narInfo.fileSize !== undefined) add('FileSize', sizeWithBytes(narInfo.fileSize))
     add('Upstream', `<code>${escapeHtml(info.upstream.name)}</code>`)
+    add('Trusted by', info.trustedBy === undefined ? 'not checked' : info.trustedBy === 'content-address' ? 'content address' : `key <code>${escapeHtml(info.trustedBy)}</code>`)
     add('Deriver', narInfo.deriver === undefined ? '<span class="none">unknown</span>' : `<code>${escapeHtml(narInfo.deriver)}</code>`)
     if (narInfo.system !== undefined) add('System', `<code>${escapeHtml(narInfo.system)}</code>`)
     if (narInfo.ca !== undefined) add('CA', `<code>${escapeHtml(narInfo.ca)}</code>`)

@@ -2,6 +2,7 @@
 import { LRUCache } from 'lru-cache'
 import { parseListing, type Listing } from '../formats/listing.js'
 import { parseNarInfo, type NarInfo } from '../formats/narinfo.js'
+import { isContentAddressed, verifyNarInfo, type PublicKey } from '../formats/signature.js'
 import { parseStorePath, type StorePath } from '../formats/store-path.js'
 import type { Logger } from '../log.js'
 import { readSmallBody } from './read-body.js'
@@ -14,6 +15,8 @@ export interface PathInfo {
   readonly upstream: Upstream
   /** The NAR's key relative to that upstream's root (already checked not to leave it). */
   readonly narKey: string
+  /** Which trusted key signed it, `content-address`, or undefined when the upstream is not checked. */
+  readonly trustedBy: string | undefined
 }
 
 /** Every upstream failed (none said "not here" while another failed, or all failed). */
@@ -36,6 +39,8 @@ export interface PathInfoLookupOptions {
   readonly negativeTtlMs: number
   /** How many narinfos and listings are kept in memory. */
   readonly maxEntries: number
+  /** The keys an upstream's narinfos must be signed with; undefined = not checked. */
+  readonly trustedKeys: (upstream: Upstream) => readonly PublicKey[] | undefined
 }
 
 export const MAX_NARINFO_BYTES = 1024 * 1024
@@ -57,12 +62,14 @@ export class PathInfoLookup {
   readonly #narInfos: LRUCache<string, Found>
   readonly #listings: LRUCache<PathInfo, ListingFound>
   readonly #negativeTtlMs: number
+  readonly #trustedKeys: PathInfoLookupOptions['trustedKeys']
   readonly #health = new Map<Upstream, UpstreamHealth>()
 
   constructor(upstreams: readonly Upstream[], options: PathInfoLookupOptions) {
     this.upstreams = upstreams
     this.#log = options.log
     this.#negativeTtlMs = options.negativeTtlMs
+    this.#trustedKeys = options.trustedKeys
     // lru-cache's fetch() coalesces concurrent lookups of one key into one upstream round.
     this.#narInfos = new LRUCache<string, Found>({
       max: options.maxEntries,
@@ -135,7 +142,17 @@ export class PathInfoLookup {
     if (narKey === undefined) {
       throw new UpstreamError(upstream.name, 'bad-response', `${key} has a URL outside the cache (${JSON.stringify(narInfo.url)})`)
     }
-    return { storePath, narInfo, upstream, narKey }
+    return { storePath, narInfo, upstream, narKey, trustedBy: this.#checkTrust(upstream, narInfo, key) }
+  }
+
+  /** Nix's rule: one valid signature by a trusted key, or a content address that recomputes. */
+  #checkTrust(upstream: Upstream, narInfo: NarInfo, key: string): string | undefined {
+    const keys = this.#trustedKeys(upstream)
+    if (keys === undefined) return undefined
+    const signer = verifyNarInfo(narInfo, keys)
+    if (signer !== undefined) return signer
+    if (isContentAddressed(narInfo)) return 'content-address'
+    throw new UpstreamError(upstream.name, 'untrusted', `${key} has no trusted signature (trusted keys: ${keys.map((k) => k.name).join(', ')})`)
   }
 
   async #fetchListing(info: PathInfo): Promise<Listing | undefined> {

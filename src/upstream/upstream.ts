@@ -19,7 +19,7 @@ export interface Upstream {
   get(key: string, signal?: AbortSignal): Promise<UpstreamResponse | undefined>
 }
 
-export type UpstreamErrorKind = 'timeout' | 'network' | 'bad-status' | 'bad-response'
+export type UpstreamErrorKind = 'timeout' | 'network' | 'bad-status' | 'bad-response' | 'untrusted'
 
 export class UpstreamError extends Error {
   override readonly name = 'UpstreamError'

@@ -226,6 +226,7 @@ describe('the web UI in Chromium', { skip }, () => {
         narInfo: parseNarInfo(`StorePath: /nix/store/${app.hash}-big\nURL: nar/x.nar\nCompression: none\nNarHash: sha256:0b6ssqmhr7qj3rn30lghdvaj0i57yna801mqp4rc8k1pi4asadf5\nNarSize: 1\nReferences: \n`),
         upstream: { name: 'synthetic', get: async () => undefined },
         narKey: 'nar/x.nar',
+        trustedBy: undefined,
       },
     })
     // Served on unnar's origin (so /_unnar/ comes from unnar), with the page rendered here.

@@ -1,11 +1,12 @@
 /** Several upstreams, failing upstreams, and what unnar refuses to fetch. */
 import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { after, before, describe, it } from 'node:test'
-import { cacheDir, fixturePath } from '../helpers/fixtures.js'
+import { cacheDir, FIXTURE_CACHES, fixturePath } from '../helpers/fixtures.js'
 import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
 import { sha256Hex, startUnnar } from '../helpers/unnar.js'
 
@@ -191,5 +192,56 @@ describe('upstream selection and failures', { timeout: 60_000 }, () => {
         await unnar.stop()
       }
     })
+  })
+})
+
+describe('trusted public keys', { timeout: 60_000 }, () => {
+  const key = readFileSync(path.join(FIXTURE_CACHES, 'test-key.pub'), 'utf8').trim()
+  const app = fixturePath('app')
+  const appFile = `${app.hash}-${app.name}/bin/uses-dep`
+  const cleanups: Array<() => Promise<void>> = []
+  after(async () => {
+    for (const c of cleanups) await c()
+  })
+  const setup = async (cache: string, env: Record<string, string>) => {
+    const u = await startTestUpstream({ root: cacheDir(cache) })
+    const unnar = await startUnnar([u.url], env)
+    cleanups.push(() => u.close(), () => unnar.stop())
+    return { u, unnar }
+  }
+
+  it('serves signed paths when the key is trusted, and says which key on the listing page', async () => {
+    const { unnar } = await setup('xz', { TRUSTED_PUBLIC_KEYS: key })
+    assert.equal((await fetch(unnar.store(appFile))).status, 200)
+    const page = await (await fetch(unnar.store(`${app.hash}-${app.name}/`), { headers: { accept: 'text/html' } })).text()
+    assert.match(page, /key <code>nar-serve-test-1<\/code>/)
+  })
+
+  it('rejects unsigned input-addressed paths with a 502 that says why, and falls over to a signed upstream', async () => {
+    const { unnar } = await setup('unsigned', { TRUSTED_PUBLIC_KEYS: key })
+    const res = await fetch(unnar.store(appFile))
+    assert.equal(res.status, 502)
+    assert.match(await res.text(), /no trusted signature/)
+    const signed = await startTestUpstream({ root: cacheDir('xz') })
+    const unsigned = await startTestUpstream({ root: cacheDir('unsigned') })
+    const both = await startUnnar([unsigned.url, signed.url], { TRUSTED_PUBLIC_KEYS: key })
+    cleanups.push(() => signed.close(), () => unsigned.close(), () => both.stop())
+    assert.equal((await fetch(both.store(appFile))).status, 200)
+    assert.equal(signed.count(/^\/nar\//), 1)
+    assert.equal(unsigned.count(/^\/nar\//), 0)
+  })
+
+  it('trusts unsigned content-addressed paths whose CA recomputes, as Nix does', async () => {
+    const { unnar } = await setup('unsigned', { TRUSTED_PUBLIC_KEYS: key })
+    const basic = fixturePath('basic')
+    assert.equal((await fetch(unnar.store(`${basic.hash}-${basic.name}/bin/hello`))).status, 200)
+  })
+
+  it('rejects paths signed by a key that is not trusted, and checks nothing when the setting is empty', async () => {
+    const other = 'someone-else-1:oIrzGFlHoLyk2IdOBAO/WHZfxNuKsFwxOjl+cCKZzJ8='
+    const { unnar } = await setup('xz', { TRUSTED_PUBLIC_KEYS: other })
+    assert.equal((await fetch(unnar.store(appFile))).status, 502)
+    const open = await setup('unsigned', { TRUSTED_PUBLIC_KEYS: '' })
+    assert.equal((await fetch(open.unnar.store(appFile))).status, 200)
   })
 })

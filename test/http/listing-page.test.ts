@@ -30,6 +30,7 @@ function pathInfo(narInfoText = NARINFO, upstreamName = 'https://cache.example.o
     narInfo: parseNarInfo(narInfoText),
     upstream: { name: upstreamName, get: async () => undefined },
     narKey: 'nar/x.nar.xz',
+    trustedBy: undefined,
   }
 }
 
