@@ -1,6 +1,7 @@
 /** An http(s):// binary cache, fetched with node:http over keep-alive connections. */
 import http from 'node:http'
 import https from 'node:https'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { type Upstream, UpstreamError, type UpstreamResponse } from './upstream.js'
 
 export interface HttpUpstreamOptions {
@@ -12,6 +13,9 @@ export interface HttpUpstreamOptions {
 const MISSING_STATUSES = new Set([403, 404, 410]) // Nix treats 403 like 404 (S3 without list permission)
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308])
 const MAX_REDIRECTS = 5
+const RETRIES = 2
+const RETRY_BASE_MS = 200
+const MAX_RETRY_AFTER_MS = 5_000
 
 export class HttpUpstream implements Upstream {
   readonly name: string
@@ -35,7 +39,22 @@ export class HttpUpstream implements Upstream {
     this.#agent = new Agent({ keepAlive: true, maxSockets: 64 })
   }
 
+  /**
+   * Transient failures (connection errors, 5xx, 408, 429) are retried with exponential backoff, or
+   * after the server's Retry-After (capped), at most RETRIES times; a timeout is not retried.
+   */
   async get(key: string, signal?: AbortSignal): Promise<UpstreamResponse | undefined> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.#getOnce(key, signal)
+      } catch (err) {
+        if (!(err instanceof UpstreamError) || !err.transient || attempt >= RETRIES || signal?.aborted === true) throw err
+        await sleep(err.retryAfterMs ?? RETRY_BASE_MS * 2 ** attempt, undefined, signal === undefined ? {} : { signal })
+      }
+    }
+  }
+
+  async #getOnce(key: string, signal?: AbortSignal): Promise<UpstreamResponse | undefined> {
     let url = new URL(key, this.#base)
     for (let hop = 0; ; hop++) {
       const res = await this.#request(url, signal)
@@ -51,7 +70,12 @@ export class HttpUpstream implements Upstream {
       }
       if (status < 200 || status > 299) {
         res.resume()
-        throw new UpstreamError(this.name, 'bad-status', `HTTP ${status} for ${key}`)
+        const transient = status >= 500 || status === 408 || status === 429
+        const retryAfter = Number(res.headers['retry-after'])
+        throw new UpstreamError(this.name, 'bad-status', `HTTP ${status} for ${key}`, {
+          transient,
+          ...(Number.isFinite(retryAfter) && retryAfter >= 0 ? { retryAfterMs: Math.min(retryAfter * 1000, MAX_RETRY_AFTER_MS) } : {}),
+        })
       }
       const length = res.headers['content-length']
       return {
@@ -82,7 +106,7 @@ export class HttpUpstream implements Upstream {
       req.on('response', resolve)
       req.on('error', (err) => {
         if (err instanceof UpstreamError || err.name === 'AbortError') reject(err)
-        else reject(new UpstreamError(this.name, 'network', `${(err as NodeJS.ErrnoException).code ?? err.message} (${url.pathname})`, { cause: err }))
+        else reject(new UpstreamError(this.name, 'network', `${(err as NodeJS.ErrnoException).code ?? err.message} (${url.pathname})`, { cause: err, transient: true }))
       })
       req.end()
     })

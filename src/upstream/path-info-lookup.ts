@@ -51,7 +51,15 @@ export interface UpstreamHealth {
   readonly name: string
   readonly state: 'ok' | 'failing' | 'unknown'
   readonly lastError?: string
+  /** Consecutive failed lookups; at FAILURES_BEFORE_SKIP the upstream is skipped for a while. */
+  readonly failures?: number
+  /** ISO time until which the upstream is skipped (like Nix disabling a failing substituter). */
+  readonly skippedUntil?: string
 }
+
+/** A circuit breaker: after this many failures in a row an upstream is left out for SKIP_MS. */
+export const FAILURES_BEFORE_SKIP = 3
+export const SKIP_MS = 60_000
 
 type Found = { readonly info: PathInfo | undefined }
 type ListingFound = { readonly listing: Listing | undefined }
@@ -105,13 +113,19 @@ export class PathInfoLookup {
   async #lookup(hash: string): Promise<PathInfo | undefined> {
     const failures: UpstreamError[] = []
     for (const upstream of this.upstreams) {
+      const health = this.#health.get(upstream)
+      if (health?.skippedUntil !== undefined && Date.parse(health.skippedUntil) > Date.now()) {
+        failures.push(new UpstreamError(upstream.name, 'network', `skipped until ${health.skippedUntil} after ${health.failures} failures in a row (last: ${health.lastError})`))
+        continue
+      }
       try {
         const info = await this.#fetchNarInfo(upstream, hash)
         this.#health.set(upstream, { name: upstream.name, state: 'ok' })
         if (info !== undefined) return info
       } catch (err) {
         if (!(err instanceof UpstreamError)) throw err
-        this.#health.set(upstream, { name: upstream.name, state: 'failing', lastError: err.message })
+        // An untrusted answer is the cache's content, not its health.
+        if (err.kind !== 'untrusted') this.#recordFailure(upstream, err)
         this.#log.warn('upstream failed', { upstream: upstream.name, hash, error: err.message })
         failures.push(err)
       }
@@ -120,6 +134,19 @@ export class PathInfoLookup {
     // failing upstream might have had it.
     if (failures.length > 0) throw new UpstreamsFailedError(`looking up ${hash}`, failures)
     return undefined
+  }
+
+  #recordFailure(upstream: Upstream, err: UpstreamError): void {
+    const failures = (this.#health.get(upstream)?.failures ?? 0) + 1
+    const skip = failures >= FAILURES_BEFORE_SKIP
+    if (skip) this.#log.warn('skipping a failing upstream', { upstream: upstream.name, failures, seconds: SKIP_MS / 1000 })
+    this.#health.set(upstream, {
+      name: upstream.name,
+      state: 'failing',
+      lastError: err.message,
+      failures: skip ? 0 : failures,
+      ...(skip ? { skippedUntil: new Date(Date.now() + SKIP_MS).toISOString() } : {}),
+    })
   }
 
   async #fetchNarInfo(upstream: Upstream, hash: string): Promise<PathInfo | undefined> {

@@ -21,14 +21,25 @@ export interface Upstream {
 
 export type UpstreamErrorKind = 'timeout' | 'network' | 'bad-status' | 'bad-response' | 'untrusted'
 
+export interface UpstreamErrorOptions extends ErrorOptions {
+  /** Worth retrying (a reset connection, a 5xx, a 429). */
+  readonly transient?: boolean
+  /** The server's Retry-After, when it gave one. */
+  readonly retryAfterMs?: number
+}
+
 export class UpstreamError extends Error {
   override readonly name = 'UpstreamError'
   readonly upstream: string
   readonly kind: UpstreamErrorKind
-  constructor(upstream: string, kind: UpstreamErrorKind, detail: string, options?: ErrorOptions) {
+  readonly transient: boolean
+  readonly retryAfterMs: number | undefined
+  constructor(upstream: string, kind: UpstreamErrorKind, detail: string, options?: UpstreamErrorOptions) {
     super(`${upstream}: ${detail}`, options)
     this.upstream = upstream
     this.kind = kind
+    this.transient = options?.transient ?? false
+    this.retryAfterMs = options?.retryAfterMs
   }
 }
 

@@ -44,10 +44,45 @@ describe('upstream selection and failures', { timeout: 60_000 }, () => {
     }
   })
 
-  it('falls over to the next upstream when the first answers 500, and recovers later', async () => {
+  it('retries a transient failure with backoff before giving up on an upstream', async () => {
+    const only = await start()
+    only.setFault(narinfoPath, { kind: 'status', status: 503, times: 2 })
+    const unnar = await startUnnar([only.url])
+    try {
+      const res = await fetch(unnar.store(`${basicBase}/bin/hello`))
+      assert.equal(res.status, 200)
+      await res.arrayBuffer()
+      assert.equal(only.count(narinfoPath), 3, 'two retries, then success')
+    } finally {
+      await unnar.stop()
+    }
+  })
+
+  it('skips an upstream that keeps failing for a while, and reports it unhealthy', async () => {
+    const failing = await start()
+    const healthy = await start()
+    failing.setFault(/\.narinfo$/, { kind: 'status', status: 500 })
+    const unnar = await startUnnar([failing.url, healthy.url])
+    try {
+      for (let i = 0; i < 5; i++) {
+        const res = await fetch(unnar.store(`${basicBase}/bin/hello`).replace(basic.hash, basic.hash.slice(0, 31) + String(i)))
+        await res.arrayBuffer()
+      }
+      // 3 lookups × 3 attempts reach the failing upstream; then it is skipped.
+      assert.equal(failing.count(/\.narinfo$/), 9)
+      assert.equal(healthy.count(/\.narinfo$/), 5)
+      const health = (await (await fetch(`${unnar.url}/api/upstreams`)).json()) as Array<{ state: string; skippedUntil?: string }>
+      assert.equal(health[0]!.state, 'failing')
+      assert.ok(health[0]!.skippedUntil !== undefined)
+    } finally {
+      await unnar.stop()
+    }
+  })
+
+  it('falls over to the next upstream when the first keeps answering 500', async () => {
     const first = await start()
     const second = await start()
-    first.setFault(narinfoPath, { kind: 'status', status: 500, times: 1 })
+    first.setFault(narinfoPath, { kind: 'status', status: 500 })
     const unnar = await startUnnar([first.url, second.url])
     try {
       const res = await fetch(unnar.store(`${basicBase}/bin/hello`))
@@ -64,7 +99,7 @@ describe('upstream selection and failures', { timeout: 60_000 }, () => {
     const first = await start()
     const second = await start()
     first.setFault(narinfoPath, { kind: 'status', status: 500 })
-    second.setFault(narinfoPath, { kind: 'status', status: 503, times: 1 })
+    second.setFault(narinfoPath, { kind: 'status', status: 503, times: 3 })
     const unnar = await startUnnar([first.url, second.url])
     try {
       const res = await fetch(unnar.store(`${basicBase}/bin/hello`))
