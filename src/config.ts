@@ -26,6 +26,8 @@ export interface Config {
   readonly domain: string | undefined
   /** TRUSTED_PUBLIC_KEYS as given; undefined = unset (cache.nixos.org gets its own key). */
   readonly trustedPublicKeys: readonly PublicKey[] | undefined
+  /** Ask upstreams in the configured order, ignoring their nix-cache-info Priority. */
+  readonly pinUpstreamOrder: boolean
 }
 
 /** A bad setting: the message names the setting and the value, in one line. */
@@ -48,6 +50,7 @@ export const FLAGS: Record<string, string> = {
   '--log-level': 'LOG_LEVEL',
   '--domain': 'DOMAIN',
   '--trusted-public-keys': 'TRUSTED_PUBLIC_KEYS',
+  '--upstream-order': 'UNNAR_UPSTREAM_ORDER',
 }
 
 /** Applies command-line flags on top of the environment. */
@@ -85,6 +88,7 @@ export function loadConfig(env: Env): Config {
     logLevel: parseLogLevel(env.LOG_LEVEL ?? 'info'),
     domain: parseDomain(env.DOMAIN),
     trustedPublicKeys: parseTrustedKeys(env.TRUSTED_PUBLIC_KEYS),
+    pinUpstreamOrder: parseUpstreamOrder(env.UNNAR_UPSTREAM_ORDER),
   }
 }
 
@@ -162,4 +166,10 @@ function parseTrustedKeys(text: string | undefined): readonly PublicKey[] | unde
   } catch (err) {
     throw new ConfigError(`TRUSTED_PUBLIC_KEYS: ${(err as Error).message}`)
   }
+}
+
+function parseUpstreamOrder(text: string | undefined): boolean {
+  if (text === undefined || text === 'priority') return false
+  if (text === 'configured') return true
+  throw new ConfigError(`UNNAR_UPSTREAM_ORDER: "${text}" is not "priority" or "configured"`)
 }

@@ -13,6 +13,7 @@ import { NarStore } from './store/nar-store.js'
 import { createUpstream } from './upstream/create-upstream.js'
 import type { Upstream } from './upstream/upstream.js'
 import { PathInfoLookup } from './upstream/path-info-lookup.js'
+import { orderUpstreams } from './upstream/upstream-order.js'
 
 export const VERSION = '0.1.0'
 /** public/ sits beside src/ when run from source, two levels up from dist/src/ when compiled. */
@@ -31,6 +32,12 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const store = new NarStore({ dir: config.cacheDir, maxBytes, maxNarBytes: config.maxNarSize ?? Math.floor(maxBytes / 4), log })
   await store.init()
   const lookup = new PathInfoLookup(upstreams, { log, negativeTtlMs: config.negativeTtlMs, maxEntries: 10_000, trustedKeys: trustPolicy(config) })
+  // Served in the configured order until every nix-cache-info has answered (a slow or offline
+  // upstream must not delay the start).
+  void orderUpstreams(upstreams, config.upstreams, { storeDir: DEFAULT_STORE_DIR, pinned: config.pinUpstreamOrder, log }).then((ordered) => {
+    if (ordered.length === 0) log.error('no upstream serves /nix/store; keeping the configured list', { storeDir: DEFAULT_STORE_DIR })
+    else lookup.reorder(ordered)
+  })
   const app = createApp({ lookup, store, log, storeDir: DEFAULT_STORE_DIR, publicDir: PUBLIC_DIR, domain: config.domain })
   const server: ServerType = await new Promise((resolve, reject) => {
     const s = serve({ fetch: app.fetch, port: config.port, ...(config.host === undefined ? {} : { hostname: config.host }) }, () => resolve(s))

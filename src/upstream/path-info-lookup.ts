@@ -65,7 +65,7 @@ type Found = { readonly info: PathInfo | undefined }
 type ListingFound = { readonly listing: Listing | undefined }
 
 export class PathInfoLookup {
-  readonly upstreams: readonly Upstream[]
+  #upstreams: readonly Upstream[]
   readonly #log: Logger
   readonly #narInfos: LRUCache<string, Found>
   readonly #listings: LRUCache<PathInfo, ListingFound>
@@ -74,7 +74,7 @@ export class PathInfoLookup {
   readonly #health = new Map<Upstream, UpstreamHealth>()
 
   constructor(upstreams: readonly Upstream[], options: PathInfoLookupOptions) {
-    this.upstreams = upstreams
+    this.#upstreams = upstreams
     this.#log = options.log
     this.#negativeTtlMs = options.negativeTtlMs
     this.#trustedKeys = options.trustedKeys
@@ -91,6 +91,16 @@ export class PathInfoLookup {
       max: options.maxEntries,
       fetchMethod: async (info) => ({ listing: await this.#fetchListing(info) }),
     })
+  }
+
+  /** The upstreams, highest priority first. */
+  get upstreams(): readonly Upstream[] {
+    return this.#upstreams
+  }
+
+  /** Replaces the order (after nix-cache-info was read); answers already cached stay valid. */
+  reorder(upstreams: readonly Upstream[]): void {
+    this.#upstreams = upstreams
   }
 
   /** Upstreams in priority order with the outcome of their latest request. */

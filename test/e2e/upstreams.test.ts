@@ -163,6 +163,55 @@ describe('upstream selection and failures', { timeout: 60_000 }, () => {
     })
   }
 
+  describe('with nix-cache-info', () => {
+    const caches: string[] = []
+    after(async () => {
+      for (const dir of caches) await rm(dir, { recursive: true })
+    })
+    const cacheWith = async (info: string) => {
+      const dir = await mkdtemp(path.join(os.tmpdir(), 'unnar-info-'))
+      caches.push(dir)
+      await cp(cacheDir('xz'), dir, { recursive: true })
+      await writeFile(path.join(dir, 'nix-cache-info'), info)
+      return start(dir)
+    }
+    const order = async (url: string) => {
+      const health = (await (await fetch(`${url}/api/upstreams`)).json()) as Array<{ name: string }>
+      return health.map((h) => h.name)
+    }
+
+    it('asks upstreams by their Priority, lower first, unless the order is pinned', async () => {
+      const low = await cacheWith('StoreDir: /nix/store\nPriority: 50\n')
+      const high = await cacheWith('StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 10\n')
+      const unnar = await startUnnar([low.url, high.url])
+      const pinned = await startUnnar([low.url, high.url], { UNNAR_UPSTREAM_ORDER: 'configured' })
+      try {
+        for (let i = 0; i < 100 && (await order(unnar.url))[0] !== high.url; i++) await new Promise((r) => setTimeout(r, 20))
+        assert.deepEqual(await order(unnar.url), [high.url, low.url])
+        await (await fetch(unnar.store(`${basicBase}/bin/hello`))).arrayBuffer()
+        assert.equal(low.count(narinfoPath), 0)
+        assert.equal(high.count(narinfoPath), 1)
+        assert.deepEqual(await order(pinned.url), [low.url, high.url])
+      } finally {
+        await unnar.stop()
+        await pinned.stop()
+      }
+    })
+
+    it('leaves out an upstream for another StoreDir and says so', async () => {
+      const other = await cacheWith('StoreDir: /opt/store\n')
+      const normal = await start()
+      const unnar = await startUnnar([other.url, normal.url])
+      try {
+        for (let i = 0; i < 100 && (await order(unnar.url)).length !== 1; i++) await new Promise((r) => setTimeout(r, 20))
+        assert.deepEqual(await order(unnar.url), [normal.url])
+        assert.ok(unnar.logs.some((l) => l.msg === 'upstream is for another store dir and is not used' && l.storeDir === '/opt/store'))
+      } finally {
+        await unnar.stop()
+      }
+    })
+  })
+
   it('serves from a file:// upstream', async () => {
     const unnar = await startUnnar([pathToFileURL(cacheDir('zstd')).href])
     try {
@@ -208,7 +257,7 @@ describe('upstream selection and failures', { timeout: 60_000 }, () => {
           const res = await fetch(unnar.store(`${basicBase}/bin/hello`))
           assert.equal(res.status, 502)
           assert.match(await res.text(), /URL outside the cache/)
-          assert.deepEqual(u.requests.map((r) => r.path), [narinfoPath])
+          assert.deepEqual(u.requests.map((r) => r.path).filter((p) => p !== '/nix-cache-info'), [narinfoPath])
         } finally {
           await unnar.stop()
         }
