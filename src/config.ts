@@ -100,7 +100,7 @@ function checkUpstreamUrl(url: string): void {
     throw new ConfigError(`NIX_CACHE_URL: "${url}" is not a URL`)
   }
   if (!(SUPPORTED_SCHEMES as readonly string[]).includes(parsed.protocol)) {
-    throw new ConfigError(`NIX_CACHE_URL: unsupported scheme "${parsed.protocol}" in "${parsed.protocol}//${parsed.host}" (supported: http, https, file)`)
+    throw new ConfigError(`NIX_CACHE_URL: unsupported scheme "${parsed.protocol}" in "${parsed.protocol}//${parsed.host}" (supported: http, https, file, s3)`)
   }
 }
 

@@ -1,9 +1,10 @@
 /** Builds an Upstream from a cache URL, by scheme. */
 import { FileUpstream } from './file-upstream.js'
 import { HttpUpstream, type HttpUpstreamOptions } from './http-upstream.js'
+import { S3Upstream } from './s3-upstream.js'
 import type { Upstream } from './upstream.js'
 
-export const SUPPORTED_SCHEMES = ['http:', 'https:', 'file:'] as const
+export const SUPPORTED_SCHEMES = ['http:', 'https:', 'file:', 's3:'] as const
 
 /** Throws a TypeError naming the URL when it cannot be used. */
 export function createUpstream(url: string, options: HttpUpstreamOptions): Upstream {
@@ -19,6 +20,8 @@ export function createUpstream(url: string, options: HttpUpstreamOptions): Upstr
       return new HttpUpstream(parsed, options)
     case 'file:':
       return new FileUpstream(parsed)
+    case 's3:':
+      return new S3Upstream(parsed, options)
     default:
       throw new TypeError(`unsupported upstream scheme "${parsed.protocol}" in "${parsed.protocol}//${parsed.host}…" (supported: ${SUPPORTED_SCHEMES.join(' ')})`)
   }

@@ -1,0 +1,275 @@
+/**
+ * An s3:// binary cache, read with the AWS SDK v3 (GetObject, SigV4 signed by the SDK).
+ *
+ * URL form as Nix writes it: `s3://<bucket>?region=…&endpoint=…&scheme=http|https&profile=…`.
+ * Credentials come from the SDK's default provider chain (environment, shared config/credentials
+ * files, SSO, web identity, container/instance metadata), or from the named `profile`; never from
+ * the URL.
+ */
+import http from 'node:http'
+import https from 'node:https'
+import { finished, PassThrough, Readable } from 'node:stream'
+import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3'
+import { type Upstream, UpstreamError, type UpstreamResponse } from './upstream.js'
+
+export interface S3UpstreamOptions {
+  /** Socket idle time (connect, first byte, and between body chunks) before the request fails. */
+  readonly timeoutMs: number
+  readonly userAgent?: string
+}
+
+export type S3AddressingStyle = 'auto' | 'path' | 'virtual'
+
+export interface S3Location {
+  readonly bucket: string
+  /** `region` (Nix 2.8 alias `aws-region`); default `us-east-1`. */
+  readonly region: string
+  /** Full endpoint URL (`http(s)://host[:port][/path]`), or undefined for AWS itself. */
+  readonly endpoint: string | undefined
+  /** Named profile of the shared config/credentials files; undefined = the default provider chain. */
+  readonly profile: string | undefined
+  readonly forcePathStyle: boolean
+  /** `s3://bucket` plus the recognised (non-secret) query parameters, in the order given. */
+  readonly name: string
+}
+
+const DEFAULT_REGION = 'us-east-1'
+/** Query parameters that change how unnar reads the bucket; they also appear in `name`. */
+const NAME_PARAMS = ['region', 'aws-region', 'endpoint', 'scheme', 'profile', 'addressing-style'] as const
+/** S3 error codes that mean "this object is not there" (Nix 2.8: NO_SUCH_KEY, RESOURCE_NOT_FOUND, ACCESS_DENIED). */
+const MISSING_CODES = new Set(['NoSuchKey', 'NotFound', 'AccessDenied', 'ResourceNotFound', 'ResourceNotFoundException'])
+/**
+ * 403s that are a credentials problem, not a missing object: reported as failures so that a wrong key
+ * does not look like an empty cache (Nix 2.8 also throws on these).
+ */
+const CREDENTIAL_CODES = new Set([
+  'InvalidAccessKeyId',
+  'SignatureDoesNotMatch',
+  'ExpiredToken',
+  'InvalidToken',
+  'TokenRefreshRequired',
+  'RequestTimeTooSkewed',
+  'AuthorizationHeaderMalformed',
+  'InvalidClientTokenId',
+])
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'ECONNABORTED', 'EPROTO', 'ERR_SSL_WRONG_VERSION_NUMBER'])
+const TIMEOUT_CODES = new Set(['ETIMEDOUT', 'ESOCKETTIMEDOUT', 'TimeoutError', 'RequestTimeout'])
+
+/** Parses an `s3://` cache URL; throws a TypeError naming the problem. */
+export function parseS3Url(input: URL | string): S3Location {
+  let url: URL
+  try {
+    url = typeof input === 'string' ? new URL(input) : input
+  } catch {
+    throw new TypeError(`not a URL: "${String(input)}"`)
+  }
+  if (url.protocol !== 's3:') throw new TypeError(`not an s3:// URL: "${url.protocol}//${url.host}"`)
+  if (url.username !== '' || url.password !== '') {
+    throw new TypeError(`s3://${url.host}: credentials in the URL are not supported (use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials or ?profile=)`)
+  }
+  if (url.port !== '') throw new TypeError(`s3://${url.host}: a port belongs in ?endpoint=, not in the bucket name`)
+  const bucket = url.hostname
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$/.test(bucket)) {
+    throw new TypeError(`s3 URL: "${bucket}" is not a bucket name (expected s3://<bucket>?region=…)`)
+  }
+  if (url.pathname !== '' && url.pathname !== '/') {
+    throw new TypeError(`s3://${bucket}: a key prefix ("${url.pathname}") is not supported; the cache must be the bucket root`)
+  }
+  const params = url.searchParams
+  const single = (key: string): string | undefined => {
+    const values = params.getAll(key)
+    if (values.length > 1) throw new TypeError(`s3://${bucket}: "${key}" is given ${values.length} times`)
+    const value = values[0]
+    if (value !== undefined && value.trim() === '') throw new TypeError(`s3://${bucket}: "${key}" is empty`)
+    return value?.trim()
+  }
+
+  const regionParam = single('region')
+  const regionAlias = single('aws-region')
+  if (regionParam !== undefined && regionAlias !== undefined && regionParam !== regionAlias) {
+    throw new TypeError(`s3://${bucket}: region "${regionParam}" and aws-region "${regionAlias}" disagree`)
+  }
+  const region = regionParam ?? regionAlias ?? DEFAULT_REGION
+  if (!/^[a-z0-9][a-z0-9-]*[a-z0-9]$/i.test(region)) throw new TypeError(`s3://${bucket}: "${region}" is not a region`)
+
+  const scheme = single('scheme')?.toLowerCase()
+  if (scheme !== undefined && scheme !== 'http' && scheme !== 'https') {
+    throw new TypeError(`s3://${bucket}: scheme must be http or https, not "${scheme}"`)
+  }
+  const endpointParam = single('endpoint')
+  let endpoint: string | undefined
+  if (endpointParam !== undefined) {
+    endpoint = parseEndpoint(bucket, endpointParam, scheme)
+  } else if (scheme !== undefined) {
+    throw new TypeError(`s3://${bucket}: scheme=${scheme} needs an endpoint= (AWS itself is always https)`)
+  }
+
+  const profile = single('profile')
+
+  const style = single('addressing-style') ?? 'auto'
+  if (style !== 'auto' && style !== 'path' && style !== 'virtual') {
+    throw new TypeError(`s3://${bucket}: addressing-style must be auto, path or virtual, not "${style}"`)
+  }
+  // Nix: virtual-hosted for AWS, path-style for a custom endpoint or a bucket name with dots.
+  const forcePathStyle = style === 'path' || (style === 'auto' && (endpoint !== undefined || bucket.includes('.')))
+
+  // Readable (`endpoint=127.0.0.1:9000`), yet still one unambiguous URL.
+  const query = [...params]
+    .filter(([key]) => (NAME_PARAMS as readonly string[]).includes(key))
+    .map(([key, value]) => `${key}=${encodeURIComponent(value).replace(/%3A/gi, ':').replace(/%2F/gi, '/')}`)
+    .join('&')
+  return { bucket, region, endpoint, profile, forcePathStyle, name: `s3://${bucket}${query === '' ? '' : '?' + query}` }
+}
+
+/** `host[:port]` (scheme from `scheme=`, default https) or a full `http(s)://` URL. */
+function parseEndpoint(bucket: string, text: string, scheme: 'http' | 'https' | undefined): string {
+  const hasScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(text)
+  let url: URL
+  try {
+    url = new URL(hasScheme ? text : `${scheme ?? 'https'}://${text}`)
+  } catch {
+    throw new TypeError(`s3://${bucket}: endpoint "${text}" is neither host[:port] nor a URL`)
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new TypeError(`s3://${bucket}: endpoint scheme must be http or https, not "${url.protocol}"`)
+  }
+  if (hasScheme && scheme !== undefined && url.protocol !== `${scheme}:`) {
+    throw new TypeError(`s3://${bucket}: scheme=${scheme} contradicts endpoint "${url.protocol}//${url.host}"`)
+  }
+  if (url.username !== '' || url.password !== '') {
+    throw new TypeError(`s3://${bucket}: credentials in the endpoint are not supported`)
+  }
+  if (url.hostname === '' || url.search !== '' || url.hash !== '' || (!hasScheme && url.pathname !== '/')) {
+    throw new TypeError(`s3://${bucket}: endpoint "${text}" is neither host[:port] nor a URL`)
+  }
+  return url.pathname === '/' ? url.origin : url.origin + url.pathname.replace(/\/$/, '')
+}
+
+interface SdkError {
+  name?: string
+  code?: string
+  Code?: string
+  message?: string
+  $metadata?: { httpStatusCode?: number }
+  $response?: { statusCode?: number }
+}
+
+export class S3Upstream implements Upstream {
+  readonly name: string
+  readonly location: S3Location
+  readonly #client: S3Client
+
+  constructor(url: URL, options: S3UpstreamOptions) {
+    this.location = parseS3Url(url)
+    // The SDK otherwise prints a multi-line, non-JSON deprecation warning for Node < 22 on stderr.
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
+    this.name = this.location.name
+    const { region, endpoint, profile, forcePathStyle } = this.location
+    this.#client = new S3Client({
+      region,
+      forcePathStyle,
+      ...(endpoint === undefined ? {} : { endpoint }),
+      // The client's profile drives the default credential chain (ini, SSO, process, web identity)
+      // for that profile only, like Nix's ProfileConfigFileAWSCredentialsProvider.
+      ...(profile === undefined ? {} : { profile }),
+      ...(options.userAgent === undefined ? {} : { customUserAgent: options.userAgent }),
+      // unnar retries failing upstreams itself (with backoff and health tracking): one attempt here.
+      maxAttempts: 1,
+      requestHandler: {
+        connectionTimeout: options.timeoutMs,
+        // Socket inactivity: a slow first byte and a stalled body alike.
+        socketTimeout: options.timeoutMs,
+        httpAgent: new http.Agent({ keepAlive: true, maxSockets: 64 }),
+        httpsAgent: new https.Agent({ keepAlive: true, maxSockets: 64 }),
+      },
+    })
+  }
+
+  async get(key: string, signal?: AbortSignal): Promise<UpstreamResponse | undefined> {
+    let out
+    try {
+      out = await this.#client.send(
+        new GetObjectCommand({ Bucket: this.location.bucket, Key: key }),
+        signal === undefined ? {} : { abortSignal: signal },
+      )
+    } catch (err) {
+      if (signal?.aborted === true || (err as Error).name === 'AbortError') throw err
+      const mapped = this.#classify(err, key)
+      if (mapped === undefined) return undefined
+      throw mapped
+    }
+    const raw = out.Body
+    if (raw === undefined) throw new UpstreamError(this.name, 'bad-response', `no body for ${key}`)
+    return {
+      body: this.#wrapBody(raw, key),
+      size: typeof out.ContentLength === 'number' && out.ContentLength >= 0 ? out.ContentLength : undefined,
+      contentEncoding: out.ContentEncoding?.trim().toLowerCase() || undefined,
+    }
+  }
+
+  /** Releases the client's sockets. */
+  destroy(): void {
+    this.#client.destroy()
+  }
+
+  /** A Node Readable whose failures are UpstreamErrors (a stalled body is a 'timeout'). */
+  #wrapBody(raw: unknown, key: string): Readable {
+    let source: Readable
+    if (raw instanceof Readable) source = raw
+    else if (raw !== null && typeof raw === 'object' && 'getReader' in raw) source = Readable.fromWeb(raw as import('node:stream/web').ReadableStream)
+    else throw new UpstreamError(this.name, 'bad-response', `unexpected body type for ${key}`)
+    const body = new PassThrough({ highWaterMark: 256 * 1024 })
+    // Not pipeline(): it would hand `body` the SDK's raw error before we could translate it.
+    finished(source, (err) => {
+      if (err !== undefined && err !== null && !body.destroyed) body.destroy(this.#bodyError(err, key))
+    })
+    body.on('close', () => {
+      if (!source.destroyed) source.destroy() // the consumer gave up: free the socket
+    })
+    source.pipe(body)
+    return body
+  }
+
+  #bodyError(err: Error, key: string): UpstreamError {
+    if (err instanceof UpstreamError) return err
+    const e = err as Error & { code?: string }
+    if (e.name === 'TimeoutError' || (e.code !== undefined && TIMEOUT_CODES.has(e.code))) {
+      return new UpstreamError(this.name, 'timeout', `body of ${key} stalled: ${e.message}`, { cause: err })
+    }
+    if (e.name === 'InvalidChecksum' || /checksum/i.test(e.message)) {
+      return new UpstreamError(this.name, 'bad-response', `body of ${key}: ${e.message}`, { cause: err })
+    }
+    return new UpstreamError(this.name, 'network', `reading ${key}: ${e.code ?? e.message}`, { cause: err })
+  }
+
+  /** undefined = the object is missing; otherwise the UpstreamError to throw. */
+  #classify(err: unknown, key: string): UpstreamError | undefined {
+    const e = (err ?? {}) as SdkError
+    const code = e.name ?? e.Code ?? ''
+    const status = e.$metadata?.httpStatusCode ?? e.$response?.statusCode
+    if (CREDENTIAL_CODES.has(code)) {
+      return new UpstreamError(this.name, 'bad-status', `HTTP ${status ?? '?'} ${code} for ${key} (check the AWS credentials${this.location.profile === undefined ? '' : ` of profile "${this.location.profile}"`}, region and clock)`, { cause: err })
+    }
+    if (code === 'NoSuchBucket') {
+      return new UpstreamError(this.name, 'bad-status', `HTTP ${status ?? 404} NoSuchBucket: bucket "${this.location.bucket}" does not exist`, { cause: err })
+    }
+    if (MISSING_CODES.has(code) || status === 404 || status === 410 || status === 403) return undefined
+    if (code === 'CredentialsProviderError' || code === 'ProviderError') {
+      return new UpstreamError(this.name, 'network', `no AWS credentials${this.location.profile === undefined ? '' : ` for profile "${this.location.profile}"`}: ${e.message ?? code}`, { cause: err })
+    }
+    if (code === 'TimeoutError' || (e.code !== undefined && TIMEOUT_CODES.has(e.code))) {
+      return new UpstreamError(this.name, 'timeout', `${e.message ?? 'timed out'} (${key})`, { cause: err })
+    }
+    if (status !== undefined && status > 0) {
+      const detail = code !== '' && code !== 'Error' && code !== 'UnknownError' ? ` ${code}` : ''
+      const hint = code === 'PermanentRedirect' || code === 'AuthorizationHeaderMalformed' ? ` (wrong region? using ${this.location.region})` : ''
+      // A 2xx whose body could not be parsed, or a non-S3 answer.
+      const kind = status >= 200 && status < 300 ? 'bad-response' : 'bad-status'
+      return new UpstreamError(this.name, kind, `HTTP ${status}${detail} for ${key}${hint}`, { cause: err })
+    }
+    if (e.code !== undefined && NETWORK_CODES.has(e.code)) {
+      return new UpstreamError(this.name, 'network', `${e.code} (${key})`, { cause: err })
+    }
+    return new UpstreamError(this.name, 'network', `${e.code ?? e.message ?? String(err)} (${key})`, { cause: err })
+  }
+}
