@@ -1,9 +1,9 @@
 /** Test helper: reads the Nix 2.8 fixture caches in test/fixtures/nix-caches (see manifest.json there). */
 import { readFileSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { FIXTURE_CACHES } from '../helpers/fixtures.js'
 
-export const CACHES_DIR = fileURLToPath(new URL('../fixtures/nix-caches/', import.meta.url))
+export const CACHES_DIR = FIXTURE_CACHES
 
 /** Every cache directory (xz, zstd, bzip2, br, none, no-listing, unsigned). */
 export const CACHE_NAMES: readonly string[] = readdirSync(CACHES_DIR, { withFileTypes: true })
@@ -74,3 +74,26 @@ export function uncompressedNars(): UncompressedNar[] {
       }
     })
 }
+
+/** Narinfos written and signed by Nix 2.8 with the key `DOC_KEY` (nix-formats.md §3.4, §4.1). */
+export const DOC_NARINFO_REFS = `StorePath: /nix/store/wi32l2ngn8irgnjb81408mpn1n6nncy1-refs
+URL: nar/04fm0jkdmn1q8ajhm7vwc5zdhyvmz92s9yq96jnrgd3yzzxfy3k0.nar.xz
+Compression: xz
+FileHash: sha256:04fm0jkdmn1q8ajhm7vwc5zdhyvmz92s9yq96jnrgd3yzzxfy3k0
+FileSize: 176
+NarHash: sha256:1plynzzh6y7vnyy398z8b19c8whilf1v42n0v595kl91jbhxsb55
+NarSize: 168
+References: 925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt
+Deriver: rlfa6317hin1kav2x1xb6whybwg8677j-refs.drv
+Sig: test-cache-1:QKoLcFUQal6lVkmX3vgs9vNVukbL7ldwByo5neSIkvzY/9I1RtHNBJ0rN6O0kBz3UvmjMg0qPBA3X9F2Dod+BQ==
+`
+export const DOC_NARINFO_HELLO = `StorePath: /nix/store/925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt
+URL: nar/0j8j7y47sqsa9skhy7zr2yqxnwk3vf92l0wmn1j3f0gk2ax4vsvg.nar.xz
+Compression: xz
+NarHash: sha256:0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3
+NarSize: 128
+References: 
+Sig: test-cache-1:F4ixDq6uUE0YBWLJwkI6W3DbFSfsCKkxR7+8ZMjneisehOyakrsLRqWDLXBb70Tsyr7jGgWLZv8ZodEtjZrMCQ==
+CA: fixed:r:sha256:0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3
+`
+export const DOC_KEY = 'test-cache-1:oIrzGFlHoLyk2IdOBAO/WHZfxNuKsFwxOjl+cCKZzJ8='

@@ -5,20 +5,10 @@ import { describe, it } from 'node:test'
 import { formatHashHex, formatHashNix32, parseHash } from '../../src/formats/hash.js'
 import { NarInfoError, formatNarInfo, parseNarInfo } from '../../src/formats/narinfo.js'
 import type { NarInfo } from '../../src/formats/narinfo.js'
-import { fixtureFiles, uncompressedNars } from './fixtures.js'
+import { DOC_NARINFO_REFS, fixtureFiles, uncompressedNars } from './fixtures.js'
 
 // Written by Nix 2.8 (nix-formats.md §3.4).
-const REFS = `StorePath: /nix/store/wi32l2ngn8irgnjb81408mpn1n6nncy1-refs
-URL: nar/04fm0jkdmn1q8ajhm7vwc5zdhyvmz92s9yq96jnrgd3yzzxfy3k0.nar.xz
-Compression: xz
-FileHash: sha256:04fm0jkdmn1q8ajhm7vwc5zdhyvmz92s9yq96jnrgd3yzzxfy3k0
-FileSize: 176
-NarHash: sha256:1plynzzh6y7vnyy398z8b19c8whilf1v42n0v595kl91jbhxsb55
-NarSize: 168
-References: 925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt
-Deriver: rlfa6317hin1kav2x1xb6whybwg8677j-refs.drv
-Sig: test-cache-1:QKoLcFUQal6lVkmX3vgs9vNVukbL7ldwByo5neSIkvzY/9I1RtHNBJ0rN6O0kBz3UvmjMg0qPBA3X9F2Dod+BQ==
-`
+const REFS = DOC_NARINFO_REFS
 
 // The smallest narinfo Nix accepts, used as a base for the malformed cases.
 const MINIMAL = `StorePath: /nix/store/925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt

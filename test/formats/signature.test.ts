@@ -6,6 +6,7 @@ import { describe, it } from 'node:test'
 import { parseNarInfo } from '../../src/formats/narinfo.js'
 import { CACHE_NIXOS_ORG_KEY, fingerprint, isContentAddressed, parsePublicKey, parsePublicKeys, SignatureError, verifyNarInfo } from '../../src/formats/signature.js'
 import { cacheDir, FIXTURE_CACHES } from '../helpers/fixtures.js'
+import { DOC_KEY as DOC_KEY_TEXT, DOC_NARINFO_HELLO, DOC_NARINFO_REFS } from './fixtures.js'
 
 const testKeys = parsePublicKeys(readFileSync(path.join(FIXTURE_CACHES, 'test-key.pub'), 'utf8'))
 const narinfos = (cache: string) =>
@@ -14,27 +15,9 @@ const narinfos = (cache: string) =>
     .map((f) => parseNarInfo(readFileSync(path.join(cacheDir(cache), f), 'utf8')))
 
 // Vectors from ../shared/reference/nix-formats.md §3.4 and §4.1 (made and checked with Nix 2.8).
-const REFS = `StorePath: /nix/store/wi32l2ngn8irgnjb81408mpn1n6nncy1-refs
-URL: nar/04fm0jkdmn1q8ajhm7vwc5zdhyvmz92s9yq96jnrgd3yzzxfy3k0.nar.xz
-Compression: xz
-FileHash: sha256:04fm0jkdmn1q8ajhm7vwc5zdhyvmz92s9yq96jnrgd3yzzxfy3k0
-FileSize: 176
-NarHash: sha256:1plynzzh6y7vnyy398z8b19c8whilf1v42n0v595kl91jbhxsb55
-NarSize: 168
-References: 925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt
-Deriver: rlfa6317hin1kav2x1xb6whybwg8677j-refs.drv
-Sig: test-cache-1:QKoLcFUQal6lVkmX3vgs9vNVukbL7ldwByo5neSIkvzY/9I1RtHNBJ0rN6O0kBz3UvmjMg0qPBA3X9F2Dod+BQ==
-`
-const HELLO = `StorePath: /nix/store/925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt
-URL: nar/0j8j7y47sqsa9skhy7zr2yqxnwk3vf92l0wmn1j3f0gk2ax4vsvg.nar.xz
-Compression: xz
-NarHash: sha256:0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3
-NarSize: 128
-References: 
-Sig: test-cache-1:F4ixDq6uUE0YBWLJwkI6W3DbFSfsCKkxR7+8ZMjneisehOyakrsLRqWDLXBb70Tsyr7jGgWLZv8ZodEtjZrMCQ==
-CA: fixed:r:sha256:0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3
-`
-const DOC_KEY = parsePublicKey('test-cache-1:oIrzGFlHoLyk2IdOBAO/WHZfxNuKsFwxOjl+cCKZzJ8=')
+const REFS = DOC_NARINFO_REFS
+const HELLO = DOC_NARINFO_HELLO
+const DOC_KEY = parsePublicKey(DOC_KEY_TEXT)
 
 describe('fingerprint', () => {
   it('matches Nix: full, sorted reference paths and the NarHash as sha256:nix32', () => {

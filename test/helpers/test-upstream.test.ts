@@ -7,6 +7,7 @@ import { test } from 'node:test'
 import { brotliDecompressSync } from 'node:zlib'
 import { decompress as zstdDecompress } from '@mongodb-js/zstd'
 import { cacheDir, fixturePath } from './fixtures.js'
+import { rawRequest } from './raw-http.js'
 import { startTestUpstream } from './test-upstream.js'
 import type { TestUpstream, TestUpstreamOptions } from './test-upstream.js'
 
@@ -27,18 +28,7 @@ async function withUpstream(options: TestUpstreamOptions, body: (up: TestUpstrea
 }
 
 /** A raw GET that neither normalises the path nor decodes the body. */
-function rawGet(url: string, rawPath: string): Promise<{ status: number; headers: Record<string, unknown>; body: Buffer }> {
-  return new Promise((resolve, reject) => {
-    const req = request(`${url}/`, { path: rawPath }, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (chunk: Buffer) => chunks.push(chunk))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
+const rawGet = (url: string, rawPath: string) => rawRequest(url, { path: rawPath })
 
 test('The upstream serves a narinfo with its content type and length', async () => {
   await withUpstream({ root }, async (up) => {
