@@ -1,4 +1,5 @@
 /** Environment (and flags) → one validated Config. Every setting name here is documented in the README. */
+import { readFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { parsePublicKeys, type PublicKey } from './formats/signature.js'
@@ -28,6 +29,30 @@ export interface Config {
   readonly trustedPublicKeys: readonly PublicKey[] | undefined
   /** Ask upstreams in the configured order, ignoring their nix-cache-info Priority. */
   readonly pinUpstreamOrder: boolean
+  /** Listen on this unix socket path instead of TCP. */
+  readonly socket: string | undefined
+  /** Where /metrics is served: 'main' (the main listener), 'off', or a separate `host:port`. */
+  readonly metrics: { readonly kind: 'main' } | { readonly kind: 'off' } | { readonly kind: 'separate'; readonly port: number; readonly host: string | undefined }
+  /** Concurrent upstream NAR downloads; more wait in a queue. */
+  readonly maxDownloads: number
+  readonly maxConnections: number
+  /** Time a client gets to send its request headers (slowloris). */
+  readonly headerTimeoutMs: number
+  readonly keepAliveTimeoutMs: number
+  readonly maxUrlLength: number
+  /** How long in-flight responses may run on after SIGTERM. */
+  readonly shutdownTimeoutMs: number
+  /** Nix's netrc format; credentials for HTTP upstreams by host. */
+  readonly netrcFile: string | undefined
+  /** Bearer tokens by upstream host (`host` or `host:port`); never logged. */
+  readonly upstreamTokens: ReadonlyMap<string, string>
+  readonly upstreamConnectTimeoutMs: number
+  /** Longest silence between two chunks of an upstream body. */
+  readonly upstreamIdleTimeoutMs: number
+  /** 'parallel' asks every upstream at once and takes the best-priority hit. */
+  readonly lookup: 'sequential' | 'parallel'
+  /** Store directories served; undefined = /nix/store plus every StoreDir an upstream declares. */
+  readonly storeDirs: readonly string[] | undefined
 }
 
 /** A bad setting: the message names the setting and the value, in one line. */
@@ -51,7 +76,26 @@ export const FLAGS: Record<string, string> = {
   '--domain': 'DOMAIN',
   '--trusted-public-keys': 'TRUSTED_PUBLIC_KEYS',
   '--upstream-order': 'UNNAR_UPSTREAM_ORDER',
+  '--host': 'UNNAR_HOST',
+  '--socket': 'UNNAR_SOCKET',
+  '--metrics-listen': 'UNNAR_METRICS_ADDR',
+  '--max-downloads': 'UNNAR_MAX_DOWNLOADS',
+  '--max-connections': 'UNNAR_MAX_CONNECTIONS',
+  '--header-timeout': 'UNNAR_HEADER_TIMEOUT',
+  '--keep-alive-timeout': 'UNNAR_KEEP_ALIVE_TIMEOUT',
+  '--max-url-length': 'UNNAR_MAX_URL_LENGTH',
+  '--shutdown-timeout': 'UNNAR_SHUTDOWN_TIMEOUT',
+  '--netrc-file': 'NETRC',
+  '--upstream-tokens': 'UNNAR_UPSTREAM_TOKENS',
+  '--upstream-tokens-file': 'UNNAR_UPSTREAM_TOKENS_FILE',
+  '--upstream-connect-timeout': 'UNNAR_UPSTREAM_CONNECT_TIMEOUT',
+  '--upstream-idle-timeout': 'UNNAR_UPSTREAM_IDLE_TIMEOUT',
+  '--lookup': 'UNNAR_LOOKUP',
+  '--store-dirs': 'UNNAR_STORE_DIRS',
 }
+
+/** Settings whose values are secrets: redacted wherever the configuration is shown. */
+export const SECRET_SETTINGS: ReadonlySet<string> = new Set(['UNNAR_UPSTREAM_TOKENS'])
 
 /** Applies command-line flags on top of the environment. */
 export function applyFlags(env: Env, argv: readonly string[]): Env {
@@ -71,6 +115,7 @@ export function applyFlags(env: Env, argv: readonly string[]): Env {
 
 export function loadConfig(env: Env): Config {
   const addr = parseListen(env.HTTP_ADDR, env.PORT)
+  if (env.UNNAR_HOST !== undefined && env.UNNAR_HOST !== '') addr.host = parseHost('UNNAR_HOST', env.UNNAR_HOST)
   const upstreamText = env.NIX_CACHE_URL ?? env.NAR_CACHE_URL ?? DEFAULT_UPSTREAM
   const upstreams = upstreamText.split(/[\s,]+/).filter((u) => u !== '')
   if (upstreams.length === 0) throw new ConfigError('NIX_CACHE_URL is empty: give at least one cache URL')
@@ -89,6 +134,42 @@ export function loadConfig(env: Env): Config {
     domain: parseDomain(env.DOMAIN),
     trustedPublicKeys: parseTrustedKeys(env.TRUSTED_PUBLIC_KEYS),
     pinUpstreamOrder: parseUpstreamOrder(env.UNNAR_UPSTREAM_ORDER),
+    socket: env.UNNAR_SOCKET === '' ? undefined : env.UNNAR_SOCKET,
+    metrics: parseMetricsAddr(env.UNNAR_METRICS_ADDR),
+    maxDownloads: parseCount('UNNAR_MAX_DOWNLOADS', env.UNNAR_MAX_DOWNLOADS ?? '8'),
+    maxConnections: parseCount('UNNAR_MAX_CONNECTIONS', env.UNNAR_MAX_CONNECTIONS ?? '10000'),
+    headerTimeoutMs: parseSeconds('UNNAR_HEADER_TIMEOUT', env.UNNAR_HEADER_TIMEOUT ?? '20') * 1000,
+    keepAliveTimeoutMs: parseSeconds('UNNAR_KEEP_ALIVE_TIMEOUT', env.UNNAR_KEEP_ALIVE_TIMEOUT ?? '5') * 1000,
+    maxUrlLength: parseCount('UNNAR_MAX_URL_LENGTH', env.UNNAR_MAX_URL_LENGTH ?? '8192'),
+    shutdownTimeoutMs: parseSeconds('UNNAR_SHUTDOWN_TIMEOUT', env.UNNAR_SHUTDOWN_TIMEOUT ?? '30') * 1000,
+    netrcFile: env.NETRC === '' ? undefined : env.NETRC,
+    upstreamTokens: parseUpstreamTokens(env.UNNAR_UPSTREAM_TOKENS, env.UNNAR_UPSTREAM_TOKENS_FILE),
+    upstreamConnectTimeoutMs: parseSeconds('UNNAR_UPSTREAM_CONNECT_TIMEOUT', env.UNNAR_UPSTREAM_CONNECT_TIMEOUT ?? '10') * 1000,
+    upstreamIdleTimeoutMs: parseSeconds('UNNAR_UPSTREAM_IDLE_TIMEOUT', env.UNNAR_UPSTREAM_IDLE_TIMEOUT ?? '30') * 1000,
+    lookup: parseLookup(env.UNNAR_LOOKUP),
+    storeDirs: parseStoreDirs(env.UNNAR_STORE_DIRS),
+  }
+}
+
+/** The configuration as a startup log shows it: secrets and URL passwords redacted. */
+export function describeConfig(config: Config): Record<string, unknown> {
+  return {
+    ...config,
+    upstreams: config.upstreams.map(redactUrl),
+    upstreamTokens: [...config.upstreamTokens.keys()].map((host) => `${host}=<redacted>`),
+    trustedPublicKeys: config.trustedPublicKeys?.map((k) => k.name),
+  }
+}
+
+/** `https://user:secret@host/` → `https://user:<redacted>@host/`. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url)
+    if (parsed.password === '') return url
+    parsed.password = 'redacted'
+    return parsed.toString().replace(':redacted@', ':<redacted>@')
+  } catch {
+    return url
   }
 }
 
@@ -113,6 +194,12 @@ function parseListen(httpAddr: string | undefined, portText: string | undefined)
   if (match[3] !== undefined) port = parsePort('HTTP_ADDR', match[3])
   const host = match[1] ?? match[2]
   return { port, host: host === '' ? undefined : host }
+}
+
+function parseHost(name: string, text: string): string {
+  const host = text.startsWith('[') && text.endsWith(']') ? text.slice(1, -1) : text
+  if (!/^[\w.:%-]+$/.test(host)) throw new ConfigError(`${name}: "${text}" is not a host name or IP address`)
+  return host
 }
 
 function parsePort(name: string, text: string): number {
@@ -144,6 +231,67 @@ function parseSeconds(name: string, text: string): number {
   const value = Number(text)
   if (!/^\d+(\.\d+)?$/.test(text.trim()) || !Number.isFinite(value)) throw new ConfigError(`${name}: "${text}" is not a number of seconds`)
   return value
+}
+
+function parseCount(name: string, text: string): number {
+  const value = Number(text)
+  if (!/^\d+$/.test(text.trim()) || value < 1 || !Number.isSafeInteger(value)) throw new ConfigError(`${name}: "${text}" is not a positive whole number`)
+  return value
+}
+
+function parseMetricsAddr(text: string | undefined): Config['metrics'] {
+  if (text === undefined || text === '' || text === 'main') return { kind: 'main' }
+  if (text === 'off') return { kind: 'off' }
+  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text)
+  if (match === null) throw new ConfigError(`UNNAR_METRICS_ADDR: "${text}" is not "off", "main" or host:port`)
+  const host = match[1] ?? match[2]
+  return { kind: 'separate', port: parsePort('UNNAR_METRICS_ADDR', match[3]!), host: host === '' ? undefined : host }
+}
+
+/**
+ * `host=token` entries separated by whitespace, from UNNAR_UPSTREAM_TOKENS and/or the file
+ * UNNAR_UPSTREAM_TOKENS_FILE (same format; `#` comments). The token never appears in messages.
+ */
+function parseUpstreamTokens(text: string | undefined, file: string | undefined): ReadonlyMap<string, string> {
+  const tokens = new Map<string, string>()
+  const add = (name: string, source: string) => {
+    for (const entry of source.replace(/#.*$/gm, '').split(/\s+/).filter((e) => e !== '')) {
+      const eq = entry.indexOf('=')
+      const host = entry.slice(0, eq).toLowerCase()
+      if (eq <= 0 || eq === entry.length - 1 || !/^[a-z0-9.-]+(:\d+)?$/.test(host)) {
+        throw new ConfigError(`${name}: an entry is not host=token (the entry starts with "${entry.slice(0, Math.max(0, eq))}")`)
+      }
+      tokens.set(host, entry.slice(eq + 1))
+    }
+  }
+  if (file !== undefined && file !== '') {
+    let content: string
+    try {
+      content = readFileSync(file, 'utf8')
+    } catch (err) {
+      throw new ConfigError(`UNNAR_UPSTREAM_TOKENS_FILE: cannot read "${file}": ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+    }
+    add('UNNAR_UPSTREAM_TOKENS_FILE', content)
+  }
+  if (text !== undefined) add('UNNAR_UPSTREAM_TOKENS', text)
+  return tokens
+}
+
+function parseLookup(text: string | undefined): Config['lookup'] {
+  if (text === undefined || text === '' || text === 'sequential') return 'sequential'
+  if (text === 'parallel') return 'parallel'
+  throw new ConfigError(`UNNAR_LOOKUP: "${text}" is not "sequential" or "parallel"`)
+}
+
+function parseStoreDirs(text: string | undefined): readonly string[] | undefined {
+  if (text === undefined || text === '' || text === 'auto') return undefined
+  const dirs = text.split(/[\s,]+/).filter((d) => d !== '')
+  for (const dir of dirs) {
+    if (!/^(\/[A-Za-z0-9+_.=-]+)+$/.test(dir) || dir.split('/').some((s) => s === '.' || s === '..')) {
+      throw new ConfigError(`UNNAR_STORE_DIRS: "${dir}" is not an absolute store directory like /nix/store`)
+    }
+  }
+  return dirs
 }
 
 function parseLogLevel(text: string): LogLevel {

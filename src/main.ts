@@ -41,12 +41,23 @@ async function main(argv: readonly string[]): Promise<void> {
     process.stderr.write(`unnar: cannot start: ${(err as Error).message}\n`)
     process.exit(1)
   }
+  let stopping = false
   const stop = (signal: string) => {
-    log.info('stopping', { signal })
-    void server.close().then(() => process.exit(0))
+    // A second signal means "now": skip the wait for in-flight responses.
+    if (stopping) {
+      log.warn('stopping now', { signal })
+      void server.close().then(() => process.exit(0))
+      return
+    }
+    stopping = true
+    log.info('stopping: finishing in-flight responses', { signal, timeoutSeconds: config.shutdownTimeoutMs / 1000 })
+    void server.shutdown().then(() => {
+      log.info('stopped')
+      process.exit(0)
+    })
   }
-  process.once('SIGTERM', () => stop('SIGTERM'))
-  process.once('SIGINT', () => stop('SIGINT'))
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
 }
 
 await main(process.argv.slice(2))

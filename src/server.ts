@@ -1,14 +1,17 @@
 /** Composition root: builds every object from a Config and starts listening. Tests start many of these in one process. */
 import { existsSync } from 'node:fs'
-import { mkdir, statfs } from 'node:fs/promises'
-import type { AddressInfo } from 'node:net'
+import { lstat, mkdir, rm, statfs } from 'node:fs/promises'
+import type { Server } from 'node:http'
+import { createConnection, type AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
-import { serve, type ServerType } from '@hono/node-server'
-import type { Config, SizeSetting } from './config.js'
+import { createAdaptorServer } from '@hono/node-server'
+import { Hono } from 'hono'
+import { describeConfig, type Config, type SizeSetting } from './config.js'
 import { CACHE_NIXOS_ORG_KEY, parsePublicKey, type PublicKey } from './formats/signature.js'
 import { DEFAULT_STORE_DIR } from './formats/store-path.js'
-import { createApp } from './http/app.js'
+import { createApp, metricsHandler } from './http/app.js'
 import type { Logger } from './log.js'
+import { createMetrics } from './metrics.js'
 import { NarStore } from './store/nar-store.js'
 import { createUpstream } from './upstream/create-upstream.js'
 import type { Upstream } from './upstream/upstream.js'
@@ -20,16 +23,34 @@ export const VERSION = '0.1.0'
 export const PUBLIC_DIR = ['../public/', '../../public/'].map((rel) => fileURLToPath(new URL(rel, import.meta.url))).find((dir) => existsSync(dir)) ?? 'public'
 
 export interface RunningServer {
-  /** `http://host:port` */
+  /** `http://host:port` (`http://localhost` when listening on a unix socket). */
   readonly url: string
+  /** The unix socket path, when listening on one. */
+  readonly socketPath: string | undefined
+  /** `http://host:port` of the separate metrics listener, if any. */
+  readonly metricsUrl: string | undefined
   readonly narStore: NarStore
+  /** Stops at once: connections closed, downloads aborted (their temp files removed). */
   close(): Promise<void>
+  /**
+   * Graceful stop: no new connections, `/readyz` says 503, in-flight responses get up to
+   * `shutdownTimeoutMs` to finish; then as close().
+   */
+  shutdown(): Promise<void>
 }
 
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
   const upstreams = config.upstreams.map((url) => createUpstream(url, { timeoutMs: config.upstreamTimeoutMs, userAgent: `unnar/${VERSION}` }))
   const maxBytes = await resolveCacheSize(config.cacheDir, config.cacheSize)
-  const store = new NarStore({ dir: config.cacheDir, maxBytes, maxNarBytes: config.maxNarSize ?? Math.floor(maxBytes / 4), log })
+  const metrics = createMetrics()
+  const store = new NarStore({
+    dir: config.cacheDir,
+    maxBytes,
+    maxNarBytes: config.maxNarSize ?? Math.floor(maxBytes / 4),
+    maxDownloads: config.maxDownloads,
+    events: metrics.storeEvents,
+    log,
+  })
   await store.init()
   const lookup = new PathInfoLookup(upstreams, { log, negativeTtlMs: config.negativeTtlMs, maxEntries: 10_000, trustedKeys: trustPolicy(config) })
   // Served in the configured order until every nix-cache-info has answered (a slow or offline
@@ -38,25 +59,123 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     if (ordered.length === 0) log.error('no upstream serves /nix/store; keeping the configured list', { storeDir: DEFAULT_STORE_DIR })
     else lookup.reorder(ordered)
   })
-  const app = createApp({ lookup, store, log, storeDir: DEFAULT_STORE_DIR, publicDir: PUBLIC_DIR, domain: config.domain })
-  const server: ServerType = await new Promise((resolve, reject) => {
-    const s = serve({ fetch: app.fetch, port: config.port, ...(config.host === undefined ? {} : { hostname: config.host }) }, () => resolve(s))
-    s.once('error', reject)
+  metrics.watch({ store: () => store, upstreams: () => lookup.health() })
+  let accepting = true
+  const app = createApp({
+    lookup,
+    store,
+    log,
+    storeDir: DEFAULT_STORE_DIR,
+    publicDir: PUBLIC_DIR,
+    domain: config.domain,
+    metrics,
+    serveMetrics: config.metrics.kind === 'main',
+    maxUrlLength: config.maxUrlLength,
+    accepting: () => accepting,
   })
-  const address = server.address() as AddressInfo
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
-  const url = `http://${host === '[::]' ? '[::1]' : host === '0.0.0.0' ? '127.0.0.1' : host}:${address.port}`
-  log.info('unnar listening', { url, upstreams: upstreams.map((u) => u.name), cacheDir: config.cacheDir, cacheBytes: maxBytes })
+  const server = createHttpServer(app.fetch, config)
+  const url = await listen(server, config)
+  let metricsServer: Server | undefined
+  let metricsUrl: string | undefined
+  if (config.metrics.kind === 'separate') {
+    const metricsApp = new Hono()
+    metricsApp.get('/metrics', metricsHandler(metrics))
+    metricsServer = createHttpServer(metricsApp.fetch, config)
+    metricsUrl = await listen(metricsServer, { ...config, port: config.metrics.port, host: config.metrics.host, socket: undefined })
+  }
+  log.info('unnar listening', { url, metricsUrl, cacheBytes: maxBytes, config: describeConfig(config) })
+
+  const close = async () => {
+    accepting = false
+    await Promise.all([store.close(), ...[server, metricsServer].map((s) => s !== undefined && stopServer(s))])
+  }
   return {
     url,
+    socketPath: config.socket,
+    metricsUrl,
     narStore: store,
-    close: () =>
-      new Promise<void>((resolve) => {
-        store.close()
-        server.close(() => resolve())
-        ;(server as { closeAllConnections?: () => void }).closeAllConnections?.()
-      }),
+    close,
+    shutdown: async () => {
+      accepting = false
+      const drained = new Promise<boolean>((resolve) => server.close(() => resolve(true)))
+      // Keep-alive connections become idle as their responses finish; close them as they do.
+      const sweep = setInterval(() => server.closeIdleConnections(), 100)
+      const deadline = Date.now() + config.shutdownTimeoutMs
+      let timer: NodeJS.Timeout | undefined
+      const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), config.shutdownTimeoutMs)))
+      server.closeIdleConnections()
+      if (!(await Promise.race([drained, timedOut]))) {
+        log.warn('shutdown timeout: closing the connections still open', { seconds: config.shutdownTimeoutMs / 1000 })
+      }
+      clearInterval(sweep)
+      clearTimeout(timer)
+      // A download whose readers are done still gets the rest of the time to be committed.
+      await store.idle(Math.max(0, deadline - Date.now()))
+      await close()
+    },
   }
+}
+
+/** The node HTTP server with the limits that keep slow or numerous clients from starving others. */
+function createHttpServer(fetch: (request: Request, env: never) => Response | Promise<Response>, config: Config): Server {
+  const server = createAdaptorServer({
+    fetch: fetch as never,
+    serverOptions: {
+      headersTimeout: config.headerTimeoutMs,
+      requestTimeout: config.headerTimeoutMs,
+      keepAliveTimeout: config.keepAliveTimeoutMs,
+      // Node checks the two timeouts above only this often (30 s by default).
+      connectionsCheckingInterval: Math.max(100, Math.min(1000, config.headerTimeoutMs / 2)),
+    },
+  }) as Server
+  server.maxConnections = config.maxConnections
+  // A client that stops reading a response for this long is dropped (its reader is released).
+  server.setTimeout(IDLE_SOCKET_MS)
+  return server
+}
+
+const IDLE_SOCKET_MS = 300_000
+
+async function listen(server: Server, config: Pick<Config, 'port' | 'host' | 'socket'>): Promise<string> {
+  if (config.socket !== undefined) await removeStaleSocket(config.socket)
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    const done = () => {
+      server.off('error', reject)
+      resolve()
+    }
+    if (config.socket !== undefined) server.listen(config.socket, done)
+    else if (config.host === undefined) server.listen(config.port, done)
+    else server.listen(config.port, config.host, done)
+  })
+  if (config.socket !== undefined) return 'http://localhost'
+  const address = server.address() as AddressInfo
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
+  return `http://${host === '[::]' ? '[::1]' : host === '0.0.0.0' ? '127.0.0.1' : host}:${address.port}`
+}
+
+/** A socket file left by a crashed instance is removed; one that still answers is not. */
+async function removeStaleSocket(socketPath: string): Promise<void> {
+  const info = await lstat(socketPath).catch(() => undefined)
+  if (info === undefined) return
+  if (!info.isSocket()) throw new Error(`${socketPath} exists and is not a socket`)
+  const alive = await new Promise<boolean>((resolve) => {
+    const probe = createConnection(socketPath)
+    probe.once('connect', () => {
+      probe.destroy()
+      resolve(true)
+    })
+    probe.once('error', () => resolve(false))
+  })
+  if (alive) throw new Error(`another process listens on ${socketPath}`)
+  await rm(socketPath, { force: true })
+}
+
+function stopServer(server: Server): Promise<void> {
+  return new Promise<void>((resolve) => {
+    server.close(() => resolve())
+    server.closeAllConnections()
+  })
 }
 
 /**

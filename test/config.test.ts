@@ -1,7 +1,7 @@
 /** Settings from the environment and flags, and the one-line errors for bad ones. */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { applyFlags, ConfigError, loadConfig, parseBytes } from '../src/config.js'
+import { applyFlags, ConfigError, describeConfig, FLAGS, loadConfig, parseBytes } from '../src/config.js'
 
 describe('loadConfig', () => {
   it('uses the documented defaults', () => {
@@ -45,12 +45,59 @@ describe('loadConfig', () => {
     [{ UNNAR_NEGATIVE_TTL: '-1' }, /^UNNAR_NEGATIVE_TTL: "-1" is not a number of seconds/],
     [{ TRUSTED_PUBLIC_KEYS: 'cache.nixos.org-1:short' }, /^TRUSTED_PUBLIC_KEYS: not a public key/],
     [{ DOMAIN: 'bad domain' }, /^DOMAIN: "bad domain" is not a domain name/],
+    [{ UNNAR_MAX_DOWNLOADS: '0' }, /^UNNAR_MAX_DOWNLOADS: "0" is not a positive whole number/],
+    [{ UNNAR_METRICS_ADDR: 'nowhere' }, /^UNNAR_METRICS_ADDR: "nowhere" is not "off", "main" or host:port/],
+    [{ UNNAR_LOOKUP: 'random' }, /^UNNAR_LOOKUP: "random" is not "sequential" or "parallel"/],
+    [{ UNNAR_STORE_DIRS: 'relative/store' }, /^UNNAR_STORE_DIRS: "relative\/store" is not an absolute store directory/],
+    [{ UNNAR_UPSTREAM_TOKENS: 'justatoken' }, /^UNNAR_UPSTREAM_TOKENS: an entry is not host=token/],
+    [{ UNNAR_UPSTREAM_TOKENS_FILE: '/nonexistent/tokens' }, /^UNNAR_UPSTREAM_TOKENS_FILE: cannot read "\/nonexistent\/tokens": ENOENT/],
+    [{ UNNAR_HOST: 'bad host!' }, /^UNNAR_HOST: "bad host!" is not a host name/],
   ]
   for (const [env, message] of bad) {
     it(`rejects ${JSON.stringify(env)} with one line naming the setting`, () => {
       assert.throws(() => loadConfig(env), (err: Error) => err instanceof ConfigError && message.test(err.message) && !err.message.includes('\n'))
     })
   }
+})
+
+describe('operational settings', () => {
+  it('has safe defaults for limits, timeouts and the metrics listener', () => {
+    const c = loadConfig({})
+    assert.deepEqual(
+      [c.maxDownloads, c.maxConnections, c.headerTimeoutMs, c.keepAliveTimeoutMs, c.maxUrlLength, c.shutdownTimeoutMs, c.upstreamConnectTimeoutMs, c.upstreamIdleTimeoutMs],
+      [8, 10000, 20_000, 5_000, 8192, 30_000, 10_000, 30_000],
+    )
+    assert.deepEqual([c.metrics, c.lookup, c.storeDirs, c.socket, c.netrcFile, c.upstreamTokens.size], [{ kind: 'main' }, 'sequential', undefined, undefined, undefined, 0])
+  })
+
+  it('parses the metrics address, host override, store dirs and socket', () => {
+    assert.deepEqual(loadConfig({ UNNAR_METRICS_ADDR: '127.0.0.1:9100' }).metrics, { kind: 'separate', port: 9100, host: '127.0.0.1' })
+    assert.deepEqual(loadConfig({ UNNAR_METRICS_ADDR: '[::1]:9100' }).metrics, { kind: 'separate', port: 9100, host: '::1' })
+    assert.deepEqual(loadConfig({ UNNAR_METRICS_ADDR: 'off' }).metrics, { kind: 'off' })
+    assert.equal(loadConfig({ HTTP_ADDR: '127.0.0.1:90', UNNAR_HOST: '[::]' }).host, '::')
+    assert.deepEqual(loadConfig({ UNNAR_STORE_DIRS: '/nix/store, /opt/store' }).storeDirs, ['/nix/store', '/opt/store'])
+    assert.equal(loadConfig({ UNNAR_SOCKET: '/run/unnar.sock' }).socket, '/run/unnar.sock')
+  })
+
+  it('reads bearer tokens from the setting and the file, and never shows them', async () => {
+    const { mkdtemp, writeFile } = await import('node:fs/promises')
+    const { tmpdir } = await import('node:os')
+    const dir = await mkdtemp(`${tmpdir()}/unnar-tokens-`)
+    await writeFile(`${dir}/tokens`, '# Attic\nattic.lan:8080=file-secret\n')
+    const config = loadConfig({ UNNAR_UPSTREAM_TOKENS: 'Cache.Example.org=env-secret', UNNAR_UPSTREAM_TOKENS_FILE: `${dir}/tokens`, NIX_CACHE_URL: 'https://u:pw-secret@cache.example.org' })
+    assert.deepEqual([...config.upstreamTokens], [['attic.lan:8080', 'file-secret'], ['cache.example.org', 'env-secret']])
+    const shown = JSON.stringify(describeConfig(config))
+    for (const secret of ['file-secret', 'env-secret', 'pw-secret']) assert.ok(!shown.includes(secret), `${secret} in ${shown}`)
+    assert.match(shown, /cache\.example\.org=<redacted>/)
+    assert.throws(() => loadConfig({ UNNAR_UPSTREAM_TOKENS: 'host=' }), /an entry is not host=token/)
+    assert.throws(() => loadConfig({ UNNAR_UPSTREAM_TOKENS: 'ho!st=tok-secret' }), (err: Error) => /"ho!st"/.test(err.message) && !err.message.includes('tok-secret'))
+  })
+
+  it('exposes every setting as a flag', () => {
+    for (const name of ['UNNAR_HOST', 'UNNAR_SOCKET', 'UNNAR_METRICS_ADDR', 'UNNAR_MAX_DOWNLOADS', 'UNNAR_HEADER_TIMEOUT', 'UNNAR_SHUTDOWN_TIMEOUT', 'NETRC', 'UNNAR_LOOKUP', 'UNNAR_STORE_DIRS']) {
+      assert.ok(Object.values(FLAGS).includes(name), name)
+    }
+  })
 })
 
 describe('applyFlags', () => {

@@ -1,10 +1,12 @@
 /** The hono app: routes and middleware, built from injected dependencies (no global state). */
 import { Hono, type Context } from 'hono'
 import type { Logger } from '../log.js'
+import type { Metrics } from '../metrics.js'
 import type { NarStore } from '../store/nar-store.js'
 import type { PathInfoLookup } from '../upstream/path-info-lookup.js'
 import { createErrorHandler, errorResponse } from './errors.js'
 import { OWN_PAGES_CSP } from './html.js'
+import { requestLog } from './request-log.js'
 import { loadStaticAssets } from './static-assets.js'
 import { createStoreRoutes } from './store-route.js'
 
@@ -18,6 +20,13 @@ export interface AppDeps {
   readonly publicDir: string
   /** Subdomain mode (`DOMAIN`): `<hash>.<domain>` serves that store path as a site root. */
   readonly domain: string | undefined
+  readonly metrics: Metrics
+  /** Serve `/metrics` here (false when it has its own listener or is off). */
+  readonly serveMetrics: boolean
+  /** Longer request targets get 414. */
+  readonly maxUrlLength: number
+  /** False while shutting down: `/readyz` then says 503 so load balancers move on. */
+  readonly accepting: () => boolean
 }
 
 const NIX32 = '[0123456789abcdfghijklmnpqrsvwxyz]{32}'
@@ -38,26 +47,43 @@ function decodeSafe(segment: string): string {
   }
 }
 
+const KNOWN_ROUTES = new Set(['/', '/healthz', '/readyz', '/metrics', '/robots.txt', '/api/upstreams'])
+
+/** `/metrics` in Prometheus' text format. */
+export function metricsHandler(metrics: Metrics): (c: Context) => Promise<Response> {
+  return async (c) => {
+    c.header('Content-Type', metrics.registry.contentType)
+    c.header('Cache-Control', 'no-store')
+    return c.body(await metrics.registry.metrics())
+  }
+}
+
 export function createApp(deps: AppDeps): Hono {
   const { log, storeDir } = deps
   const app = new Hono()
   const assets = loadStaticAssets(deps.publicDir)
 
+  const storePrefix = `${storeDir}/`
+  const site = deps.domain === undefined ? undefined : new RegExp(`^([0-9a-df-np-sv-z]{32})\\.${deps.domain.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?::\\d+)?$`, 'i')
+  /** A metrics label: a handful of fixed values, never the path itself. */
+  const routeOf = (c: Context): string => {
+    const path = c.req.path
+    if (path.startsWith('/_unnar/')) return 'asset'
+    if (site?.test(c.req.header('host') ?? '') === true) return 'site'
+    if (path.startsWith(storePrefix)) return 'store'
+    return KNOWN_ROUTES.has(path) ? path : 'other'
+  }
+  app.use(requestLog(log, deps.metrics, routeOf))
   app.use(async (c, next) => {
-    const started = performance.now()
-    await next()
-    log.info('request', {
-      method: c.req.method,
-      path: c.req.path,
-      status: c.res.status,
-      ms: Math.round(performance.now() - started),
-    })
+    // Measured on the raw request target: what the client sent, before any normalisation.
+    const target = (c.env as { incoming?: { url?: string } } | undefined)?.incoming?.url ?? new URL(c.req.url).pathname
+    if (target.length > deps.maxUrlLength) return errorResponse(c, 414, `the request target is ${target.length} bytes long; the limit is ${deps.maxUrlLength}`)
+    return next()
   })
   app.onError(createErrorHandler(log))
 
   const routes = createStoreRoutes(deps)
-  if (deps.domain !== undefined) {
-    const site = new RegExp(`^([0-9a-df-np-sv-z]{32})\\.${deps.domain.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?::\\d+)?$`, 'i')
+  if (site !== undefined) {
     app.use(async (c, next) => {
       const match = site.exec(c.req.header('host') ?? '')
       if (match === null || c.req.path.startsWith('/_unnar/')) return next()
@@ -68,6 +94,15 @@ export function createApp(deps: AppDeps): Hono {
   app.notFound((c) => errorResponse(c, 404, `no route for ${c.req.path}`))
 
   app.get('/healthz', (c) => c.text('OK\n'))
+  app.get('/readyz', (c) => {
+    const upstreams = deps.lookup.health()
+    const healthy = upstreams.filter((u) => u.state !== 'failing').length
+    const ready = deps.accepting() && healthy > 0
+    const reason = !deps.accepting() ? 'shutting down' : healthy === 0 ? 'every upstream is failing' : undefined
+    c.header('Cache-Control', 'no-store')
+    return c.json({ ready, healthyUpstreams: healthy, upstreams: upstreams.length, ...(reason === undefined ? {} : { reason }) }, ready ? 200 : 503)
+  })
+  if (deps.serveMetrics) app.get('/metrics', metricsHandler(deps.metrics))
   app.get('/robots.txt', (c) => c.text('User-agent: *\nDisallow: /nix/store\n'))
   const serveAsset = (name: string) => (c: Context) => {
     const asset = assets.get(name)

@@ -8,6 +8,7 @@ import { DiskError } from '../store/nar-download.js'
 import type { NarSource } from '../store/nar-source.js'
 import type { NarStore } from '../store/nar-store.js'
 import { openDirectFile } from '../store/direct-file-stream.js'
+import { noteRequest } from './request-log.js'
 import type { PathInfo, PathInfoLookup } from '../upstream/path-info-lookup.js'
 import { compressBuffer, MIN_COMPRESS_BYTES, negotiateEncoding } from './compression.js'
 import { contentTypeByName, contentTypeBySniffing, SNIFF_BYTES } from './content-type.js'
@@ -17,7 +18,7 @@ import { encodePath, OWN_PAGES_CSP } from './html.js'
 import { formatDirectoryJson, formatDirectoryText, negotiateListingFormat } from './listing-formats.js'
 import { renderListingPage } from './listing-page.js'
 import { peekStream } from './peek-stream.js'
-import { parseStoreRequest, type StoreRequest } from './request-path.js'
+import { parseStoreRequest, requestPath, storeRequestRest, type StoreRequest } from './request-path.js'
 import { resolveStorePath, type NodeLookup } from './resolve-path.js'
 
 export interface StoreRouteDeps {
@@ -94,6 +95,7 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
   async function serve(c: Context, req: StoreRequest, info: PathInfo, view: View): Promise<Response> {
     const search = new URL(c.req.url).search
     const base = `${prefix}${info.storePath.hash}-${info.storePath.name}`
+    noteRequest(c, { cache: store.has(info) ? 'hit' : 'miss', upstream: info.upstream.name })
     const tree = await treeFor(info)
     if (tree === undefined) return serveDirect(c, info, req.segments, view)
     const resolution = await resolveStorePath(tree.lookup, base, storeDir, req.segments)
@@ -178,6 +180,7 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
 
   async function serveDirect(c: Context, info: PathInfo, segments: readonly string[], view: View): Promise<Response> {
     log.warn('serving without the NAR cache', { storePath: info.narInfo.storePath, path: segments.join('/') })
+    noteRequest(c, { cache: 'bypass' })
     const direct = await openDirectFile(info, segments.join('/'), c.req.raw.signal)
     if (direct === undefined) {
       throw new HttpError(503, `cannot serve ${segments.join('/') || '/'} while the NAR cache is unavailable (only regular files can be streamed without it)`)
@@ -206,8 +209,7 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
 
   return {
     store: async (c) => {
-      const url = new URL(c.req.url)
-      const req = parseStoreRequest(url.pathname.slice(prefix.length))
+      const req = parseStoreRequest(storeRequestRest(requestPath(c), storeDir))
       const info = await findInfo(req)
       const base = [...prefix.split('/').filter(Boolean), `${info.storePath.hash}-${info.storePath.name}`]
       return serve(c, req, info, {
@@ -217,8 +219,7 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
       })
     },
     site: async (c, hash) => {
-      const url = new URL(c.req.url)
-      const path = url.pathname.replace(/^\/+/, '')
+      const path = requestPath(c).replace(/^\/+/, '')
       const req = parseStoreRequest(path === '' ? `${hash}/` : `${hash}/${path}`)
       const info = await findInfo(req)
       const own = `${prefix}${info.storePath.hash}-${info.storePath.name}`

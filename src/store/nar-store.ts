@@ -9,7 +9,8 @@ import { formatHashNix32 } from '../formats/hash.js'
 import { formatListing, parseListing, locate, type Listing } from '../formats/listing.js'
 import type { Logger } from '../log.js'
 import type { PathInfo } from '../upstream/path-info-lookup.js'
-import { DiskError, NarDownload } from './nar-download.js'
+import { DownloadSlots } from './download-slots.js'
+import { DiskError, NarDownload, NarVerificationError } from './nar-download.js'
 import { createRangeStream, readRangeBytes, type NarSource, type RangeSource } from './nar-source.js'
 
 export interface NarStoreOptions {
@@ -19,6 +20,22 @@ export interface NarStoreOptions {
   /** NARs larger than this are streamed through a temp file and not kept. */
   readonly maxNarBytes: number
   readonly log: Logger
+  /** Concurrent upstream NAR downloads; more wait for a slot. */
+  readonly maxDownloads?: number
+  readonly events?: NarStoreEvents
+}
+
+/** What metrics count; every callback is optional. */
+export interface NarStoreEvents {
+  /** A request found its NAR cached. */
+  hit?(): void
+  /** A request started a download. */
+  miss?(): void
+  /** A request joined a download already in flight (or queued). */
+  coalesced?(): void
+  evicted?(bytes: number): void
+  /** A download ended: committed to the cache, streamed without keeping, or failed. */
+  downloadEnded?(result: 'cached' | 'not-kept' | 'failed' | 'verification-failed' | 'disk-error'): void
 }
 
 interface Entry {
@@ -59,6 +76,12 @@ export class NarStore {
   readonly #log: Logger
   readonly #lru: LRUCache<string, Entry>
   readonly #inflight = new Map<string, NarDownload>()
+  /** Downloads being set up or waiting for a slot, so concurrent requests share them. */
+  readonly #starting = new Map<string, Promise<NarSource>>()
+  readonly #slots: DownloadSlots
+  /** Each download until it is committed or cleaned up. */
+  readonly #settling = new Set<Promise<void>>()
+  readonly #events: NarStoreEvents
   readonly #openFiles = new LRUCache<string, Entry>({
     max: MAX_OPEN_FILES,
     dispose: (entry) => {
@@ -73,6 +96,8 @@ export class NarStore {
     this.#tmpDir = path.join(options.dir, 'tmp')
     this.#maxNarBytes = Math.min(options.maxNarBytes, options.maxBytes)
     this.#log = options.log
+    this.#slots = new DownloadSlots(options.maxDownloads ?? 8)
+    this.#events = options.events ?? {}
     this.#lru = new LRUCache<string, Entry>({
       maxSize: Math.max(1, options.maxBytes),
       sizeCalculation: (entry) => Math.max(1, entry.size),
@@ -124,6 +149,19 @@ export class NarStore {
     return this.#lru.calculatedSize
   }
 
+  get maxBytes(): number {
+    return this.#lru.maxSize
+  }
+
+  get entries(): number {
+    return this.#lru.size
+  }
+
+  /** Downloads running, and waiting for a slot. */
+  get downloads(): { readonly active: number; readonly queued: number } {
+    return { active: this.#slots.active, queued: this.#slots.queued }
+  }
+
   has(info: PathInfo): boolean {
     return this.#lru.has(narKey(info))
   }
@@ -136,19 +174,47 @@ export class NarStore {
   async open(info: PathInfo): Promise<NarSource> {
     const key = narKey(info)
     const cached = this.#lru.get(key)
-    if (cached !== undefined) return this.#cachedSource(cached)
-    const inflight = this.#inflight.get(key)
-    if (inflight !== undefined) return inflight
+    if (cached !== undefined) {
+      this.#events.hit?.()
+      return this.#cachedSource(cached)
+    }
+    const joined = this.#inflight.get(key) ?? this.#starting.get(key)
+    if (joined !== undefined) {
+      this.#events.coalesced?.()
+      return joined
+    }
     if (Date.now() < this.#diskTroubleUntil) throw new DiskError('the cache directory failed recently')
-    return this.#startDownload(key, info)
+    this.#events.miss?.()
+    const starting = this.#startDownload(key, info).finally(() => this.#starting.delete(key))
+    this.#starting.set(key, starting)
+    return starting
   }
 
-  /** Aborts downloads in flight (their temp files are removed). */
-  close(): void {
+  /** Resolves when every download has been committed or cleaned up, or after `ms`. */
+  async idle(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([Promise.all(this.#settling), new Promise((resolve) => (timer = setTimeout(resolve, ms)))])
+    clearTimeout(timer)
+  }
+
+  /** Aborts downloads in flight; resolves once their temp files are removed. */
+  async close(): Promise<void> {
     for (const download of this.#inflight.values()) download.abort(new Error('shutting down'))
+    await Promise.all(this.#settling)
   }
 
   async #startDownload(key: string, info: PathInfo): Promise<NarSource> {
+    const release = await this.#slots.acquire()
+    try {
+      return await this.#download(key, info, release)
+    } catch (err) {
+      release()
+      throw err
+    }
+  }
+
+  /** Runs with a download slot, which is released when the download settles. */
+  async #download(key: string, info: PathInfo, release: () => void): Promise<NarSource> {
     const keep = info.narInfo.narSize <= this.#maxNarBytes
     await this.#checkFreeSpace(info.narInfo.narSize)
     const tmp = path.join(this.#tmpDir, `${key}.${randomBytes(6).toString('hex')}.nar`)
@@ -159,40 +225,41 @@ export class NarStore {
       this.#diskTrouble('cannot create a temp file', err)
       throw new DiskError('cannot create a temp file', { cause: err })
     }
-    // Another request may have started the same download while we awaited open().
-    const raced = this.#inflight.get(key)
-    if (raced !== undefined) {
-      await file.close()
-      await rm(tmp, { force: true })
-      return raced
-    }
     if (keep) this.#makeRoom(info.narInfo.narSize)
-    const download = new NarDownload({ info, file, abortWhenUnused: !keep })
+    const download = new NarDownload({ info, file, path: tmp, abortWhenUnused: !keep })
     this.#inflight.set(key, download)
     this.#log.info('downloading NAR', { upstream: info.upstream.name, storePath: info.narInfo.storePath, narSize: info.narInfo.narSize, keep })
     const finish = () => {
       if (this.#inflight.get(key) === download) this.#inflight.delete(key)
       download.unhold()
+      release()
     }
-    download.done.then(
+    const settled = download.done.then(
       async (listing) => {
         // Stays in flight until committed, so no request starts a second download meanwhile.
-        if (keep) await this.#commit(key, tmp, listing, info)
-        else await rm(tmp, { force: true })
+        if (keep) this.#events.downloadEnded?.((await this.#commit(key, tmp, listing, info)) ? 'cached' : 'disk-error')
+        else {
+          await rm(tmp, { force: true })
+          this.#events.downloadEnded?.('not-kept')
+        }
         finish()
       },
       async (err: Error) => {
         // Out of flight at once: the next request must start afresh, not read a failed download.
         finish()
+        this.#events.downloadEnded?.(err instanceof DiskError ? 'disk-error' : err instanceof NarVerificationError ? 'verification-failed' : 'failed')
         if (err instanceof DiskError) this.#diskTrouble('NAR download failed on disk', err)
         else this.#log.warn('NAR download failed', { upstream: info.upstream.name, storePath: info.narInfo.storePath, error: err })
         await rm(tmp, { force: true })
       },
     )
+    this.#settling.add(settled)
+    void settled.finally(() => this.#settling.delete(settled))
     return download
   }
 
-  async #commit(key: string, tmp: string, listing: Listing, info: PathInfo): Promise<void> {
+  /** False when the disk refused it (the NAR was still served to its readers). */
+  async #commit(key: string, tmp: string, listing: Listing, info: PathInfo): Promise<boolean> {
     try {
       const tmpListing = `${tmp}.ls`
       await writeFile(tmpListing, formatListing(listing))
@@ -202,10 +269,11 @@ export class NarStore {
       this.#diskTrouble('cannot commit a NAR', err)
       await rm(tmp, { force: true })
       await rm(`${tmp}.ls`, { force: true })
-      return
+      return false
     }
     this.#lru.set(key, { key, size: info.narInfo.narSize, listing, readers: 0, evicted: false, lastTouch: Date.now(), fd: undefined })
     this.#log.info('NAR cached', { storePath: info.narInfo.storePath, narSize: info.narInfo.narSize, usedBytes: this.usedBytes })
+    return true
   }
 
   /** A NAR that cannot fit on the filesystem is streamed without the disk from the start. */
@@ -285,6 +353,7 @@ export class NarStore {
     entry.evicted = true
     this.#openFiles.delete(entry.key)
     this.#log.info('NAR evicted', { key: entry.key, size: entry.size })
+    this.#events.evicted?.(entry.size)
     if (entry.readers === 0) void this.#remove(entry.key)
   }
 

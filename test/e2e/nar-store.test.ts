@@ -9,6 +9,7 @@ import { after, describe, it } from 'node:test'
 import { cacheDir, fixturePath } from '../helpers/fixtures.js'
 import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
 import { encodeRel, sha256Hex, startUnnar, type TestUnnar } from '../helpers/unnar.js'
+import { eventually } from '../helpers/wait.js'
 
 const basic = fixturePath('basic')
 const tricky = fixturePath('tricky')
@@ -30,15 +31,6 @@ async function fetchSha(url: string): Promise<string> {
   const res = await fetch(url)
   assert.equal(res.status, 200, url)
   return sha256Hex(await res.arrayBuffer())
-}
-
-/** Waits until `check` holds (the store commits after the response has ended). */
-async function eventually(check: () => Promise<boolean> | boolean, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!(await check())) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for: ${what}`)
-    await sleep(20)
-  }
 }
 
 describe('the NAR store', { timeout: 120_000 }, () => {

@@ -1,0 +1,120 @@
+/**
+ * Prometheus metrics (prom-client) with one registry per server, so several servers in one process
+ * (the tests) keep separate counts. Gauges are read from their sources when scraped.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { NarStoreEvents } from './store/nar-store.js'
+import type { UpstreamHealth } from './upstream/path-info-lookup.js'
+
+/** One upstream request, as the upstream layer reports it (names are redacted URLs). */
+export interface UpstreamEvent {
+  readonly upstream: string
+  readonly kind: string
+  readonly status: 'ok' | 'miss' | 'error'
+  readonly errorKind?: string
+  readonly seconds: number
+}
+
+export interface MetricSources {
+  store(): { usedBytes: number; maxBytes: number; entries: number; downloads: { active: number; queued: number } }
+  upstreams(): readonly UpstreamHealth[]
+}
+
+export interface Metrics {
+  readonly registry: Registry
+  readonly storeEvents: NarStoreEvents
+  request(route: string, status: number, bytes: number, seconds: number): void
+  upstream(event: UpstreamEvent): void
+  /** Connects the scrape-time gauges to their sources (they exist only after the metrics). */
+  watch(sources: MetricSources): void
+}
+
+export function createMetrics(): Metrics {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry, prefix: 'unnar_' })
+  const registers = [registry]
+  let sources: MetricSources | undefined
+
+  const requests = new Counter({ name: 'unnar_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'], registers })
+  const duration = new Histogram({
+    name: 'unnar_http_request_duration_seconds',
+    help: 'Time from request to the end of the response',
+    labelNames: ['route'],
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+    registers,
+  })
+  const bytes = new Counter({ name: 'unnar_http_response_bytes_total', help: 'Bytes written to clients (headers included)', labelNames: ['route'], registers })
+  const hits = new Counter({ name: 'unnar_cache_hits_total', help: 'Requests whose NAR was cached', registers })
+  const misses = new Counter({ name: 'unnar_cache_misses_total', help: 'Requests that started a NAR download', registers })
+  const coalesced = new Counter({ name: 'unnar_nar_download_waiters_total', help: 'Requests that joined a NAR download already in flight', registers })
+  const evictions = new Counter({ name: 'unnar_cache_evictions_total', help: 'NARs evicted from the cache', registers })
+  const evictedBytes = new Counter({ name: 'unnar_cache_evicted_bytes_total', help: 'Bytes of NARs evicted from the cache', registers })
+  const downloads = new Counter({ name: 'unnar_nar_downloads_total', help: 'Finished NAR downloads by result', labelNames: ['result'], registers })
+  const verification = new Counter({ name: 'unnar_verification_failures_total', help: 'NARs or narinfos rejected: hash or size mismatch, or no trusted signature', labelNames: ['what'], registers })
+  const upstreamRequests = new Counter({ name: 'unnar_upstream_requests_total', help: 'Requests to upstreams', labelNames: ['upstream', 'kind', 'status'], registers })
+  const upstreamErrors = new Counter({ name: 'unnar_upstream_errors_total', help: 'Failed upstream requests by error kind', labelNames: ['upstream', 'kind', 'error'], registers })
+  const upstreamLatency = new Histogram({
+    name: 'unnar_upstream_request_duration_seconds',
+    help: 'Upstream request time to the response headers',
+    labelNames: ['upstream', 'kind'],
+    buckets: [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers,
+  })
+  const gauge = (name: string, help: string, read: (s: MetricSources) => number) =>
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        if (sources !== undefined) this.set(read(sources))
+      },
+    })
+  gauge('unnar_cache_bytes', 'Bytes of NARs in the cache', (s) => s.store().usedBytes)
+  gauge('unnar_cache_max_bytes', 'The cache bound', (s) => s.store().maxBytes)
+  gauge('unnar_cache_nars', 'NARs in the cache', (s) => s.store().entries)
+  gauge('unnar_nar_downloads_in_flight', 'NAR downloads running', (s) => s.store().downloads.active)
+  gauge('unnar_nar_downloads_queued', 'NAR downloads waiting for a download slot', (s) => s.store().downloads.queued)
+  new Gauge({
+    name: 'unnar_upstream_healthy',
+    help: '1 unless the upstream failed its last lookup or is skipped by the circuit breaker',
+    labelNames: ['upstream'],
+    registers,
+    collect() {
+      if (sources === undefined) return
+      this.reset()
+      for (const health of sources.upstreams()) this.set({ upstream: health.name }, health.state === 'failing' ? 0 : 1)
+    },
+  })
+
+  return {
+    registry,
+    storeEvents: {
+      hit: () => hits.inc(),
+      miss: () => misses.inc(),
+      coalesced: () => coalesced.inc(),
+      evicted: (size) => {
+        evictions.inc()
+        evictedBytes.inc(size)
+      },
+      downloadEnded: (result) => {
+        downloads.inc({ result })
+        if (result === 'verification-failed') verification.inc({ what: 'nar' })
+      },
+    },
+    request(route, status, sent, seconds) {
+      requests.inc({ route, status })
+      duration.observe({ route }, seconds)
+      bytes.inc({ route }, sent)
+    },
+    upstream(event) {
+      upstreamRequests.inc({ upstream: event.upstream, kind: event.kind, status: event.status })
+      upstreamLatency.observe({ upstream: event.upstream, kind: event.kind }, event.seconds)
+      if (event.status !== 'error') return
+      upstreamErrors.inc({ upstream: event.upstream, kind: event.kind, error: event.errorKind ?? 'unknown' })
+      if (event.errorKind === 'untrusted') verification.inc({ what: 'narinfo-signature' })
+    },
+    watch(s) {
+      sources = s
+    },
+  }
+}
