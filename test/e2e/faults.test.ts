@@ -37,7 +37,6 @@ const isRoot = process.getuid?.() === 0
 
 // Known bugs: these cases run and are counted, but do not fail `npm test` until fixed (then drop the todo).
 const BUG_NAR_FAILOVER = 'NAR downloads do not fail over: the NAR always comes from the upstream that answered the narinfo, which stays cached'
-const BUG_DELETED_NAR = 'a cached NAR missing on disk gives 500 on every request (NarStore keeps the entry and the failed open)'
 
 // ---------------------------------------------------------------------------------------------
 // Bookkeeping for the one-line summary.
@@ -474,7 +473,7 @@ describe('fault suite', { timeout: 300_000 }, () => {
       assert.match(String(why?.error), /EACCES/, `the log names the cause: ${JSON.stringify(why)}`)
     })
 
-    faultCase('cached NARs deleted from under a running unnar: still answering', { todo: BUG_DELETED_NAR }, async () => {
+    faultCase('cached NARs deleted from under a running unnar: still answering', {}, async () => {
       const u0 = await upstream('xz')
       const dir = await tempDir('deleted')
       // Cache site, then restart so the NAR is known from disk but not held open.
