@@ -46,7 +46,7 @@ export function parseListing(text: string): Listing {
   }
   if (!isObject(document)) throw new ListingError('expected a JSON object')
   const version = own(document, 'version')
-  if (version !== 1) throw new ListingError(`unsupported version ${JSON.stringify(version) ?? 'undefined'} (expected 1)`)
+  if (version !== 1) throw new ListingError(`unsupported version ${show(version)} (expected 1)`)
   if (!Object.hasOwn(document, 'root')) throw new ListingError('missing "root"')
   return { version: 1, root: parseNode(own(document, 'root'), '', 0) }
 }
@@ -83,6 +83,33 @@ export function hasAllOffsets(root: ListingNode): boolean {
 }
 
 /**
+ * The most `.ls` bytes a NAR of `narSize` bytes can honestly have. Each entry costs at least ~150
+ * NAR bytes (its tokens) plus its name or target, and at most ~6 JSON bytes per name or target
+ * byte (`\u0001`-style escapes) plus ~90, so Nix's compact JSON stays well under 8 × NarSize;
+ * the slack covers tiny NARs. A larger listing is bogus, and parsing one costs seconds and
+ * hundreds of MB (50 MB of `.ls`: ~4 s of event loop and ~430 MB of heap).
+ */
+export function maxListingBytes(narSize: number): number {
+  return 64 * 1024 + 8 * narSize
+}
+
+/**
+ * Throws ListingError when a file of the listing cannot be in a NAR of `narSize` bytes (a size or
+ * `narOffset + size` past the end): such a listing would answer HEAD and listings with sizes the
+ * NAR cannot back.
+ */
+export function checkListingFits(listing: Listing, narSize: number): void {
+  const pending: Array<[string, ListingNode]> = [['', listing.root]]
+  for (let item = pending.pop(); item !== undefined; item = pending.pop()) {
+    const [path, node] = item
+    if (node.type === 'regular' && (node.narOffset ?? 0) + node.size > narSize) {
+      throw new ListingError(`file of ${node.size} bytes at NAR offset ${node.narOffset ?? 0} does not fit in the NarSize of ${narSize}`, path)
+    }
+    if (node.type === 'directory') for (const [name, child] of node.entries) pending.push([path === '' ? name : `${path}/${name}`, child])
+  }
+}
+
+/**
  * Builds the listing of a NAR from NarIndexer entries (root '' first, then 'a', 'a/b', each after
  * its parent directory). Throws ListingError on entries that do not form a tree, including two
  * names that only became equal through UTF-8 decoding of invalid bytes.
@@ -101,7 +128,7 @@ export function listingFromEntries(entries: Iterable<NarEntry>): Listing {
       const name = entry.path.slice(slash + 1)
       const parent = directories.get(slash < 0 ? '' : entry.path.slice(0, slash))
       if (parent === undefined) throw new ListingError('parent is not a directory listed before it', entry.path)
-      if (!isValidEntryName(name)) throw new ListingError(`invalid entry name ${JSON.stringify(name)}`, entry.path)
+      if (!isValidEntryName(name)) throw new ListingError(`invalid entry name ${quote(name)}`, entry.path)
       if (parent.has(name)) throw new ListingError('duplicate entry', entry.path)
       parent.set(name, node)
     }
@@ -156,9 +183,9 @@ function parseNode(value: unknown, path: string, depth: number): ListingNode {
       const named: { name: string; bytes: Buffer }[] = []
       for (const name of Object.keys(entries)) {
         const childPath = path === '' ? name : `${path}/${name}`
-        if (!isValidEntryName(name)) throw new ListingError(`invalid entry name ${JSON.stringify(name)}`, childPath)
+        if (!isValidEntryName(name)) throw new ListingError(`invalid entry name ${quote(name)}`, childPath)
         // A lone surrogate has no UTF-8 form; it would turn into U+FFFD and could collide with another name.
-        if (hasLoneSurrogate(name)) throw new ListingError(`entry name ${JSON.stringify(name)} is not valid Unicode`, childPath)
+        if (hasLoneSurrogate(name)) throw new ListingError(`entry name ${quote(name)} is not valid Unicode`, childPath)
         named.push({ name, bytes: Buffer.from(name, 'utf8') })
       }
       // NAR order is byte order, and JS string order differs from it for astral characters.
@@ -211,5 +238,10 @@ function show(value: unknown): string {
 }
 
 function describePath(path: string): string {
-  return path === '' ? 'the root' : JSON.stringify(path)
+  return path === '' ? 'the root' : quote(path)
+}
+
+// Quoted and shortened: names and paths come from upstreams and must not fill error messages.
+function quote(text: string): string {
+  return JSON.stringify(text.length > 100 ? `${text.slice(0, 100)}…` : text)
 }

@@ -506,8 +506,9 @@ function formatU64(high: number, low: number): string {
   return ((BigInt(high) << 32n) | BigInt(low)).toString()
 }
 
+// Paths reach 64 × 255 bytes; a message names the start of one, which is enough to find it.
 function describePath(path: string): string {
-  return path === '' ? 'the root' : JSON.stringify(path)
+  return path === '' ? 'the root' : JSON.stringify(path.length > 200 ? `${path.slice(0, 200)}…` : path)
 }
 
 function describeBytes(bytes: Uint8Array): string {

@@ -28,7 +28,7 @@ export function parsePublicKey(text: string): PublicKey {
   const colon = text.indexOf(':')
   const name = text.slice(0, colon)
   const raw = Buffer.from(text.slice(colon + 1), 'base64')
-  if (colon <= 0 || raw.length !== 32) throw new SignatureError(`not a public key (expected name:base64 of 32 bytes): "${text}"`)
+  if (colon <= 0 || raw.length !== 32) throw new SignatureError(`not a public key (expected name:base64 of 32 bytes): ${describe(text)}`)
   const key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: raw.toString('base64url') }, format: 'jwk' })
   return { name, key, text }
 }
@@ -106,4 +106,9 @@ function makeStorePath(type: string, hash: { algorithm: string; digest: Uint8Arr
 
 function compareUtf8(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a), Buffer.from(b))
+}
+
+// Quoted and shortened: a pasted file must not come back whole in an error.
+function describe(text: string): string {
+  return JSON.stringify(text.length > 120 ? `${text.slice(0, 120)}…` : text)
 }

@@ -26,6 +26,13 @@ export async function resolveStorePath(lookup: NodeLookup, base: string, storeDi
   let lastIsLink = false
   let node: ListingNode | undefined = await lookup([])
   if (node === undefined) return { kind: 'missing', reason: 'the NAR has no root' }
+  if (node.type === 'symlink') {
+    // The store path itself is a symlink; like any entry of the store dir, it is relative to it.
+    const target = linkTarget(storeDir, node.target)
+    if (target === base || target.startsWith(base + '/')) return { kind: 'missing', reason: `the store path is a symlink into itself (${shorten(node.target)})` }
+    if (target.startsWith(storeDir + '/')) return { kind: 'redirect', location: encodeAbsolute([...splitPath(target), ...remaining]) }
+    return { kind: 'missing', reason: `the store path is a symlink outside the Nix store (${shorten(node.target)})` }
+  }
   while (remaining.length > 0) {
     if (node.type !== 'directory') return { kind: 'missing', reason: `${display(current)} is not a directory` }
     const segment = remaining.shift()!
@@ -40,7 +47,7 @@ export async function resolveStorePath(lookup: NodeLookup, base: string, storeDi
     }
     if (++hops > MAX_SYMLINK_HOPS) return { kind: 'missing', reason: `too many levels of symbolic links at ${display(candidate)} (a loop?)` }
     if (remaining.length === 0) lastIsLink = true
-    const target = node.target.startsWith('/') ? path.normalize(node.target) : path.normalize(path.join(base, ...current, node.target))
+    const target = linkTarget(path.join(base, ...current), node.target)
     if (target === base || target.startsWith(base + '/')) {
       current = []
       remaining = [...splitPath(target.slice(base.length)), ...remaining]
@@ -52,13 +59,19 @@ export async function resolveStorePath(lookup: NodeLookup, base: string, storeDi
       // Another store path: its narinfo may live elsewhere, so let the client ask for it.
       return { kind: 'redirect', location: encodeAbsolute([...splitPath(target), ...remaining]) }
     }
-    return { kind: 'missing', reason: `symlink ${display(candidate)} points outside the Nix store (${node.target})` }
+    return { kind: 'missing', reason: `symlink ${display(candidate)} points outside the Nix store (${shorten(node.target)})` }
   }
   if (lastIsLink) {
     const suffix = node.type === 'directory' ? '/' : ''
     return { kind: 'redirect', location: encodeAbsolute([...splitPath(base), ...current]) + suffix }
   }
   return { kind: 'found', segments: current, node }
+}
+
+/** Where a symlink in `dir` points: normalized and without a trailing slash, so `/nix/store/` is the store dir, not a path in it. */
+function linkTarget(dir: string, target: string): string {
+  const resolved = path.normalize(target.startsWith('/') ? target : path.join(dir, target))
+  return resolved.length > 1 ? resolved.replace(/\/+$/, '') : resolved
 }
 
 function splitPath(p: string): string[] {
@@ -70,5 +83,10 @@ function encodeAbsolute(segments: readonly string[]): string {
 }
 
 function display(segments: readonly string[]): string {
-  return segments.length === 0 ? '/' : segments.join('/')
+  return segments.length === 0 ? '/' : shorten(segments.join('/'))
+}
+
+// Targets come from upstream listings and paths from clients: keep a hostile one from filling the answer and the log.
+function shorten(text: string): string {
+  return text.length > 200 ? `${text.slice(0, 200)}…` : text
 }

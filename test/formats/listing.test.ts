@@ -4,10 +4,12 @@ import { createHash } from 'node:crypto'
 import { describe, it } from 'node:test'
 import {
   ListingError,
+  checkListingFits,
   formatListing,
   hasAllOffsets,
   listingFromEntries,
   locate,
+  maxListingBytes,
   parseListing,
 } from '../../src/formats/listing.js'
 import type { ListingNode } from '../../src/formats/listing.js'
@@ -273,5 +275,28 @@ describe('listingFromEntries', () => {
     for (const [entries, pattern, why] of cases) {
       assert.throws(() => listingFromEntries(entries), (error: unknown) => error instanceof ListingError && pattern.test(error.message), why)
     }
+  })
+})
+
+describe('listings against their NarSize', () => {
+  const listing = (file: string) => parseListing(`{"version":1,"root":{"type":"directory","entries":{"sub":{"type":"directory","entries":{"f":${file}}}}}}`)
+
+  it('accepts files that fit in the NAR, with or without offsets', () => {
+    checkListingFits(listing('{"type":"regular","size":4,"narOffset":96}'), 100)
+    checkListingFits(listing('{"type":"regular","size":100}'), 100)
+  })
+
+  it('names the file whose offset or size runs past NarSize', () => {
+    for (const file of ['{"type":"regular","size":5,"narOffset":96}', '{"type":"regular","size":101}']) {
+      assert.throws(
+        () => checkListingFits(listing(file), 100),
+        (error: unknown) => error instanceof ListingError && error.path === 'sub/f' && /does not fit in the NarSize of 100/.test(error.message),
+      )
+    }
+  })
+
+  it('bounds the listing size by the NAR size, leaving room for any honest listing', () => {
+    assert.ok(maxListingBytes(0) >= 64 * 1024)
+    assert.ok(maxListingBytes(10 ** 9) >= 8 * 10 ** 9)
   })
 })

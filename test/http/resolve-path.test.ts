@@ -58,4 +58,18 @@ describe('resolveStorePath', () => {
     assert.match(((await resolve(['bin', 'tool', 'x'])) as { reason: string }).reason, /not a directory/)
     assert.match(((await resolve(['nope'])) as { reason: string }).reason, /no such file or directory: nope/)
   })
+
+  it('treats a link to the store dir itself as leaving the store, not as a store path', async () => {
+    const root = parseListing('{"version":1,"root":{"type":"directory","entries":{"s":{"type":"symlink","target":"/nix/store/"}}}}').root
+    const r = await resolveStorePath(async (s) => locate(root, s), base, '/nix/store', ['s', 'x'])
+    assert.match((r as { reason: string }).reason, /outside the Nix store/)
+  })
+
+  it('resolves a store path that is itself a symlink relative to the store dir', async () => {
+    const at = async (target: string, segments: string[]) =>
+      resolveStorePath(async (s) => (s.length === 0 ? { type: 'symlink', target } : undefined), base, '/nix/store', segments)
+    assert.deepEqual(await at('11111111111111111111111111111111-y', ['bin', 'x']), { kind: 'redirect', location: '/nix/store/11111111111111111111111111111111-y/bin/x' })
+    assert.match(((await at('../../etc', [])) as { reason: string }).reason, /symlink outside the Nix store/)
+    assert.match(((await at(`${base}/lib`, [])) as { reason: string }).reason, /symlink into itself/)
+  })
 })

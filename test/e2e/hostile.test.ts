@@ -1,0 +1,378 @@
+/**
+ * The hostile input suite (#7), end to end: an upstream serving a cache generated here with broken
+ * NARs, narinfos whose URL leaves the cache, lying and oversized `.ls` files and an xz bomb; and
+ * request paths that try to leave the store path they name. Every case must give a clear 4xx/502,
+ * a log line, no crash and no cache entry. Prints `hostile: N cases, M failures`.
+ * The parsers themselves are fuzzed in test/fuzz/.
+ */
+import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import fc from 'fast-check'
+import { formatListing, listingFromEntries, type ListingNode } from '../../src/formats/listing.js'
+import { NarIndexer } from '../../src/formats/nar-indexer.js'
+import { formatNarInfo } from '../../src/formats/narinfo.js'
+import { encodeNix32 } from '../../src/formats/nixbase32.js'
+import { buildNar, bytes, concat, directory, regular, str, symlink, tokens, u64, type NarTree } from '../formats/nar-builder.js'
+import { storeRequestTargets, wireSegment } from '../fuzz/arbitraries.js'
+import { rawRequest } from '../helpers/raw-http.js'
+import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
+import { startUnnar, type TestUnnar } from '../helpers/unnar.js'
+import { eventually } from '../helpers/wait.js'
+
+const summary = { cases: 0, failures: 0 }
+
+/** it() that counts itself (and any extra cases it reports) into the summary line. */
+function hostileCase(name: string, fn: () => Promise<number | void>): void {
+  it(name, async () => {
+    try {
+      summary.cases += (await fn()) ?? 1
+    } catch (err) {
+      summary.cases++
+      summary.failures++
+      throw err
+    }
+  })
+}
+
+interface StorePathSpec {
+  readonly name: string
+  /** The uncompressed NAR that NarHash and (unless `narSize`) NarSize describe. */
+  readonly nar: Uint8Array
+  /** The bytes at URL, when they are not `nar` itself (Compression: none). */
+  readonly file?: Uint8Array
+  readonly compression?: 'none' | 'xz'
+  readonly narSize?: number
+  readonly url?: string
+  readonly listing?: string
+}
+
+interface Published {
+  readonly hash: string
+  readonly base: string
+}
+
+/** Writes narinfo, NAR and `.ls` of one store path into the cache at `root`. */
+async function publish(root: string, spec: StorePathSpec): Promise<Published> {
+  const hash = encodeNix32(createHash('sha256').update(spec.name).digest().subarray(0, 20))
+  const file = spec.file ?? spec.nar
+  const url = spec.url ?? `nar/${hash}.nar${spec.compression === 'xz' ? '.xz' : ''}`
+  if (spec.url === undefined) await writeFile(path.join(root, url), file)
+  const narInfo = formatNarInfo({
+    storePath: `/nix/store/${hash}-${spec.name}`,
+    url,
+    compression: spec.compression ?? 'none',
+    fileSize: file.length,
+    narHash: { algorithm: 'sha256', digest: new Uint8Array(createHash('sha256').update(spec.nar).digest()) },
+    narSize: spec.narSize ?? spec.nar.length,
+    references: [],
+    sigs: [],
+    quirks: [],
+  })
+  await writeFile(path.join(root, `${hash}.narinfo`), narInfo)
+  if (spec.listing !== undefined) await writeFile(path.join(root, `${hash}.ls`), spec.listing)
+  return { hash, base: `${hash}-${spec.name}` }
+}
+
+/** Everything under the store's `nar/` and `tmp/`: a failed download must leave neither. */
+async function storeFiles(unnar: TestUnnar): Promise<string[]> {
+  const list = (dir: string) => readdir(path.join(unnar.cacheDir, dir)).catch(() => [] as string[])
+  return [...(await list('nar')), ...(await list('tmp'))]
+}
+
+function nested(depth: number): NarTree {
+  let tree = regular('x')
+  for (let i = 0; i < depth; i++) tree = directory({ d: tree })
+  return tree
+}
+
+/** A directory with one entry `f` whose regular-file node is given as raw bytes after `contents`. */
+function narWithFileBody(body: Uint8Array): Uint8Array {
+  return concat([tokens('nix-archive-1', '(', 'type', 'directory', 'entry', '(', 'name', 'f', 'node', '(', 'type', 'regular', 'contents'), body, tokens(')', ')', ')')])
+}
+
+const file = regular('x')
+
+const BAD_NARS: ReadonlyArray<readonly [what: string, nar: Uint8Array, problem: RegExp]> = [
+  ['unsorted entries', buildNar({ type: 'directory', entries: [['b', file], ['a', file]] }), /unsorted entry name "a" after "b"/],
+  ['duplicate entries', buildNar({ type: 'directory', entries: [['a', file], ['a', file]] }), /duplicate entry name "a"/],
+  ['an entry named ..', buildNar({ type: 'directory', entries: [['..', file]] }), /invalid entry name "\.\."/],
+  ['an entry named .', buildNar({ type: 'directory', entries: [['.', file]] }), /invalid entry name "\."/],
+  ['a slash in an entry name', buildNar({ type: 'directory', entries: [['a/b', file]] }), /invalid entry name "a\/b"/],
+  ['an empty entry name', buildNar({ type: 'directory', entries: [['', file]] }), /invalid entry name ""/],
+  ['non-zero padding', narWithFileBody(concat([u64(3), bytes('abc'), new Uint8Array([0, 0, 0, 0, 1])])), /non-zero padding byte 0x01/],
+  ['directories nested 1000 deep', buildNar(nested(1000)), /nesting exceeds the maximum depth of 64/],
+  ['a file size of 2^63', narWithFileBody(concat([u64(2n ** 63n), new Uint8Array(64)])), /file size 9223372036854775808 of "f" is too large/],
+]
+
+describe('hostile upstream data', { timeout: 120_000 }, () => {
+  let root: string
+  let upstream: TestUpstream
+  const unnars: TestUnnar[] = []
+  after(async () => {
+    for (const unnar of unnars) await unnar.stop()
+    await upstream?.close()
+    if (root !== undefined) await rm(root, { recursive: true, force: true })
+  })
+  before(async () => {
+    root = await mkdtemp(path.join(os.tmpdir(), 'unnar-hostile-'))
+    await mkdir(path.join(root, 'nar'))
+    await writeFile(path.join(root, 'nix-cache-info'), 'StoreDir: /nix/store\n')
+    upstream = await startTestUpstream({ root })
+  })
+  // One unnar per case: failed narinfo lookups trip the upstream's circuit breaker, and the cache
+  // directory of each must be checked on its own.
+  const fresh = async (): Promise<TestUnnar> => {
+    const unnar = await startUnnar([upstream.url], { TRUSTED_PUBLIC_KEYS: '' })
+    unnars.push(unnar)
+    return unnar
+  }
+
+  /** The listing needs the whole NAR, so it must fail with the indexer's own words. */
+  async function expectBadNar(unnar: TestUnnar, base: string, problem: RegExp): Promise<void> {
+    const res = await fetch(unnar.store(`${base}/`))
+    const text = await res.text()
+    assert.equal(res.status, 502, text)
+    assert.match(text, /^502 Bad Gateway: upstream sent a bad NAR: /)
+    assert.match(text, problem)
+    await eventually(() => unnar.logs.some((l) => l.msg === 'NAR download failed' && problem.test(String(l.error))), 'a log line naming the problem')
+    assert.ok(unnar.logs.some((l) => l.msg === 'request failed' && l.status === 502))
+    await eventually(async () => (await storeFiles(unnar)).length === 0, 'no partial cache entry')
+  }
+
+  for (const [what, nar, problem] of BAD_NARS) {
+    hostileCase(`answers 502 for a NAR with ${what}, logs it and keeps nothing`, async () => {
+      const published = await publish(root, { name: `bad-nar-${what.replace(/[^a-z0-9]+/gi, '-')}`, nar })
+      await expectBadNar(await fresh(), published.base, problem)
+    })
+  }
+
+  hostileCase('stops an xz bomb at its NarSize: 502, the decoder killed, nothing kept', async () => {
+    const GiB = 2 ** 30
+    const header = concat([tokens('nix-archive-1', '(', 'type', 'directory', 'entry', '(', 'name', 'big', 'node', '(', 'type', 'regular', 'contents'), u64(GiB)])
+    const xz = (data: Uint8Array) => new Uint8Array(execFileSync('xz', ['--compress', '--stdout', '-1'], { input: data }))
+    // xz decodes concatenated streams: 64 copies of 16 MiB of zeros is 1 GiB out of ~160 KB in.
+    const zeros = xz(new Uint8Array(16 * 2 ** 20))
+    const bomb = concat([xz(header), ...Array.from({ length: 64 }, () => zeros)])
+    assert.ok(bomb.length < 200_000)
+    const published = await publish(root, { name: 'xz-bomb', nar: header, file: bomb, compression: 'xz', narSize: 4096 })
+    const unnar = await fresh()
+    await expectBadNar(unnar, published.base, /NAR is larger than its NarSize 4096/)
+    await eventually(() => childProcesses('xz') === 0, 'no xz decoder left running')
+  })
+
+  describe('narinfo URLs that leave the cache', () => {
+    let decoy: net.Server
+    let decoyConnections = 0
+    let decoyHost: string
+    before(async () => {
+      decoy = net.createServer((socket) => {
+        decoyConnections++
+        socket.destroy()
+      })
+      // Another loopback address where the system has one (Linux: all of 127/8), else another port.
+      decoyHost = await listen(decoy, '127.0.0.2').then(
+        () => '127.0.0.2',
+        () => listen(decoy, '127.0.0.1').then(() => '127.0.0.1'),
+      )
+    })
+    after(() => new Promise<void>((resolve) => decoy.close(() => resolve())))
+
+    const urls = (): string[] => {
+      const port = (decoy.address() as net.AddressInfo).port
+      return [
+        `http://${decoyHost}:${port}/nar/x.nar`,
+        `HTTP://${decoyHost}:${port}/nar/x.nar`,
+        `//${decoyHost}:${port}/nar/x.nar`,
+        `\\\\${decoyHost}:${port}\\nar\\x.nar`,
+        'http://169.254.169.254/latest/meta-data/iam/security-credentials/',
+        'file:///etc/passwd',
+        '../../x',
+        'nar/../../x.nar',
+        'nar/%2e%2e/%2e%2e/x.nar',
+        '/etc/passwd',
+      ]
+    }
+
+    hostileCase('answers 502 and fetches nothing but the narinfo, from no other host', async () => {
+      const list = urls()
+      for (const [i, url] of list.entries()) {
+        const published = await publish(root, { name: `bad-url-${i}`, nar: buildNar(file), url })
+        const unnar = await fresh()
+        const before = upstream.requests.length
+        const res = await fetch(unnar.store(`${published.base}/`))
+        const text = await res.text()
+        assert.equal(res.status, 502, `${url}: ${text}`)
+        assert.match(text, /URL outside the cache/)
+        const asked = upstream.requests.slice(before).map((r) => r.path).filter((p) => p !== '/nix-cache-info')
+        assert.deepEqual(asked, [`/${published.hash}.narinfo`], url)
+        assert.ok(unnar.logs.some((l) => l.msg === 'upstream failed' && /URL outside the cache/.test(String(l.error))), url)
+        assert.deepEqual(await storeFiles(unnar), [])
+      }
+      assert.equal(decoyConnections, 0, 'the other host was never contacted')
+      return list.length
+    })
+  })
+
+  describe('.ls files', () => {
+    const nar = buildNar(directory({ 'a.txt': regular('hello'), 'b.txt': regular('world!') }))
+
+    hostileCase('ignores a listing whose offsets and sizes do not fit in NarSize, and answers from the NAR', async () => {
+      const root0 = listingOf(nar)
+      assert.equal(root0.type, 'directory')
+      const entries = (root0 as Extract<ListingNode, { type: 'directory' }>).entries
+      entries.set('a.txt', { type: 'regular', size: 5, executable: false, narOffset: 10 ** 9 })
+      entries.set('b.txt', { type: 'regular', size: 10 ** 12, executable: false, narOffset: 96 })
+      const published = await publish(root, { name: 'lying-listing', nar, listing: formatListing({ version: 1, root: root0 }) })
+      const unnar = await fresh()
+      // HEAD first: it is answered from the listing alone when the listing is used.
+      const head = await fetch(unnar.store(`${published.base}/b.txt`), { method: 'HEAD' })
+      assert.equal(head.status, 200)
+      assert.equal(head.headers.get('content-length'), '6')
+      const a = await fetch(unnar.store(`${published.base}/a.txt`))
+      assert.equal(await a.text(), 'hello')
+      assert.ok(unnar.logs.some((l) => l.msg === 'ignoring unusable listing' && /does not fit in the NarSize/.test(String(l.error))))
+    })
+
+    hostileCase('does not read a 50 MB listing of a tiny NAR, and answers from the NAR', async () => {
+      const entry = (i: number) => `"f${String(i).padStart(8, '0')}":{"type":"regular","size":1,"narOffset":${96 + i * 200}}`
+      const count = Math.ceil((50 * 2 ** 20) / entry(0).length)
+      const listing = `{"version":1,"root":{"type":"directory","entries":{${Array.from({ length: count }, (_, i) => entry(i)).join(',')}}}}`
+      assert.ok(listing.length >= 50 * 2 ** 20)
+      const published = await publish(root, { name: 'huge-listing', nar, listing })
+      const unnar = await fresh()
+      const res = await fetch(unnar.store(`${published.base}/b.txt`))
+      assert.equal(await res.text(), 'world!')
+      const json = (await (await fetch(unnar.store(`${published.base}/?json`))).json()) as { entries: Record<string, unknown> }
+      assert.deepEqual(Object.keys(json.entries), ['a.txt', 'b.txt'])
+      assert.ok(unnar.logs.some((l) => l.msg === 'ignoring unusable listing' && /over the \d+-byte limit/.test(String(l.error))))
+      assert.equal(upstream.count(`/${published.hash}.ls`), 1)
+    })
+  })
+})
+
+describe('hostile request paths', { timeout: 120_000 }, () => {
+  let root: string
+  let upstream: TestUpstream
+  let unnar: TestUnnar
+  let own: Published
+  let other: Published
+  const SECRET = 'SECRET-OF-ANOTHER-STORE-PATH'
+  after(async () => {
+    await unnar?.stop()
+    await upstream?.close()
+    if (root !== undefined) await rm(root, { recursive: true, force: true })
+    console.log(`hostile: ${summary.cases} cases, ${summary.failures} failures`)
+  })
+  before(async () => {
+    root = await mkdtemp(path.join(os.tmpdir(), 'unnar-hostile-paths-'))
+    await mkdir(path.join(root, 'nar'))
+    own = await publish(root, {
+      name: 'own',
+      nar: buildNar(directory({ dir: directory({ 'file.txt': regular('own dir file\n') }), 'file.txt': regular('own file\n'), link: symlink('dir/file.txt') })),
+    })
+    other = await publish(root, { name: 'other', nar: buildNar(directory({ 'secret.txt': regular(SECRET) })) })
+    upstream = await startTestUpstream({ root })
+    // Above the 8 KiB default, so that 10 KB paths reach the path parser rather than the 414 check.
+    unnar = await startUnnar([upstream.url], { TRUSTED_PUBLIC_KEYS: '', UNNAR_MAX_URL_LENGTH: '15000' })
+  })
+
+  /** 400 for a malformed path, 404 for a missing file, 414 for a too-long URL; never the other path's secret. */
+  async function expectRefused(target: string): Promise<number> {
+    const res = await rawRequest(unnar.url, { path: target })
+    const text = res.body.toString()
+    assert.ok([400, 404, 414].includes(res.status), `${target.slice(0, 200)}: ${res.status} ${text.slice(0, 200)}`)
+    assert.doesNotMatch(text, new RegExp(SECRET))
+    assert.doesNotMatch(text, /\/tmp\/|\/work\/|at .*\.ts/)
+    assert.ok(text.length < 2000, 'the error does not echo a long path whole')
+    return res.status
+  }
+
+  hostileCase('serves both store paths when asked for them directly (so the attacks below can fail)', async () => {
+    assert.equal(await (await fetch(unnar.store(`${own.base}/file.txt`))).text(), 'own file\n')
+    assert.equal(await (await fetch(unnar.store(`${other.base}/secret.txt`))).text(), SECRET)
+  })
+
+  hostileCase('refuses dot segments, NUL, empty segments, backslashes and broken or overlong escapes, and logs each', async () => {
+    const o = `/nix/store/${own.base}`
+    const secret = `${other.base}/secret.txt`
+    const targets = [
+      `${o}/../${secret}`,
+      `${o}/%2e%2e/${secret}`,
+      `${o}/%2E%2E/${secret}`,
+      `${o}/.%2e/${secret}`,
+      `${o}/dir/..%2f..%2f${other.base}%2fsecret.txt`,
+      `${o}/%c0%ae%c0%ae/${secret}`,
+      `${o}/%e0%80%ae%e0%80%ae/${secret}`,
+      `${o}\\..\\${secret}`,
+      `${o}/dir\\..\\..\\${secret}`,
+      `${o}/%5c..%5c..%5c${other.base}%5csecret.txt`,
+      `/x/../nix/store/${secret}`,
+      `/nix/store/./${secret}`,
+      `${o}/file.txt%00.png`,
+      `${o}/%00`,
+      `${o}//file.txt`,
+      `/nix/store//${own.base}/file.txt`,
+      `${o}/%`,
+      `${o}/%zz`,
+      `${o}/%e0%a4%a`,
+      `${o}/${'a'.repeat(10_000)}`,
+      `${o}/${'a/'.repeat(5_000)}`,
+      `/nix/store/${'a'.repeat(10_000)}`,
+      `${o}/${'%2e%2e/'.repeat(1_400)}${secret}`,
+    ]
+    const logged = () => unnar.logs.filter((l) => l.msg === 'request' && typeof l.status === 'number' && l.status >= 400).length
+    const before = logged()
+    for (const target of targets) await expectRefused(target)
+    // node-server answers a raw backslash itself, before the app: an empty 400 without a log line.
+    const reachedApp = targets.filter((t) => !t.includes('\\')).length
+    await eventually(() => logged() - before === reachedApp, 'one log line per request the app refused')
+    return targets.length
+  })
+
+  hostileCase('never answers a generated hostile path with anything outside the store path it names', async () => {
+    const segment = fc.oneof(wireSegment, fc.constantFrom(other.base, 'dir', 'file.txt', 'link', 'secret.txt'))
+    const targets = fc.sample(storeRequestTargets(fc.constantFrom(own.base, own.hash), segment), { numRuns: 200 })
+    for (const target of targets) {
+      const res = await rawRequest(unnar.url, { path: target })
+      const text = res.body.toString()
+      assert.ok([200, 301, 400, 404, 414].includes(res.status), `${target}: ${res.status} ${text.slice(0, 200)}`)
+      assert.doesNotMatch(text, new RegExp(SECRET), target)
+      if (res.status === 301) assert.ok(res.headers.location?.startsWith(`/nix/store/${own.base}`), `${target} → ${res.headers.location}`)
+    }
+    return targets.length
+  })
+})
+
+function listingOf(nar: Uint8Array): ListingNode {
+  const indexer = new NarIndexer()
+  const entries = indexer.push(nar)
+  indexer.end()
+  return listingFromEntries(entries).root
+}
+
+function listen(server: net.Server, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(0, host, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
+}
+
+/** Child processes of this test process running `command` (Linux `ps`). */
+function childProcesses(command: string): number {
+  try {
+    return execFileSync('ps', ['-o', 'comm=', '--ppid', String(process.pid)], { encoding: 'utf8' })
+      .split('\n')
+      .filter((line) => line.trim() === command).length
+  } catch {
+    return 0 // ps exits 1 when there are none
+  }
+}

@@ -1,0 +1,285 @@
+/**
+ * The hostile-input properties, shared by test/fuzz/fuzz.test.ts (few cases, in `npm test`) and
+ * bench/fuzz.ts (`npm run fuzz`, 100,000+ cases). Every parser must answer any input with a value
+ * or its own error class (never a TypeError/RangeError), with work and output bounded by the input,
+ * and round-trip where it has a printer.
+ */
+import assert from 'node:assert/strict'
+import fc from 'fast-check'
+import { HashError, formatHashNix32, formatHashSri, parseHash, HASH_BYTE_LENGTHS } from '../../src/formats/hash.js'
+import { ListingError, formatListing, hasAllOffsets, isValidEntryName, listingFromEntries, locate, parseListing, type ListingNode } from '../../src/formats/listing.js'
+import { MAX_NAR_DEPTH, MAX_NAME_BYTES, MAX_TARGET_BYTES, NarFormatError, NarIndexer, type NarEntry } from '../../src/formats/nar-indexer.js'
+import { NarInfoError, formatNarInfo, parseNarInfo, type NarInfo } from '../../src/formats/narinfo.js'
+import { Nix32Error, decodeNix32, encodeNix32, isNix32, nix32Length } from '../../src/formats/nixbase32.js'
+import { SignatureError, parsePublicKey, verifyNarInfo } from '../../src/formats/signature.js'
+import { StorePathError, formatStorePath, isStoreHash, isStoreName, parseStoreBaseName, parseStorePath } from '../../src/formats/store-path.js'
+import { HttpError } from '../../src/http/errors.js'
+import { parseStoreRequest, storeRequestRest, targetPath, type StoreRequest } from '../../src/http/request-path.js'
+import { MAX_SYMLINK_HOPS, resolveStorePath } from '../../src/http/resolve-path.js'
+import { buildNar, type NarTree } from '../formats/nar-builder.js'
+import { fixtureFiles, uncompressedNars } from '../formats/fixtures.js'
+import {
+  baseName,
+  cuts,
+  entryName,
+  hash,
+  hashText,
+  listingNode,
+  listingText,
+  messyText,
+  narBytes,
+  narInfo,
+  narInfoText,
+  narTree,
+  nix32Char,
+  splitAt,
+  storeHash,
+  storePathLike,
+  storeRequestTarget,
+  symlinkTree,
+} from './arbitraries.js'
+
+export interface FuzzProperty {
+  readonly name: string
+  readonly property: fc.IRawProperty<unknown>
+}
+
+/** An error message names the problem; it must not carry a hostile input back whole. */
+const MAX_MESSAGE_CHARS = 1200
+
+type ErrorClass = abstract new (...args: never[]) => Error
+
+/** Runs `parse`; a thrown error must be one of `allowed` with a bounded message, anything else fails the property. */
+function attempt<T>(parse: () => T, ...allowed: ErrorClass[]): T | undefined {
+  try {
+    return parse()
+  } catch (error) {
+    if (!allowed.some((kind) => error instanceof kind)) throw error
+    assert.ok((error as Error).message.length <= MAX_MESSAGE_CHARS, `error message of ${(error as Error).message.length} characters`)
+    return undefined
+  }
+}
+
+const storeDir = '/nix/store'
+const narInfoSeeds = fixtureFiles('narinfo').map((f) => f.text)
+const listingSeeds = fixtureFiles('ls').map((f) => f.text)
+const narSeeds = uncompressedNars()
+  .filter(({ nar }) => nar.length < 64 * 1024)
+  .map(({ nar }) => new Uint8Array(nar))
+
+const nix32Decode = fc.property(fc.oneof(fc.string({ unit: nix32Char, maxLength: 60 }), messyText), (text) => {
+  const bytes = attempt(() => decodeNix32(text), Nix32Error)
+  if (bytes === undefined) return
+  assert.ok(isNix32(text))
+  assert.ok(bytes.length <= text.length)
+  assert.equal(encodeNix32(bytes), text, 'one string per byte sequence')
+})
+
+const nix32RoundTrip = fc.property(fc.uint8Array({ maxLength: 80 }), (bytes) => {
+  const text = encodeNix32(bytes)
+  assert.equal(text.length, nix32Length(bytes.length))
+  assert.deepEqual(decodeNix32(text), bytes)
+})
+
+const storePaths = fc.property(storePathLike, (text) => {
+  const path = attempt(() => parseStorePath(text), StorePathError)
+  if (path !== undefined) {
+    assert.ok(isStoreHash(path.hash) && isStoreName(path.name))
+    assert.equal(formatStorePath(path), text)
+  }
+  const slash = text.lastIndexOf('/')
+  const parts = attempt(() => parseStoreBaseName(text.slice(slash + 1)), StorePathError)
+  if (parts !== undefined) assert.equal(`${parts.hash}-${parts.name}`, text.slice(slash + 1))
+})
+
+const hashes = fc.property(fc.oneof(hashText, hash.map(formatHashNix32)), (text) => {
+  const parsed = attempt(() => parseHash(text), HashError)
+  if (parsed === undefined) return
+  assert.equal(parsed.digest.length, HASH_BYTE_LENGTHS[parsed.algorithm])
+  assert.deepEqual(parseHash(formatHashNix32(parsed)), parsed)
+  assert.deepEqual(parseHash(formatHashSri(parsed)), parsed)
+})
+
+// Printing drops the quirks that only describe how the text was written.
+const PRINTED_AWAY = new Set(['compression-default', 'nar-hash-hex', 'no-trailing-newline'])
+
+const narInfoParse = fc.property(narInfoText(narInfoSeeds), (text) => {
+  const info = attempt(() => parseNarInfo(text), NarInfoError)
+  if (info === undefined) return
+  const again = parseNarInfo(formatNarInfo(info))
+  assert.deepEqual(again, { ...info, quirks: info.quirks.filter((q) => !PRINTED_AWAY.has(q)) })
+})
+
+const narInfoRoundTrip = fc.property(narInfo, (info) => {
+  assert.deepEqual(parseNarInfo(formatNarInfo(info)), info)
+})
+
+const listingParse = fc.property(listingText(listingSeeds), fc.array(fc.oneof(entryName, fc.constantFrom('d', '..', '')), { maxLength: 4 }), (text, segments) => {
+  const listing = attempt(() => parseListing(text), ListingError)
+  if (listing === undefined) return
+  const printed = formatListing(listing)
+  const again = parseListing(printed)
+  assert.deepEqual(again, listing)
+  assert.equal(formatListing(again), printed, 'entries stay in byte order')
+  hasAllOffsets(listing.root)
+  locate(listing.root, segments)
+})
+
+const listingRoundTrip = fc.property(listingNode, (root) => {
+  const listing = parseListing(formatListing({ version: 1, root }))
+  assert.deepEqual(listing.root, root)
+  assert.ok(inByteOrder(listing.root))
+})
+
+const narIndexing = fc.property(narBytes(narSeeds), cuts, (nar, at) => {
+  const whole = index([nar])
+  const chunked = index(splitAt(nar, at))
+  assert.equal(chunked.error, whole.error, 'the verdict does not depend on chunking')
+  // A push() that throws returns nothing, so entries completed earlier in that chunk are not seen.
+  const [fewer, more] = whole.entries.length <= chunked.entries.length ? [whole, chunked] : [chunked, whole]
+  assert.deepEqual(more.entries.slice(0, fewer.entries.length), fewer.entries)
+  if (whole.error === undefined) assert.deepEqual(chunked.entries, whole.entries)
+  // Output bounded by input: an entry takes at least three 16-byte tokens, paths and targets are capped.
+  assert.ok(whole.entries.length * 48 <= nar.length)
+  for (const entry of whole.entries) {
+    assert.ok(entry.path.length <= MAX_NAR_DEPTH * (MAX_NAME_BYTES + 1))
+    if (entry.type === 'symlink') assert.ok(entry.target.length <= MAX_TARGET_BYTES)
+    if (entry.type === 'regular') assert.ok(entry.narOffset + entry.size <= nar.length || whole.error !== undefined)
+  }
+  if (whole.error === undefined) {
+    const listing = attempt(() => listingFromEntries(whole.entries), ListingError)
+    if (listing !== undefined) assert.deepEqual(parseListing(formatListing(listing)), listing)
+  }
+})
+
+const narRoundTrip = fc.property(narTree, cuts, (tree, at) => {
+  const nar = buildNar(tree)
+  const { entries, error } = index(splitAt(nar, at))
+  assert.equal(error, undefined)
+  const expected = expectedEntries(tree)
+  assert.deepEqual(
+    entries.map((e) => (e.type === 'regular' ? { ...e, narOffset: 0 } : e)),
+    expected.map(({ contents: _, ...e }) => (e.type === 'regular' ? { ...e, narOffset: 0 } : e)),
+  )
+  entries.forEach((entry, i) => {
+    if (entry.type === 'regular') assert.deepEqual(nar.subarray(entry.narOffset, entry.narOffset + entry.size), expected[i]!.contents)
+  })
+  const listing = listingFromEntries(entries)
+  assert.equal(formatListing(parseListing(formatListing(listing))), formatListing(listing))
+})
+
+const signatures = fc.property(
+  fc.oneof(messyText, fc.tuple(fc.string({ maxLength: 8 }), fc.uint8Array({ minLength: 30, maxLength: 34 })).map(([name, key]) => `${name}:${Buffer.from(key).toString('base64')}`)),
+  narInfo,
+  fc.array(fc.oneof(messyText, fc.uint8Array({ minLength: 64, maxLength: 64 }).map((sig) => `k:${Buffer.from(sig).toString('base64')}`)), { maxLength: 3 }),
+  (keyText, info, sigs) => {
+    const key = attempt(() => parsePublicKey(keyText), SignatureError)
+    if (key !== undefined) assert.equal(verifyNarInfo({ ...info, sigs }, [key]), undefined, 'a random signature never verifies')
+  },
+)
+
+const requestPaths = fc.property(storeRequestTarget, (target) => {
+  const parse = (path: string): StoreRequest => parseStoreRequest(storeRequestRest(path, storeDir))
+  let request: StoreRequest | undefined
+  try {
+    request = parse(targetPath(target))
+  } catch (error) {
+    if (!(error instanceof HttpError) || error.status !== 400) throw error
+    assert.ok(error.message.length <= MAX_MESSAGE_CHARS)
+    return
+  }
+  assert.ok(isStoreHash(request.hash))
+  for (const segment of request.segments) assert.ok(isValidEntryName(segment), JSON.stringify(segment))
+  // What a URL parser makes of the same target (node-server routes on that) names the same store
+  // path and file: nothing was hidden from the check in a dot segment or a backslash.
+  assert.deepEqual(parse(new URL(target, 'http://example.org').pathname), request)
+})
+
+const OWN_BASE = '/nix/store/00000000000000000000000000000000-own'
+const OTHER_BASE = '/nix/store/11111111111111111111111111111111-other'
+
+const symlinkResolution = fc.asyncProperty(symlinkTree(OWN_BASE, OTHER_BASE), fc.array(fc.constantFrom('a', 'b', 'c'), { maxLength: 5 }), async (root, requested) => {
+  let lookups = 0
+  const lookup = async (segments: readonly string[]): Promise<ListingNode | undefined> => {
+    // Each hop rewrites the path at most once per segment: far more lookups than this is a loop.
+    assert.ok(++lookups <= 64 * (MAX_SYMLINK_HOPS + requested.length + 1), 'resolution does not terminate')
+    return locate(root, segments)
+  }
+  const resolution = await resolveStorePath(lookup, OWN_BASE, storeDir, requested)
+  if (resolution.kind === 'found') {
+    assert.equal(locate(root, resolution.segments), resolution.node)
+    assert.notEqual(resolution.node.type, 'symlink')
+    for (const segment of resolution.segments) assert.ok(isValidEntryName(segment))
+  } else if (resolution.kind === 'redirect') {
+    assert.ok(resolution.location.startsWith(`${storeDir}/`), resolution.location)
+    assert.equal(new URL(resolution.location, 'http://example.org').pathname, resolution.location, 'no dot segments in a redirect')
+    const inside = resolution.location.slice(storeDir.length + 1).replace(/\/$/, '').split('/').map(decodeURIComponent)
+    for (const segment of inside) assert.ok(isValidEntryName(segment), resolution.location)
+  }
+})
+
+/** Every property, in the order they run. */
+export const FUZZ_PROPERTIES: readonly FuzzProperty[] = [
+  { name: 'nix32 decode of any text', property: nix32Decode },
+  { name: 'nix32 encode/decode round trip', property: nix32RoundTrip },
+  { name: 'store path parsing', property: storePaths },
+  { name: 'hash parsing and printing', property: hashes },
+  { name: 'narinfo parse of hostile text, and print/parse of what it accepts', property: narInfoParse },
+  { name: 'narinfo format/parse round trip', property: narInfoRoundTrip },
+  { name: '.ls parse of hostile text, and print/parse of what it accepts', property: listingParse },
+  { name: '.ls format/parse round trip', property: listingRoundTrip },
+  { name: 'NAR indexing of hostile bytes, however chunked', property: narIndexing },
+  { name: 'NAR built by nar-builder indexes back to its entries', property: narRoundTrip },
+  { name: 'public key parsing and signature checks', property: signatures },
+  { name: 'request targets never leave the store path they name', property: requestPaths },
+  { name: 'symlink resolution stays in the store and terminates', property: symlinkResolution },
+]
+
+interface Indexed {
+  readonly entries: NarEntry[]
+  readonly error: string | undefined
+}
+
+/** Feeds the chunks, then ends; a NarFormatError is the only failure allowed, and it sticks. */
+function index(chunks: readonly Uint8Array[]): Indexed {
+  const indexer = new NarIndexer()
+  const entries: NarEntry[] = []
+  try {
+    for (const chunk of chunks) entries.push(...indexer.push(chunk))
+    indexer.end()
+    assert.ok(indexer.done)
+    return { entries, error: undefined }
+  } catch (error) {
+    if (!(error instanceof NarFormatError)) throw error
+    assert.ok(error.message.length <= MAX_MESSAGE_CHARS)
+    assert.throws(() => indexer.push(new Uint8Array(1)), (again) => again === error, 'the first error sticks')
+    return { entries, error: error.message }
+  }
+}
+
+type ExpectedEntry = NarEntry & { readonly contents?: Uint8Array }
+
+function expectedEntries(tree: NarTree, path = ''): ExpectedEntry[] {
+  switch (tree.type) {
+    case 'regular': {
+      const contents = typeof tree.contents === 'string' ? Buffer.from(tree.contents) : tree.contents
+      return [{ type: 'regular', path, size: contents.length, executable: tree.executable === true, narOffset: 0, contents }]
+    }
+    case 'symlink':
+      return [{ type: 'symlink', path, target: typeof tree.target === 'string' ? tree.target : Buffer.from(tree.target).toString() }]
+    case 'directory':
+      return [
+        { type: 'directory', path },
+        ...tree.entries.flatMap(([name, node]) => {
+          const text = typeof name === 'string' ? name : Buffer.from(name).toString()
+          return expectedEntries(node, path === '' ? text : `${path}/${text}`)
+        }),
+      ]
+  }
+}
+
+function inByteOrder(node: ListingNode): boolean {
+  if (node.type !== 'directory') return true
+  const names = [...node.entries.keys()].map((name) => Buffer.from(name))
+  return names.every((name, i) => i === 0 || Buffer.compare(names[i - 1]!, name) < 0) && [...node.entries.values()].every(inByteOrder)
+}
