@@ -5,6 +5,7 @@ import path from 'node:path'
 import { parsePublicKeys, type PublicKey } from './formats/signature.js'
 import { LOG_LEVELS, type LogLevel } from './log.js'
 import { SUPPORTED_SCHEMES } from './upstream/create-upstream.js'
+import { readNetrcFile } from './upstream/credentials.js'
 
 export const DEFAULT_UPSTREAM = 'https://cache.nixos.org'
 export const DEFAULT_PORT = 8383
@@ -142,7 +143,7 @@ export function loadConfig(env: Env): Config {
     keepAliveTimeoutMs: parseSeconds('UNNAR_KEEP_ALIVE_TIMEOUT', env.UNNAR_KEEP_ALIVE_TIMEOUT ?? '5') * 1000,
     maxUrlLength: parseCount('UNNAR_MAX_URL_LENGTH', env.UNNAR_MAX_URL_LENGTH ?? '8192'),
     shutdownTimeoutMs: parseSeconds('UNNAR_SHUTDOWN_TIMEOUT', env.UNNAR_SHUTDOWN_TIMEOUT ?? '30') * 1000,
-    netrcFile: env.NETRC === '' ? undefined : env.NETRC,
+    netrcFile: checkNetrcFile(env.NETRC),
     upstreamTokens: parseUpstreamTokens(env.UNNAR_UPSTREAM_TOKENS, env.UNNAR_UPSTREAM_TOKENS_FILE),
     upstreamConnectTimeoutMs: parseSeconds('UNNAR_UPSTREAM_CONNECT_TIMEOUT', env.UNNAR_UPSTREAM_CONNECT_TIMEOUT ?? '10') * 1000,
     upstreamIdleTimeoutMs: parseSeconds('UNNAR_UPSTREAM_IDLE_TIMEOUT', env.UNNAR_UPSTREAM_IDLE_TIMEOUT ?? '30') * 1000,
@@ -275,6 +276,17 @@ function parseUpstreamTokens(text: string | undefined, file: string | undefined)
   }
   if (text !== undefined) add('UNNAR_UPSTREAM_TOKENS', text)
   return tokens
+}
+
+/** NETRC must name a readable netrc file (its content is never shown). */
+function checkNetrcFile(file: string | undefined): string | undefined {
+  if (file === undefined || file === '') return undefined
+  try {
+    readNetrcFile(file)
+  } catch (err) {
+    throw new ConfigError(`NETRC: ${(err as Error).message}`)
+  }
+  return file
 }
 
 function parseLookup(text: string | undefined): Config['lookup'] {

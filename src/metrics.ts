@@ -4,16 +4,9 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { NarStoreEvents } from './store/nar-store.js'
+import type { UpstreamRequestEvent } from './upstream/instrument.js'
 import type { UpstreamHealth } from './upstream/path-info-lookup.js'
 
-/** One upstream request, as the upstream layer reports it (names are redacted URLs). */
-export interface UpstreamEvent {
-  readonly upstream: string
-  readonly kind: string
-  readonly status: 'ok' | 'miss' | 'error'
-  readonly errorKind?: string
-  readonly seconds: number
-}
 
 export interface MetricSources {
   store(): { usedBytes: number; maxBytes: number; entries: number; downloads: { active: number; queued: number } }
@@ -24,7 +17,9 @@ export interface Metrics {
   readonly registry: Registry
   readonly storeEvents: NarStoreEvents
   request(route: string, status: number, bytes: number, seconds: number): void
-  upstream(event: UpstreamEvent): void
+  upstream(event: UpstreamRequestEvent): void
+  /** A narinfo rejected for want of a trusted signature. */
+  untrusted(): void
   /** Connects the scrape-time gauges to their sources (they exist only after the metrics). */
   watch(sources: MetricSources): void
 }
@@ -55,7 +50,7 @@ export function createMetrics(): Metrics {
   const upstreamErrors = new Counter({ name: 'unnar_upstream_errors_total', help: 'Failed upstream requests by error kind', labelNames: ['upstream', 'kind', 'error'], registers })
   const upstreamLatency = new Histogram({
     name: 'unnar_upstream_request_duration_seconds',
-    help: 'Upstream request time to the response headers',
+    help: 'Upstream request time, to the end of the body (or the answer, for a miss or an early error)',
     labelNames: ['upstream', 'kind'],
     buckets: [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers,
@@ -109,9 +104,10 @@ export function createMetrics(): Metrics {
     upstream(event) {
       upstreamRequests.inc({ upstream: event.upstream, kind: event.kind, status: event.status })
       upstreamLatency.observe({ upstream: event.upstream, kind: event.kind }, event.seconds)
-      if (event.status !== 'error') return
-      upstreamErrors.inc({ upstream: event.upstream, kind: event.kind, error: event.errorKind ?? 'unknown' })
-      if (event.errorKind === 'untrusted') verification.inc({ what: 'narinfo-signature' })
+      if (event.status === 'error') upstreamErrors.inc({ upstream: event.upstream, kind: event.kind, error: event.errorKind ?? 'unknown' })
+    },
+    untrusted() {
+      verification.inc({ what: 'narinfo-signature' })
     },
     watch(s) {
       sources = s

@@ -13,10 +13,10 @@ import { createApp, metricsHandler } from './http/app.js'
 import type { Logger } from './log.js'
 import { createMetrics } from './metrics.js'
 import { NarStore } from './store/nar-store.js'
-import { createUpstream } from './upstream/create-upstream.js'
+import { createUpstream, upstreamOptionsFrom } from './upstream/create-upstream.js'
 import type { Upstream } from './upstream/upstream.js'
 import { PathInfoLookup } from './upstream/path-info-lookup.js'
-import { orderUpstreams } from './upstream/upstream-order.js'
+import { CACHE_INFO_INTERVAL_MS, watchUpstreamOrder } from './upstream/upstream-order.js'
 
 export const VERSION = '0.1.0'
 /** public/ sits beside src/ when run from source, two levels up from dist/src/ when compiled. */
@@ -40,9 +40,10 @@ export interface RunningServer {
 }
 
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
-  const upstreams = config.upstreams.map((url) => createUpstream(url, { timeoutMs: config.upstreamTimeoutMs, userAgent: `unnar/${VERSION}` }))
-  const maxBytes = await resolveCacheSize(config.cacheDir, config.cacheSize)
   const metrics = createMetrics()
+  const upstreamOptions = upstreamOptionsFrom(config, { userAgent: `unnar/${VERSION}`, onRequest: (event) => metrics.upstream(event) })
+  const upstreams = config.upstreams.map((url) => createUpstream(url, upstreamOptions))
+  const maxBytes = await resolveCacheSize(config.cacheDir, config.cacheSize)
   const store = new NarStore({
     dir: config.cacheDir,
     maxBytes,
@@ -52,12 +53,18 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     log,
   })
   await store.init()
-  const lookup = new PathInfoLookup(upstreams, { log, negativeTtlMs: config.negativeTtlMs, maxEntries: 10_000, trustedKeys: trustPolicy(config) })
+  const lookup = new PathInfoLookup(upstreams, { log, negativeTtlMs: config.negativeTtlMs, maxEntries: 10_000, trustedKeys: trustPolicy(config), strategy: config.lookup, onUntrusted: () => metrics.untrusted() })
   // Served in the configured order until every nix-cache-info has answered (a slow or offline
-  // upstream must not delay the start).
-  void orderUpstreams(upstreams, config.upstreams, { storeDir: DEFAULT_STORE_DIR, pinned: config.pinUpstreamOrder, log }).then((ordered) => {
-    if (ordered.length === 0) log.error('no upstream serves /nix/store; keeping the configured list', { storeDir: DEFAULT_STORE_DIR })
-    else lookup.reorder(ordered)
+  // upstream must not delay the start); read again every 10 minutes for Priority/StoreDir changes.
+  const orderWatch = watchUpstreamOrder(upstreams, config.upstreams, {
+    storeDir: DEFAULT_STORE_DIR,
+    pinned: config.pinUpstreamOrder,
+    log,
+    intervalMs: CACHE_INFO_INTERVAL_MS,
+    onOrder: (ordered) => {
+      if (ordered.length === 0) log.error('no upstream serves /nix/store; keeping the configured list', { storeDir: DEFAULT_STORE_DIR })
+      else lookup.reorder(ordered)
+    },
   })
   metrics.watch({ store: () => store, upstreams: () => lookup.health() })
   let accepting = true
@@ -87,6 +94,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
 
   const close = async () => {
     accepting = false
+    orderWatch.stop()
     await Promise.all([store.close(), ...[server, metricsServer].map((s) => s !== undefined && stopServer(s))])
   }
   return {

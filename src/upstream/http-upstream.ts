@@ -1,13 +1,18 @@
 /** An http(s):// binary cache, fetched with node:http over keep-alive connections. */
 import http from 'node:http'
 import https from 'node:https'
+import type { LookupFunction } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { type Upstream, UpstreamError, type UpstreamResponse } from './upstream.js'
+import { formatMs, guardBody } from './body-guard.js'
+import { type Authorization, authorizationFor, type UpstreamCredentials } from './credentials.js'
+import { type Upstream, UpstreamError, type UpstreamResponse, type UpstreamTimeouts } from './upstream.js'
 
-export interface HttpUpstreamOptions {
-  /** Socket idle time (connect, first byte, and between body chunks) before the request fails. */
-  readonly timeoutMs: number
+export interface HttpUpstreamOptions extends UpstreamTimeouts {
   readonly userAgent: string
+  /** netrc entries and bearer tokens; credentials in the URL win over both. */
+  readonly credentials?: UpstreamCredentials | undefined
+  /** Host name resolution (tests pass one that never answers to model an unreachable host). */
+  readonly lookup?: LookupFunction | undefined
 }
 
 const MISSING_STATUSES = new Set([403, 404, 410]) // Nix treats 403 like 404 (S3 without list permission)
@@ -18,25 +23,31 @@ const RETRY_BASE_MS = 200
 const MAX_RETRY_AFTER_MS = 5_000
 
 export class HttpUpstream implements Upstream {
+  /** Scheme, host and path of the cache: no credentials, no query. */
   readonly name: string
   readonly #base: URL
-  readonly #authorization: string | undefined
+  readonly #authorization: Authorization | undefined
   readonly #options: HttpUpstreamOptions
   readonly #agent: http.Agent
 
   constructor(url: URL, options: HttpUpstreamOptions) {
-    const base = new URL(url.href.endsWith('/') ? url.href : url.href + '/')
-    this.#authorization =
-      base.username !== ''
-        ? 'Basic ' + Buffer.from(`${decodeURIComponent(base.username)}:${decodeURIComponent(base.password)}`).toString('base64')
-        : undefined
+    this.#authorization = authorizationFor(url, options.credentials)
+    const base = new URL(url.href)
     base.username = ''
     base.password = ''
+    base.search = '' // `?priority=N` is read by upstream-order, not sent
+    base.hash = ''
+    if (!base.pathname.endsWith('/')) base.pathname += '/'
     this.#base = base
     this.name = base.href.replace(/\/$/, '')
     this.#options = options
     const Agent = base.protocol === 'https:' ? https.Agent : http.Agent
     this.#agent = new Agent({ keepAlive: true, maxSockets: 64 })
+  }
+
+  /** Where the Authorization header comes from (`url`, `token`, `netrc`), or undefined: safe to log. */
+  get credentialSource(): Authorization['source'] | undefined {
+    return this.#authorization?.source
   }
 
   /**
@@ -72,39 +83,80 @@ export class HttpUpstream implements Upstream {
         res.resume()
         const transient = status >= 500 || status === 408 || status === 429
         const retryAfter = Number(res.headers['retry-after'])
-        throw new UpstreamError(this.name, 'bad-status', `HTTP ${status} for ${key}`, {
+        throw new UpstreamError(this.name, 'bad-status', `HTTP ${status} for ${key}${status === 401 ? this.#authHint(url) : ''}`, {
           transient,
           ...(Number.isFinite(retryAfter) && retryAfter >= 0 ? { retryAfterMs: Math.min(retryAfter * 1000, MAX_RETRY_AFTER_MS) } : {}),
         })
       }
       const length = res.headers['content-length']
+      const idleTimeoutMs = this.#options.idleTimeoutMs ?? this.#options.timeoutMs
       return {
-        body: res,
+        body: guardBody(res, {
+          idleTimeoutMs,
+          onIdle: () => new UpstreamError(this.name, 'timeout', `idle timeout: the body of ${url.pathname} stalled for ${formatMs(idleTimeoutMs)}`),
+          mapError: (err) =>
+            signal?.aborted === true || err.name === 'AbortError'
+              ? err
+              : new UpstreamError(this.name, 'network', `reading ${url.pathname}: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }),
+        }),
         size: length !== undefined && /^\d+$/.test(length) ? Number(length) : undefined,
         contentEncoding: res.headers['content-encoding']?.trim().toLowerCase() || undefined,
       }
     }
   }
 
+  /** Says why a 401 happened without saying anything secret. */
+  #authHint(url: URL): string {
+    if (url.origin !== this.#base.origin) return ' (after a redirect to another host, which never gets the credentials)'
+    const source = this.#authorization?.source
+    if (source === undefined) return ' (no credentials for this host: give them in the URL, UNNAR_UPSTREAM_TOKENS or NETRC)'
+    return ` (the credentials from ${source === 'url' ? 'the URL' : source === 'token' ? 'UNNAR_UPSTREAM_TOKENS' : 'NETRC'} were refused)`
+  }
+
   #request(url: URL, signal: AbortSignal | undefined): Promise<http.IncomingMessage> {
     const sameOrigin = url.origin === this.#base.origin
     const headers: Record<string, string> = { 'user-agent': this.#options.userAgent, 'accept-encoding': 'zstd, br, gzip' }
     // Credentials go only to the cache's own origin, never to a host it redirects to.
-    if (sameOrigin && this.#authorization !== undefined) headers.authorization = this.#authorization
+    if (sameOrigin && this.#authorization !== undefined) headers.authorization = this.#authorization.header
     const client = url.protocol === 'https:' ? https : http
+    const { timeoutMs } = this.#options
+    const connectTimeoutMs = this.#options.connectTimeoutMs ?? timeoutMs
     return new Promise((resolve, reject) => {
       const req = client.request(url, {
         agent: sameOrigin ? this.#agent : undefined,
         headers,
         ...(signal === undefined ? {} : { signal }),
+        ...(this.#options.lookup === undefined ? {} : { lookup: this.#options.lookup }),
       })
-      const timeoutMs = this.#options.timeoutMs
-      // Socket inactivity covers a slow connect, a slow first byte and a stalled body alike.
-      req.setTimeout(timeoutMs, () => {
-        req.destroy(new UpstreamError(this.name, 'timeout', `no data for ${timeoutMs} ms (${url.pathname})`))
+      let timer: NodeJS.Timeout | undefined
+      const clear = (): void => {
+        if (timer !== undefined) clearTimeout(timer)
+        timer = undefined
+      }
+      const expire = (detail: string): void => {
+        timer = undefined
+        req.destroy(new UpstreamError(this.name, 'timeout', `${detail} (${url.host === this.#base.host ? '' : url.host}${url.pathname})`))
+      }
+      const waitForFirstByte = (): void => {
+        clear()
+        if (req.destroyed) return
+        timer = setTimeout(() => expire(`first-byte timeout: no response within ${formatMs(timeoutMs)}`), timeoutMs)
+      }
+      req.once('socket', (socket) => {
+        if (!socket.connecting) {
+          waitForFirstByte() // a kept-alive connection
+          return
+        }
+        timer = setTimeout(() => expire(`connect timeout: no connection within ${formatMs(connectTimeoutMs)}`), connectTimeoutMs)
+        socket.once(url.protocol === 'https:' ? 'secureConnect' : 'connect', waitForFirstByte)
       })
-      req.on('response', resolve)
+      req.once('response', (res) => {
+        clear()
+        resolve(res)
+      })
+      req.once('close', clear)
       req.on('error', (err) => {
+        clear()
         if (err instanceof UpstreamError || err.name === 'AbortError') reject(err)
         else reject(new UpstreamError(this.name, 'network', `${(err as NodeJS.ErrnoException).code ?? err.message} (${url.pathname})`, { cause: err, transient: true }))
       })

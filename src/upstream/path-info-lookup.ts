@@ -1,6 +1,6 @@
 /** Finds a store path's narinfo (and `.ls`) in the prioritized upstreams, with caching and coalescing. */
 import { LRUCache } from 'lru-cache'
-import { parseListing, type Listing } from '../formats/listing.js'
+import { checkListingFits, maxListingBytes, parseListing, type Listing } from '../formats/listing.js'
 import { parseNarInfo, type NarInfo } from '../formats/narinfo.js'
 import { isContentAddressed, verifyNarInfo, type PublicKey } from '../formats/signature.js'
 import { parseStorePath, type StorePath } from '../formats/store-path.js'
@@ -41,6 +41,15 @@ export interface PathInfoLookupOptions {
   readonly maxEntries: number
   /** The keys an upstream's narinfos must be signed with; undefined = not checked. */
   readonly trustedKeys: (upstream: Upstream) => readonly PublicKey[] | undefined
+  /**
+   * `sequential` (default): ask one upstream after the other, in priority order. `parallel`: ask every
+   * upstream at once and take the answer of the highest-priority upstream that has a trusted narinfo,
+   * as soon as every upstream above it has answered (or failed, or timed out); the requests still
+   * running below it are aborted.
+   */
+  readonly strategy?: 'sequential' | 'parallel' | undefined
+  /** Called for each narinfo rejected for want of a trusted signature (metrics). */
+  readonly onUntrusted?: ((upstream: string) => void) | undefined
 }
 
 export const MAX_NARINFO_BYTES = 1024 * 1024
@@ -71,13 +80,17 @@ export class PathInfoLookup {
   readonly #listings: LRUCache<PathInfo, ListingFound>
   readonly #negativeTtlMs: number
   readonly #trustedKeys: PathInfoLookupOptions['trustedKeys']
+  readonly #onUntrusted: PathInfoLookupOptions['onUntrusted']
   readonly #health = new Map<Upstream, UpstreamHealth>()
+  readonly #parallel: boolean
 
   constructor(upstreams: readonly Upstream[], options: PathInfoLookupOptions) {
     this.#upstreams = upstreams
+    this.#parallel = options.strategy === 'parallel'
     this.#log = options.log
     this.#negativeTtlMs = options.negativeTtlMs
     this.#trustedKeys = options.trustedKeys
+    this.#onUntrusted = options.onUntrusted
     // lru-cache's fetch() coalesces concurrent lookups of one key into one upstream round.
     this.#narInfos = new LRUCache<string, Found>({
       max: options.maxEntries,
@@ -122,28 +135,65 @@ export class PathInfoLookup {
 
   async #lookup(hash: string): Promise<PathInfo | undefined> {
     const failures: UpstreamError[] = []
-    for (const upstream of this.upstreams) {
-      const health = this.#health.get(upstream)
-      if (health?.skippedUntil !== undefined && Date.parse(health.skippedUntil) > Date.now()) {
-        failures.push(new UpstreamError(upstream.name, 'network', `skipped until ${health.skippedUntil} after ${health.failures} failures in a row (last: ${health.lastError})`))
-        continue
+    // Parallel: every request starts now; the loop below still takes the answers in priority order.
+    const asks = this.upstreams.map((upstream) => this.#ask(upstream, hash, this.#parallel))
+    try {
+      for (const ask of asks) {
+        const outcome = await ask.start()
+        if ('error' in outcome) {
+          if (!(outcome.error instanceof UpstreamError)) throw outcome.error
+          failures.push(outcome.error)
+        } else if (outcome.info !== undefined) {
+          return outcome.info
+        }
       }
-      try {
-        const info = await this.#fetchNarInfo(upstream, hash)
-        this.#health.set(upstream, { name: upstream.name, state: 'ok' })
-        if (info !== undefined) return info
-      } catch (err) {
-        if (!(err instanceof UpstreamError)) throw err
-        // An untrusted answer is the cache's content, not its health.
-        if (err.kind !== 'untrusted') this.#recordFailure(upstream, err)
-        this.#log.warn('upstream failed', { upstream: upstream.name, hash, error: err.message })
-        failures.push(err)
-      }
+    } finally {
+      // Upstreams below the winner (or after a bug) are not waited for.
+      for (const ask of asks) ask.abort()
     }
     // A path no healthy upstream has is only "not found" when nobody failed: otherwise the
     // failing upstream might have had it.
     if (failures.length > 0) throw new UpstreamsFailedError(`looking up ${hash}`, failures)
     return undefined
+  }
+
+  /**
+   * One upstream's narinfo request, started at once (`eager`) or by the first start(). Its outcome
+   * updates the upstream's health as soon as it is known, unless the request was aborted.
+   */
+  #ask(upstream: Upstream, hash: string, eager: boolean): { start(): Promise<{ info: PathInfo | undefined } | { error: unknown }>; abort(): void } {
+    const health = this.#health.get(upstream)
+    if (health?.skippedUntil !== undefined && Date.parse(health.skippedUntil) > Date.now()) {
+      const error = new UpstreamError(upstream.name, 'network', `skipped until ${health.skippedUntil} after ${health.failures} failures in a row (last: ${health.lastError})`)
+      return { start: () => Promise.resolve({ error }), abort: () => {} }
+    }
+    const controller = eager ? new AbortController() : undefined
+    let outcome: Promise<{ info: PathInfo | undefined } | { error: unknown }> | undefined
+    const start = () =>
+      (outcome ??= this.#fetchNarInfo(upstream, hash, controller?.signal).then(
+        (info) => {
+          this.#health.set(upstream, { name: upstream.name, state: 'ok' })
+          return { info }
+        },
+        (error: unknown) => {
+          if (controller?.signal.aborted === true) return { error }
+          if (error instanceof UpstreamError) {
+            // An untrusted answer is the cache's content, not its health.
+            if (error.kind !== 'untrusted') this.#recordFailure(upstream, error)
+            this.#log.warn('upstream failed', { upstream: upstream.name, hash, error: error.message })
+          }
+          return { error }
+        },
+      ))
+    if (eager) void start()
+    return {
+      start,
+      abort: () => {
+        if (outcome === undefined) return
+        // Aborting a request that has settled is harmless.
+        controller?.abort()
+      },
+    }
   }
 
   #recordFailure(upstream: Upstream, err: UpstreamError): void {
@@ -159,9 +209,9 @@ export class PathInfoLookup {
     })
   }
 
-  async #fetchNarInfo(upstream: Upstream, hash: string): Promise<PathInfo | undefined> {
+  async #fetchNarInfo(upstream: Upstream, hash: string, signal?: AbortSignal): Promise<PathInfo | undefined> {
     const key = `${hash}.narinfo`
-    const res = await upstream.get(key)
+    const res = await upstream.get(key, signal)
     if (res === undefined) return undefined
     const text = (await readSmallBody(res, MAX_NARINFO_BYTES, upstream.name, key)).toString('utf8')
     let narInfo: NarInfo
@@ -189,6 +239,7 @@ export class PathInfoLookup {
     const signer = verifyNarInfo(narInfo, keys)
     if (signer !== undefined) return signer
     if (isContentAddressed(narInfo)) return 'content-address'
+    this.#onUntrusted?.(upstream.name)
     throw new UpstreamError(upstream.name, 'untrusted', `${key} has no trusted signature (trusted keys: ${keys.map((k) => k.name).join(', ')})`)
   }
 
@@ -197,8 +248,10 @@ export class PathInfoLookup {
     try {
       const res = await info.upstream.get(key)
       if (res === undefined) return undefined
-      const text = (await readSmallBody(res, MAX_LISTING_BYTES, info.upstream.name, key)).toString('utf8')
-      return parseListing(text)
+      const maxBytes = Math.min(MAX_LISTING_BYTES, maxListingBytes(info.narInfo.narSize))
+      const listing = parseListing((await readSmallBody(res, maxBytes, info.upstream.name, key)).toString('utf8'))
+      checkListingFits(listing, info.narInfo.narSize)
+      return listing
     } catch (err) {
       // A broken listing only costs speed: the NAR itself is the authority.
       this.#log.warn('ignoring unusable listing', { upstream: info.upstream.name, key, error: err })

@@ -8,14 +8,13 @@
  */
 import http from 'node:http'
 import https from 'node:https'
-import { finished, PassThrough, Readable } from 'node:stream'
+import { Readable } from 'node:stream'
 import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3'
-import { type Upstream, UpstreamError, type UpstreamResponse } from './upstream.js'
+import { formatMs, guardBody } from './body-guard.js'
+import { type Upstream, UpstreamError, type UpstreamResponse, type UpstreamTimeouts } from './upstream.js'
 
-export interface S3UpstreamOptions {
-  /** Socket idle time (connect, first byte, and between body chunks) before the request fails. */
-  readonly timeoutMs: number
-  readonly userAgent?: string
+export interface S3UpstreamOptions extends UpstreamTimeouts {
+  readonly userAgent?: string | undefined
 }
 
 export type S3AddressingStyle = 'auto' | 'path' | 'virtual'
@@ -158,6 +157,7 @@ export class S3Upstream implements Upstream {
   readonly name: string
   readonly location: S3Location
   readonly #client: S3Client
+  readonly #timeouts: { readonly connect: number; readonly firstByte: number; readonly idle: number }
 
   constructor(url: URL, options: S3UpstreamOptions) {
     this.location = parseS3Url(url)
@@ -165,6 +165,7 @@ export class S3Upstream implements Upstream {
     process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
     this.name = this.location.name
     const { region, endpoint, profile, forcePathStyle } = this.location
+    this.#timeouts = { connect: options.connectTimeoutMs ?? options.timeoutMs, firstByte: options.timeoutMs, idle: options.idleTimeoutMs ?? options.timeoutMs }
     this.#client = new S3Client({
       region,
       forcePathStyle,
@@ -176,9 +177,13 @@ export class S3Upstream implements Upstream {
       // unnar retries failing upstreams itself (with backoff and health tracking): one attempt here.
       maxAttempts: 1,
       requestHandler: {
-        connectionTimeout: options.timeoutMs,
-        // Socket inactivity: a slow first byte and a stalled body alike.
-        socketTimeout: options.timeoutMs,
+        // TCP connect (the SDK does not count the TLS handshake here).
+        connectionTimeout: this.#timeouts.connect,
+        // From the request to the response headers; an error rather than the SDK's default warning.
+        requestTimeout: this.#timeouts.firstByte,
+        throwOnRequestTimeout: true,
+        // No socketTimeout: the body's idle timeout is unnar's own (guardBody), which does not count
+        // the time a slow reader keeps the body paused.
         httpAgent: new http.Agent({ keepAlive: true, maxSockets: 64 }),
         httpsAgent: new https.Agent({ keepAlive: true, maxSockets: 64 }),
       },
@@ -218,16 +223,12 @@ export class S3Upstream implements Upstream {
     if (raw instanceof Readable) source = raw
     else if (raw !== null && typeof raw === 'object' && 'getReader' in raw) source = Readable.fromWeb(raw as import('node:stream/web').ReadableStream)
     else throw new UpstreamError(this.name, 'bad-response', `unexpected body type for ${key}`)
-    const body = new PassThrough({ highWaterMark: 256 * 1024 })
-    // Not pipeline(): it would hand `body` the SDK's raw error before we could translate it.
-    finished(source, (err) => {
-      if (err !== undefined && err !== null && !body.destroyed) body.destroy(this.#bodyError(err, key))
+    const idle = this.#timeouts.idle
+    return guardBody(source, {
+      idleTimeoutMs: idle,
+      onIdle: () => new UpstreamError(this.name, 'timeout', `idle timeout: the body of ${key} stalled for ${formatMs(idle)}`),
+      mapError: (err) => this.#bodyError(err, key),
     })
-    body.on('close', () => {
-      if (!source.destroyed) source.destroy() // the consumer gave up: free the socket
-    })
-    source.pipe(body)
-    return body
   }
 
   #bodyError(err: Error, key: string): UpstreamError {
@@ -258,7 +259,13 @@ export class S3Upstream implements Upstream {
       return new UpstreamError(this.name, 'network', `no AWS credentials${this.location.profile === undefined ? '' : ` for profile "${this.location.profile}"`}: ${e.message ?? code}`, { cause: err })
     }
     if (code === 'TimeoutError' || (e.code !== undefined && TIMEOUT_CODES.has(e.code))) {
-      return new UpstreamError(this.name, 'timeout', `${e.message ?? 'timed out'} (${key})`, { cause: err })
+      const message = e.message ?? ''
+      const detail = /establish a connection/.test(message)
+        ? `connect timeout: no connection within ${formatMs(this.#timeouts.connect)}`
+        : /requestTimeout/.test(message)
+          ? `first-byte timeout: no response within ${formatMs(this.#timeouts.firstByte)}`
+          : message || 'timed out'
+      return new UpstreamError(this.name, 'timeout', `${detail} (${key})`, { cause: err })
     }
     if (status !== undefined && status > 0) {
       const detail = code !== '' && code !== 'Error' && code !== 'UnknownError' ? ` ${code}` : ''

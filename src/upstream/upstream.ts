@@ -21,6 +21,16 @@ export interface Upstream {
 
 export type UpstreamErrorKind = 'timeout' | 'network' | 'bad-status' | 'bad-response' | 'untrusted'
 
+/** The three upstream timeouts (a 'timeout' UpstreamError names the one that fired). */
+export interface UpstreamTimeouts {
+  /** From sending the request (once connected) to the response headers: the first-byte timeout. */
+  readonly timeoutMs: number
+  /** DNS, TCP connect and TLS handshake of a new connection; default timeoutMs. */
+  readonly connectTimeoutMs?: number | undefined
+  /** Longest silence between two body chunks while unnar is ready for more; default timeoutMs. */
+  readonly idleTimeoutMs?: number | undefined
+}
+
 export interface UpstreamErrorOptions extends ErrorOptions {
   /** Worth retrying (a reset connection, a 5xx, a 429). */
   readonly transient?: boolean

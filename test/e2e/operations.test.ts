@@ -75,6 +75,22 @@ describe('operations', { timeout: 120_000 }, () => {
     assert.ok(sample(text, 'unnar_http_response_bytes_total', '{route="store"}')! >= 2 * basic.entries[BLOB]!.size!)
     assert.match(text, /unnar_upstream_healthy\{upstream="[^"]+"\} 1/)
     assert.match(text, /unnar_process_resident_memory_bytes \d+/)
+    assert.match(text, /unnar_upstream_requests_total\{upstream="http:\/\/127\.0\.0\.1:\d+\/?",kind="narinfo",status="ok"\} 1/)
+    assert.match(text, /unnar_upstream_requests_total\{upstream="[^"]+",kind="nar",status="ok"\} 1/)
+    assert.match(text, /unnar_upstream_request_duration_seconds_count\{upstream="[^"]+",kind="nar"\} 1/)
+  })
+
+  it('counts narinfos rejected for want of a trusted signature, and upstream errors by kind', async () => {
+    const upstream = await upstreamFor()
+    const unnar = await unnarFor([upstream.url], { TRUSTED_PUBLIC_KEYS: 'other-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=' })
+    // The app fixture is input-addressed (the others are content-addressed, which Nix trusts unsigned).
+    const app = fixturePath('app')
+    assert.equal((await fetch(unnar.store(`${app.hash}-${app.name}/bin/uses-dep`))).status, 502)
+    upstream.setFault(/\.narinfo$/, { kind: 'status', status: 500 })
+    assert.equal((await fetch(unnar.store(`${site.hash}-${site.name}/`))).status, 502)
+    const text = await metricsText(unnar.url)
+    assert.equal(sample(text, 'unnar_verification_failures_total', '{what="narinfo-signature"}'), 1)
+    assert.match(text, /unnar_upstream_errors_total\{upstream="[^"]+",kind="narinfo",error="bad-status"\} 1/)
   })
 
   it('serves /metrics on a separate listener, or not at all', async () => {
@@ -120,6 +136,10 @@ describe('operations', { timeout: 120_000 }, () => {
     assert.ok(start !== undefined)
     const text = JSON.stringify(unnar.logs)
     assert.ok(!text.includes('pw-secret') && !text.includes('tok-secret'), text)
+    await (await fetch(unnar.store(`${basicBase}/${BLOB}`))).arrayBuffer()
+    const exposed = `${await metricsText(unnar.url)}${await (await fetch(`${unnar.url}/api/upstreams`)).text()}`
+    assert.ok(exposed.includes('unnar_upstream_requests_total{upstream="http://127.0.0.1'), 'the upstream is labelled')
+    assert.ok(!exposed.includes('pw-secret') && !exposed.includes('user:'), 'no credentials in metrics or /api/upstreams')
     assert.match(JSON.stringify(start.config), /"maxDownloads":8/)
   })
 

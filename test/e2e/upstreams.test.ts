@@ -123,7 +123,7 @@ describe('upstream selection and failures', { timeout: 60_000 }, () => {
     try {
       const res = await fetch(unnar.store(`${basicBase}/bin/hello`))
       assert.equal(res.status, 504)
-      assert.match(await res.text(), /no data for 500 ms/)
+      assert.match(await res.text(), /first-byte timeout: no response within 500 ms/)
     } finally {
       await unnar.stop()
     }

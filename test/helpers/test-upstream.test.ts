@@ -97,6 +97,26 @@ test('A reset-after fault delivers a truncated body and the body read rejects', 
   })
 })
 
+test('A stall-after fault sends part of the body, then nothing, until close()', async () => {
+  const up = await startTestUpstream({ root })
+  up.setFault(`/${narUrl}`, { kind: 'stall-after', bytes: 1000 })
+  let received = 0
+  const closed = new Promise<{ length: string | undefined; complete: boolean }>((resolve, reject) => {
+    const req = request(`${up.url}/${narUrl}`, (res) => {
+      res.on('data', (chunk: Buffer) => (received += chunk.length))
+      res.on('close', () => resolve({ length: res.headers['content-length'], complete: res.complete }))
+      res.on('error', () => {})
+    })
+    req.on('error', reject)
+    req.end()
+  })
+  while (received < 1000) await new Promise((resolve) => setTimeout(resolve, 5))
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  assert.equal(received, 1000, 'nothing after the first 1000 bytes')
+  await up.close()
+  assert.deepEqual(await closed, { length: String(readFileSync(narFile).length), complete: false })
+})
+
 test('A status fault with times=1 fails once and then serves normally', async () => {
   await withUpstream({ root }, async (up) => {
     up.setFault(narinfoPath, { kind: 'status', status: 503, times: 1 })

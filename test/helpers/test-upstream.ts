@@ -1,9 +1,10 @@
 /** A real node:http server on 127.0.0.1 serving a binary-cache directory, with request recording and fault injection. */
 import { createReadStream } from 'node:fs'
 import { readFile, realpath, stat } from 'node:fs/promises'
+import { spawn } from 'node:child_process'
 import { createServer } from 'node:http'
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
-import type { AddressInfo, Socket } from 'node:net'
+import { connect, type AddressInfo, type Socket } from 'node:net'
 import path from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -16,18 +17,30 @@ export type Fault =
   | { kind: 'status'; status: number; times?: number }
   | { kind: 'hang' }
   | { kind: 'reset-after'; bytes: number }
+  /** Sends the headers and the first `bytes` of the body, then nothing more, keeping the connection open. */
+  | { kind: 'stall-after'; bytes: number }
   | { kind: 'throttle'; bytesPerSecond: number }
   | { kind: 'replace'; body: Uint8Array }
+  /** Answers as usual (including a 404), but only after `ms`. */
+  | { kind: 'delay'; ms: number }
+  /** Redirects to `location` (absolute, or a path on this server), 302 unless `status` is given. */
+  | { kind: 'redirect'; location: string; status?: number }
 
 export interface TestUpstreamOptions {
   root: string
   lsEncoding?: 'identity' | 'br' | 'gzip' | 'zstd'
+  /** The exact Authorization header every request must carry; others get 401. */
+  auth?: string
 }
 
 export interface RecordedRequest {
   method: string
   path: string
   status: number
+  /** The request's Authorization header, if it had one. */
+  authorization?: string
+  /** True once the client closed the connection before the response was complete. */
+  aborted?: boolean
 }
 
 export interface TestUpstream {
@@ -59,7 +72,7 @@ const gzipCompress = promisify(zlib.gzip)
 /**
  * Starts the server. `requests[i].status` is 0 until a status line is chosen (and stays 0 for 'hang').
  * Faults match the raw request path (no query); a `times`-limited rule that is used up is skipped.
- * 'reset-after' and 'throttle' apply to the response that would normally be sent (206 for a Range request).
+ * 'reset-after', 'stall-after' and 'throttle' apply to the response that would normally be sent (206 for a Range request).
  */
 export async function startTestUpstream(options: TestUpstreamOptions): Promise<TestUpstream> {
   const root = await realpath(path.resolve(options.root))
@@ -89,8 +102,12 @@ export async function startTestUpstream(options: TestUpstreamOptions): Promise<T
     const method = req.method ?? 'GET'
     const rawPath = (req.url ?? '/').split('?', 1)[0] ?? '/'
     const record: RecordedRequest = { method, path: rawPath, status: 0 }
+    if (req.headers.authorization !== undefined) record.authorization = req.headers.authorization
     requests.push(record)
     req.resume()
+    res.once('close', () => {
+      if (!res.writableFinished) record.aborted = true
+    })
     const head = (status: number, headers: OutgoingHttpHeaders): void => {
       record.status = status
       res.writeHead(status, headers)
@@ -102,7 +119,28 @@ export async function startTestUpstream(options: TestUpstreamOptions): Promise<T
       return
     }
     const isHead = method === 'HEAD'
-    const fault = takeFault(rawPath)
+    if (options.auth !== undefined && req.headers.authorization !== options.auth) {
+      const text = Buffer.from('401 authorization required\n')
+      head(401, { 'Content-Type': 'text/plain', 'WWW-Authenticate': 'Basic realm="test"', 'Content-Length': text.length })
+      res.end(isHead ? undefined : text)
+      return
+    }
+    const taken = takeFault(rawPath)
+    if (taken?.kind === 'delay') {
+      const gone = new AbortController()
+      res.once('close', () => gone.abort())
+      try {
+        await sleep(taken.ms, undefined, { signal: gone.signal })
+      } catch {
+        return
+      }
+    }
+    const fault = taken?.kind === 'delay' ? undefined : taken
+    if (fault?.kind === 'redirect') {
+      head(fault.status ?? 302, { Location: fault.location, 'Content-Length': 0 })
+      res.end()
+      return
+    }
 
     if (fault?.kind === 'status') {
       const text = Buffer.from(`${fault.status} injected fault\n`)
@@ -147,6 +185,13 @@ export async function startTestUpstream(options: TestUpstreamOptions): Promise<T
       const bytes = isHead ? 0 : Math.max(0, Math.floor(fault.bytes))
       await resetAfter(res, body, start, Math.min(end, start + bytes - 1))
       return
+    }
+    if (fault?.kind === 'stall-after') {
+      const bytes = isHead ? 0 : Math.max(0, Math.floor(fault.bytes))
+      const last = Math.min(end, start + bytes - 1)
+      if (last >= start) await pipeline(body.open(start, last), res, { end: false }).catch(() => res.destroy())
+      else res.flushHeaders()
+      return // never ended: the connection stays open, silent, until the client or close() ends it
     }
     if (isHead || length === 0) {
       res.end()
@@ -371,4 +416,49 @@ async function throttle(res: ServerResponse, source: Readable, bytesPerSecond: n
     source.destroy()
     res.off('close', onClose)
   }
+}
+
+export interface Blackhole {
+  /** `http://127.0.0.1:<port>`: connections to it are never established. */
+  readonly url: string
+  close(): Promise<void>
+}
+
+/**
+ * A TCP port whose connections never complete: a child process listens with a backlog of 1 and never
+ * accepts, and the accept queue is filled, so the kernel drops further SYNs (a connect timeout, not a
+ * refusal). Linux behaviour; throws if the port does not behave so.
+ */
+export async function startBlackhole(): Promise<Blackhole> {
+  const child = spawn(
+    process.execPath,
+    ['-e', "const s=require('net').createServer();s.listen({port:0,host:'127.0.0.1',backlog:1},()=>{process.stdout.write(s.address().port+'\\n');Atomics.wait(new Int32Array(new SharedArrayBuffer(4)),0,0,120000)})"],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  )
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('error', reject)
+    child.stdout.once('data', (data: Buffer) => resolve(Number(data.toString().trim())))
+  })
+  const fillers: Socket[] = []
+  const close = async () => {
+    for (const s of fillers) s.destroy()
+    if (child.exitCode === null && child.pid !== undefined) {
+      const exited = new Promise((resolve) => child.once('exit', resolve))
+      child.kill('SIGKILL')
+      await exited
+    }
+  }
+  // Fill the accept queue until a connection attempt stays pending.
+  for (let i = 0; i < 16; i++) {
+    const socket = connect(port, '127.0.0.1')
+    socket.on('error', () => {})
+    fillers.push(socket)
+    const connected = await new Promise<boolean>((resolve) => {
+      socket.once('connect', () => resolve(true))
+      setTimeout(() => resolve(false), 300)
+    })
+    if (!connected) return { url: `http://127.0.0.1:${port}`, close }
+  }
+  await close()
+  throw new Error('could not make a blackhole port: every connection was accepted')
 }
