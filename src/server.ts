@@ -49,7 +49,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     maxBytes,
     maxNarBytes: config.maxNarSize ?? Math.floor(maxBytes / 4),
     maxDownloads: config.maxDownloads,
-    events: metrics.storeEvents,
+    events: { ...metrics.storeEvents, upstreamNarFailed: (info) => lookup.reportBrokenNar(info) },
     log,
   })
   await store.init()

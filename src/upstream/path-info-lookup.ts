@@ -66,6 +66,13 @@ export interface UpstreamHealth {
   readonly skippedUntil?: string
 }
 
+/** How long an upstream whose NAR of a path failed is asked last for that path. */
+export const BROKEN_NAR_MS = 60_000
+
+function brokenKey(upstream: Upstream, hash: string): string {
+  return `${upstream.name}\n${hash}`
+}
+
 /** A circuit breaker: after this many failures in a row an upstream is left out for SKIP_MS. */
 export const FAILURES_BEFORE_SKIP = 3
 export const SKIP_MS = 60_000
@@ -81,6 +88,7 @@ export class PathInfoLookup {
   readonly #negativeTtlMs: number
   readonly #trustedKeys: PathInfoLookupOptions['trustedKeys']
   readonly #onUntrusted: PathInfoLookupOptions['onUntrusted']
+  readonly #brokenNars = new LRUCache<string, true>({ max: 10_000, ttl: BROKEN_NAR_MS })
   readonly #health = new Map<Upstream, UpstreamHealth>()
   readonly #parallel: boolean
 
@@ -121,6 +129,17 @@ export class PathInfoLookup {
     return this.upstreams.map((u) => this.#health.get(u) ?? { name: u.name, state: 'unknown' })
   }
 
+  /**
+   * The NAR `info` points to failed (reset, wrong hash or size, not a NAR): forget that answer, and
+   * ask that upstream last for this path for a while, so the next request gets the path from
+   * another upstream if one has it (and from the same one again if none does).
+   */
+  reportBrokenNar(info: PathInfo): void {
+    this.#brokenNars.set(brokenKey(info.upstream, info.storePath.hash), true)
+    this.#narInfos.delete(info.storePath.hash)
+    this.#listings.delete(info)
+  }
+
   /** The narinfo of `hash` from the first upstream that has it; undefined when none has it. */
   async find(hash: string): Promise<PathInfo | undefined> {
     const found = await this.#narInfos.fetch(hash)
@@ -136,7 +155,9 @@ export class PathInfoLookup {
   async #lookup(hash: string): Promise<PathInfo | undefined> {
     const failures: UpstreamError[] = []
     // Parallel: every request starts now; the loop below still takes the answers in priority order.
-    const asks = this.upstreams.map((upstream) => this.#ask(upstream, hash, this.#parallel))
+    const broken = (u: Upstream) => this.#brokenNars.has(brokenKey(u, hash))
+    const order = [...this.upstreams.filter((u) => !broken(u)), ...this.upstreams.filter(broken)]
+    const asks = order.map((upstream) => this.#ask(upstream, hash, this.#parallel))
     try {
       for (const ask of asks) {
         const outcome = await ask.start()

@@ -36,7 +36,6 @@ const NAR = /^\/nar\//
 const isRoot = process.getuid?.() === 0
 
 // Known bugs: these cases run and are counted, but do not fail `npm test` until fixed (then drop the todo).
-const BUG_NAR_FAILOVER = 'NAR downloads do not fail over: the NAR always comes from the upstream that answered the narinfo, which stays cached'
 
 // ---------------------------------------------------------------------------------------------
 // Bookkeeping for the one-line summary.
@@ -291,7 +290,7 @@ describe('fault suite', { timeout: 300_000 }, () => {
 
     faultCase(
       'when the upstream that has the narinfo keeps resetting mid-NAR, the next request is served from the next upstream',
-      { todo: BUG_NAR_FAILOVER },
+      {},
       async () => {
         const first = await upstream('none')
         const second = await upstream('none')
