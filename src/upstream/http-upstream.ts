@@ -5,7 +5,7 @@ import type { LookupFunction } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { formatMs, guardBody } from './body-guard.js'
 import { type Authorization, authorizationFor, type UpstreamCredentials } from './credentials.js'
-import { type Upstream, UpstreamError, type UpstreamResponse, type UpstreamTimeouts } from './upstream.js'
+import { type ByteRange, type Upstream, UpstreamError, type UpstreamResponse, type UpstreamTimeouts } from './upstream.js'
 
 export interface HttpUpstreamOptions extends UpstreamTimeouts {
   readonly userAgent: string
@@ -54,10 +54,10 @@ export class HttpUpstream implements Upstream {
    * Transient failures (connection errors, 5xx, 408, 429) are retried with exponential backoff, or
    * after the server's Retry-After (capped), at most RETRIES times; a timeout is not retried.
    */
-  async get(key: string, signal?: AbortSignal): Promise<UpstreamResponse | undefined> {
+  async get(key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.#getOnce(key, signal)
+        return await this.#getOnce(key, signal, range)
       } catch (err) {
         if (!(err instanceof UpstreamError) || !err.transient || attempt >= RETRIES || signal?.aborted === true) throw err
         await sleep(err.retryAfterMs ?? RETRY_BASE_MS * 2 ** attempt, undefined, signal === undefined ? {} : { signal })
@@ -65,10 +65,10 @@ export class HttpUpstream implements Upstream {
     }
   }
 
-  async #getOnce(key: string, signal?: AbortSignal): Promise<UpstreamResponse | undefined> {
+  async #getOnce(key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {
     let url = new URL(key, this.#base)
     for (let hop = 0; ; hop++) {
-      const res = await this.#request(url, signal)
+      const res = await this.#request(url, signal, range)
       const status = res.statusCode ?? 0
       if (REDIRECT_STATUSES.has(status) && res.headers.location !== undefined && hop < MAX_REDIRECTS) {
         res.resume()
@@ -101,6 +101,7 @@ export class HttpUpstream implements Upstream {
         }),
         size: length !== undefined && /^\d+$/.test(length) ? Number(length) : undefined,
         contentEncoding: res.headers['content-encoding']?.trim().toLowerCase() || undefined,
+        partial: range !== undefined && status === 206,
       }
     }
   }
@@ -113,9 +114,14 @@ export class HttpUpstream implements Upstream {
     return ` (the credentials from ${source === 'url' ? 'the URL' : source === 'token' ? 'UNNAR_UPSTREAM_TOKENS' : 'NETRC'} were refused)`
   }
 
-  #request(url: URL, signal: AbortSignal | undefined): Promise<http.IncomingMessage> {
+  #request(url: URL, signal: AbortSignal | undefined, range?: ByteRange): Promise<http.IncomingMessage> {
     const sameOrigin = url.origin === this.#base.origin
     const headers: Record<string, string> = { 'user-agent': this.#options.userAgent, 'accept-encoding': 'zstd, br, gzip' }
+    if (range !== undefined) {
+      headers.range = `bytes=${range.start}-${range.end}`
+      // Byte offsets are into the stored object: an encoded body would shift them.
+      headers['accept-encoding'] = 'identity'
+    }
     // Credentials go only to the cache's own origin, never to a host it redirects to.
     if (sameOrigin && this.#authorization !== undefined) headers.authorization = this.#authorization.header
     const client = url.protocol === 'https:' ? https : http

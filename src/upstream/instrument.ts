@@ -1,6 +1,6 @@
 /** A hook that sees every upstream request once it is over: for metrics (counts, latency, errors per upstream). */
 import type { Readable } from 'node:stream'
-import { type Upstream, UpstreamError, type UpstreamErrorKind, type UpstreamResponse } from './upstream.js'
+import { type ByteRange, type Upstream, UpstreamError, type UpstreamErrorKind, type UpstreamResponse } from './upstream.js'
 
 /** What was asked for, from the key: `<hash>.narinfo`, `<hash>.ls`, `nix-cache-info`, anything else is a NAR. */
 export type UpstreamRequestKind = 'narinfo' | 'listing' | 'cache-info' | 'nar'
@@ -46,7 +46,7 @@ class InstrumentedUpstream implements Upstream {
     this.#hook = hook
   }
 
-  async get(key: string, signal?: AbortSignal): Promise<UpstreamResponse | undefined> {
+  async get(key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {
     const started = performance.now()
     const emit = (status: UpstreamRequestEvent['status'], err?: unknown): void => {
       const aborted = status !== 'ok' && status !== 'miss' && signal?.aborted === true
@@ -65,7 +65,7 @@ class InstrumentedUpstream implements Upstream {
     }
     let res: UpstreamResponse | undefined
     try {
-      res = await this.#inner.get(key, signal)
+      res = await this.#inner.get(key, signal, range)
     } catch (err) {
       emit('error', err)
       throw err

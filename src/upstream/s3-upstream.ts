@@ -11,7 +11,7 @@ import https from 'node:https'
 import { Readable } from 'node:stream'
 import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3'
 import { formatMs, guardBody } from './body-guard.js'
-import { type Upstream, UpstreamError, type UpstreamResponse, type UpstreamTimeouts } from './upstream.js'
+import { type ByteRange, type Upstream, UpstreamError, type UpstreamResponse, type UpstreamTimeouts } from './upstream.js'
 
 export interface S3UpstreamOptions extends UpstreamTimeouts {
   readonly userAgent?: string | undefined
@@ -190,11 +190,11 @@ export class S3Upstream implements Upstream {
     })
   }
 
-  async get(key: string, signal?: AbortSignal): Promise<UpstreamResponse | undefined> {
+  async get(key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {
     let out
     try {
       out = await this.#client.send(
-        new GetObjectCommand({ Bucket: this.location.bucket, Key: key }),
+        new GetObjectCommand({ Bucket: this.location.bucket, Key: key, ...(range === undefined ? {} : { Range: `bytes=${range.start}-${range.end}` }) }),
         signal === undefined ? {} : { abortSignal: signal },
       )
     } catch (err) {
@@ -209,6 +209,7 @@ export class S3Upstream implements Upstream {
       body: this.#wrapBody(raw, key),
       size: typeof out.ContentLength === 'number' && out.ContentLength >= 0 ? out.ContentLength : undefined,
       contentEncoding: out.ContentEncoding?.trim().toLowerCase() || undefined,
+      partial: range !== undefined && out.ContentRange !== undefined,
     }
   }
 

@@ -7,6 +7,14 @@ export interface UpstreamResponse {
   readonly size: number | undefined
   /** HTTP Content-Encoding of the body (`.ls` files may be served br/gzip/zstd-encoded). */
   readonly contentEncoding: string | undefined
+  /** True when the body is exactly the requested byte range (HTTP 206); a whole body otherwise. */
+  readonly partial?: boolean
+}
+
+/** Bytes `start` to `end` of an object, inclusive (HTTP Range semantics). */
+export interface ByteRange {
+  readonly start: number
+  readonly end: number
 }
 
 export interface Upstream {
@@ -16,7 +24,7 @@ export interface Upstream {
    * Fetches `key` (a path relative to the cache root, such as `<hash>.narinfo` or `nar/x.nar.xz`).
    * A missing object is `undefined`; any other failure throws UpstreamError.
    */
-  get(key: string, signal?: AbortSignal): Promise<UpstreamResponse | undefined>
+  get(key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined>
 }
 
 export type UpstreamErrorKind = 'timeout' | 'network' | 'bad-status' | 'bad-response' | 'untrusted'

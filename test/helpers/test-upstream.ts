@@ -41,6 +41,10 @@ export interface RecordedRequest {
   authorization?: string
   /** True once the client closed the connection before the response was complete. */
   aborted?: boolean
+  /** Bytes written for this response (headers included), once it is over. */
+  bytes?: number
+  /** The Range header, if any. */
+  range?: string
 }
 
 export interface TestUpstream {
@@ -103,10 +107,14 @@ export async function startTestUpstream(options: TestUpstreamOptions): Promise<T
     const rawPath = (req.url ?? '/').split('?', 1)[0] ?? '/'
     const record: RecordedRequest = { method, path: rawPath, status: 0 }
     if (req.headers.authorization !== undefined) record.authorization = req.headers.authorization
+    if (req.headers.range !== undefined) record.range = req.headers.range
     requests.push(record)
     req.resume()
+    const socket = res.socket
+    const before = socket?.bytesWritten ?? 0
     res.once('close', () => {
       if (!res.writableFinished) record.aborted = true
+      if (socket != null) record.bytes = socket.bytesWritten - before
     })
     const head = (status: number, headers: OutgoingHttpHeaders): void => {
       record.status = status

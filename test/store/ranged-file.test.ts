@@ -4,7 +4,7 @@ import { Readable } from 'node:stream'
 import { buffer } from 'node:stream/consumers'
 import { describe, it } from 'node:test'
 import { NarIndexer } from '../../src/formats/nar-indexer.js'
-import { openRangedFile, RangeMismatchError, type FetchRange } from '../../src/store/ranged-file.js'
+import { openRangedFile, probeRangedFile, RangeMismatchError, type FetchRange } from '../../src/store/ranged-file.js'
 import { buildNar, directory, regular } from '../formats/nar-builder.js'
 
 const contents = Buffer.from(Array.from({ length: 100_000 }, (_, i) => (i * 7) % 251))
@@ -27,41 +27,38 @@ function upstream(source: Buffer = nar) {
   return { asked, fetchRange }
 }
 
-describe('openRangedFile', () => {
-  it('fetches the whole file as one range that starts with its length field', async () => {
+describe('ranged files', () => {
+  it('probes the length field and the head, then fetches exactly the asked bytes', async () => {
     const { asked, fetchRange } = upstream()
     const node = nodeOf('big.bin')
+    assert.deepEqual(await probeRangedFile(node, 512, fetchRange), contents.subarray(0, 512))
     assert.deepEqual(await buffer(openRangedFile(node, 0, node.size, fetchRange)), contents)
-    assert.deepEqual(asked, [[node.narOffset - 8, node.narOffset + node.size - 1]])
-  })
-
-  it('fetches a range inside the file, plus the 8 framing bytes', async () => {
-    const { asked, fetchRange } = upstream()
-    const node = nodeOf('big.bin')
     assert.deepEqual(await buffer(openRangedFile(node, 5000, 7001, fetchRange)), contents.subarray(5000, 7001))
-    assert.deepEqual(asked.sort((a, b) => a[0] - b[0]), [
-      [node.narOffset - 8, node.narOffset - 1],
+    assert.deepEqual(asked, [
+      [node.narOffset - 8, node.narOffset + 511],
+      [node.narOffset, node.narOffset + node.size - 1],
       [node.narOffset + 5000, node.narOffset + 7000],
     ])
   })
 
-  it('serves an empty file after checking its framing', async () => {
+  it('handles empty files', async () => {
     const { fetchRange } = upstream()
+    assert.equal((await probeRangedFile(nodeOf('z.txt'), 512, fetchRange)).length, 0)
     assert.equal((await buffer(openRangedFile(nodeOf('z.txt'), 0, 0, fetchRange))).length, 0)
   })
 
-  it('refuses an offset that does not point at the listed file', async () => {
+  it('refuses an offset or size that does not match the NAR', async () => {
     const { fetchRange } = upstream()
-    const node = { ...nodeOf('big.bin'), narOffset: nodeOf('big.bin').narOffset + 16 }
-    await assert.rejects(buffer(openRangedFile(node, 0, node.size, fetchRange)), RangeMismatchError)
-    await assert.rejects(buffer(openRangedFile(node, 10, 20, fetchRange)), RangeMismatchError)
-    const wrongSize = { ...nodeOf('a.txt'), size: 6 }
-    await assert.rejects(buffer(openRangedFile(wrongSize, 0, 6, fetchRange)), /does not frame a 6-byte file/)
+    const shifted = { ...nodeOf('big.bin'), narOffset: nodeOf('big.bin').narOffset + 16 }
+    await assert.rejects(probeRangedFile(shifted, 512, fetchRange), RangeMismatchError)
+    await assert.rejects(probeRangedFile({ ...nodeOf('a.txt'), size: 6 }, 512, fetchRange), /does not frame a 6-byte file/)
   })
 
   it('fails when the upstream range ends early', async () => {
     const node = nodeOf('big.bin')
     const { fetchRange } = upstream(nar.subarray(0, node.narOffset + 500))
     await assert.rejects(buffer(openRangedFile(node, 0, node.size, fetchRange)), /ended \d+ bytes early/)
+    const { fetchRange: tiny } = upstream(nar.subarray(0, node.narOffset - 4))
+    await assert.rejects(probeRangedFile(node, 0, tiny), /ended 4 bytes early/)
   })
 })
