@@ -10,6 +10,7 @@ import { describeConfig, type Config, type SizeSetting } from './config.js'
 import { CACHE_NIXOS_ORG_KEY, parsePublicKey, type PublicKey } from './formats/signature.js'
 import { DEFAULT_STORE_DIR } from './formats/store-path.js'
 import { createApp, metricsHandler } from './http/app.js'
+import { createStoreRoutes, type StoreRoutes } from './http/store-route.js'
 import type { Logger } from './log.js'
 import { createMetrics } from './metrics.js'
 import { NarStore } from './store/nar-store.js'
@@ -49,11 +50,33 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     maxBytes,
     maxNarBytes: config.maxNarSize ?? Math.floor(maxBytes / 4),
     maxDownloads: config.maxDownloads,
-    events: { ...metrics.storeEvents, upstreamNarFailed: (info) => lookup.reportBrokenNar(info) },
+    events: { ...metrics.storeEvents, upstreamNarFailed: (info) => lookupFor(info.storePath.storeDir)?.reportBrokenNar(info) },
     log,
   })
   await store.init()
-  const lookup = new PathInfoLookup(upstreams, { log, negativeTtlMs: config.negativeTtlMs, maxEntries: 10_000, trustedKeys: trustPolicy(config), strategy: config.lookup, onUntrusted: () => metrics.untrusted() })
+  const lookupOptions = { log, negativeTtlMs: config.negativeTtlMs, maxEntries: 10_000, trustedKeys: trustPolicy(config), strategy: config.lookup, onUntrusted: () => metrics.untrusted() }
+  const lookup = new PathInfoLookup(upstreams, { ...lookupOptions, storeDir: DEFAULT_STORE_DIR })
+  // Store dirs other than /nix/store, as upstreams declare them in nix-cache-info.
+  const otherStores = new Map<string, { lookup: PathInfoLookup; routes: StoreRoutes }>()
+  const lookupFor = (storeDir: string) => (storeDir === DEFAULT_STORE_DIR ? lookup : otherStores.get(storeDir)?.lookup)
+  const serveStoreDirs = (byStoreDir: ReadonlyMap<string, Upstream[]>) => {
+    for (const [storeDir, list] of byStoreDir) {
+      if (storeDir === DEFAULT_STORE_DIR) continue
+      if (config.storeDirs !== undefined && !config.storeDirs.includes(storeDir)) {
+        log.error('upstream is for a store dir that is not served (UNNAR_STORE_DIRS)', { upstreams: list.map((u) => u.name), storeDir, served: config.storeDirs })
+        continue
+      }
+      const existing = otherStores.get(storeDir)
+      if (existing !== undefined) {
+        existing.lookup.reorder(list)
+        continue
+      }
+      const dirLookup = new PathInfoLookup(list, { ...lookupOptions, storeDir })
+      otherStores.set(storeDir, { lookup: dirLookup, routes: createStoreRoutes({ lookup: dirLookup, store, log, storeDir, domain: undefined }) })
+      log.info('serving another store dir', { storeDir, upstreams: list.map((u) => u.name) })
+    }
+    for (const [storeDir, entry] of otherStores) if (!byStoreDir.has(storeDir)) entry.lookup.reorder([])
+  }
   // Served in the configured order until every nix-cache-info has answered (a slow or offline
   // upstream must not delay the start); read again every 10 minutes for Priority/StoreDir changes.
   const orderWatch = watchUpstreamOrder(upstreams, config.upstreams, {
@@ -62,9 +85,10 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     log,
     intervalMs: CACHE_INFO_INTERVAL_MS,
     onOrder: (ordered) => {
-      if (ordered.length === 0) log.error('no upstream serves /nix/store; keeping the configured list', { storeDir: DEFAULT_STORE_DIR })
-      else lookup.reorder(ordered)
+      if (ordered.length === 0) log.warn('no upstream serves /nix/store', { storeDir: DEFAULT_STORE_DIR })
+      lookup.reorder(ordered)
     },
+    onStoreDirs: serveStoreDirs,
   })
   metrics.watch({ store: () => store, upstreams: () => lookup.health() })
   let accepting = true
@@ -79,6 +103,10 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     serveMetrics: config.metrics.kind === 'main',
     maxUrlLength: config.maxUrlLength,
     accepting: () => accepting,
+    otherStore: (path) => {
+      for (const [storeDir, entry] of otherStores) if (path.startsWith(`${storeDir}/`)) return entry.routes.store
+      return undefined
+    },
   })
   const server = createHttpServer(app.fetch, config)
   const url = await listen(server, config)

@@ -49,8 +49,8 @@ export function fingerprint(info: NarInfo, storeDir = '/nix/store'): string {
 }
 
 /** The name of the first trusted key with a valid signature on `info`, or undefined. */
-export function verifyNarInfo(info: NarInfo, keys: readonly PublicKey[]): string | undefined {
-  const message = Buffer.from(fingerprint(info))
+export function verifyNarInfo(info: NarInfo, keys: readonly PublicKey[], storeDir = '/nix/store'): string | undefined {
+  const message = Buffer.from(fingerprint(info, storeDir))
   for (const sig of info.sigs) {
     const colon = sig.indexOf(':')
     const key = keys.find((k) => k.name === sig.slice(0, colon))

@@ -27,6 +27,8 @@ export interface AppDeps {
   readonly maxUrlLength: number
   /** False while shutting down: `/readyz` then says 503 so load balancers move on. */
   readonly accepting: () => boolean
+  /** The route of another store dir (`/opt/store/…`) an upstream declared, if `path` is in one. */
+  readonly otherStore?: (path: string) => ((c: Context) => Promise<Response>) | undefined
 }
 
 const NIX32 = '[0123456789abcdfghijklmnpqrsvwxyz]{32}'
@@ -70,7 +72,7 @@ export function createApp(deps: AppDeps): Hono {
     const path = c.req.path
     if (path.startsWith('/_unnar/')) return 'asset'
     if (site?.test(c.req.header('host') ?? '') === true) return 'site'
-    if (path.startsWith(storePrefix)) return 'store'
+    if (path.startsWith(storePrefix) || deps.otherStore?.(path) !== undefined) return 'store'
     return KNOWN_ROUTES.has(path) ? path : 'other'
   }
   app.use(requestLog(log, deps.metrics, routeOf))
@@ -125,5 +127,6 @@ export function createApp(deps: AppDeps): Hono {
   app.get('/api/upstreams', (c) => c.json(deps.lookup.health()))
   app.get(`${storeDir}/*`, routes.store)
   app.get(storeDir, (c) => errorResponse(c, 404, 'unnar does not list the whole store; ask for a store path'))
+  app.get('*', (c, next) => deps.otherStore?.(c.req.path)?.(c) ?? next())
   return app
 }

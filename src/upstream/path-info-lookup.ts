@@ -3,7 +3,7 @@ import { LRUCache } from 'lru-cache'
 import { checkListingFits, maxListingBytes, parseListing, type Listing } from '../formats/listing.js'
 import { parseNarInfo, type NarInfo } from '../formats/narinfo.js'
 import { isContentAddressed, verifyNarInfo, type PublicKey } from '../formats/signature.js'
-import { parseStorePath, type StorePath } from '../formats/store-path.js'
+import { DEFAULT_STORE_DIR, parseStorePath, type StorePath } from '../formats/store-path.js'
 import type { Logger } from '../log.js'
 import { readSmallBody } from './read-body.js'
 import { resolveNarKey, type Upstream, UpstreamError } from './upstream.js'
@@ -48,6 +48,8 @@ export interface PathInfoLookupOptions {
    * running below it are aborted.
    */
   readonly strategy?: 'sequential' | 'parallel' | undefined
+  /** The store directory the narinfos must be for (default /nix/store). */
+  readonly storeDir?: string | undefined
   /** Called for each narinfo rejected for want of a trusted signature (metrics). */
   readonly onUntrusted?: ((upstream: string) => void) | undefined
 }
@@ -88,6 +90,7 @@ export class PathInfoLookup {
   readonly #negativeTtlMs: number
   readonly #trustedKeys: PathInfoLookupOptions['trustedKeys']
   readonly #onUntrusted: PathInfoLookupOptions['onUntrusted']
+  readonly #storeDir: string
   readonly #brokenNars = new LRUCache<string, true>({ max: 10_000, ttl: BROKEN_NAR_MS })
   readonly #health = new Map<Upstream, UpstreamHealth>()
   readonly #parallel: boolean
@@ -99,6 +102,7 @@ export class PathInfoLookup {
     this.#negativeTtlMs = options.negativeTtlMs
     this.#trustedKeys = options.trustedKeys
     this.#onUntrusted = options.onUntrusted
+    this.#storeDir = options.storeDir ?? DEFAULT_STORE_DIR
     // lru-cache's fetch() coalesces concurrent lookups of one key into one upstream round.
     this.#narInfos = new LRUCache<string, Found>({
       max: options.maxEntries,
@@ -239,7 +243,7 @@ export class PathInfoLookup {
     let storePath: StorePath
     try {
       narInfo = parseNarInfo(text)
-      storePath = parseStorePath(narInfo.storePath)
+      storePath = parseStorePath(narInfo.storePath, this.#storeDir)
     } catch (err) {
       throw new UpstreamError(upstream.name, 'bad-response', `invalid ${key}: ${(err as Error).message}`, { cause: err })
     }
@@ -257,9 +261,9 @@ export class PathInfoLookup {
   #checkTrust(upstream: Upstream, narInfo: NarInfo, key: string): string | undefined {
     const keys = this.#trustedKeys(upstream)
     if (keys === undefined) return undefined
-    const signer = verifyNarInfo(narInfo, keys)
+    const signer = verifyNarInfo(narInfo, keys, this.#storeDir)
     if (signer !== undefined) return signer
-    if (isContentAddressed(narInfo)) return 'content-address'
+    if (isContentAddressed(narInfo, this.#storeDir)) return 'content-address'
     this.#onUntrusted?.(upstream.name)
     throw new UpstreamError(upstream.name, 'untrusted', `${key} has no trusted signature (trusted keys: ${keys.map((k) => k.name).join(', ')})`)
   }

@@ -55,6 +55,11 @@ export interface UpstreamOrderWatchOptions extends UpstreamOrderOptions {
   readonly intervalMs: number
   /** Called after the first round, and after any later round that changes the order. */
   readonly onOrder: (ordered: Upstream[]) => void
+  /**
+   * Called with onOrder: every upstream by the store dir it declares (none declared counts as
+   * `storeDir`), each list in priority order.
+   */
+  readonly onStoreDirs?: (byStoreDir: ReadonlyMap<string, Upstream[]>) => void
 }
 
 /**
@@ -74,8 +79,18 @@ export function watchUpstreamOrder(upstreams: readonly Upstream[], urls: readonl
     if (signature === last) return
     const first = last === undefined
     last = signature
-    logOrder(ordered, excluded, options, first ? undefined : 'upstream order changed')
+    // With onStoreDirs the caller serves (or reports) the other store dirs itself.
+    logOrder(ordered, options.onStoreDirs === undefined ? excluded : [], options, first ? undefined : 'upstream order changed')
     options.onOrder(ordered.map((d) => d.upstream))
+    if (options.onStoreDirs !== undefined) {
+      const byStoreDir = new Map<string, Upstream[]>()
+      const sorted = options.pinned ? described : [...described].sort((a, b) => a.priority - b.priority || a.index - b.index)
+      for (const d of sorted) {
+        const dir = d.storeDir ?? options.storeDir
+        byStoreDir.set(dir, [...(byStoreDir.get(dir) ?? []), d.upstream])
+      }
+      options.onStoreDirs(byStoreDir)
+    }
   }
   const schedule = (): void => {
     if (stopped) return

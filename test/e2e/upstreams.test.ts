@@ -198,14 +198,14 @@ describe('upstream selection and failures', { timeout: 60_000 }, () => {
       }
     })
 
-    it('leaves out an upstream for another StoreDir and says so', async () => {
+    it('leaves an upstream for another StoreDir out of /nix/store, and says where it goes', async () => {
       const other = await cacheWith('StoreDir: /opt/store\n')
       const normal = await start()
-      const unnar = await startUnnar([other.url, normal.url])
+      const unnar = await startUnnar([other.url, normal.url], { UNNAR_STORE_DIRS: '/nix/store' })
       try {
         for (let i = 0; i < 100 && (await order(unnar.url)).length !== 1; i++) await new Promise((r) => setTimeout(r, 20))
         assert.deepEqual(await order(unnar.url), [normal.url])
-        assert.ok(unnar.logs.some((l) => l.msg === 'upstream is for another store dir and is not used' && l.storeDir === '/opt/store'))
+        assert.ok(unnar.logs.some((l) => l.msg === 'upstream is for a store dir that is not served (UNNAR_STORE_DIRS)' && l.storeDir === '/opt/store'))
       } finally {
         await unnar.stop()
       }
