@@ -198,11 +198,11 @@ export interface UnnarProcess {
 }
 
 /** unnar as its own process, exactly like the `unnar` command (src/main.ts), logging at warn. */
-export async function spawnUnnar(upstream: string, cacheDir: string): Promise<UnnarProcess> {
+export async function spawnUnnar(upstream: string, cacheDir: string, options: { cacheSize?: string } = {}): Promise<UnnarProcess> {
   const port = await freePort()
   const proc = spawn(
     process.execPath,
-    ['--import', 'tsx', 'src/main.ts', '--listen', `127.0.0.1:${port}`, '--upstream', upstream, '--cache-dir', cacheDir, '--cache-size', '20G', '--log-level', 'warn'],
+    ['--import', 'tsx', 'src/main.ts', '--listen', `127.0.0.1:${port}`, '--upstream', upstream, '--cache-dir', cacheDir, '--cache-size', options.cacheSize ?? '20G', '--log-level', 'warn'],
     { cwd: ROOT, stdio: ['ignore', 'inherit', 'pipe'] },
   )
   const logLines: string[] = []
@@ -283,14 +283,18 @@ export interface WrkResult {
   readonly bytes: number
   readonly seconds: number
   readonly errors: number
+  /** The errors by kind, e.g. `connect 0, read 0, write 0, status 3, timeout 0`. */
+  readonly errorDetail: string
   readonly reqPerSec: number
   readonly bytesPerSec: number
   readonly p50Ms: number
   readonly p99Ms: number
 }
 
-export async function runWrk(url: string, threads: number, connections: number, seconds: number): Promise<WrkResult> {
-  const { stdout } = await execFileP('wrk', [`-t${threads}`, `-c${connections}`, `-d${seconds}s`, '--timeout', '30s', '-s', path.join(BENCH, 'wrk-report.lua'), url], {
+/** `script` (default: bench/wrk-report.lua) must define the report's done(); `args` go to its init(). */
+export async function runWrk(url: string, threads: number, connections: number, seconds: number, options: { script?: string; args?: readonly string[] } = {}): Promise<WrkResult> {
+  const script = options.script ?? path.join(BENCH, 'wrk-report.lua')
+  const { stdout } = await execFileP('wrk', [`-t${threads}`, `-c${connections}`, `-d${seconds}s`, '--timeout', '30s', '-s', script, url, ...(options.args === undefined ? [] : ['--', ...options.args])], {
     maxBuffer: 1024 * 1024,
   })
   const line = stdout.split('\n').find((l) => l.startsWith('WRK_JSON '))
@@ -302,6 +306,7 @@ export async function runWrk(url: string, threads: number, connections: number, 
     bytes: r.bytes!,
     seconds: secs,
     errors: r.connect! + r.read! + r.write! + r.status! + r.timeout!,
+    errorDetail: (['connect', 'read', 'write', 'status', 'timeout'] as const).map((k) => `${k} ${r[k]}`).join(', '),
     reqPerSec: r.requests! / secs,
     bytesPerSec: r.bytes! / secs,
     p50Ms: r.p50_us! / 1000,

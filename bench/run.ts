@@ -8,16 +8,20 @@
  * the HTTP test upstream in a third process (bench/upstream-child.ts).
  *
  * Knobs: BENCH_REPS (default 3) runs per timed measurement, at least 5 for the sub-second ones
- * (the median is reported); BENCH_WRK_SECONDS (default 5) per wrk measurement.
- * The fixture is built once (≈1.5 min, needs nix) and cached in bench/.work/ (see fixture.ts).
+ * (the median is reported); BENCH_WRK_SECONDS (default 5) per wrk measurement; BENCH_SOAK_SECONDS
+ * (default 120) for the mixed soak (row 10).
+ * The fixtures are built once (≈1.5 min + ≈1 min, needs nix) and cached in bench/.work/ (see
+ * fixture.ts and fixture-scale.ts).
  */
 import { spawnSync } from 'node:child_process'
-import { availableParallelism, loadavg } from 'node:os'
-import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { availableParallelism, getPriority, loadavg } from 'node:os'
+import { copyFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import http from 'node:http'
 import path from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { decodeWithFzstd, decodeWithZstdNapi } from './codecs.js'
 import { COMPRESSIONS, NIX_CONFIG, prepareFixture, type Compression, type Fixture } from './fixture.js'
+import { prepareGbFixture, prepareSoakFixture } from './fixture-scale.js'
 import {
   BENCH,
   cpuSnapshot,
@@ -47,6 +51,13 @@ const FAST_REPS = Math.max(REPS, 5)
 const WRK_SECONDS = Math.max(1, Number(process.env.BENCH_WRK_SECONDS ?? 5) || 5)
 const CONCURRENT = 200
 const RSS_BUDGET = 200 * 1024 * 1024
+const SOAK_SECONDS = Math.max(10, Number(process.env.BENCH_SOAK_SECONDS ?? 120) || 120)
+/** RSS is compared with its value this far into the soak (a third of it for short soaks). */
+const SOAK_BASELINE_SECONDS = Math.min(20, Math.floor(SOAK_SECONDS / 3))
+const SOAK_CONNECTIONS = 256
+/** Small enough that the soak's cold store paths keep evicting each other (see benchSoak). */
+const SOAK_CACHE_SIZE = '4M'
+const SOAK_HOT_PATHS = 16
 
 // ───────────────────────────── results ─────────────────────────────
 
@@ -132,7 +143,9 @@ try {
   await unnarChild.kill()
 }
 await benchRss()
+await benchGbRss()
 await benchHot()
+await benchSoak()
 await rm(path.join(WORK, 'runs'), { recursive: true, force: true })
 
 const totalSeconds = (performance.now() - started) / 1000
@@ -401,6 +414,118 @@ async function benchHot(): Promise<void> {
   }
 }
 
+/** Row 5c: peak RSS of a fresh `unnar` process serving the last file of a cold ≈1 GB NAR. */
+async function benchGbRss(): Promise<void> {
+  const name = 'peak RSS (VmHWM) of a fresh unnar process serving the cold ≈1 GB NAR (last file), zstd'
+  try {
+    log('row 5c: peak RSS, 1 GB NAR')
+    const gb = await prepareGbFixture(WORK, log)
+    const narFile = path.join(gb.cache, (/^URL: (.*)$/m.exec(await readFile(path.join(gb.cache, `${path.basename(gb.storePath).slice(0, 32)}.narinfo`), 'utf8')))![1]!)
+    await readFile(narFile) // into the page cache, like the other rows' NARs
+    const cacheDir = await freshDir('rss-gb')
+    const unnar = await spawnUnnar(`file://${gb.cache}`, cacheDir)
+    try {
+      const idle = await memoryOf(unnar.proc.pid!)
+      const r = await fetchBody(`${unnar.url}/nix/store/${path.basename(gb.storePath)}/${gb.lastRel}`)
+      if (r.status !== 200 || r.bytes !== gb.lastSize) throw new Error(`GET ${gb.lastRel}: HTTP ${r.status}, ${r.bytes} bytes`)
+      await waitForCommit(cacheDir, 1, 300_000)
+      const { hwm } = await memoryOf(unnar.proc.pid!)
+      addRow({
+        id: '5c',
+        name: `${name} (NAR ${fmtMB(gb.narSize)}, zstd ${fmtMB(gb.fileSize)})`,
+        unnar: `${fmtMB(hwm)} (idle ${fmtMB(idle.rss)}; ${fmtMs(r.totalMs)})`,
+        reference: `${fmtMB(RSS_BUDGET)} budget`,
+        ratio: hwm / RSS_BUDGET,
+        target: '< 1 (< 200 MiB)',
+        check: (ratio) => ratio < 1,
+      })
+    } finally {
+      await stopProcess(unnar.proc)
+      await rm(cacheDir, { recursive: true, force: true })
+      noteLog('row 5c', unnar.logLines)
+    }
+  } catch (err) {
+    errorRow('5c', name, '< 200 MiB', err)
+  }
+}
+
+/**
+ * Row 10: a mixed soak. wrk with 256 connections: 90% of requests for SOAK_HOT_PATHS hot files,
+ * 10% walking through ≈1500 small store paths; the cache is SOAK_CACHE_SIZE, far less than those
+ * NARs, so the walk keeps downloading NARs that were evicted (cold) while the hot ones stay.
+ */
+async function benchSoak(): Promise<void> {
+  const names = {
+    errors: `mixed soak, \`wrk -t2 -c${SOAK_CONNECTIONS} -d${SOAK_SECONDS}s\`, 90% hot / 10% cold small files, cache ${SOAK_CACHE_SIZE}: errors`,
+    rss: `mixed soak (row 10a): RSS at the end vs RSS after ${SOAK_BASELINE_SECONDS} s`,
+  }
+  if (!tools.wrk) {
+    skipRow('10a', names.errors, '0', 'wrk not installed')
+    skipRow('10b', names.rss, '≤ 1.2×', 'wrk not installed')
+    return
+  }
+  try {
+    log(`row 10: mixed soak for ${SOAK_SECONDS} s`)
+    const soak = await prepareSoakFixture(WORK, log)
+    const url = (base: string) => `/nix/store/${base}/${soak.fileRel}`
+    const pathsFile = path.join(WORK, 'soak-paths.txt')
+    const hot = soak.storePaths.slice(0, SOAK_HOT_PATHS)
+    const cold = soak.storePaths.slice(SOAK_HOT_PATHS)
+    await writeFile(pathsFile, [...hot.map((p) => `hot ${url(p)}`), ...cold.map((p) => `cold ${url(p)}`)].join('\n') + '\n')
+    // wrk takes one script: the request mix with the report's done() appended.
+    const script = path.join(WORK, 'wrk-soak.gen.lua')
+    await writeFile(script, (await readFile(path.join(BENCH, 'wrk-soak.lua'), 'utf8')) + '\n' + (await readFile(path.join(BENCH, 'wrk-report.lua'), 'utf8')))
+    const cacheDir = await freshDir('soak')
+    const unnar = await spawnUnnar(`file://${soak.cache}`, cacheDir, { cacheSize: SOAK_CACHE_SIZE })
+    try {
+      for (const p of hot) {
+        const r = await fetchBody(unnar.url + url(p))
+        if (r.status !== 200) throw new Error(`GET ${url(p)}: HTTP ${r.status}`)
+      }
+      const pid = unnar.proc.pid!
+      const started = performance.now()
+      let baseline: number | undefined
+      let last = 0
+      const sampler = setInterval(() => {
+        void memoryOf(pid).then(
+          ({ rss }) => {
+            last = rss
+            if (baseline === undefined && performance.now() - started >= SOAK_BASELINE_SECONDS * 1000) baseline = rss
+          },
+          () => {},
+        )
+      }, 1000)
+      let w: WrkResult
+      try {
+        w = await runWrk(unnar.url + url(hot[0]!), 2, SOAK_CONNECTIONS, SOAK_SECONDS, { script, args: [pathsFile] })
+      } finally {
+        clearInterval(sampler)
+      }
+      if (w.requests === 0) throw new Error('wrk completed no request')
+      // wrk hangs up mid-request at its deadline; let the downloads it started finish before the stop.
+      await sleep(2000)
+      const cached = (await readdir(path.join(cacheDir, 'nar'))).filter((n) => n.endsWith('.nar')).length
+      addRow({
+        id: '10a',
+        name: names.errors,
+        unnar: `${w.errors} errors (${w.errorDetail}); ${fmtReqs(w.reqPerSec)}, p99 ${fmtMs(w.p99Ms)}; ${cached} NARs cached at the end`,
+        reference: '0 errors',
+        ratio: w.errors,
+        target: '= 0',
+        check: (r) => r === 0,
+      })
+      if (baseline === undefined) throw new Error('no RSS sample after the baseline time')
+      addRow({ id: '10b', name: names.rss, unnar: `${fmtMB(last)} at the end`, reference: `${fmtMB(baseline)} after ${SOAK_BASELINE_SECONDS} s`, ratio: last / baseline, target: '≤ 1.2×', check: (r) => r <= 1.2 })
+    } finally {
+      await stopProcess(unnar.proc)
+      await rm(cacheDir, { recursive: true, force: true })
+      noteLog('row 10', unnar.logLines)
+    }
+  } catch (err) {
+    errorRow('10', names.errors, '0 errors, ≤ 1.2×', err)
+  }
+}
+
 /** Anything unnar logged at warn or above while it should have been serving happily goes into the notes. */
 function noteLog(where: string, lines: readonly string[]): void {
   const summary = summarizeLog(lines)
@@ -423,6 +548,8 @@ async function describeMachine(): Promise<string[]> {
     `CPU: ${model}`,
     `node: ${process.version}`,
     `load average at start: ${loadavg()[0]!.toFixed(2)}`,
+    // Run under `nice -n -15` on a machine shared with other work: the references inherit it too.
+    `nice: ${getPriority()}`,
     `nix: ${version('nix', ['--version'])}`,
     `xz: ${version('xz', ['--version'])}`,
     `zstd: ${version('zstd', ['--version'])}`,

@@ -20,25 +20,36 @@ export interface DecoderOptions {
   readonly external?: boolean
 }
 
-const XZ = findExecutable('xz')
+/**
+ * Starting a process costs a few ms of CPU, more than decoding a small NAR in-process; use
+ * `external: narSize >= PROCESS_DECODER_MIN_BYTES`.
+ */
+export const PROCESS_DECODER_MIN_BYTES = 1024 * 1024
+
+const DECODE_ARGS = ['--decompress', '--stdout', '--quiet']
 
 /**
  * A fresh decoder for one NAR body.
  *
- * xz prefers the system's `xz` in a child process: lzma-native's prebuilt liblzma is compiled
- * without optimisation and decodes at less than half the speed of `xz -dc` (bench/ row 2a went from
- * 2.62x to 1.04x), and the child decodes on the second core while the event loop hashes, indexes and
- * writes; lzma-native remains the fallback. zstd stays in-process with zstd-napi: it is as fast as
- * `zstd -dc` (bench/ row 1b) and a pipe to a `zstd` child measured slower; fzstd is ~5x slower.
- * `@mongodb-js/zstd` 1.x has no streaming API, so it only decodes whole `.ls` bodies.
+ * xz prefers the system's `xz` in a child process (looked up on PATH for each NAR, a few access()
+ * calls): lzma-native's prebuilt liblzma is compiled without optimisation and decodes at less than
+ * half the speed of `xz -dc` (bench/ row 2a went from 2.62x to 1.04x), and the child decodes on the
+ * second core while the event loop indexes and writes; lzma-native remains the fallback. zstd stays
+ * in-process with zstd-napi, about as fast as `zstd -dc` (bench/ row 1b): a `zstd -dc` child was
+ * measured again (2026-11, hashing already off the event loop) and was no faster for a 100 MB NAR
+ * on two cores (median 290–470 ms vs 280–330 ms in-process), because moving 100 MB through a pipe
+ * costs the event loop about what decoding saves. fzstd is ~5x slower. `@mongodb-js/zstd` 1.x has
+ * no streaming API, so it only decodes whole `.ls` bodies.
  */
 export function createDecoder(compression: string, options: DecoderOptions = {}): Duplex {
   const external = options.external ?? true
   switch (compression) {
     case 'none':
       return new PassThrough()
-    case 'xz':
-      return external && XZ !== undefined ? createProcessDecoder(XZ, ['--decompress', '--stdout', '--quiet']) : (lzma.createDecompressor() as Transform)
+    case 'xz': {
+      const xz = external ? findExecutable('xz') : undefined
+      return xz !== undefined ? createProcessDecoder(xz, DECODE_ARGS) : (lzma.createDecompressor() as Transform)
+    }
     case 'zstd':
       return new ZstdDecompressStream()
     case 'bzip2':

@@ -45,9 +45,6 @@ export function fileResponse(c: Context, file: StoreFile, options: FileResponseO
   if (download !== undefined) c.header('Content-Disposition', contentDisposition(download === '' ? file.name : download))
   if (matchesEtag(c.req.header('if-none-match'), file.etag)) return c.body(null, 304)
   const head = c.req.method === 'HEAD'
-  const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing
-  const guard = (body: ReadableStream<Uint8Array>) =>
-    abortOnError(body, outgoing, (err) => options.log.warn('response aborted', { path: c.req.path, error: err }))
 
   if (file.openRange !== undefined) {
     c.header('Accept-Ranges', 'bytes')
@@ -64,7 +61,7 @@ export function fileResponse(c: Context, file: StoreFile, options: FileResponseO
       c.header('Content-Length', String(range.end - range.start + 1))
       if (head) return c.body(null, 206)
       if (file.bytes !== undefined) return c.body(file.bytes.subarray(range.start, range.end + 1), 206)
-      return c.body(guard(file.openRange(range.start, range.end + 1)), 206)
+      return c.body(guardBody(c, file.openRange(range.start, range.end + 1), options.log), 206)
     }
   }
 
@@ -76,11 +73,17 @@ export function fileResponse(c: Context, file: StoreFile, options: FileResponseO
     c.header('Content-Encoding', encoding)
     if (head) return c.body(null)
     if (file.bytes !== undefined) return c.body(compressBuffer(file.bytes, encoding))
-    return c.body(compressStream(guard(file.openWhole()), encoding))
+    return c.body(compressStream(guardBody(c, file.openWhole(), options.log), encoding))
   }
   c.header('Content-Length', String(file.size))
   if (head) return c.body(null)
-  return c.body(file.bytes ?? guard(file.openWhole()))
+  return c.body(file.bytes ?? guardBody(c, file.openWhole(), options.log))
+}
+
+/** A body stream that fails breaks the connection (see abortOnError). */
+function guardBody(c: Context, body: ReadableStream<Uint8Array>, log: Logger): ReadableStream<Uint8Array> {
+  const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing
+  return abortOnError(body, outgoing, (err) => log.warn('response aborted', { path: c.req.path, error: err }))
 }
 
 /** RFC 6266: an ASCII fallback plus RFC 8187 `filename*` so non-ASCII names survive. */

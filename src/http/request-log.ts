@@ -31,15 +31,21 @@ export function requestId(c: Context): string {
 const SANE_ID = /^[\w.:@-]{1,128}$/
 
 export function requestLog(log: Logger, metrics: Metrics, routeOf: (c: Context) => string): MiddlewareHandler {
+  // Ids are this server's random prefix and a counter: unique enough to grep, and far cheaper per
+  // request than fresh random bytes (measured on the hot-file path).
+  const prefix = randomBytes(4).toString('hex')
+  let counter = 0
   return async (c, next) => {
     const started = performance.now()
     const given = c.req.header('x-request-id')
-    const id = given !== undefined && SANE_ID.test(given) ? given : randomBytes(8).toString('hex')
+    const id = given !== undefined && SANE_ID.test(given) ? given : `${prefix}-${(++counter).toString(36)}`
     const notes: RequestNotes = {}
     c.set(ID, id)
     c.set(NOTES, notes)
+    // Set before the handler, so responses built with c.body() carry it without a second Headers.
+    c.header('X-Request-Id', id)
     await next()
-    c.res.headers.set('X-Request-Id', id)
+    if (!c.res.headers.has('x-request-id')) c.res.headers.set('X-Request-Id', id)
     const route = routeOf(c)
     const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing
     const report = (bytes: number | undefined, aborted: boolean) => {

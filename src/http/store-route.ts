@@ -1,5 +1,6 @@
 /** GET/HEAD `/nix/store/<hash>[-<name>][/<path>]` (and subdomain sites): resolve the path, then answer a file, listing or redirect. */
 import { createHash } from 'node:crypto'
+import { Readable } from 'node:stream'
 import type { Context } from 'hono'
 import { formatHashNix32 } from '../formats/hash.js'
 import { locate, type ListingNode } from '../formats/listing.js'
@@ -8,7 +9,10 @@ import { DiskError } from '../store/nar-download.js'
 import type { NarSource } from '../store/nar-source.js'
 import type { NarStore } from '../store/nar-store.js'
 import { openDirectFile } from '../store/direct-file-stream.js'
+import { HotFiles } from '../store/hot-files.js'
 import { noteRequest } from './request-log.js'
+import { openRangedFile, probeRangedFile, RangeMismatchError, type FetchRange, type RangedNode } from '../store/ranged-file.js'
+import { UpstreamError, type Upstream } from '../upstream/upstream.js'
 import type { PathInfo, PathInfoLookup } from '../upstream/path-info-lookup.js'
 import { compressBuffer, MIN_COMPRESS_BYTES, negotiateEncoding } from './compression.js'
 import { contentTypeByName, contentTypeBySniffing, SNIFF_BYTES } from './content-type.js'
@@ -59,6 +63,9 @@ export interface StoreRoutes {
 export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
   const { lookup, store, log, storeDir, domain } = deps
   const prefix = `${storeDir}/`
+  const hotFiles = new HotFiles<StoreFile & { bytes: Uint8Array<ArrayBuffer> }>({ maxBytes: HOT_FILES_BYTES })
+  /** Upstreams that answered a Range request with the whole object. */
+  const rangeless = new WeakSet<Upstream>()
 
   /** The cached or downloading NAR; undefined when the cache directory cannot take it. */
   async function openSource(info: PathInfo): Promise<NarSource | undefined> {
@@ -93,17 +100,16 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
   }
 
   async function serve(c: Context, req: StoreRequest, info: PathInfo, view: View): Promise<Response> {
-    const search = new URL(c.req.url).search
     const base = `${prefix}${info.storePath.hash}-${info.storePath.name}`
     noteRequest(c, { cache: store.has(info) ? 'hit' : 'miss', upstream: info.upstream.name })
     const tree = await treeFor(info)
     if (tree === undefined) return serveDirect(c, info, req.segments, view)
     const resolution = await resolveStorePath(tree.lookup, base, storeDir, req.segments)
     if (resolution.kind === 'missing') throw new HttpError(404, resolution.reason)
-    if (resolution.kind === 'redirect') return redirect(c, view.location(resolution.location) + search)
+    if (resolution.kind === 'redirect') return redirect(c, view.location(resolution.location) + querySuffix(c))
     const { node, segments } = resolution
     if (node.type === 'directory') {
-      if (!req.trailingSlash) return redirect(c, view.url(segments) + '/' + search)
+      if (!req.trailingSlash) return redirect(c, view.url(segments) + '/' + querySuffix(c))
       if (view.site) {
         const index = await tree.lookup([...segments, 'index.html'])
         if (index?.type === 'regular') return serveFile(c, info, [...segments, 'index.html'], index, tree.source, view)
@@ -111,8 +117,8 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
       return listingResponse(c, info, base, segments, tree.source === undefined ? node : await completeDirectory(tree.source, segments))
     }
     if (node.type === 'symlink') throw new HttpError(404, 'unresolved symlink')
-    if (req.trailingSlash) return redirect(c, view.url(segments) + search)
-    return serveFile(c, info, segments, node, tree.source, view)
+    if (req.trailingSlash) return redirect(c, view.url(segments) + querySuffix(c))
+    return serveFile(c, info, segments, node, tree.source, view, req.segments)
   }
 
   function listingResponse(c: Context, info: PathInfo, base: string, segments: readonly string[], directory: DirectoryNode): Response {
@@ -140,22 +146,32 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     return node
   }
 
-  async function serveFile(c: Context, info: PathInfo, segments: readonly string[], listed: RegularNode, known: NarSource | undefined, view: View): Promise<Response> {
+  /** A file of `hotFiles`: exactly the answers serveFile gives, without resolving or reading anything. */
+  function serveHot(c: Context, req: StoreRequest, info: PathInfo, site: boolean): Response | undefined {
+    const hot = req.trailingSlash ? undefined : hotFiles.get(info.narInfo, req.segments)
+    if (hot === undefined) return undefined
+    noteRequest(c, { cache: 'hit', upstream: info.upstream.name })
+    if (matchesEtag(c.req.header('if-none-match'), hot.etag)) return notModified(c, hot.etag)
+    return fileResponse(c, hot, { sandbox: !site, log })
+  }
+
+  /** `requested`: the request's own segments when they name this file (the key of `hotFiles`). */
+  async function serveFile(c: Context, info: PathInfo, segments: readonly string[], listed: RegularNode, known: NarSource | undefined, view: View, requested?: readonly string[]): Promise<Response> {
     const name = segments[segments.length - 1] ?? info.storePath.name
     const etag = fileEtag(info, segments)
     const byName = contentTypeByName(name)
     const base = { name, etag, size: listed.size, executable: listed.executable }
     // Both are answerable from the listing alone, without a NAR byte.
-    if (matchesEtag(c.req.header('if-none-match'), etag)) {
-      c.header('ETag', etag)
-      c.header('Cache-Control', IMMUTABLE)
-      return c.body(null, 304)
-    }
+    if (matchesEtag(c.req.header('if-none-match'), etag)) return notModified(c, etag)
     if (c.req.method === 'HEAD' && byName !== undefined) {
       const noBody = (): never => {
         throw new Error('HEAD has no body')
       }
       return fileResponse(c, { ...base, contentType: byName, openRange: noBody, openWhole: noBody }, { sandbox: !view.site, log })
+    }
+    if (known === undefined && listed.narOffset !== undefined && rangedFetchFits(info)) {
+      const ranged = await serveRanged(c, info, { ...listed, narOffset: listed.narOffset }, base, byName, view)
+      if (ranged !== undefined) return ranged
     }
     const source = known ?? (await openSource(info))
     if (source === undefined) return serveDirect(c, info, segments, view)
@@ -166,6 +182,10 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     const offset = node.narOffset
     const bytes = c.req.method !== 'HEAD' && node.size <= SMALL_FILE_BYTES ? await source.readBytes(offset, offset + node.size) : undefined
     const contentType = byName ?? contentTypeBySniffing(bytes?.subarray(0, SNIFF_BYTES) ?? (await readHead(source, offset, node.size)))
+    // Checked after the read: bytes of a NAR verified by then are verified bytes.
+    if (bytes !== undefined && requested !== undefined && source.verified) {
+      hotFiles.set(info.narInfo, requested, { name, etag, size: node.size, executable: node.executable, contentType, bytes, openRange: inMemory, openWhole: inMemory })
+    }
     const file: StoreFile = {
       ...(bytes === undefined ? {} : { bytes }),
       ...base,
@@ -175,6 +195,40 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
       openRange: (start, end) => source.read(offset + start, offset + end),
       openWhole: () => source.read(offset, offset + node.size),
     }
+    return fileResponse(c, file, { sandbox: !view.site, log })
+  }
+
+  /**
+   * An uncompressed NAR too big to keep, not cached and not being downloaded: fetch only this
+   * file's bytes from the upstream (Range), no peer does this. Undefined when the upstream ignores
+   * Range or the listing's offset does not match the NAR: the caller then streams the NAR.
+   */
+  function rangedFetchFits(info: PathInfo): boolean {
+    return info.narInfo.compression === 'none' && !rangeless.has(info.upstream) && !store.keeps(info) && !store.has(info) && !store.downloading(info)
+  }
+
+  async function serveRanged(c: Context, info: PathInfo, node: RangedNode, base: Omit<StoreFile, 'contentType' | 'openRange' | 'openWhole'>, byName: string | undefined, view: View): Promise<Response | undefined> {
+    const fetchRange: FetchRange = async (start, end, signal) => {
+      const res = await info.upstream.get(info.narKey, signal, { start, end })
+      if (res === undefined) throw new UpstreamError(info.upstream.name, 'bad-status', `NAR ${info.narKey} is missing`)
+      if (res.partial !== true) {
+        res.body.destroy()
+        rangeless.add(info.upstream)
+        throw new RangeMismatchError(`${info.upstream.name} does not answer Range requests`)
+      }
+      return res.body
+    }
+    let head: Buffer
+    try {
+      head = await probeRangedFile(node, byName === undefined ? SNIFF_BYTES : 0, fetchRange)
+    } catch (err) {
+      if (!(err instanceof RangeMismatchError)) throw err
+      log.warn('cannot fetch a file by range; streaming the NAR', { upstream: info.upstream.name, storePath: info.narInfo.storePath, error: err })
+      return undefined
+    }
+    noteRequest(c, { cache: 'bypass' })
+    const open = (start: number, end: number) => Readable.toWeb(openRangedFile(node, start, end, fetchRange)) as ReadableStream<Uint8Array>
+    const file: StoreFile = { ...base, contentType: byName ?? contentTypeBySniffing(head), openRange: open, openWhole: () => open(0, node.size) }
     return fileResponse(c, file, { sandbox: !view.site, log })
   }
 
@@ -211,6 +265,8 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     store: async (c) => {
       const req = parseStoreRequest(storeRequestRest(requestPath(c), storeDir))
       const info = await findInfo(req)
+      const hot = serveHot(c, req, info, false)
+      if (hot !== undefined) return hot
       const base = [...prefix.split('/').filter(Boolean), `${info.storePath.hash}-${info.storePath.name}`]
       return serve(c, req, info, {
         site: false,
@@ -222,6 +278,8 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
       const path = requestPath(c).replace(/^\/+/, '')
       const req = parseStoreRequest(path === '' ? `${hash}/` : `${hash}/${path}`)
       const info = await findInfo(req)
+      const hot = serveHot(c, req, info, true)
+      if (hot !== undefined) return hot
       const own = `${prefix}${info.storePath.hash}-${info.storePath.name}`
       return serve(c, req, info, {
         site: true,
@@ -236,8 +294,31 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
   }
 }
 
-/** Files up to this size are read whole and sent in one write (headers and body in one packet). */
-const SMALL_FILE_BYTES = 64 * 1024
+/**
+ * Files up to this size are read whole and sent in one write (headers and body together): no
+ * stream machinery per response (bench/ row 8d: 200 responses of a 254 KiB file). One streamed
+ * read (READ_MAX_BYTES) holds more, so no response holds more memory than a stream would.
+ */
+const SMALL_FILE_BYTES = 256 * 1024
+
+/** Memory for hot small files (at most SMALL_FILE_BYTES each). */
+const HOT_FILES_BYTES = 32 * 1024 * 1024
+
+/** `?query` of the request, for redirects (parsed only then). */
+function querySuffix(c: Context): string {
+  return new URL(c.req.url).search
+}
+
+/** fileResponse never opens a stream for a file whose bytes it has. */
+function inMemory(): never {
+  throw new Error('the bytes are in memory')
+}
+
+function notModified(c: Context, etag: string): Response {
+  c.header('ETag', etag)
+  c.header('Cache-Control', IMMUTABLE)
+  return c.body(null, 304)
+}
 
 /** The first bytes of a file, to tell text from binary when its name does not. */
 async function readHead(source: NarSource, offset: number, size: number): Promise<Uint8Array> {

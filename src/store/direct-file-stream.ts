@@ -1,6 +1,6 @@
 /** The no-disk fallback: stream one file straight out of an upstream NAR, stopping once it is sent. */
 import { Readable } from 'node:stream'
-import { createDecoder } from '../codecs/decompress.js'
+import { createDecoder, PROCESS_DECODER_MIN_BYTES } from '../codecs/decompress.js'
 import type { ListingNode } from '../formats/listing.js'
 import { NarIndexer } from '../formats/nar-indexer.js'
 import type { PathInfo } from '../upstream/path-info-lookup.js'
@@ -22,7 +22,7 @@ export async function openDirectFile(info: PathInfo, path: string, signal?: Abor
   const { upstream, narKey, narInfo } = info
   const res = await upstream.get(narKey, signal)
   if (res === undefined) throw new UpstreamError(upstream.name, 'bad-status', `NAR ${narKey} is missing`)
-  const decoded: Readable = res.body.pipe(createDecoder(narInfo.compression))
+  const decoded: Readable = res.body.pipe(createDecoder(narInfo.compression, { external: narInfo.narSize >= PROCESS_DECODER_MIN_BYTES }))
   res.body.on('error', (err) => decoded.destroy(err))
   const chunks = decoded[Symbol.asyncIterator]() as AsyncIterator<Buffer>
   const indexer = new NarIndexer()

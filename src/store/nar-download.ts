@@ -1,14 +1,14 @@
 /** One NAR being fetched: decoded, indexed, hashed and written to a temp file that readers follow. */
-import { createHash, type Hash as Hasher } from 'node:crypto'
 import type { FileHandle } from 'node:fs/promises'
 import { Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { hashEquals, type Hash } from '../formats/hash.js'
 import { listingFromEntries, type Listing, type ListingNode } from '../formats/listing.js'
 import { NarIndexer, type NarEntry } from '../formats/nar-indexer.js'
-import { createDecoder } from '../codecs/decompress.js'
+import { createDecoder, PROCESS_DECODER_MIN_BYTES } from '../codecs/decompress.js'
 import type { PathInfo } from '../upstream/path-info-lookup.js'
 import { UpstreamError } from '../upstream/upstream.js'
+import { createNarHasher, type NarHasher } from './file-hasher.js'
 import { createRangeStream, readRangeBytes, type NarSource, type RangeSource } from './nar-source.js'
 
 /** The NAR failed verification (size or hash) or is not a valid NAR. */
@@ -28,7 +28,7 @@ export class DiskError extends Error {
 
 interface ByteWaiter {
   readonly end: number
-  readonly resolve: () => void
+  readonly resolve: (written: number) => void
   readonly reject: (err: Error) => void
 }
 
@@ -36,9 +36,13 @@ export interface NarDownloadOptions {
   readonly info: PathInfo
   /** Open read-write temp file; the download owns it and closes it when no reader needs it. */
   readonly file: FileHandle
+  /** Where `file` is (the hash worker reads it back from there). */
+  readonly path: string
   /** Aborts when the last reader leaves (for NARs that will not be kept). */
   readonly abortWhenUnused: boolean
 }
+
+const UNUSED_GRACE_MS = 1000
 
 export class NarDownload implements NarSource {
   readonly info: PathInfo
@@ -52,6 +56,7 @@ export class NarDownload implements NarSource {
   #closed = false
   #held = true
   readonly #file: FileHandle
+  readonly #path: string
   readonly #abort = new AbortController()
   readonly #abortWhenUnused: boolean
   readonly #byteWaiters: ByteWaiter[] = []
@@ -61,6 +66,7 @@ export class NarDownload implements NarSource {
   constructor(options: NarDownloadOptions) {
     this.info = options.info
     this.#file = options.file
+    this.#path = options.path
     this.#abortWhenUnused = options.abortWhenUnused
     this.done = this.#run()
     this.done.catch(() => {}) // observed through readers and the store; never an unhandled rejection
@@ -68,6 +74,11 @@ export class NarDownload implements NarSource {
 
   get written(): number {
     return this.#written
+  }
+
+  /** Set only after the whole NAR matched its NarHash (bytes on disk never change afterwards). */
+  get verified(): boolean {
+    return this.#complete
   }
 
   /** Stops the download (the store calls this on shutdown). */
@@ -119,8 +130,8 @@ export class NarDownload implements NarSource {
     try {
       const res = await upstream.get(narKey, signal)
       if (res === undefined) throw new UpstreamError(upstream.name, 'bad-status', `NAR ${narKey} is missing`)
-      const decoder = createDecoder(narInfo.compression)
-      const sink = new NarSink(this, narInfo.narSize, narInfo.narHash, upstream.name)
+      const decoder = createDecoder(narInfo.compression, { external: narInfo.narSize >= PROCESS_DECODER_MIN_BYTES })
+      const sink = new NarSink(this, narInfo.narSize, createNarHasher(narInfo.narHash.algorithm, this.#path, narInfo.narSize), narInfo.narHash, upstream.name)
       const stages = res.contentEncoding !== undefined && res.contentEncoding !== 'identity'
         ? [res.body, createDecoder(contentEncodingCompression(res.contentEncoding)), decoder, sink]
         : [res.body, decoder, sink]
@@ -147,7 +158,7 @@ export class NarDownload implements NarSource {
       const waiter = this.#byteWaiters[i]!
       if (waiter.end <= this.#written) {
         this.#byteWaiters.splice(i, 1)
-        waiter.resolve()
+        waiter.resolve(this.#written)
       }
     }
   }
@@ -160,9 +171,11 @@ export class NarDownload implements NarSource {
     return this.#file
   }
 
-  #waitForBytes(end: number): Promise<void> {
-    if (end <= this.#written) return Promise.resolve()
+  #waitForBytes(end: number): Promise<number> {
+    // A failed NAR (NarHash mismatch, cut-off upstream) is never read from again, even bytes that
+    // arrived: responses still streaming from it are cut instead of finishing with unverified bytes.
     if (this.#failure !== undefined) return Promise.reject(this.#failure)
+    if (end <= this.#written) return Promise.resolve(this.#written)
     if (this.#complete) return Promise.reject(new RangeError(`byte ${end} is past the end of the NAR`))
     return new Promise((resolve, reject) => this.#byteWaiters.push({ end, resolve, reject }))
   }
@@ -170,7 +183,11 @@ export class NarDownload implements NarSource {
   #releaseReader(): void {
     this.#readers--
     if (this.#readers === 0 && this.#abortWhenUnused && !this.#finished) {
-      this.#abort.abort(new Error('every client left a NAR that is not kept'))
+      // A request often reads twice (the head to sniff a type, then the body): only give up when
+      // no reader came back shortly after the last one left.
+      setTimeout(() => {
+        if (this.#readers === 0 && !this.#finished) this.#abort.abort(new Error('every client left a NAR that is not kept'))
+      }, UNUSED_GRACE_MS).unref()
     }
     void this.#maybeClose()
   }
@@ -226,85 +243,144 @@ export class NarDownload implements NarSource {
   }
 }
 
+/**
+ * Decoders hand over 64 KiB pieces; writing (and telling the hash worker about) each one cost more
+ * event-loop time than the bytes themselves (bench/ row 3a), so they go to disk in batches of this size.
+ */
+const WRITE_BATCH_BYTES = 1024 * 1024
+/** A smaller batch goes out after this long, so readers of a slow download are not kept waiting. */
+const WRITE_BATCH_DELAY_MS = 2
+
 /** Counts, hashes, indexes and writes the decoded NAR; refuses a single byte past NarSize. */
 class NarSink extends Writable {
   readonly #download: NarDownload
   readonly #narSize: number
   readonly #narHash: Hash
   readonly #upstream: string
-  readonly #hasher: Hasher
+  readonly #hasher: NarHasher
   readonly #indexer = new NarIndexer()
   readonly #entries: NarEntry[] = []
+  /** Bytes accepted (indexed and counted) so far. */
   #position = 0
+  /** Bytes on disk so far. */
+  #written = 0
+  #batch: Buffer[] = []
+  #batchBytes = 0
+  #batchEntries: NarEntry[] = []
+  #timer: NodeJS.Timeout | undefined
+  #writing: Promise<void> | undefined
+  #blocked: (() => void) | undefined
+  #failure: Error | undefined
 
-  constructor(download: NarDownload, narSize: number, narHash: Hash, upstream: string) {
+  constructor(download: NarDownload, narSize: number, hasher: NarHasher, narHash: Hash, upstream: string) {
     super({ highWaterMark: 4 * 1024 * 1024 })
     this.#download = download
     this.#narSize = narSize
     this.#narHash = narHash
     this.#upstream = upstream
-    this.#hasher = createHash(narHash.algorithm)
+    this.#hasher = hasher
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.#writeChunks([chunk], callback)
-  }
-
-  /** Chunks that queued up while a disk write was in flight go out in one writev. */
-  override _writev(chunks: Array<{ chunk: Buffer }>, callback: (error?: Error | null) => void): void {
-    this.#writeChunks(
-      chunks.map((c) => c.chunk),
-      callback,
-    )
-  }
-
-  #writeChunks(chunks: Buffer[], callback: (error?: Error | null) => void): void {
-    const position = this.#position
-    const entries: NarEntry[] = []
-    let bytes = 0
-    for (const chunk of chunks) {
-      if (this.#position + chunk.length > this.#narSize) {
-        callback(new NarVerificationError(this.#upstream, `NAR is larger than its NarSize ${this.#narSize}`))
-        return
-      }
-      try {
-        for (const entry of this.#indexer.push(chunk)) entries.push(entry)
-      } catch (err) {
-        callback(new NarVerificationError(this.#upstream, (err as Error).message, { cause: err }))
-        return
-      }
-      this.#hasher.update(chunk)
-      this.#position += chunk.length
-      bytes += chunk.length
+    if (this.#failure !== undefined) return callback(this.#failure)
+    if (this.#position + chunk.length > this.#narSize) {
+      return callback(new NarVerificationError(this.#upstream, `NAR is larger than its NarSize ${this.#narSize}`))
     }
+    try {
+      for (const entry of this.#indexer.push(chunk)) this.#batchEntries.push(entry)
+    } catch (err) {
+      return callback(new NarVerificationError(this.#upstream, (err as Error).message, { cause: err }))
+    }
+    this.#hasher.update(chunk)
+    this.#position += chunk.length
+    this.#batch.push(chunk)
+    this.#batchBytes += chunk.length
+    if (this.#batchBytes < WRITE_BATCH_BYTES) {
+      this.#timer ??= setTimeout(() => this.#flush(), WRITE_BATCH_DELAY_MS)
+      callback()
+    } else if (this.#writing === undefined) {
+      this.#flush()
+      callback()
+    } else {
+      // One batch on its way to disk and one full batch waiting: that is the backpressure.
+      this.#blocked = () => callback(this.#failure)
+    }
+  }
+
+  /** Starts writing the collected chunks unless a write is in flight (its completion comes back here). */
+  #flush(): void {
+    clearTimeout(this.#timer)
+    this.#timer = undefined
+    // Once destroyed (the download failed or was aborted) the file may be closed: write nothing more.
+    if (this.destroyed || this.#writing !== undefined || this.#batchBytes === 0 || this.#failure !== undefined) return
+    const chunks = this.#batch
+    const bytes = this.#batchBytes
+    const entries = this.#batchEntries
+    const position = this.#written
+    this.#batch = []
+    this.#batchBytes = 0
+    this.#batchEntries = []
     for (const entry of entries) this.#entries.push(entry)
-    this.#download.writeAt(chunks, position).then(
+    this.#writing = this.#download.writeAt(chunks, position).then(
       () => {
+        this.#written = position + bytes
+        this.#hasher.written(this.#written)
         this.#download.onWritten(bytes, entries)
-        callback()
       },
-      (err: NodeJS.ErrnoException) => callback(new DiskError(`writing the NAR to disk: ${err.code ?? err.message}`, { cause: err })),
+      (err: NodeJS.ErrnoException) => {
+        this.#failure = new DiskError(`writing the NAR to disk: ${err.code ?? err.message}`, { cause: err })
+        if (!this.destroyed) this.destroy(this.#failure)
+      },
     )
+    void this.#writing.then(() => {
+      this.#writing = undefined
+      if (this.#batchBytes >= WRITE_BATCH_BYTES) this.#flush()
+      else if (this.#batchBytes > 0 && !this.destroyed) this.#timer ??= setTimeout(() => this.#flush(), WRITE_BATCH_DELAY_MS)
+      const blocked = this.#blocked
+      this.#blocked = undefined
+      blocked?.()
+    })
   }
 
   override _final(callback: (error?: Error | null) => void): void {
-    try {
-      if (this.#position !== this.#narSize) {
-        throw new NarVerificationError(this.#upstream, `NAR is ${this.#position} bytes, NarSize says ${this.#narSize}`)
-      }
-      try {
-        this.#indexer.end()
-      } catch (err) {
-        throw new NarVerificationError(this.#upstream, (err as Error).message, { cause: err })
-      }
-      const digest = this.#hasher.digest()
-      if (!hashEquals({ algorithm: this.#narHash.algorithm, digest }, this.#narHash)) {
-        throw new NarVerificationError(this.#upstream, 'NAR does not match its NarHash')
-      }
-      this.#download.file.sync().then(() => callback(), (err: NodeJS.ErrnoException) => callback(new DiskError(`syncing the NAR: ${err.code ?? err.message}`)))
-    } catch (err) {
-      callback(err as Error)
+    this.#drain()
+      .then(() => this.#verify())
+      .then(() => callback(), callback)
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    clearTimeout(this.#timer)
+    this.#hasher.dispose()
+    callback(err)
+  }
+
+  /** Every byte accepted so far is on disk (or the write failed). */
+  async #drain(): Promise<void> {
+    while (this.#writing !== undefined || (this.#batchBytes > 0 && this.#failure === undefined)) {
+      this.#flush()
+      await this.#writing
     }
+    if (this.#failure !== undefined) throw this.#failure
+  }
+
+  async #verify(): Promise<void> {
+    if (this.#position !== this.#narSize) {
+      throw new NarVerificationError(this.#upstream, `NAR is ${this.#position} bytes, NarSize says ${this.#narSize}`)
+    }
+    try {
+      this.#indexer.end()
+    } catch (err) {
+      throw new NarVerificationError(this.#upstream, (err as Error).message, { cause: err })
+    }
+    const digest = await this.#hasher.digest().catch((err: Error) => {
+      throw new DiskError(err.message, { cause: err })
+    })
+    if (!hashEquals({ algorithm: this.#narHash.algorithm, digest }, this.#narHash)) {
+      throw new NarVerificationError(this.#upstream, 'NAR does not match its NarHash')
+    }
+    await this.#download.file.sync().catch((err: NodeJS.ErrnoException) => {
+      throw new DiskError(`syncing the NAR: ${err.code ?? err.message}`)
+    })
   }
 
   listing(): Listing {

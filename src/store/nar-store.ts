@@ -9,6 +9,7 @@ import { formatHashNix32 } from '../formats/hash.js'
 import { formatListing, parseListing, locate, type Listing } from '../formats/listing.js'
 import type { Logger } from '../log.js'
 import type { PathInfo } from '../upstream/path-info-lookup.js'
+import { UpstreamError } from '../upstream/upstream.js'
 import { DownloadSlots } from './download-slots.js'
 import { DiskError, NarDownload, NarVerificationError } from './nar-download.js'
 import { createRangeStream, readRangeBytes, type NarSource, type RangeSource } from './nar-source.js'
@@ -36,6 +37,8 @@ export interface NarStoreEvents {
   evicted?(bytes: number): void
   /** A download ended: committed to the cache, streamed without keeping, or failed. */
   downloadEnded?(result: 'cached' | 'not-kept' | 'failed' | 'verification-failed' | 'disk-error'): void
+  /** A download failed because of what the upstream sent (not the disk, not a shutdown). */
+  upstreamNarFailed?(info: PathInfo): void
 }
 
 interface Entry {
@@ -89,6 +92,7 @@ export class NarStore {
     },
   })
   #diskTroubleUntil = 0
+  #closing = false
 
   constructor(options: NarStoreOptions) {
     this.#dir = options.dir
@@ -162,6 +166,17 @@ export class NarStore {
     return { active: this.#slots.active, queued: this.#slots.queued }
   }
 
+  /** Whether a download of this NAR would be kept (else it is streamed through a temp file). */
+  keeps(info: PathInfo): boolean {
+    return info.narInfo.narSize <= this.#maxNarBytes
+  }
+
+  /** Whether this NAR is being downloaded now. */
+  downloading(info: PathInfo): boolean {
+    const key = narKey(info)
+    return this.#inflight.has(key) || this.#starting.has(key)
+  }
+
   has(info: PathInfo): boolean {
     return this.#lru.has(narKey(info))
   }
@@ -175,8 +190,11 @@ export class NarStore {
     const key = narKey(info)
     const cached = this.#lru.get(key)
     if (cached !== undefined) {
-      this.#events.hit?.()
-      return this.#cachedSource(cached)
+      if (await this.#usable(cached)) {
+        this.#events.hit?.()
+        return this.#cachedSource(cached)
+      }
+      this.#lru.delete(key)
     }
     const joined = this.#inflight.get(key) ?? this.#starting.get(key)
     if (joined !== undefined) {
@@ -199,6 +217,7 @@ export class NarStore {
 
   /** Aborts downloads in flight; resolves once their temp files are removed. */
   async close(): Promise<void> {
+    this.#closing = true
     for (const download of this.#inflight.values()) download.abort(new Error('shutting down'))
     await Promise.all(this.#settling)
   }
@@ -248,6 +267,7 @@ export class NarStore {
         // Out of flight at once: the next request must start afresh, not read a failed download.
         finish()
         this.#events.downloadEnded?.(err instanceof DiskError ? 'disk-error' : err instanceof NarVerificationError ? 'verification-failed' : 'failed')
+        if ((err instanceof UpstreamError || err instanceof NarVerificationError) && !this.#closing) this.#events.upstreamNarFailed?.(info)
         if (err instanceof DiskError) this.#diskTrouble('NAR download failed on disk', err)
         else this.#log.warn('NAR download failed', { upstream: info.upstream.name, storePath: info.narInfo.storePath, error: err })
         await rm(tmp, { force: true })
@@ -298,6 +318,18 @@ export class NarStore {
     while (this.#lru.size > 0 && this.#lru.calculatedSize + incoming > max) this.#lru.pop()
   }
 
+  /** False when the file went away under us (deleted by hand, a cleaner): it is then downloaded again. */
+  async #usable(entry: Entry): Promise<boolean> {
+    try {
+      await this.#fdFor(entry)
+      return true
+    } catch (err) {
+      entry.fd = undefined
+      this.#log.warn('a cached NAR cannot be opened; downloading it again', { key: entry.key, error: err })
+      return false
+    }
+  }
+
   #cachedSource(entry: Entry): NarSource {
     this.#touch(entry)
     return {
@@ -305,6 +337,7 @@ export class NarStore {
       listing: async () => entry.listing,
       read: (start, end) => createRangeStream(this.#rangeSource(entry), start, end),
       readBytes: (start, end) => readRangeBytes(this.#rangeSource(entry), start, end),
+      verified: true,
     }
   }
 
@@ -313,7 +346,7 @@ export class NarStore {
     const fd = this.#fdFor(entry)
     return {
       readAt: async (buffer, length, position) => readAt(await fd, buffer, length, position),
-      waitFor: async () => {},
+      waitFor: async () => entry.size,
       release: () => {
         entry.readers--
         if (entry.readers > 0) return

@@ -1,12 +1,14 @@
 /** Every NAR codec, in-process and through the system binaries, against the uncompressed fixture NARs. */
 import assert from 'node:assert/strict'
 import { createReadStream } from 'node:fs'
-import { readdir, readFile } from 'node:fs/promises'
+import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import os from 'node:os'
 import path from 'node:path'
 import { Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { describe, it } from 'node:test'
 import { createDecoder, UnsupportedCompressionError } from '../../src/codecs/decompress.js'
+import { findExecutable } from '../../src/codecs/process-decoder.js'
 import { cacheDir } from '../helpers/fixtures.js'
 
 /** The compressed NAR file and the uncompressed NAR of the same store path in the `none` cache. */
@@ -66,6 +68,30 @@ describe('createDecoder', () => {
       })
     }
   }
+
+  it('decodes xz with the `xz` on PATH, and in-process when PATH has none', async (t) => {
+    const real = findExecutable('xz')
+    if (real === undefined) return t.skip('xz is not installed')
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'unnar-xz-'))
+    const savedPath = process.env.PATH
+    try {
+      // An `xz` that leaves a mark, then runs the real one.
+      const marker = path.join(dir, 'ran')
+      await writeFile(path.join(dir, 'xz'), `#!/bin/sh\n: > '${marker}'\nexec '${real}' "$@"\n`)
+      await chmod(path.join(dir, 'xz'), 0o755)
+      const { compressed, nar } = (await pairs('xz'))[0]!
+      process.env.PATH = dir
+      assert.ok((await decode(compressed, 'xz', true)).equals(nar))
+      await stat(marker)
+      await rm(marker)
+      process.env.PATH = ''
+      assert.ok((await decode(compressed, 'xz', true)).equals(nar))
+      await assert.rejects(stat(marker), 'no xz binary ran')
+    } finally {
+      process.env.PATH = savedPath
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
 
   it('names an unsupported compression', () => {
     assert.throws(() => createDecoder('lz4'), (err: Error) => err instanceof UnsupportedCompressionError && /"lz4"/.test(err.message))

@@ -1,6 +1,8 @@
 /** HTTP for browsers and curl: ranges, downloads, compression, listing formats, sandboxing, subdomain sites. */
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
+import { readdir } from 'node:fs/promises'
+import path from 'node:path'
 import { brotliDecompressSync, gunzipSync } from 'node:zlib'
 import { after, before, describe, it } from 'node:test'
 import { decompress as zstdDecompress } from 'zstd-napi'
@@ -8,6 +10,7 @@ import { cacheDir, fixturePath } from '../helpers/fixtures.js'
 import { rawRequest } from '../helpers/raw-http.js'
 import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
 import { startUnnar, type TestUnnar } from '../helpers/unnar.js'
+import { eventually } from '../helpers/wait.js'
 
 const basic = fixturePath('basic')
 const site = fixturePath('site')
@@ -78,6 +81,24 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
         const res = await rawRequest(fresh.store(`${basicBase}/lib/libfoo.so.1.2`), { headers: { range: 'bytes=100-199' } })
         assert.equal(res.status, 206)
         assert.equal(res.body.length, 100)
+      } finally {
+        await fresh.stop()
+      }
+    })
+
+    it('sends exactly the bytes asked for across read boundaries (64 KiB waits, 512 KiB reads), cached or downloading', async () => {
+      const edges = [65536, 524288, 2 * 524288, 65536 + 524288]
+      const ranges = edges.flatMap((e) => [[e - 1, e], [e - 3, e + 2], [e, e + 1048576 * 1.5]]).concat([[1, size - 2]])
+      const fresh = await startUnnar([upstream.url])
+      try {
+        for (const server of [unnar, fresh]) {
+          for (const [start, end] of ranges as Array<[number, number]>) {
+            const last = Math.min(end, size - 1)
+            const res = await rawRequest(server.store(`${basicBase}/lib/blob.bin`), { headers: { range: `bytes=${start}-${last}` } })
+            assert.equal(res.status, 206)
+            assert.ok(res.body.equals(blob.subarray(start, last + 1)), `bytes=${start}-${last}`)
+          }
+        }
       } finally {
         await fresh.stop()
       }
@@ -173,6 +194,39 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
       assert.ok(br.body.length < plain.body.length / 4)
       assert.equal(br.headers['content-length'], String(br.body.length))
     })
+  })
+
+  it('answers for a small file held in memory exactly as it did before the file was hot', async () => {
+    const variants: Array<[string, Record<string, string>, string?]> = [
+      ['plain', {}],
+      ['HEAD', {}, 'HEAD'],
+      ['range', { range: 'bytes=10-99' }],
+      ['suffix range', { range: 'bytes=-5' }],
+      ['unsatisfiable range', { range: 'bytes=5000-' }],
+      ['If-Range with a stale tag', { range: 'bytes=0-9', 'if-range': '"stale"' }],
+      ['If-None-Match', { 'if-none-match': '"unused", *' }],
+      ['br', { 'accept-encoding': 'br' }],
+      ['gzip', { 'accept-encoding': 'gzip' }],
+    ]
+    const file = `${basicBase}/share/doc/README`
+    const strip = (r: Awaited<ReturnType<typeof rawRequest>>) => {
+      const { date: _date, 'x-request-id': _id, ...headers } = r.headers
+      return { status: r.status, headers, body: r.body.toString('base64') }
+    }
+    for (const [what, headers, method] of variants) {
+      for (const query of ['', '?download']) {
+        const fresh = await startUnnar([upstream.url])
+        try {
+          const cold = await rawRequest(fresh.store(file) + query, { headers, method: method ?? 'GET' })
+          await eventually(async () => (await readdir(path.join(fresh.cacheDir, 'nar'))).some((n) => n.endsWith('.nar')), 'the NAR is committed')
+          await rawRequest(fresh.store(file)) // now read from a verified NAR: the file becomes hot
+          const hot = await rawRequest(fresh.store(file) + query, { headers, method: method ?? 'GET' })
+          assert.deepEqual(strip(hot), strip(cold), `${what}${query}`)
+        } finally {
+          await fresh.stop()
+        }
+      }
+    }
   })
 
   it('sandboxes store files so their scripts cannot reach unnar pages', async () => {

@@ -136,6 +136,22 @@ describe('the NAR store', { timeout: 120_000 }, () => {
     await eventually(async () => (await cachedNars(unnar.cacheDir)).length === 1, 'the good NAR is kept')
   })
 
+  it('keeps no file of a NAR that failed its NarHash in memory either: each request downloads again', async () => {
+    const u = await upstreamFor('none')
+    const narKey = await narKeyOf('none', basic.hash)
+    const corrupt = Buffer.from(await readFile(path.join(cacheDir('none'), narKey)))
+    const listing = JSON.parse(await readFile(path.join(cacheDir('none'), `${basic.hash}.ls`), 'utf8'))
+    corrupt[listing.root.entries.lib.entries['blob.bin'].narOffset + 1000]! ^= 0xff // bin/hello's bytes stay intact
+    u.setFault(narKey, { kind: 'replace', body: corrupt })
+    const unnar = await unnarFor(u)
+    for (let i = 1; i <= 2; i++) {
+      const res = await fetch(unnar.store(`${basicBase}/bin/hello`))
+      await res.arrayBuffer().catch(() => undefined)
+      await eventually(() => unnar.logs.filter((l) => l.msg === 'NAR download failed').length === i, `download ${i} fails`)
+    }
+    assert.equal(u.count(NAR), 2)
+  })
+
   it('cuts off a NAR that grows past its NarSize', async () => {
     const u = await upstreamFor('none')
     const narKey = await narKeyOf('none', site.hash)

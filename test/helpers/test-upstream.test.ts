@@ -10,6 +10,7 @@ import { cacheDir, fixturePath } from './fixtures.js'
 import { rawRequest } from './raw-http.js'
 import { startTestUpstream } from './test-upstream.js'
 import type { TestUpstream, TestUpstreamOptions } from './test-upstream.js'
+import { eventually } from './wait.js'
 
 const root = cacheDir('xz')
 const basic = fixturePath('basic')
@@ -38,7 +39,12 @@ test('The upstream serves a narinfo with its content type and length', async () 
     assert.equal(res.headers.get('content-type'), 'text/x-nix-narinfo')
     assert.equal(res.headers.get('content-length'), String(Buffer.byteLength(narinfoText)))
     assert.equal(await res.text(), narinfoText)
-    assert.deepEqual(up.requests, [{ method: 'GET', path: narinfoPath, status: 200 }])
+    assert.deepEqual(
+      up.requests.map(({ method, path, status }) => ({ method, path, status })),
+      [{ method: 'GET', path: narinfoPath, status: 200 }],
+    )
+    await eventually(() => up.requests[0]!.bytes !== undefined, 'the response closed')
+    assert.ok(up.requests[0]!.bytes! > Buffer.byteLength(narinfoText), 'bytes on the wire count headers and body')
   })
 })
 
@@ -146,7 +152,10 @@ test('A hanging request is ended by close()', async () => {
   while (up.count(narinfoPath) === 0) await new Promise((resolve) => setTimeout(resolve, 5))
   await up.close()
   await assert.rejects(pending)
-  assert.deepEqual(up.requests, [{ method: 'GET', path: narinfoPath, status: 0 }])
+  assert.deepEqual(
+    up.requests.map(({ method, path, status }) => ({ method, path, status })),
+    [{ method: 'GET', path: narinfoPath, status: 0 }],
+  )
 })
 
 test('count() counts requests by exact path or pattern and by method', async () => {

@@ -1,0 +1,164 @@
+/** Hashes a NAR's temp file in a worker thread as it is written, so the event loop never hashes. */
+import { createHash, type Hash as Hasher } from 'node:crypto'
+import { availableParallelism } from 'node:os'
+import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads'
+
+/** What NarSink feeds: either every chunk (in-process) or how far the file is written (worker). */
+export interface NarHasher {
+  /** Bytes about to be written at the current end of the file. */
+  update(chunk: Uint8Array): void
+  /** Bytes [0, end) of the file are written. */
+  written(end: number): void
+  /** The digest of everything written; call once, after the last write. */
+  digest(): Promise<Buffer>
+  /** Stops hashing (the download failed); safe to call at any time, and again. */
+  dispose(): void
+}
+
+/**
+ * Hashing a ≈100 MB NAR takes ~70 ms of CPU; in the event loop that delays every chunk behind it
+ * (bench/ row 3a). Tiny NARs are hashed in-process: there a worker's round trip costs more.
+ */
+export const WORKER_HASH_MIN_BYTES = 1024 * 1024
+
+/**
+ * The worker is told about progress at most once per this many bytes: every wake-up of another
+ * thread can preempt the decoder on a two-core machine (bench/ row 2a lost ~10% when the worker
+ * was woken for every 64 KiB–1 MiB written).
+ */
+const WORKER_ADVANCE_BYTES = 8 * 1024 * 1024
+
+/** A hasher for a NAR of `narSize` bytes being written to `file`. */
+export function createNarHasher(algorithm: string, file: string, narSize: number): NarHasher {
+  return narSize >= WORKER_HASH_MIN_BYTES ? new WorkerFileHasher(algorithm, file) : new InProcessHasher(algorithm)
+}
+
+class InProcessHasher implements NarHasher {
+  readonly #hasher: Hasher
+  constructor(algorithm: string) {
+    this.#hasher = createHash(algorithm)
+  }
+  update(chunk: Uint8Array): void {
+    this.#hasher.update(chunk)
+  }
+  written(): void {}
+  async digest(): Promise<Buffer> {
+    return this.#hasher.digest()
+  }
+  dispose(): void {}
+}
+
+/**
+ * The worker opens the file itself (its own descriptor, so the download may close or delete its
+ * own at any time) and reads back exactly the bytes that were written: the digest is that of what
+ * gets committed. One MessagePort per file; a worker serves several files.
+ */
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads')
+const { createHash } = require('node:crypto')
+const { openSync, readSync, closeSync } = require('node:fs')
+const CHUNK = 4 * 1024 * 1024
+let buffer
+parentPort.on('message', ({ port, file, algorithm }) => {
+  let fd
+  let hashed = 0
+  const hash = createHash(algorithm)
+  const close = () => {
+    if (fd !== undefined) closeSync(fd)
+    fd = undefined
+    port.close()
+  }
+  // The download closes its end when it fails or no longer needs the digest.
+  port.on('close', close)
+  port.on('message', (message) => {
+    try {
+      fd ??= openSync(file, 'r')
+      buffer ??= Buffer.allocUnsafe(CHUNK)
+      while (hashed < message.end) {
+        const n = readSync(fd, buffer, 0, Math.min(CHUNK, message.end - hashed), hashed)
+        if (n === 0) throw new Error('the file ended at ' + hashed + ', expected ' + message.end)
+        hash.update(buffer.subarray(0, n))
+        hashed += n
+      }
+      if (message.type === 'digest') {
+        port.postMessage({ digest: hash.digest() })
+        close()
+      }
+    } catch (err) {
+      port.postMessage({ error: err.message })
+      close()
+    }
+  })
+})
+`
+
+interface PoolWorker {
+  readonly worker: Worker
+  jobs: number
+}
+
+const pool: PoolWorker[] = []
+
+/** The least busy worker; a new one while fewer than one per core exist and all are busy. */
+function pickWorker(): PoolWorker {
+  const idle = pool.find((w) => w.jobs === 0)
+  if (idle !== undefined || pool.length >= availableParallelism()) return idle ?? pool.reduce((a, b) => (b.jobs < a.jobs ? b : a))
+  const worker = new Worker(WORKER_SOURCE, { eval: true })
+  worker.unref() // a pooled worker must not keep the process alive
+  const entry: PoolWorker = { worker, jobs: 0 }
+  worker.on('error', () => pool.splice(pool.indexOf(entry), 1))
+  pool.push(entry)
+  return entry
+}
+
+class WorkerFileHasher implements NarHasher {
+  readonly #port: MessagePort
+  readonly #worker: PoolWorker
+  readonly #result: Promise<Buffer>
+  #end = 0
+  #posted = 0
+  #done = false
+
+  constructor(algorithm: string, file: string) {
+    this.#worker = pickWorker()
+    this.#worker.jobs++
+    const { port1, port2 } = new MessageChannel()
+    this.#port = port1
+    this.#result = new Promise<Buffer>((resolve, reject) => {
+      port1.once('message', (message: { digest?: Uint8Array; error?: string }) => {
+        this.#finish()
+        if (message.digest !== undefined) resolve(Buffer.from(message.digest.buffer, message.digest.byteOffset, message.digest.byteLength))
+        else reject(new Error(`hashing the NAR: ${message.error}`))
+      })
+      // The worker died (or dispose() ran) before answering.
+      port1.once('close', () => reject(new Error('hashing the NAR: the hash worker stopped')))
+    })
+    this.#result.catch(() => {}) // observed through digest()
+    this.#worker.worker.postMessage({ port: port2, file, algorithm }, [port2])
+  }
+
+  update(): void {}
+
+  written(end: number): void {
+    this.#end = end
+    if (this.#done || end - this.#posted < WORKER_ADVANCE_BYTES) return
+    this.#posted = end
+    this.#port.postMessage({ type: 'advance', end })
+  }
+
+  digest(): Promise<Buffer> {
+    if (!this.#done) this.#port.postMessage({ type: 'digest', end: this.#end })
+    return this.#result
+  }
+
+  dispose(): void {
+    this.#finish()
+  }
+
+  #finish(): void {
+    if (this.#done) return
+    this.#done = true
+    this.#worker.jobs--
+    this.#port.close()
+  }
+}

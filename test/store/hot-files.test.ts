@@ -1,0 +1,50 @@
+/** The in-memory cache of hot small files: keyed by NAR content, bounded in bytes. */
+import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import path from 'node:path'
+import { describe, it } from 'node:test'
+import { parseNarInfo, type NarInfo } from '../../src/formats/narinfo.js'
+import { HotFiles, type HotFile } from '../../src/store/hot-files.js'
+import { cacheDir, fixturePath } from '../helpers/fixtures.js'
+
+const narInfoOf = (kind: string): NarInfo => parseNarInfo(readFileSync(path.join(cacheDir('xz'), `${fixturePath(kind).hash}.narinfo`), 'utf8'))
+
+const file = (text: string, size = text.length): HotFile => ({ bytes: new Uint8Array(Buffer.from(text.padEnd(size, '.'))) })
+
+describe('HotFiles', () => {
+  it('never answers for one NAR with the bytes of another, whatever the path', () => {
+    const hot = new HotFiles<HotFile>({ maxBytes: 1024 * 1024 })
+    const basic = narInfoOf('basic')
+    const site = narInfoOf('site')
+    hot.set(basic, ['share', 'a.txt'], file('from basic'))
+    assert.equal(hot.get(site, ['share', 'a.txt']), undefined)
+    hot.set(site, ['share', 'a.txt'], file('from site'))
+    assert.equal(Buffer.from(hot.get(basic, ['share', 'a.txt'])!.bytes).toString(), 'from basic')
+    assert.equal(Buffer.from(hot.get(site, ['share', 'a.txt'])!.bytes).toString(), 'from site')
+  })
+
+  it('finds a file by NarHash, not by the narinfo object that carried it', () => {
+    const hot = new HotFiles<HotFile>({ maxBytes: 1024 * 1024 })
+    hot.set(narInfoOf('basic'), ['bin', 'hello'], file('hello'))
+    assert.equal(Buffer.from(hot.get(narInfoOf('basic'), ['bin', 'hello'])!.bytes).toString(), 'hello')
+  })
+
+  it('keeps paths apart that only differ in where the slashes are', () => {
+    const hot = new HotFiles<HotFile>({ maxBytes: 1024 * 1024 })
+    const basic = narInfoOf('basic')
+    hot.set(basic, ['a', 'b'], file('a/b'))
+    assert.equal(hot.get(basic, ['a/b']), undefined)
+    assert.equal(hot.get(basic, ['ab']), undefined)
+  })
+
+  it('stays within its byte bound, dropping the least recently used files', () => {
+    const hot = new HotFiles<HotFile>({ maxBytes: 64 * 1024 })
+    const basic = narInfoOf('basic')
+    for (let i = 0; i < 20; i++) hot.set(basic, [`f${i}`], file(`file ${i}`, 8 * 1024))
+    assert.ok(hot.size <= 64 * 1024, `${hot.size} bytes`)
+    assert.equal(hot.get(basic, ['f0']), undefined)
+    assert.ok(hot.get(basic, ['f19']) !== undefined)
+    hot.set(basic, ['huge'], file('huge', 128 * 1024))
+    assert.equal(hot.get(basic, ['huge']), undefined, 'a file larger than the bound is not kept')
+  })
+})
