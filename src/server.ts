@@ -10,7 +10,7 @@ import { describeConfig, type Config, type SizeSetting } from './config.js'
 import { CACHE_NIXOS_ORG_KEY, parsePublicKey, type PublicKey } from './formats/signature.js'
 import { DEFAULT_STORE_DIR } from './formats/store-path.js'
 import { createApp, metricsHandler } from './http/app.js'
-import { createStoreRoutes, type StoreRoutes } from './http/store-route.js'
+import { OtherStoreDirs } from './http/store-dirs.js'
 import type { Logger } from './log.js'
 import { createMetrics } from './metrics.js'
 import { NarStore } from './store/nar-store.js'
@@ -56,27 +56,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   await store.init()
   const lookupOptions = { log, negativeTtlMs: config.negativeTtlMs, maxEntries: 10_000, trustedKeys: trustPolicy(config), strategy: config.lookup, onUntrusted: () => metrics.untrusted() }
   const lookup = new PathInfoLookup(upstreams, { ...lookupOptions, storeDir: DEFAULT_STORE_DIR })
-  // Store dirs other than /nix/store, as upstreams declare them in nix-cache-info.
-  const otherStores = new Map<string, { lookup: PathInfoLookup; routes: StoreRoutes }>()
-  const lookupFor = (storeDir: string) => (storeDir === DEFAULT_STORE_DIR ? lookup : otherStores.get(storeDir)?.lookup)
-  const serveStoreDirs = (byStoreDir: ReadonlyMap<string, Upstream[]>) => {
-    for (const [storeDir, list] of byStoreDir) {
-      if (storeDir === DEFAULT_STORE_DIR) continue
-      if (config.storeDirs !== undefined && !config.storeDirs.includes(storeDir)) {
-        log.error('upstream is for a store dir that is not served (UNNAR_STORE_DIRS)', { upstreams: list.map((u) => u.name), storeDir, served: config.storeDirs })
-        continue
-      }
-      const existing = otherStores.get(storeDir)
-      if (existing !== undefined) {
-        existing.lookup.reorder(list)
-        continue
-      }
-      const dirLookup = new PathInfoLookup(list, { ...lookupOptions, storeDir })
-      otherStores.set(storeDir, { lookup: dirLookup, routes: createStoreRoutes({ lookup: dirLookup, store, log, storeDir, domain: undefined }) })
-      log.info('serving another store dir', { storeDir, upstreams: list.map((u) => u.name) })
-    }
-    for (const [storeDir, entry] of otherStores) if (!byStoreDir.has(storeDir)) entry.lookup.reorder([])
-  }
+  const otherStores = new OtherStoreDirs({ defaultStoreDir: DEFAULT_STORE_DIR, allowed: config.storeDirs, lookup: lookupOptions, store, log })
+  const lookupFor = (storeDir: string) => (storeDir === DEFAULT_STORE_DIR ? lookup : otherStores.lookup(storeDir))
   // Served in the configured order until every nix-cache-info has answered (a slow or offline
   // upstream must not delay the start); read again every 10 minutes for Priority/StoreDir changes.
   const orderWatch = watchUpstreamOrder(upstreams, config.upstreams, {
@@ -88,7 +69,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       if (ordered.length === 0) log.warn('no upstream serves /nix/store', { storeDir: DEFAULT_STORE_DIR })
       lookup.reorder(ordered)
     },
-    onStoreDirs: serveStoreDirs,
+    onStoreDirs: (byStoreDir) => otherStores.update(byStoreDir),
   })
   metrics.watch({ store: () => store, upstreams: () => lookup.health() })
   let accepting = true
@@ -103,10 +84,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     serveMetrics: config.metrics.kind === 'main',
     maxUrlLength: config.maxUrlLength,
     accepting: () => accepting,
-    otherStore: (path) => {
-      for (const [storeDir, entry] of otherStores) if (path.startsWith(`${storeDir}/`)) return entry.routes.store
-      return undefined
-    },
+    otherStore: (path) => otherStores.route(path),
   })
   const server = createHttpServer(app.fetch, config)
   const url = await listen(server, config)

@@ -63,6 +63,7 @@ export interface StoreRoutes {
 export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
   const { lookup, store, log, storeDir, domain } = deps
   const prefix = `${storeDir}/`
+  const prefixSegments = storeDir.split('/').filter(Boolean)
   const hotFiles = new HotFiles<StoreFile & { bytes: Uint8Array<ArrayBuffer> }>({ maxBytes: HOT_FILES_BYTES })
   /** Upstreams that answered a Range request with the whole object. */
   const rangeless = new WeakSet<Upstream>()
@@ -198,15 +199,15 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     return fileResponse(c, file, { sandbox: !view.site, log })
   }
 
-  /**
-   * An uncompressed NAR too big to keep, not cached and not being downloaded: fetch only this
-   * file's bytes from the upstream (Range), no peer does this. Undefined when the upstream ignores
-   * Range or the listing's offset does not match the NAR: the caller then streams the NAR.
-   */
+  /** An uncompressed NAR too big to keep, not cached and not being downloaded, on an upstream that honours Range. */
   function rangedFetchFits(info: PathInfo): boolean {
     return info.narInfo.compression === 'none' && !rangeless.has(info.upstream) && !store.keeps(info) && !store.has(info) && !store.downloading(info)
   }
 
+  /**
+   * Fetches only this file's bytes from the upstream (Range); no peer does this. Undefined when the
+   * upstream ignores Range or the listing's offset does not match the NAR: the caller then streams the NAR.
+   */
   async function serveRanged(c: Context, info: PathInfo, node: RangedNode, base: Omit<StoreFile, 'contentType' | 'openRange' | 'openWhole'>, byName: string | undefined, view: View): Promise<Response | undefined> {
     const fetchRange: FetchRange = async (start, end, signal) => {
       const res = await info.upstream.get(info.narKey, signal, { start, end })
@@ -267,7 +268,7 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
       const info = await findInfo(req)
       const hot = serveHot(c, req, info, false)
       if (hot !== undefined) return hot
-      const base = [...prefix.split('/').filter(Boolean), `${info.storePath.hash}-${info.storePath.name}`]
+      const base = [...prefixSegments, `${info.storePath.hash}-${info.storePath.name}`]
       return serve(c, req, info, {
         site: false,
         url: (segments) => '/' + encodePath([...base, ...segments]),

@@ -321,7 +321,8 @@ export class NarStore {
   /** False when the file went away under us (deleted by hand, a cleaner): it is then downloaded again. */
   async #usable(entry: Entry): Promise<boolean> {
     try {
-      await this.#fdFor(entry)
+      // An open (or opening) file is awaited as is: #rangeSource registers the use in the open-file LRU.
+      await (entry.fd ?? this.#fdFor(entry))
       return true
     } catch (err) {
       entry.fd = undefined

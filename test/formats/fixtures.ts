@@ -2,6 +2,7 @@
 import { readFileSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { FIXTURE_CACHES } from '../helpers/fixtures.js'
+import type { NarEntry } from '../../src/formats/nar-indexer.js'
 
 export const CACHES_DIR = FIXTURE_CACHES
 
@@ -97,3 +98,17 @@ Sig: test-cache-1:F4ixDq6uUE0YBWLJwkI6W3DbFSfsCKkxR7+8ZMjneisehOyakrsLRqWDLXBb70
 CA: fixed:r:sha256:0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3
 `
 export const DOC_KEY = 'test-cache-1:oIrzGFlHoLyk2IdOBAO/WHZfxNuKsFwxOjl+cCKZzJ8='
+
+/** The tree of nix-formats.md §2.2: its `.ls` as Nix 2.8 wrote it, and the entries NarIndexer gives for it. */
+export const TREE_LS =
+  '{"version":1,"root":{"type":"directory","entries":{"hello.txt":{"type":"regular","size":12,"narOffset":240},"link":{"type":"symlink","target":"hello.txt"},"run.sh":{"type":"regular","size":18,"executable":true,"narOffset":672},"sub":{"type":"directory","entries":{"B":{"type":"regular","size":1,"narOffset":1016},"a":{"type":"regular","size":1,"narOffset":1208}}}}}}'
+
+export const TREE_ENTRIES: readonly NarEntry[] = [
+  { type: 'directory', path: '' },
+  { type: 'regular', path: 'hello.txt', size: 12, executable: false, narOffset: 240 },
+  { type: 'symlink', path: 'link', target: 'hello.txt' },
+  { type: 'regular', path: 'run.sh', size: 18, executable: true, narOffset: 672 },
+  { type: 'directory', path: 'sub' },
+  { type: 'regular', path: 'sub/B', size: 1, executable: false, narOffset: 1016 },
+  { type: 'regular', path: 'sub/a', size: 1, executable: false, narOffset: 1208 },
+]

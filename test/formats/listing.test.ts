@@ -14,11 +14,8 @@ import {
 } from '../../src/formats/listing.js'
 import type { ListingNode } from '../../src/formats/listing.js'
 import type { NarEntry } from '../../src/formats/nar-indexer.js'
-import { fixtureFiles, readManifest, uncompressedNars } from './fixtures.js'
+import { fixtureFiles, readManifest, TREE_ENTRIES, TREE_LS, uncompressedNars } from './fixtures.js'
 
-// The tree of nix-formats.md §2.2, written by Nix 2.8.
-const TREE_LS =
-  '{"version":1,"root":{"type":"directory","entries":{"hello.txt":{"type":"regular","size":12,"narOffset":240},"link":{"type":"symlink","target":"hello.txt"},"run.sh":{"type":"regular","size":18,"executable":true,"narOffset":672},"sub":{"type":"directory","entries":{"B":{"type":"regular","size":1,"narOffset":1016},"a":{"type":"regular","size":1,"narOffset":1208}}}}}}'
 
 /** Every node below the root as (relative path, node), depth first in Map order. */
 function* walk(node: ListingNode, prefix = ''): Generator<[string, ListingNode]> {
@@ -236,16 +233,7 @@ describe('formatListing', () => {
 
 describe('listingFromEntries', () => {
   it('builds the tree the NAR indexer describes', () => {
-    const entries: NarEntry[] = [
-      { type: 'directory', path: '' },
-      { type: 'regular', path: 'hello.txt', size: 12, executable: false, narOffset: 240 },
-      { type: 'symlink', path: 'link', target: 'hello.txt' },
-      { type: 'regular', path: 'run.sh', size: 18, executable: true, narOffset: 672 },
-      { type: 'directory', path: 'sub' },
-      { type: 'regular', path: 'sub/B', size: 1, executable: false, narOffset: 1016 },
-      { type: 'regular', path: 'sub/a', size: 1, executable: false, narOffset: 1208 },
-    ]
-    const listing = listingFromEntries(entries)
+    const listing = listingFromEntries(TREE_ENTRIES)
     assert.deepEqual(listing, parseListing(TREE_LS))
     assert.equal(formatListing(listing), TREE_LS)
   })

@@ -7,7 +7,7 @@ import { MAX_NAME_BYTES, MAX_NAR_DEPTH, MAX_TARGET_BYTES, NarFormatError, NarInd
 import type { NarEntry } from '../../src/formats/nar-indexer.js'
 import { buildNar, bytes, concat, directory, regular, str, symlink, tokens, u64 } from './nar-builder.js'
 import type { NarTree } from './nar-builder.js'
-import { uncompressedNars } from './fixtures.js'
+import { TREE_ENTRIES, TREE_LS, uncompressedNars } from './fixtures.js'
 
 function* chunked(data: Uint8Array, size: number): Generator<Uint8Array> {
   for (let i = 0; i < data.length; i += size) yield data.subarray(i, i + size)
@@ -61,8 +61,6 @@ const TREE = buildNar(
     sub: directory({ a: regular('a'), B: regular('B') }),
   }),
 )
-const TREE_LS =
-  '{"version":1,"root":{"type":"directory","entries":{"hello.txt":{"type":"regular","size":12,"narOffset":240},"link":{"type":"symlink","target":"hello.txt"},"run.sh":{"type":"regular","size":18,"executable":true,"narOffset":672},"sub":{"type":"directory","entries":{"B":{"type":"regular","size":1,"narOffset":1016},"a":{"type":"regular","size":1,"narOffset":1208}}}}}}'
 
 function nested(depth: number, leaf: NarTree = file): NarTree {
   let tree = leaf
@@ -80,15 +78,7 @@ describe('NarIndexer', () => {
   it('gives the offsets Nix 2.8 listed for the test tree', () => {
     assert.equal(TREE.length, 1296)
     const entries = indexAll([TREE])
-    assert.deepEqual(entries, [
-      { type: 'directory', path: '' },
-      { type: 'regular', path: 'hello.txt', size: 12, executable: false, narOffset: 240 },
-      { type: 'symlink', path: 'link', target: 'hello.txt' },
-      { type: 'regular', path: 'run.sh', size: 18, executable: true, narOffset: 672 },
-      { type: 'directory', path: 'sub' },
-      { type: 'regular', path: 'sub/B', size: 1, executable: false, narOffset: 1016 },
-      { type: 'regular', path: 'sub/a', size: 1, executable: false, narOffset: 1208 },
-    ])
+    assert.deepEqual(entries, TREE_ENTRIES)
     assert.equal(formatListing(listingFromEntries(entries)), TREE_LS)
   })
 
