@@ -9,7 +9,8 @@
  *
  * Knobs: BENCH_REPS (default 3) runs per timed measurement, at least 5 for the sub-second ones
  * (the median is reported); BENCH_WRK_SECONDS (default 5) per wrk measurement; BENCH_SOAK_SECONDS
- * (default 120) for the mixed soak (row 10).
+ * (default 120) for the mixed soak (row 10); BENCH_ONLY=3,8 runs only the rows with those numbers
+ * (both compressions of a row that has two; row 4 needs row 2) and does not write bench/RESULTS.md.
  * The fixtures are built once (≈1.5 min + ≈1 min, needs nix) and cached in bench/.work/ (see
  * fixture.ts and fixture-scale.ts).
  */
@@ -63,6 +64,8 @@ const SOAK_CONNECTIONS = 256
 /** Small enough that the soak's cold store paths keep evicting each other (see benchSoak). */
 const SOAK_CACHE_SIZE = '4M'
 const SOAK_HOT_PATHS = 16
+const ONLY = process.env.BENCH_ONLY?.split(',').map((s) => s.trim()).filter((s) => s !== '')
+const runs = (...rowNumbers: number[]) => ONLY === undefined || rowNumbers.some((n) => ONLY.includes(String(n)))
 
 // ───────────────────────────── results ─────────────────────────────
 
@@ -137,20 +140,20 @@ log(`NAR ${bigName}: ${fmtMB(fixture.big.narSize)} (xz ${fmtMB(fixture.caches.xz
 for (const c of COMPRESSIONS) for (const f of Object.values(fixture.caches[c].narFile)) await readFile(f)
 const nixEnv = { ...process.env, NIX_CONFIG }
 
-await benchCodecs()
+if (runs(1)) await benchCodecs()
 const coldLast: Partial<Record<Compression, number>> = {}
 const unnarChild = await IpcChild.spawn(path.join(BENCH, 'unnar-child.ts'))
 try {
-  for (const c of COMPRESSIONS) await benchColdLast(c)
-  await benchFirstByte()
-  await benchConcurrent()
+  for (const c of COMPRESSIONS) if (runs(c === 'xz' ? 2 : 3)) await benchColdLast(c)
+  if (runs(4)) await benchFirstByte()
+  if (runs(8)) await benchConcurrent()
 } finally {
   await unnarChild.kill()
 }
-await benchRss()
-await benchGbRss()
-await benchHot()
-await benchSoak()
+if (runs(5)) await benchRss()
+if (runs(5)) await benchGbRss()
+if (runs(6, 7)) await benchHot()
+if (runs(10)) await benchSoak()
 await rm(path.join(WORK, 'runs'), { recursive: true, force: true })
 
 const totalSeconds = (performance.now() - started) / 1000
@@ -158,8 +161,12 @@ const cpuEnd = await cpuSnapshot()
 const cpuOthers = cpuStart !== undefined && cpuEnd !== undefined ? Math.max(0, cpuEnd.machine - cpuStart.machine - (cpuEnd.ours - cpuStart.ours)) : undefined
 const report = renderReport(totalSeconds)
 process.stdout.write('\n' + report)
-await writeFile(path.join(BENCH, 'RESULTS.md'), report)
-log(`wrote bench/RESULTS.md (${totalSeconds.toFixed(0)} s in total)`)
+if (ONLY === undefined) {
+  await writeFile(path.join(BENCH, 'RESULTS.md'), report)
+  log(`wrote bench/RESULTS.md (${totalSeconds.toFixed(0)} s in total)`)
+} else {
+  log(`BENCH_ONLY=${ONLY.join(',')}: bench/RESULTS.md left as it was (${totalSeconds.toFixed(0)} s in total)`)
+}
 
 // ───────────────────────────── rows ─────────────────────────────
 

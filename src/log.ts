@@ -13,6 +13,8 @@ export interface Logger {
   info(msg: string, fields?: LogFields): void
   warn(msg: string, fields?: LogFields): void
   error(msg: string, fields?: LogFields): void
+  /** Whether lines of `level` are written: callers on hot paths skip building their fields. */
+  enabled(level: 'debug' | 'info' | 'warn' | 'error'): boolean
   /** A logger that adds `fields` to every line (a request id, say). */
   child(fields: LogFields): Logger
 }
@@ -47,7 +49,14 @@ function wrap(p: pino.Logger): Logger {
     if (fields === undefined) p[at](msg)
     else p[at](describeErrors(fields), msg)
   }
-  return { debug: emit('debug'), info: emit('info'), warn: emit('warn'), error: emit('error'), child: (fields) => wrap(p.child(describeErrors(fields))) }
+  return {
+    debug: emit('debug'),
+    info: emit('info'),
+    warn: emit('warn'),
+    error: emit('error'),
+    enabled: (level) => p.isLevelEnabled(level),
+    child: (fields) => wrap(p.child(describeErrors(fields))),
+  }
 }
 
 // Errors have no enumerable fields; log their name and message (never a stack for expected failures).

@@ -1,15 +1,17 @@
 /** Composition root: builds every object from a Config and starts listening. Tests start many of these in one process. */
 import { existsSync } from 'node:fs'
 import { lstat, mkdir, rm, statfs } from 'node:fs/promises'
-import type { Server } from 'node:http'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createConnection, type AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
-import { createAdaptorServer } from '@hono/node-server'
+import { getRequestListener, RequestError } from '@hono/node-server'
 import { Hono } from 'hono'
 import { describeConfig, type Config, type SizeSetting } from './config.js'
 import { CACHE_NIXOS_ORG_KEY, parsePublicKey, type PublicKey } from './formats/signature.js'
 import { DEFAULT_STORE_DIR } from './formats/store-path.js'
 import { createApp, metricsHandler } from './http/app.js'
+import { HotResponses } from './http/hot-responses.js'
+import { createRequestReporter, type RequestReporter } from './http/request-log.js'
 import { OtherStoreDirs } from './http/store-dirs.js'
 import type { Logger } from './log.js'
 import { createMetrics } from './metrics.js'
@@ -73,6 +75,14 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   })
   metrics.watch({ store: () => store, upstreams: () => lookup.health() })
   let accepting = true
+  const reporter = createRequestReporter(log, metrics)
+  const hotResponses = new HotResponses({
+    reporter,
+    maxBytes: HOT_RESPONSES_BYTES,
+    maxUrlLength: config.maxUrlLength,
+    keyByHost: config.domain !== undefined,
+    onAnswer: () => metrics.hotAnswer(),
+  })
   const app = createApp({
     lookup,
     store,
@@ -81,19 +91,21 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     publicDir: PUBLIC_DIR,
     domain: config.domain,
     metrics,
+    reporter,
+    hotResponses,
     serveMetrics: config.metrics.kind === 'main',
     maxUrlLength: config.maxUrlLength,
     accepting: () => accepting,
     otherStore: (path) => otherStores.route(path),
   })
-  const server = createHttpServer(app.fetch, config)
+  const server = createHttpServer(app.fetch, config, log, { answer: (req, res) => hotResponses.serve(req, res), reporter })
   const url = await listen(server, config)
   let metricsServer: Server | undefined
   let metricsUrl: string | undefined
   if (config.metrics.kind === 'separate') {
     const metricsApp = new Hono()
     metricsApp.get('/metrics', metricsHandler(metrics))
-    metricsServer = createHttpServer(metricsApp.fetch, config)
+    metricsServer = createHttpServer(metricsApp.fetch, config, log)
     metricsUrl = await listen(metricsServer, { ...config, port: config.metrics.port, host: config.metrics.host, socket: undefined })
   }
   log.info('unnar listening', { url, metricsUrl, cacheBytes: maxBytes, config: describeConfig(config) })
@@ -130,18 +142,47 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   }
 }
 
+/** What the main listener adds in front of the app: the hot-response lane, and the request log for requests the app never sees. */
+interface Front {
+  readonly answer: (req: IncomingMessage, res: ServerResponse) => boolean
+  readonly reporter: RequestReporter
+}
+
 /** The node HTTP server with the limits that keep slow or numerous clients from starving others. */
-function createHttpServer(fetch: (request: Request, env: never) => Response | Promise<Response>, config: Config): Server {
-  const server = createAdaptorServer({
-    fetch: fetch as never,
-    serverOptions: {
+function createHttpServer(fetch: (request: Request, env: never) => Response | Promise<Response>, config: Config, log: Logger, front?: Front): Server {
+  // node-server calls errorHandler synchronously from the listener call when the request target
+  // is no URL at all (a raw backslash, say), before any await: `arriving` is that request.
+  let arriving: { req: IncomingMessage; res: ServerResponse; started: number } | undefined
+  const app = getRequestListener(fetch as never, {
+    errorHandler: (err) => {
+      const bad = err instanceof RequestError
+      if (bad && arriving !== undefined && front !== undefined) {
+        const { req, res, started } = arriving
+        front.reporter.reportOnClose(res, { id: front.reporter.id(undefined), method: req.method ?? '', path: req.url ?? '', route: 'other', status: 400, started, notes: {} })
+      } else if (!bad) {
+        log.error('request failed', { status: 500, error: err as Error, stack: (err as Error).stack })
+      }
+      const text = bad ? '400 Bad Request: the request target is not a valid URL path\n' : '500 Internal Server Error: internal error\n'
+      return new Response(text, { status: bad ? 400 : 500, headers: { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' } })
+    },
+  })
+  const listener = (req: IncomingMessage, res: ServerResponse) => {
+    if (front?.answer(req, res) === true) return
+    arriving = { req, res, started: performance.now() }
+    const handled = app(req, res)
+    arriving = undefined
+    void handled
+  }
+  const server = createServer(
+    {
       headersTimeout: config.headerTimeoutMs,
       requestTimeout: config.headerTimeoutMs,
       keepAliveTimeout: config.keepAliveTimeoutMs,
       // Node checks the two timeouts above only this often (30 s by default).
       connectionsCheckingInterval: Math.max(100, Math.min(1000, config.headerTimeoutMs / 2)),
     },
-  }) as Server
+    listener,
+  )
   server.maxConnections = config.maxConnections
   // A client that stops reading a response for this long is dropped (its reader is released).
   server.setTimeout(IDLE_SOCKET_MS)
@@ -149,6 +190,9 @@ function createHttpServer(fetch: (request: Request, env: never) => Response | Pr
 }
 
 const IDLE_SOCKET_MS = 300_000
+
+/** Memory for repeatable answers (their bodies are mostly shared with the store route's hot files). */
+const HOT_RESPONSES_BYTES = 16 * 1024 * 1024
 
 async function listen(server: Server, config: Pick<Config, 'port' | 'host' | 'socket'>): Promise<string> {
   if (config.socket !== undefined) await removeStaleSocket(config.socket)

@@ -5,6 +5,7 @@ import lzma from 'lzma-native'
 import { DecompressStream as ZstdDecompressStream } from 'zstd-napi'
 import unbzip2Stream from 'unbzip2-stream'
 import { createProcessDecoder, findExecutable } from './process-decoder.js'
+import { WorkerZstdDecoder } from './worker-decoder.js'
 
 export class UnsupportedCompressionError extends Error {
   override readonly name = 'UnsupportedCompressionError'
@@ -51,7 +52,7 @@ export function createDecoder(compression: string, options: DecoderOptions = {})
       return xz !== undefined ? createProcessDecoder(xz, DECODE_ARGS) : (lzma.createDecompressor() as Transform)
     }
     case 'zstd':
-      return new ZstdDecompressStream()
+      return external && process.env.EXP_INPROC !== '1' ? new WorkerZstdDecoder() : new ZstdDecompressStream()
     case 'bzip2':
       return createBzip2Decoder()
     case 'br':

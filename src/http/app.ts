@@ -6,7 +6,8 @@ import type { NarStore } from '../store/nar-store.js'
 import type { PathInfoLookup } from '../upstream/path-info-lookup.js'
 import { createErrorHandler, errorResponse } from './errors.js'
 import { OWN_PAGES_CSP } from './html.js'
-import { requestLog } from './request-log.js'
+import type { HotResponses } from './hot-responses.js'
+import { requestLog, type RequestReporter } from './request-log.js'
 import { loadStaticAssets } from './static-assets.js'
 import { createStoreRoutes } from './store-route.js'
 
@@ -21,6 +22,10 @@ export interface AppDeps {
   /** Subdomain mode (`DOMAIN`): `<hash>.<domain>` serves that store path as a site root. */
   readonly domain: string | undefined
   readonly metrics: Metrics
+  /** Logs and counts each request (shared with the hot-response lane in front of the app). */
+  readonly reporter: RequestReporter
+  /** Answers from hot files kept for the lane in front of the app (server.ts). */
+  readonly hotResponses?: HotResponses
   /** Serve `/metrics` here (false when it has its own listener or is off). */
   readonly serveMetrics: boolean
   /** Longer request targets get 414. */
@@ -75,7 +80,7 @@ export function createApp(deps: AppDeps): Hono {
     if (path.startsWith(storePrefix) || deps.otherStore?.(path) !== undefined) return 'store'
     return KNOWN_ROUTES.has(path) ? path : 'other'
   }
-  app.use(requestLog(log, deps.metrics, routeOf))
+  app.use(requestLog(deps.reporter, routeOf))
   app.use(async (c, next) => {
     // Measured on the raw request target: what the client sent, before any normalisation.
     const target = (c.env as { incoming?: { url?: string } } | undefined)?.incoming?.url ?? new URL(c.req.url).pathname

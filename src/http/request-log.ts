@@ -15,61 +15,89 @@ export interface RequestNotes {
   upstream?: string
 }
 
+/** One finished request, as logged and counted. */
+export interface RequestRecord {
+  readonly id: string
+  readonly method: string
+  readonly path: string
+  /** A metrics label: a handful of fixed values, never the path itself. */
+  readonly route: string
+  readonly status: number
+  /** Bytes on the wire (headers included); undefined when unknown. */
+  readonly bytes: number | undefined
+  /** performance.now() when the request arrived. */
+  readonly started: number
+  readonly notes: RequestNotes
+  /** The client left before the response was complete. */
+  readonly aborted: boolean
+}
+
+/** Shared by the hono middleware and the hot-response lane in front of it (hot-responses.ts). */
+export interface RequestReporter {
+  /** The request id: the client's `X-Request-Id` when it looks sane, else a new one. */
+  id(given: string | undefined): string
+  /** Reports `record` once `outgoing` has closed, with the bytes written to its socket meanwhile. */
+  reportOnClose(outgoing: ServerResponse, record: Omit<RequestRecord, 'bytes' | 'aborted'>): void
+  report(record: RequestRecord): void
+}
+
+const SANE_ID = /^[\w.:@-]{1,128}$/
+
+export function createRequestReporter(log: Logger, metrics: Metrics): RequestReporter {
+  // Ids are this server's random prefix and a counter: unique enough to grep, and far cheaper per
+  // request than fresh random bytes (measured on the hot-file path).
+  const prefix = randomBytes(4).toString('hex')
+  let counter = 0
+  const report = (record: RequestRecord) => {
+    const seconds = (performance.now() - record.started) / 1000
+    metrics.request(record.route, record.status, record.bytes ?? 0, seconds)
+    if (!log.enabled('info')) return
+    log.info('request', {
+      id: record.id,
+      method: record.method,
+      path: record.path,
+      status: record.status,
+      ...(record.bytes === undefined ? {} : { bytes: record.bytes }),
+      ms: Math.round(seconds * 1000),
+      ...record.notes,
+      ...(record.aborted ? { aborted: true } : {}),
+    })
+  }
+  return {
+    id: (given) => (given !== undefined && SANE_ID.test(given) ? given : `${prefix}-${(++counter).toString(36)}`),
+    reportOnClose(outgoing, record) {
+      const socket = outgoing.socket
+      const before = socket?.bytesWritten ?? 0
+      outgoing.once('close', () => report({ ...record, bytes: socket == null ? undefined : socket.bytesWritten - before, aborted: !outgoing.writableFinished }))
+    },
+    report,
+  }
+}
+
 const NOTES = 'unnarNotes'
-const ID = 'unnarRequestId'
 
 export function noteRequest(c: Context, notes: RequestNotes): void {
   const current = c.get(NOTES) as RequestNotes | undefined
   if (current !== undefined) Object.assign(current, notes)
 }
 
-/** The request id: the client's `X-Request-Id` when it looks sane, else a new one. */
-export function requestId(c: Context): string {
-  return (c.get(ID) as string | undefined) ?? ''
-}
-
-const SANE_ID = /^[\w.:@-]{1,128}$/
-
-export function requestLog(log: Logger, metrics: Metrics, routeOf: (c: Context) => string): MiddlewareHandler {
-  // Ids are this server's random prefix and a counter: unique enough to grep, and far cheaper per
-  // request than fresh random bytes (measured on the hot-file path).
-  const prefix = randomBytes(4).toString('hex')
-  let counter = 0
+export function requestLog(reporter: RequestReporter, routeOf: (c: Context) => string): MiddlewareHandler {
   return async (c, next) => {
     const started = performance.now()
-    const given = c.req.header('x-request-id')
-    const id = given !== undefined && SANE_ID.test(given) ? given : `${prefix}-${(++counter).toString(36)}`
+    const id = reporter.id(c.req.header('x-request-id'))
     const notes: RequestNotes = {}
-    c.set(ID, id)
     c.set(NOTES, notes)
     // Set before the handler, so responses built with c.body() carry it without a second Headers.
     c.header('X-Request-Id', id)
     await next()
     if (!c.res.headers.has('x-request-id')) c.res.headers.set('X-Request-Id', id)
-    const route = routeOf(c)
+    const record = { id, method: c.req.method, path: c.req.path, route: routeOf(c), status: c.res.status, started, notes }
     const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing
-    const report = (bytes: number | undefined, aborted: boolean) => {
-      const seconds = (performance.now() - started) / 1000
-      const status = c.res.status
-      metrics.request(route, status, bytes ?? 0, seconds)
-      log.info('request', {
-        id,
-        method: c.req.method,
-        path: c.req.path,
-        status,
-        ...(bytes === undefined ? {} : { bytes }),
-        ms: Math.round(seconds * 1000),
-        ...notes,
-        ...(aborted ? { aborted: true } : {}),
-      })
-    }
-    const socket = outgoing?.socket
-    if (outgoing === undefined || socket == null) {
+    if (outgoing?.socket == null) {
       // Not on a node server (app.request() in tests): the headers are all there is.
-      report(Number(c.res.headers.get('content-length') ?? 0), false)
+      reporter.report({ ...record, bytes: Number(c.res.headers.get('content-length') ?? 0), aborted: false })
       return
     }
-    const before = socket.bytesWritten
-    outgoing.once('close', () => report(socket.bytesWritten - before, !outgoing.writableFinished))
+    reporter.reportOnClose(outgoing, record)
   }
 }

@@ -10,6 +10,7 @@ import type { NarSource } from '../store/nar-source.js'
 import type { NarStore } from '../store/nar-store.js'
 import { openDirectFile } from '../store/direct-file-stream.js'
 import { HotFiles } from '../store/hot-files.js'
+import type { HotResponses } from './hot-responses.js'
 import { noteRequest } from './request-log.js'
 import { openRangedFile, probeRangedFile, RangeMismatchError, type FetchRange, type RangedNode } from '../store/ranged-file.js'
 import { UpstreamError, type Upstream } from '../upstream/upstream.js'
@@ -32,6 +33,8 @@ export interface StoreRouteDeps {
   readonly storeDir: string
   /** Subdomain mode: `<hash>.<domain>` serves that store path as a site root. */
   readonly domain: string | undefined
+  /** Where answers from hot files are kept for repeat requests. */
+  readonly hotResponses?: HotResponses
 }
 
 type RegularNode = Extract<ListingNode, { type: 'regular' }>
@@ -61,7 +64,7 @@ export interface StoreRoutes {
 }
 
 export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
-  const { lookup, store, log, storeDir, domain } = deps
+  const { lookup, store, log, storeDir, domain, hotResponses } = deps
   const prefix = `${storeDir}/`
   const prefixSegments = storeDir.split('/').filter(Boolean)
   const hotFiles = new HotFiles<StoreFile & { bytes: Uint8Array<ArrayBuffer> }>({ maxBytes: HOT_FILES_BYTES })
@@ -153,7 +156,13 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     if (hot === undefined) return undefined
     noteRequest(c, { cache: 'hit', upstream: info.upstream.name })
     if (matchesEtag(c.req.header('if-none-match'), hot.etag)) return notModified(c, hot.etag)
-    return fileResponse(c, hot, { sandbox: !site, log })
+    const response = fileResponse(c, hot, { sandbox: !site, log })
+    hotResponses?.remember(c, response, hot.bytes, {
+      route: site ? 'site' : 'store',
+      notes: { cache: 'hit', upstream: info.upstream.name },
+      current: () => lookup.peek(info.storePath.hash) === info,
+    })
+    return response
   }
 
   /** `requested`: the request's own segments when they name this file (the key of `hotFiles`). */

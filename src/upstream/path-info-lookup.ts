@@ -150,6 +150,11 @@ export class PathInfoLookup {
     return found?.info
   }
 
+  /** The answer find() would give now from its cache, without asking any upstream. */
+  peek(hash: string): PathInfo | undefined {
+    return this.#narInfos.get(hash)?.info
+  }
+
   /** The upstream's `.ls` listing, or undefined when it has none or it is unusable (then the NAR is the source). */
   async listing(info: PathInfo): Promise<Listing | undefined> {
     const found = await this.#listings.fetch(info)

@@ -1,0 +1,151 @@
+/** The hot-response lane in front of the app: the same answers as the app, only for requests it may repeat. */
+import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
+import { after, before, describe, it } from 'node:test'
+import { cacheDir, fixturePath } from '../helpers/fixtures.js'
+import { rawRequest, type RawResponse } from '../helpers/raw-http.js'
+import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
+import { startUnnar, type TestUnnar } from '../helpers/unnar.js'
+
+const basic = fixturePath('basic')
+const basicBase = `${basic.hash}-${basic.name}`
+const README = 'share/doc/README'
+const HELLO = 'bin/hello'
+
+async function hotAnswers(unnar: TestUnnar): Promise<number> {
+  const text = await (await fetch(`${unnar.url}/metrics`)).text()
+  const line = text.split('\n').find((l) => l.startsWith('unnar_hot_responses_total '))
+  return Number(line?.split(' ')[1] ?? NaN)
+}
+
+function sha256(body: Buffer): string {
+  return createHash('sha256').update(body).digest('hex')
+}
+
+/** Headers that legitimately differ between two answers to the same request. */
+function stable(res: RawResponse): Record<string, unknown> {
+  const { date: _date, 'x-request-id': _id, ...rest } = res.headers
+  return rest
+}
+
+describe('hot responses', { timeout: 60_000 }, () => {
+  let upstream: TestUpstream
+  let unnar: TestUnnar
+  before(async () => {
+    upstream = await startTestUpstream({ root: cacheDir('zstd') })
+    unnar = await startUnnar([upstream.url])
+  })
+  after(async () => {
+    await unnar.stop()
+    await upstream.close()
+  })
+
+  /** Requests `rel` until the lane answers; returns the last answer of the app (if any) and the lane's first. */
+  async function warm(rel: string, headers: Record<string, string> = {}): Promise<{ app: RawResponse | undefined; lane: RawResponse }> {
+    let previous: RawResponse | undefined
+    for (let i = 0; i < 10; i++) {
+      const count = await hotAnswers(unnar)
+      const res = await rawRequest(unnar.store(`${basicBase}/${rel}`), { headers })
+      if ((await hotAnswers(unnar)) > count) return { app: previous, lane: res }
+      previous = res
+      // The NAR is committed (verified) in the background after the first answer.
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    throw new Error(`the lane never answered ${rel}`)
+  }
+
+  it('answers a repeated GET with exactly the status, headers and bytes the app gave', async () => {
+    for (const rel of [README, HELLO]) {
+      const { app, lane } = await warm(rel)
+      assert.ok(app !== undefined, 'the first answer came from the app')
+      assert.equal(lane.status, 200)
+      assert.deepEqual(stable(lane), stable(app), rel)
+      assert.equal(sha256(lane.body), basic.entries[rel]!.sha256)
+      assert.equal(lane.headers['content-length'], String(basic.entries[rel]!.size))
+      assert.match(String(lane.headers['x-request-id']), /^[0-9a-f]{8}-[0-9a-z]+$/)
+      assert.equal(lane.headers['nar-executable'], rel === HELLO ? '1' : undefined)
+    }
+  })
+
+  it('echoes the client request id and logs and counts each answer like the app does', async () => {
+    await warm(README)
+    const count = await hotAnswers(unnar)
+    const res = await rawRequest(unnar.store(`${basicBase}/${README}`), { headers: { 'X-Request-Id': 'lane-check-1' } })
+    assert.equal(await hotAnswers(unnar), count + 1)
+    assert.equal(res.headers['x-request-id'], 'lane-check-1')
+    const line = unnar.logs.find((l) => l.msg === 'request' && l.id === 'lane-check-1')
+    assert.ok(line !== undefined, 'a request line')
+    assert.equal(line.status, 200)
+    assert.equal(line.method, 'GET')
+    assert.equal(line.path, `/nix/store/${basicBase}/${README}`)
+    assert.equal(line.cache, 'hit')
+    assert.equal(line.upstream, upstream.url)
+    // Bytes on the wire: the body and the status line and headers.
+    assert.ok(typeof line.bytes === 'number' && line.bytes > 1117 + 200 && line.bytes < 1117 + 1000, `bytes ${String(line.bytes)}`)
+    const metrics = await (await fetch(`${unnar.url}/metrics`)).text()
+    assert.match(metrics, /unnar_http_requests_total\{route="store",status="200"\} \d+/)
+  })
+
+  it('leaves ranges, conditional requests, HEAD, other encodings and other queries to the app', async () => {
+    const { lane } = await warm(README)
+    const etag = String(lane.headers.etag)
+    const url = unnar.store(`${basicBase}/${README}`)
+    const count = await hotAnswers(unnar)
+
+    const range = await rawRequest(url, { headers: { Range: 'bytes=0-9' } })
+    assert.equal(range.status, 206)
+    assert.equal(range.body.length, 10)
+    assert.equal(range.headers['content-range'], `bytes 0-9/1117`)
+
+    const notModified = await rawRequest(url, { headers: { 'If-None-Match': etag } })
+    assert.equal(notModified.status, 304)
+
+    const head = await rawRequest(url, { method: 'HEAD' })
+    assert.equal(head.status, 200)
+    assert.equal(head.body.length, 0)
+
+    const gzip = await rawRequest(url, { headers: { 'Accept-Encoding': 'gzip' } })
+    assert.equal(gzip.headers['content-encoding'], 'gzip')
+    assert.notEqual(gzip.headers.etag, etag)
+
+    const download = await rawRequest(`${url}?download`)
+    assert.match(download.headers['content-disposition'] ?? '', /^attachment; filename="README"/)
+
+    assert.equal(await hotAnswers(unnar), count, 'none of these came from the lane')
+    // Compressed answers are never kept: a second gzip request is the app's again.
+    await rawRequest(url, { headers: { 'Accept-Encoding': 'gzip' } })
+    await rawRequest(url, { headers: { 'Accept-Encoding': 'gzip' } })
+    assert.equal(await hotAnswers(unnar), count)
+  })
+
+  it('answers a hot query URL with its own headers (?download)', async () => {
+    const { app, lane } = await warm(`${README}?download=notes.txt`)
+    assert.ok(app !== undefined, 'the first answer came from the app')
+    assert.deepEqual(stable(lane), stable(app))
+    assert.match(lane.headers['content-disposition'] ?? '', /filename="notes\.txt"/)
+  })
+})
+
+describe('hot responses in subdomain mode', { timeout: 60_000 }, () => {
+  it('keys answers by Host: a site request never gets a /nix/store answer', async () => {
+    const upstream = await startTestUpstream({ root: cacheDir('zstd') })
+    const unnar = await startUnnar([upstream.url], { DOMAIN: 'nix.test' })
+    try {
+      const path = `/nix/store/${basicBase}/${README}`
+      const url = unnar.url + path
+      let store: RawResponse | undefined
+      for (let i = 0; i < 6; i++) {
+        store = await rawRequest(url)
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+      assert.ok((await hotAnswers(unnar)) > 0, 'the lane answers /nix/store requests')
+      assert.equal(String(store!.headers['content-security-policy']).startsWith('sandbox'), true)
+      // On the store path's own origin the URL path is a path inside it: no such file there.
+      const site = await rawRequest(url, { headers: { Host: `${basic.hash}.nix.test` } })
+      assert.equal(site.status, 404)
+    } finally {
+      await unnar.stop()
+      await upstream.close()
+    }
+  })
+})
