@@ -111,6 +111,13 @@ let
       example = "4G";
       description = "NARs larger than this are streamed through a temporary file and not kept. Null = a quarter of the cache size.";
     };
+    memoryCacheSize = {
+      flag = "--memory-cache-size";
+      env = "UNNAR_MEMORY_CACHE_SIZE";
+      kind = "size";
+      example = "512M";
+      description = "Memory for hot files of cached NARs (small files once read, bigger ones from their second request; at most half of it per file); 0 = none. Null = unnar's default (`128M`).";
+    };
     maxDownloads = {
       flag = "--max-downloads";
       env = "UNNAR_MAX_DOWNLOADS";

@@ -21,6 +21,8 @@ export interface Config {
   readonly cacheSize: SizeSetting
   /** undefined = a quarter of the cache size. */
   readonly maxNarSize: number | undefined
+  /** Memory for hot files of cached NARs; 0 = none. */
+  readonly memoryCacheBytes: number
   readonly negativeTtlMs: number
   readonly upstreamTimeoutMs: number
   readonly logLevel: LogLevel
@@ -71,6 +73,7 @@ export const FLAGS: Record<string, string> = {
   '--cache-dir': 'UNNAR_CACHE_DIR',
   '--cache-size': 'UNNAR_CACHE_SIZE',
   '--max-nar-size': 'UNNAR_MAX_NAR_SIZE',
+  '--memory-cache-size': 'UNNAR_MEMORY_CACHE_SIZE',
   '--negative-ttl': 'UNNAR_NEGATIVE_TTL',
   '--upstream-timeout': 'UNNAR_UPSTREAM_TIMEOUT',
   '--log-level': 'LOG_LEVEL',
@@ -129,6 +132,7 @@ export function loadConfig(env: Env): Config {
     cacheDir: path.resolve(env.UNNAR_CACHE_DIR || path.join(cacheHome, 'unnar')),
     cacheSize,
     maxNarSize: env.UNNAR_MAX_NAR_SIZE === undefined ? undefined : parseBytes('UNNAR_MAX_NAR_SIZE', env.UNNAR_MAX_NAR_SIZE),
+    memoryCacheBytes: parseBytes('UNNAR_MEMORY_CACHE_SIZE', env.UNNAR_MEMORY_CACHE_SIZE ?? '128M'),
     negativeTtlMs: parseSeconds('UNNAR_NEGATIVE_TTL', env.UNNAR_NEGATIVE_TTL ?? '60') * 1000,
     upstreamTimeoutMs: parseSeconds('UNNAR_UPSTREAM_TIMEOUT', env.UNNAR_UPSTREAM_TIMEOUT ?? '30') * 1000,
     logLevel: parseLogLevel(env.LOG_LEVEL ?? 'info'),

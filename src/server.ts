@@ -10,11 +10,13 @@ import { describeConfig, type Config, type SizeSetting } from './config.js'
 import { CACHE_NIXOS_ORG_KEY, parsePublicKey, type PublicKey } from './formats/signature.js'
 import { DEFAULT_STORE_DIR } from './formats/store-path.js'
 import { createApp, metricsHandler } from './http/app.js'
+import type { HotStoreFile } from './http/store-route.js'
 import { HotResponses } from './http/hot-responses.js'
 import { createRequestReporter, type RequestReporter } from './http/request-log.js'
 import { OtherStoreDirs } from './http/store-dirs.js'
 import type { Logger } from './log.js'
 import { createMetrics } from './metrics.js'
+import { HotFiles } from './store/hot-files.js'
 import { NarStore } from './store/nar-store.js'
 import { createUpstream, upstreamOptionsFrom } from './upstream/create-upstream.js'
 import type { Upstream } from './upstream/upstream.js'
@@ -58,7 +60,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   await store.init()
   const lookupOptions = { log, negativeTtlMs: config.negativeTtlMs, maxEntries: 10_000, trustedKeys: trustPolicy(config), strategy: config.lookup, onUntrusted: () => metrics.untrusted() }
   const lookup = new PathInfoLookup(upstreams, { ...lookupOptions, storeDir: DEFAULT_STORE_DIR })
-  const otherStores = new OtherStoreDirs({ defaultStoreDir: DEFAULT_STORE_DIR, allowed: config.storeDirs, lookup: lookupOptions, store, log })
+  const hotFiles = new HotFiles<HotStoreFile>({ maxBytes: config.memoryCacheBytes })
+  const otherStores = new OtherStoreDirs({ defaultStoreDir: DEFAULT_STORE_DIR, allowed: config.storeDirs, lookup: lookupOptions, store, hotFiles, log })
   const lookupFor = (storeDir: string) => (storeDir === DEFAULT_STORE_DIR ? lookup : otherStores.lookup(storeDir))
   // Served in the configured order until every nix-cache-info has answered (a slow or offline
   // upstream must not delay the start); read again every 10 minutes for Priority/StoreDir changes.
@@ -92,6 +95,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     domain: config.domain,
     metrics,
     reporter,
+    hotFiles,
     hotResponses,
     serveMetrics: config.metrics.kind === 'main',
     maxUrlLength: config.maxUrlLength,

@@ -6,10 +6,11 @@ import type { NarStore } from '../store/nar-store.js'
 import type { PathInfoLookup } from '../upstream/path-info-lookup.js'
 import { createErrorHandler, errorResponse } from './errors.js'
 import { OWN_PAGES_CSP } from './html.js'
+import type { HotFiles } from '../store/hot-files.js'
 import type { HotResponses } from './hot-responses.js'
 import { requestLog, type RequestReporter } from './request-log.js'
 import { loadStaticAssets } from './static-assets.js'
-import { createStoreRoutes } from './store-route.js'
+import { createStoreRoutes, type HotStoreFile } from './store-route.js'
 
 export interface AppDeps {
   readonly lookup: PathInfoLookup
@@ -24,6 +25,8 @@ export interface AppDeps {
   readonly metrics: Metrics
   /** Logs and counts each request (shared with the hot-response lane in front of the app). */
   readonly reporter: RequestReporter
+  /** Files kept in memory (UNNAR_MEMORY_CACHE_SIZE). */
+  readonly hotFiles: HotFiles<HotStoreFile>
   /** Answers from hot files kept for the lane in front of the app (server.ts). */
   readonly hotResponses?: HotResponses
   /** Serve `/metrics` here (false when it has its own listener or is off). */

@@ -1,10 +1,11 @@
 /** Store dirs other than /nix/store that upstreams declare in nix-cache-info: one lookup and route each. */
 import type { Context } from 'hono'
 import type { Logger } from '../log.js'
+import type { HotFiles } from '../store/hot-files.js'
 import type { NarStore } from '../store/nar-store.js'
 import { PathInfoLookup, type PathInfoLookupOptions } from '../upstream/path-info-lookup.js'
 import type { Upstream } from '../upstream/upstream.js'
-import { createStoreRoutes, type StoreRoutes } from './store-route.js'
+import { createStoreRoutes, type HotStoreFile, type StoreRoutes } from './store-route.js'
 
 export interface OtherStoreDirsOptions {
   readonly defaultStoreDir: string
@@ -12,6 +13,7 @@ export interface OtherStoreDirsOptions {
   readonly allowed: readonly string[] | undefined
   readonly lookup: Omit<PathInfoLookupOptions, 'storeDir'>
   readonly store: NarStore
+  readonly hotFiles: HotFiles<HotStoreFile>
   readonly log: Logger
 }
 
@@ -38,7 +40,7 @@ export class OtherStoreDirs {
         continue
       }
       const lookup = new PathInfoLookup(list, { ...this.#options.lookup, storeDir })
-      this.#dirs.set(storeDir, { lookup, routes: createStoreRoutes({ lookup, store: this.#options.store, log, storeDir, domain: undefined }) })
+      this.#dirs.set(storeDir, { lookup, routes: createStoreRoutes({ lookup, store: this.#options.store, hotFiles: this.#options.hotFiles, log, storeDir, domain: undefined }) })
       log.info('serving another store dir', { storeDir, upstreams: list.map((u) => u.name) })
     }
     // A store dir no upstream declares any more answers 404s rather than disappearing mid-request.

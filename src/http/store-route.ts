@@ -9,7 +9,7 @@ import { DiskError } from '../store/nar-download.js'
 import type { NarSource } from '../store/nar-source.js'
 import type { NarStore } from '../store/nar-store.js'
 import { openDirectFile } from '../store/direct-file-stream.js'
-import { HotFiles } from '../store/hot-files.js'
+import type { HotFiles } from '../store/hot-files.js'
 import type { HotResponses } from './hot-responses.js'
 import { noteRequest } from './request-log.js'
 import { openRangedFile, probeRangedFile, RangeMismatchError, type FetchRange, type RangedNode } from '../store/ranged-file.js'
@@ -33,9 +33,14 @@ export interface StoreRouteDeps {
   readonly storeDir: string
   /** Subdomain mode: `<hash>.<domain>` serves that store path as a site root. */
   readonly domain: string | undefined
+  /** Files kept in memory (shared by every store dir's routes: the keys are NarHashes). */
+  readonly hotFiles: HotFiles<HotStoreFile>
   /** Where answers from hot files are kept for repeat requests. */
   readonly hotResponses?: HotResponses
 }
+
+/** A store file whose bytes are in memory. */
+export type HotStoreFile = StoreFile & { readonly bytes: Uint8Array<ArrayBuffer> }
 
 type RegularNode = Extract<ListingNode, { type: 'regular' }>
 type DirectoryNode = Extract<ListingNode, { type: 'directory' }>
@@ -64,10 +69,9 @@ export interface StoreRoutes {
 }
 
 export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
-  const { lookup, store, log, storeDir, domain, hotResponses } = deps
+  const { lookup, store, log, storeDir, domain, hotFiles, hotResponses } = deps
   const prefix = `${storeDir}/`
   const prefixSegments = storeDir.split('/').filter(Boolean)
-  const hotFiles = new HotFiles<StoreFile & { bytes: Uint8Array<ArrayBuffer> }>({ maxBytes: HOT_FILES_BYTES })
   /** Upstreams that answered a Range request with the whole object. */
   const rangeless = new WeakSet<Upstream>()
 
@@ -193,8 +197,16 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     const bytes = c.req.method !== 'HEAD' && node.size <= SMALL_FILE_BYTES ? await source.readBytes(offset, offset + node.size) : undefined
     const contentType = byName ?? contentTypeBySniffing(bytes?.subarray(0, SNIFF_BYTES) ?? (await readHead(source, offset, node.size)))
     // Checked after the read: bytes of a NAR verified by then are verified bytes.
-    if (bytes !== undefined && requested !== undefined && source.verified) {
-      hotFiles.set(info.narInfo, requested, { name, etag, size: node.size, executable: node.executable, contentType, bytes, openRange: inMemory, openWhole: inMemory })
+    const keep = (kept: Uint8Array<ArrayBuffer>) =>
+      hotFiles.set(info.narInfo, requested!, { name, etag, size: node.size, executable: node.executable, contentType, bytes: kept, openRange: inMemory, openWhole: inMemory })
+    if (bytes !== undefined && requested !== undefined && source.verified) keep(bytes)
+    if (bytes === undefined && requested !== undefined && source.verified && c.req.method === 'GET' && hotFiles.admit(info.narInfo, requested, node.size)) {
+      // A bigger file asked for again is read into memory beside this response, for the next ones:
+      // Node has no sendfile, and a read per chunk costs a third of the throughput (bench/ row 7).
+      source.readBytes(offset, offset + node.size).then(keep, (err: Error) => {
+        hotFiles.abandon(info.narInfo, requested)
+        log.debug('could not keep a hot file in memory', { storePath: info.narInfo.storePath, path: segments.join('/'), error: err })
+      })
     }
     const file: StoreFile = {
       ...(bytes === undefined ? {} : { bytes }),
@@ -310,9 +322,6 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
  * read (READ_MAX_BYTES) holds more, so no response holds more memory than a stream would.
  */
 const SMALL_FILE_BYTES = 256 * 1024
-
-/** Memory for hot small files (at most SMALL_FILE_BYTES each). */
-const HOT_FILES_BYTES = 32 * 1024 * 1024
 
 /** `?query` of the request, for redirects (parsed only then). */
 function querySuffix(c: Context): string {

@@ -1,4 +1,7 @@
-/** Small files of verified NARs kept in memory, so a hot file costs no path resolution and no read. */
+/**
+ * Files of verified NARs kept in memory, so a hot file costs no path resolution and no read: small
+ * ones as soon as they were read, bigger ones once asked for a second time (admit()).
+ */
 import { LRUCache } from 'lru-cache'
 import { formatHashNix32 } from '../formats/hash.js'
 import type { NarInfo } from '../formats/narinfo.js'
@@ -12,9 +15,12 @@ export interface HotFile {
 }
 
 export interface HotFilesOptions {
-  /** Upper bound of the cached bytes (file contents plus a per-entry overhead). */
+  /** Upper bound of the cached bytes (file contents plus a per-entry overhead); 0 keeps nothing. */
   readonly maxBytes: number
 }
+
+/** Files asked for once, remembered so the second request can admit them (keys only). */
+const SEEN_KEYS = 10_000
 
 /** Per-entry bookkeeping (key, headers, LRU node), so many tiny files also respect the bound. */
 const ENTRY_OVERHEAD_BYTES = 512
@@ -28,12 +34,39 @@ export class HotFiles<F extends HotFile> {
   readonly #cache: LRUCache<string, F>
   /** NarInfos are kept by the lookup's LRU; their nix32 hash is computed once per object. */
   readonly #narKeys = new WeakMap<NarInfo, string>()
+  readonly #seen = new LRUCache<string, true>({ max: SEEN_KEYS })
+  /** Admitted files being read into memory. */
+  readonly #pending = new Set<string>()
+  readonly #maxBytes: number
 
   constructor(options: HotFilesOptions) {
+    this.#maxBytes = options.maxBytes
     this.#cache = new LRUCache<string, F>({
       maxSize: Math.max(1, options.maxBytes),
       sizeCalculation: (file, key) => file.bytes.byteLength + key.length + ENTRY_OVERHEAD_BYTES,
     })
+  }
+
+  /**
+   * True, once, when a file of `size` bytes that is not in memory was asked for before: the caller
+   * then reads it and set()s it (or abandon()s it). One big download does not push out files that
+   * are asked for often; no file takes more than half of the memory.
+   */
+  admit(narInfo: NarInfo, segments: readonly string[], size: number): boolean {
+    if (size > this.#maxBytes / 2) return false
+    const key = this.#key(narInfo, segments)
+    if (this.#pending.has(key) || this.#cache.has(key)) return false
+    if (!this.#seen.has(key)) {
+      this.#seen.set(key, true)
+      return false
+    }
+    this.#pending.add(key)
+    return true
+  }
+
+  /** An admitted file could not be read after all. */
+  abandon(narInfo: NarInfo, segments: readonly string[]): void {
+    this.#pending.delete(this.#key(narInfo, segments))
   }
 
   get(narInfo: NarInfo, segments: readonly string[]): F | undefined {
@@ -42,8 +75,9 @@ export class HotFiles<F extends HotFile> {
 
   set(narInfo: NarInfo, segments: readonly string[], file: F): void {
     const key = this.#key(narInfo, segments)
+    this.#pending.delete(key)
     // A file larger than the whole bound is simply not kept (lru-cache would refuse it too).
-    if (file.bytes.byteLength + key.length + ENTRY_OVERHEAD_BYTES > this.#cache.maxSize) return
+    if (file.bytes.byteLength + key.length + ENTRY_OVERHEAD_BYTES > this.#maxBytes) return
     this.#cache.set(key, file)
   }
 

@@ -149,3 +149,58 @@ describe('hot responses in subdomain mode', { timeout: 60_000 }, () => {
     }
   })
 })
+
+describe('hot files in memory (UNNAR_MEMORY_CACHE_SIZE)', { timeout: 60_000 }, () => {
+  const BLOB = 'lib/blob.bin'
+
+  async function cacheHits(unnar: TestUnnar): Promise<number> {
+    const text = await (await fetch(`${unnar.url}/metrics`)).text()
+    return Number(text.split('\n').find((l) => l.startsWith('unnar_cache_hits_total '))?.split(' ')[1] ?? NaN)
+  }
+
+  /**
+   * Asks for the 3 MB blob three times, then once more and for a range: how often those two opened
+   * the cached NAR (a file in memory needs no NAR at all).
+   */
+  async function narOpensWhenHot(env: Record<string, string>): Promise<{ opens: number; body: Buffer; range: RawResponse }> {
+    const upstream = await startTestUpstream({ root: cacheDir('zstd') })
+    const unnar = await startUnnar([upstream.url], env)
+    try {
+      const url = unnar.store(`${basicBase}/${BLOB}`)
+      for (let i = 0; i < 3; i++) {
+        const res = await rawRequest(url)
+        assert.equal(sha256(res.body), basic.entries[BLOB]!.sha256)
+        // The first answer's NAR is committed, and the second's copy read, in the background.
+        await new Promise((resolve) => setTimeout(resolve, 200))
+      }
+      const before = await cacheHits(unnar)
+      const body = (await rawRequest(url)).body
+      const range = await rawRequest(url, { headers: { Range: 'bytes=1000-1999' } })
+      return { opens: (await cacheHits(unnar)) - before, body, range }
+    } finally {
+      await unnar.stop()
+      await upstream.close()
+    }
+  }
+
+  it('serves a big file asked for twice from memory, ranges included', async () => {
+    const { opens, body, range } = await narOpensWhenHot({})
+    assert.equal(opens, 0, 'the cached NAR was not opened: the file came from memory')
+    assert.equal(sha256(body), basic.entries[BLOB]!.sha256)
+    assert.equal(range.status, 206)
+    assert.equal(range.headers['content-range'], `bytes 1000-1999/${basic.entries[BLOB]!.size}`)
+    assert.deepEqual(range.body, body.subarray(1000, 2000))
+  })
+
+  it('keeps nothing in memory when the size is 0', async () => {
+    const { opens, body, range } = await narOpensWhenHot({ UNNAR_MEMORY_CACHE_SIZE: '0' })
+    assert.equal(opens, 2, 'both requests read the cached NAR')
+    assert.equal(sha256(body), basic.entries[BLOB]!.sha256)
+    assert.equal(range.body.length, 1000)
+  })
+
+  it('keeps no file bigger than half of the memory', async () => {
+    const { opens } = await narOpensWhenHot({ UNNAR_MEMORY_CACHE_SIZE: '5M' })
+    assert.equal(opens, 2, 'the 3 MB file was not kept in 5 MB')
+  })
+})
