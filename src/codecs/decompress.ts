@@ -17,13 +17,13 @@ export class UnsupportedCompressionError extends Error {
 }
 
 export interface DecoderOptions {
-  /** Use the system's `xz` binary when it is on PATH (default true). */
+  /** Decode off the event loop (default true): xz in the system's `xz` when on PATH, zstd in a worker thread. */
   readonly external?: boolean
 }
 
 /**
- * Starting a process costs a few ms of CPU, more than decoding a small NAR in-process; use
- * `external: narSize >= PROCESS_DECODER_MIN_BYTES`.
+ * Starting a process, or a round trip to a worker, costs more than decoding a small NAR in-process;
+ * use `external: narSize >= PROCESS_DECODER_MIN_BYTES`.
  */
 export const PROCESS_DECODER_MIN_BYTES = 1024 * 1024
 
@@ -35,12 +35,14 @@ const DECODE_ARGS = ['--decompress', '--stdout', '--quiet']
  * xz prefers the system's `xz` in a child process (looked up on PATH for each NAR, a few access()
  * calls): lzma-native's prebuilt liblzma is compiled without optimisation and decodes at less than
  * half the speed of `xz -dc` (bench/ row 2a went from 2.62x to 1.04x), and the child decodes on the
- * second core while the event loop indexes and writes; lzma-native remains the fallback. zstd stays
- * in-process with zstd-napi, about as fast as `zstd -dc` (bench/ row 1b): a `zstd -dc` child was
- * measured again (2026-11, hashing already off the event loop) and was no faster for a 100 MB NAR
- * on two cores (median 290–470 ms vs 280–330 ms in-process), because moving 100 MB through a pipe
- * costs the event loop about what decoding saves. fzstd is ~5x slower. `@mongodb-js/zstd` 1.x has
- * no streaming API, so it only decodes whole `.ls` bodies.
+ * second core while the event loop indexes and writes; lzma-native remains the fallback. zstd uses
+ * zstd-napi, about as fast as `zstd -dc` (bench/ row 1b), in a worker thread (worker-decoder.ts)
+ * for big NARs: decoding then overlaps with the event loop's indexing and writing, and buffers move
+ * between the threads without copies. Measured 2026-11 on two cores, six alternating runs: row 3a
+ * (cold last file of a 100 MB NAR) median 338 ms in-process → 274 ms in a worker; row 8d (200
+ * concurrent cold requests) 650 ms → 556 ms. A `zstd -dc` child was no faster than in-process
+ * (moving 100 MB through a pipe costs the event loop about what decoding saves). fzstd is ~5x
+ * slower. `@mongodb-js/zstd` 1.x has no streaming API, so it only decodes whole `.ls` bodies.
  */
 export function createDecoder(compression: string, options: DecoderOptions = {}): Duplex {
   const external = options.external ?? true
@@ -52,7 +54,7 @@ export function createDecoder(compression: string, options: DecoderOptions = {})
       return xz !== undefined ? createProcessDecoder(xz, DECODE_ARGS) : (lzma.createDecompressor() as Transform)
     }
     case 'zstd':
-      return external && process.env.EXP_INPROC !== '1' ? new WorkerZstdDecoder() : new ZstdDecompressStream()
+      return external ? new WorkerZstdDecoder() : new ZstdDecompressStream()
     case 'bzip2':
       return createBzip2Decoder()
     case 'br':

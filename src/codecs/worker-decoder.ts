@@ -75,8 +75,9 @@ parentPort.on('message', ({ port, credits: initialCredits }) => {
       const input = queue[0] ?? EMPTY
       const space = BATCH - filled
       const [remaining, produced, used] = dctx.decompressStream(out.subarray(filled), input)
-      // A full output buffer may leave decoded bytes inside the decoder: call again, input or not.
-      outputFull = produced === space
+      // A full output buffer may leave decoded bytes inside the decoder: call again, input or not
+      // (unless the frame just ended: without input the decoder would then wait for the next one).
+      outputFull = produced === space && remaining !== 0
       inFrame = remaining !== 0
       filled += produced
       consumed += used
@@ -135,11 +136,10 @@ function pickWorker(): PoolWorker {
 }
 
 /**
- * Compressed chunks are copied into buffers of their own and transferred (a chunk from a stream may
- * be a view of a larger pooled buffer, and the writer may still hold it). Backpressure both ways:
- * write() waits while MAX_QUEUED_INPUT bytes are undecoded, and the worker stops decoding while
- * MAX_BATCHES_IN_FLIGHT batches have not been passed to the consumer. The stream ends only after
- * the decoder saw the end of a complete frame.
+ * Compressed chunks go to the worker and decoded batches come back, both transferred. Backpressure
+ * both ways: write() waits while MAX_QUEUED_INPUT bytes are undecoded, and the worker stops
+ * decoding while MAX_BATCHES_IN_FLIGHT batches have not been passed to the consumer. The stream
+ * ends only after the decoder saw the end of a complete frame.
  */
 export class WorkerZstdDecoder extends Duplex {
   readonly #port: MessagePort
@@ -174,9 +174,13 @@ export class WorkerZstdDecoder extends Duplex {
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
     if (chunk.length === 0) return callback()
-    const input = new Uint8Array(chunk)
-    this.#port.postMessage({ input }, [input.buffer])
+    // A chunk that is all of its ArrayBuffer (fs reads, zlib output, most socket reads) is moved to
+    // the worker: no stream stage touches a chunk once it has been written on. A view into a larger
+    // (pooled) buffer is copied, so nothing else is taken from its owner.
+    const whole = chunk.buffer instanceof ArrayBuffer && chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength
+    const input = whole ? (chunk as Uint8Array<ArrayBuffer>) : new Uint8Array(chunk)
     this.#queuedInput += input.length
+    this.#port.postMessage({ input }, [input.buffer])
     if (this.#queuedInput < MAX_QUEUED_INPUT) callback()
     else this.#blockedWrite = callback
   }

@@ -36,11 +36,14 @@ const plain = await realBytes(24 * 1024 * 1024)
 const half = plain.length / 2
 const compressed = Buffer.concat([compress(plain.subarray(0, half)), compress(plain.subarray(half))])
 
-/** `data` in pieces of `size` bytes, as a network or file stream hands them over. */
-function pieces(data: Buffer, size: number): Readable {
+/**
+ * `data` in pieces of `size` bytes, as a network or file stream hands them over: views into one
+ * larger buffer, or (`owned`) each in an ArrayBuffer of its own, like fs reads.
+ */
+function pieces(data: Buffer, size: number, owned = false): Readable {
   return Readable.from(
     (function* () {
-      for (let i = 0; i < data.length; i += size) yield data.subarray(i, i + size)
+      for (let i = 0; i < data.length; i += size) yield owned ? Buffer.from(Uint8Array.prototype.slice.call(data, i, i + size).buffer) : data.subarray(i, i + size)
     })(),
     { objectMode: false },
   )
@@ -66,11 +69,13 @@ describe('WorkerZstdDecoder', () => {
   })
 
   for (const size of [7 * 1024, 256 * 1024, 3 * 1024 * 1024]) {
-    it(`round-trips ${plain.length >> 20} MiB of libraries in two frames, fed in ${size >> 10} KiB pieces`, async () => {
-      const { sink, output } = collector()
-      await pipeline(pieces(compressed, size), new WorkerZstdDecoder(), sink)
-      assert.ok(output().equals(plain))
-    })
+    for (const owned of [false, true]) {
+      it(`round-trips ${plain.length >> 20} MiB of libraries in two frames, fed in ${size >> 10} KiB pieces${owned ? ' that own their buffers' : ''}`, async () => {
+        const { sink, output } = collector()
+        await pipeline(pieces(compressed, size, owned), new WorkerZstdDecoder(), sink)
+        assert.ok(output().equals(plain))
+      })
+    }
   }
 
   it('decodes several streams at once', async () => {
@@ -113,6 +118,15 @@ describe('WorkerZstdDecoder', () => {
     const { sink, output } = collector()
     await pipeline([firstFrame], new WorkerZstdDecoder(), sink)
     assert.ok(output().equals(plain.subarray(0, 1000)))
+  })
+
+  it('ends a frame whose decoded size is a whole number of batches', async () => {
+    // The decoder fills the last batch exactly as the frame ends: nothing more is pending then.
+    for (const bytes of [BATCH_BYTES, 3 * BATCH_BYTES]) {
+      const { sink, output } = collector()
+      await pipeline([compress(plain.subarray(0, bytes))], new WorkerZstdDecoder(), sink)
+      assert.ok(output().equals(plain.subarray(0, bytes)), `${bytes} bytes`)
+    }
   })
 
   it('ends an empty input with no bytes', async () => {
