@@ -16,6 +16,18 @@ export class UnsupportedCompressionError extends Error {
   }
 }
 
+/** A decoder that can reuse the memory of chunks it produced (the zstd worker decoder). */
+export interface Recycler {
+  /** The consumer is done with `chunk` and keeps no view of it. */
+  recycle(chunk: Uint8Array): void
+}
+
+/** The decoder's recycle(), when it has one. */
+export function recyclerOf(decoder: Duplex): ((chunk: Uint8Array) => void) | undefined {
+  const recycle = (decoder as Partial<Recycler>).recycle
+  return typeof recycle === 'function' ? recycle.bind(decoder) : undefined
+}
+
 export interface DecoderOptions {
   /** Decode off the event loop (default true): xz in the system's `xz` when on PATH, zstd in a worker thread. */
   readonly external?: boolean

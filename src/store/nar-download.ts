@@ -5,7 +5,7 @@ import { pipeline } from 'node:stream/promises'
 import { hashEquals, type Hash } from '../formats/hash.js'
 import { listingFromEntries, type Listing, type ListingNode } from '../formats/listing.js'
 import { NarIndexer, type NarEntry } from '../formats/nar-indexer.js'
-import { createDecoder, PROCESS_DECODER_MIN_BYTES } from '../codecs/decompress.js'
+import { createDecoder, PROCESS_DECODER_MIN_BYTES, recyclerOf } from '../codecs/decompress.js'
 import type { PathInfo } from '../upstream/path-info-lookup.js'
 import { UpstreamError } from '../upstream/upstream.js'
 import { createNarHasher, type NarHasher } from './file-hasher.js'
@@ -144,7 +144,8 @@ export class NarDownload implements NarSource {
       const res = await upstream.get(narKey, signal)
       if (res === undefined) throw new UpstreamError(upstream.name, 'bad-status', `NAR ${narKey} is missing`)
       const decoder = createDecoder(narInfo.compression, { external: narInfo.narSize >= PROCESS_DECODER_MIN_BYTES })
-      const sink = new NarSink(this, narInfo.narSize, createNarHasher(narInfo.narHash.algorithm, this.#path, narInfo.narSize), narInfo.narHash, upstream.name)
+      const hasher = createNarHasher(narInfo.narHash.algorithm, this.#path, narInfo.narSize)
+      const sink = new NarSink(this, narInfo.narSize, hasher, narInfo.narHash, upstream.name, recyclerOf(decoder))
       const stages = res.contentEncoding !== undefined && res.contentEncoding !== 'identity'
         ? [res.body, createDecoder(contentEncodingCompression(res.contentEncoding)), decoder, sink]
         : [res.body, decoder, sink]
@@ -284,9 +285,12 @@ class NarSink extends Writable {
   #writing: Promise<void> | undefined
   #blocked: (() => void) | undefined
   #failure: Error | undefined
+  /** Hands a chunk back to the decoder once it is on disk (nothing else keeps chunks: the indexer copies what it needs). */
+  readonly #recycle: ((chunk: Buffer) => void) | undefined
 
-  constructor(download: NarDownload, narSize: number, hasher: NarHasher, narHash: Hash, upstream: string) {
+  constructor(download: NarDownload, narSize: number, hasher: NarHasher, narHash: Hash, upstream: string, recycle: ((chunk: Buffer) => void) | undefined) {
     super({ highWaterMark: 4 * 1024 * 1024 })
+    this.#recycle = recycle
     this.#download = download
     this.#narSize = narSize
     this.#narHash = narHash
@@ -339,6 +343,7 @@ class NarSink extends Writable {
         this.#written = position + bytes
         this.#hasher.written(this.#written)
         this.#download.onWritten(bytes, entries)
+        if (this.#recycle !== undefined) for (const chunk of chunks) this.#recycle(chunk)
       },
       (err: NodeJS.ErrnoException) => {
         this.#failure = new DiskError(`writing the NAR to disk: ${err.code ?? err.message}`, { cause: err })

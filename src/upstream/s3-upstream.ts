@@ -9,7 +9,7 @@
 import http from 'node:http'
 import https from 'node:https'
 import { Readable } from 'node:stream'
-import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3'
+import type { GetObjectCommand, S3Client, S3ClientConfig } from '@aws-sdk/client-s3'
 import { formatMs, guardBody } from './body-guard.js'
 import { type ByteRange, type Upstream, UpstreamError, type UpstreamResponse, type UpstreamTimeouts } from './upstream.js'
 
@@ -156,7 +156,13 @@ interface SdkError {
 export class S3Upstream implements Upstream {
   readonly name: string
   readonly location: S3Location
-  readonly #client: S3Client
+  /**
+   * The SDK is loaded with the first request: importing it costs ~22 MiB of RSS, which a server
+   * without S3 upstreams should not carry (bench/ row 5).
+   */
+  #client: Promise<{ client: S3Client; GetObjectCommand: typeof GetObjectCommand }> | undefined
+  #loaded: S3Client | undefined
+  readonly #config: S3ClientConfig
   readonly #timeouts: { readonly connect: number; readonly firstByte: number; readonly idle: number }
 
   constructor(url: URL, options: S3UpstreamOptions) {
@@ -166,7 +172,7 @@ export class S3Upstream implements Upstream {
     this.name = this.location.name
     const { region, endpoint, profile, forcePathStyle } = this.location
     this.#timeouts = { connect: options.connectTimeoutMs ?? options.timeoutMs, firstByte: options.timeoutMs, idle: options.idleTimeoutMs ?? options.timeoutMs }
-    this.#client = new S3Client({
+    this.#config = {
       region,
       forcePathStyle,
       ...(endpoint === undefined ? {} : { endpoint }),
@@ -187,13 +193,22 @@ export class S3Upstream implements Upstream {
         httpAgent: new http.Agent({ keepAlive: true, maxSockets: 64 }),
         httpsAgent: new https.Agent({ keepAlive: true, maxSockets: 64 }),
       },
+    }
+  }
+
+  #sdk(): Promise<{ client: S3Client; GetObjectCommand: typeof GetObjectCommand }> {
+    this.#client ??= import('@aws-sdk/client-s3').then((sdk) => {
+      this.#loaded = new sdk.S3Client(this.#config)
+      return { client: this.#loaded, GetObjectCommand: sdk.GetObjectCommand }
     })
+    return this.#client
   }
 
   async get(key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {
     let out
     try {
-      out = await this.#client.send(
+      const { client, GetObjectCommand } = await this.#sdk()
+      out = await client.send(
         new GetObjectCommand({ Bucket: this.location.bucket, Key: key, ...(range === undefined ? {} : { Range: `bytes=${range.start}-${range.end}` }) }),
         signal === undefined ? {} : { abortSignal: signal },
       )
@@ -215,7 +230,7 @@ export class S3Upstream implements Upstream {
 
   /** Releases the client's sockets. */
   destroy(): void {
-    this.#client.destroy()
+    this.#loaded?.destroy()
   }
 
   /** A Node Readable whose failures are UpstreamErrors (a stalled body is a 'timeout'). */
