@@ -78,6 +78,30 @@ describe('WorkerZstdDecoder', () => {
     }
   }
 
+  it('reuses batches the consumer hands back (recycle()) without changing a byte', async () => {
+    const decoder = new WorkerZstdDecoder()
+    const parts: Buffer[] = []
+    let recycled = 0
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        parts.push(Buffer.from(chunk)) // a copy: the original goes back to the worker
+        const buffer = chunk.buffer
+        decoder.recycle(chunk)
+        if (buffer.byteLength === 0) recycled++ // transferred away, so detached here
+        callback()
+      },
+    })
+    await pipeline(pieces(compressed, 64 * 1024), decoder, sink)
+    assert.ok(Buffer.concat(parts).equals(plain))
+    assert.ok(recycled > plain.length / BATCH_BYTES / 2, `${recycled} batches handed back`)
+    // A chunk the stream never lent is left alone.
+    const foreign = Buffer.alloc(16)
+    const other = new WorkerZstdDecoder()
+    other.recycle(foreign)
+    other.destroy()
+    assert.equal(foreign.buffer.byteLength, 16)
+  })
+
   it('decodes several streams at once', async () => {
     const runs = Array.from({ length: 4 }, async () => {
       const { sink, output } = collector()
