@@ -1,8 +1,8 @@
 /** A zstd decoder whose decoding runs in a worker thread: the event loop only hands bytes over. */
 import { createRequire } from 'node:module'
-import { availableParallelism } from 'node:os'
 import { Duplex } from 'node:stream'
-import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads'
+import type { MessagePort } from 'node:worker_threads'
+import { WorkerPool, type PooledJob } from '../worker-pool.js'
 
 /**
  * Decoded bytes come back in batches of this size (or less, when the worker has no input left):
@@ -140,33 +140,11 @@ interface WorkerMessage {
   readonly error?: string
 }
 
-interface PoolWorker {
-  readonly worker: Worker
-  streams: number
-}
-
-const pool: PoolWorker[] = []
-
-/** The least busy worker; a new one while fewer than one per core exist and all are busy. */
-function pickWorker(): PoolWorker {
-  const idle = pool.find((w) => w.streams === 0)
-  if (idle !== undefined || pool.length >= availableParallelism()) return idle ?? pool.reduce((a, b) => (b.streams < a.streams ? b : a))
-  const worker = new Worker(WORKER_SOURCE, {
-    eval: true,
-    // zstd-napi's native binding itself: the worker calls ZSTD_decompressStream directly into its batches.
-    workerData: { binding: createRequire(import.meta.url).resolve('zstd-napi/binding'), batchBytes: BATCH_BYTES, maxSpare: MAX_SPARE_BATCHES },
-    resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 32 },
-  })
-  worker.unref() // a pooled worker must not keep the process alive
-  const entry: PoolWorker = { worker, streams: 0 }
-  // Its ports close with it, which fails the streams it was decoding.
-  worker.on('error', () => {
-    const index = pool.indexOf(entry)
-    if (index >= 0) pool.splice(index, 1)
-  })
-  pool.push(entry)
-  return entry
-}
+const pool = new WorkerPool(WORKER_SOURCE, {
+  // zstd-napi's native binding itself: the worker calls ZSTD_decompressStream directly into its batches.
+  workerData: { binding: createRequire(import.meta.url).resolve('zstd-napi/binding'), batchBytes: BATCH_BYTES, maxSpare: MAX_SPARE_BATCHES },
+  resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 32 },
+})
 
 /**
  * Compressed chunks go to the worker and decoded batches come back, both transferred. Backpressure
@@ -176,7 +154,7 @@ function pickWorker(): PoolWorker {
  */
 export class WorkerZstdDecoder extends Duplex {
   readonly #port: MessagePort
-  readonly #worker: PoolWorker
+  readonly #job: PooledJob
   #queuedInput = 0
   #blockedWrite: (() => void) | undefined
   #staging: Buffer | undefined
@@ -194,15 +172,12 @@ export class WorkerZstdDecoder extends Duplex {
 
   constructor() {
     super()
-    this.#worker = pickWorker()
-    this.#worker.streams++
-    const { port1, port2 } = new MessageChannel()
-    this.#port = port1
-    port1.on('message', (message: WorkerMessage) => this.#onMessage(message))
-    port1.on('close', () => {
+    this.#job = pool.start({ credits: MAX_BATCHES_IN_FLIGHT })
+    this.#port = this.#job.port
+    this.#port.on('message', (message: WorkerMessage) => this.#onMessage(message))
+    this.#port.on('close', () => {
       if (!this.#closed) this.destroy(new Error('zstd decoding failed: the decoder worker stopped'))
     })
-    this.#worker.worker.postMessage({ port: port2, credits: MAX_BATCHES_IN_FLIGHT }, [port2])
   }
 
   /**
@@ -309,7 +284,6 @@ export class WorkerZstdDecoder extends Duplex {
   #close(): void {
     if (this.#closed) return
     this.#closed = true
-    this.#worker.streams--
-    this.#port.close()
+    this.#job.release()
   }
 }

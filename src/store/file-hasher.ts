@@ -1,7 +1,8 @@
 /** Hashes a NAR's temp file in a worker thread as it is written, so the event loop never hashes. */
 import { createHash, type Hash as Hasher } from 'node:crypto'
 import { availableParallelism } from 'node:os'
-import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads'
+import type { MessagePort } from 'node:worker_threads'
+import { WorkerPool, type PooledJob } from '../worker-pool.js'
 
 /** What NarSink feeds: either every chunk (in-process) or how far the file is written (worker). */
 export interface NarHasher {
@@ -101,49 +102,30 @@ parentPort.on('message', ({ port, file, algorithm }) => {
 })
 `
 
-interface PoolWorker {
-  readonly worker: Worker
-  jobs: number
-}
-
-const pool: PoolWorker[] = []
-
-/** The least busy worker; a new one while fewer than one per core exist and all are busy. */
-function pickWorker(): PoolWorker {
-  const idle = pool.find((w) => w.jobs === 0)
-  if (idle !== undefined || pool.length >= availableParallelism()) return idle ?? pool.reduce((a, b) => (b.jobs < a.jobs ? b : a))
-  const worker = new Worker(WORKER_SOURCE, { eval: true })
-  worker.unref() // a pooled worker must not keep the process alive
-  const entry: PoolWorker = { worker, jobs: 0 }
-  worker.on('error', () => pool.splice(pool.indexOf(entry), 1))
-  pool.push(entry)
-  return entry
-}
+const pool = new WorkerPool(WORKER_SOURCE)
 
 class WorkerFileHasher implements NarHasher {
   readonly #port: MessagePort
-  readonly #worker: PoolWorker
+  readonly #job: PooledJob
   readonly #result: Promise<Buffer>
   #end = 0
   #posted = 0
   #done = false
 
   constructor(algorithm: string, file: string) {
-    this.#worker = pickWorker()
-    this.#worker.jobs++
-    const { port1, port2 } = new MessageChannel()
-    this.#port = port1
+    this.#job = pool.start({ file, algorithm })
+    const port = this.#job.port
+    this.#port = port
     this.#result = new Promise<Buffer>((resolve, reject) => {
-      port1.once('message', (message: { digest?: Uint8Array; error?: string }) => {
+      port.once('message', (message: { digest?: Uint8Array; error?: string }) => {
         this.#finish()
         if (message.digest !== undefined) resolve(Buffer.from(message.digest.buffer, message.digest.byteOffset, message.digest.byteLength))
         else reject(new Error(`hashing the NAR: ${message.error}`))
       })
       // The worker died (or dispose() ran) before answering.
-      port1.once('close', () => reject(new Error('hashing the NAR: the hash worker stopped')))
+      port.once('close', () => reject(new Error('hashing the NAR: the hash worker stopped')))
     })
     this.#result.catch(() => {}) // observed through digest()
-    this.#worker.worker.postMessage({ port: port2, file, algorithm }, [port2])
   }
 
   update(): void {}
@@ -167,7 +149,6 @@ class WorkerFileHasher implements NarHasher {
   #finish(): void {
     if (this.#done) return
     this.#done = true
-    this.#worker.jobs--
-    this.#port.close()
+    this.#job.release()
   }
 }
