@@ -129,12 +129,17 @@ describe('upstream timeouts', { timeout: 60_000 }, () => {
     assert.equal(await sha256Hex(await again.arrayBuffer()), basic.entries['lib/blob.bin']!.sha256)
   })
 
-  it('a reader that pauses longer than the idle timeout is not an idle upstream', async () => {
+  /** The basic fixture's uncompressed NAR straight from an HttpUpstream with a 200 ms idle timeout. */
+  async function uncompressedNar() {
     const u = await upstream('none')
-    const narKey = await narKeyOf('none', basic.hash)
     const direct = new HttpUpstream(new URL(u.url), { userAgent: 'test', timeoutMs: 5000, idleTimeoutMs: 200 })
-    const res = await direct.get(narKey)
+    const res = await direct.get(await narKeyOf('none', basic.hash))
     assert.ok(res !== undefined)
+    return { u, res }
+  }
+
+  it('a reader that pauses longer than the idle timeout is not an idle upstream', async () => {
+    const { res } = await uncompressedNar()
     await new Promise((r) => setTimeout(r, 800)) // the NAR is 3 MB: far more than the buffers hold
     const body = await readAll(res)
     assert.equal(body.length, res.size)
@@ -165,11 +170,7 @@ describe('upstream timeouts', { timeout: 60_000 }, () => {
   })
 
   it('a reader that stops early releases the connection without an error', async () => {
-    const u = await upstream('none')
-    const narKey = await narKeyOf('none', basic.hash)
-    const direct = new HttpUpstream(new URL(u.url), { userAgent: 'test', timeoutMs: 5000, idleTimeoutMs: 200 })
-    const res = await direct.get(narKey)
-    assert.ok(res !== undefined)
+    const { u, res } = await uncompressedNar()
     for await (const _chunk of res.body) break
     const deadline = Date.now() + 3000
     while (u.requests.at(-1)?.aborted !== true && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
