@@ -85,7 +85,7 @@ export class HotResponses {
 
   /** Answers `req` when an answer is kept for it; false leaves the request to the app. */
   serve(req: IncomingMessage, res: ServerResponse): boolean {
-    if (this.#cache.size === 0 || req.method !== 'GET' || !this.#repeatable(req)) return false
+    if (this.#cache.size === 0 || !this.#repeatable(req)) return false
     const started = performance.now()
     const key = this.#key(req)
     const entry = this.#cache.get(key)
