@@ -11,6 +11,7 @@ import type { HotResponses } from './hot-responses.js'
 import { requestLog, type RequestReporter } from './request-log.js'
 import { loadStaticAssets } from './static-assets.js'
 import { createStoreRoutes, type HotStoreFile } from './store-route.js'
+import { incomingOf } from './node-env.js'
 
 export interface AppDeps {
   readonly lookup: PathInfoLookup
@@ -86,7 +87,7 @@ export function createApp(deps: AppDeps): Hono {
   app.use(requestLog(deps.reporter, routeOf))
   app.use(async (c, next) => {
     // Measured on the raw request target: what the client sent, before any normalisation.
-    const target = (c.env as { incoming?: { url?: string } } | undefined)?.incoming?.url ?? new URL(c.req.url).pathname
+    const target = incomingOf(c)?.url ?? new URL(c.req.url).pathname
     if (target.length > deps.maxUrlLength) return errorResponse(c, 414, `the request target is ${target.length} bytes long; the limit is ${deps.maxUrlLength}`)
     return next()
   })

@@ -1,11 +1,11 @@
 /** Builds the response for one store file: caching headers, Range, download names, compression, sandbox. */
-import type { ServerResponse } from 'node:http'
 import type { Context } from 'hono'
 import type { Logger } from '../log.js'
 import { abortOnError } from './abort-on-error.js'
 import { compressBuffer, compressStream, isCompressible, MIN_COMPRESS_BYTES, negotiateEncoding } from './compression.js'
 import { errorResponse } from './errors.js'
 import { parseRange, resolveRange } from './range.js'
+import { outgoingOf } from './node-env.js'
 
 export const IMMUTABLE = 'public, max-age=31536000, immutable'
 
@@ -82,7 +82,7 @@ export function fileResponse(c: Context, file: StoreFile, options: FileResponseO
 
 /** A body stream that fails breaks the connection (see abortOnError). */
 function guardBody(c: Context, body: ReadableStream<Uint8Array>, log: Logger): ReadableStream<Uint8Array> {
-  const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing
+  const outgoing = outgoingOf(c)
   return abortOnError(body, outgoing, (err) => log.warn('response aborted', { path: c.req.path, error: err }))
 }
 

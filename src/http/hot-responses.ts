@@ -8,6 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Context } from 'hono'
 import { LRUCache } from 'lru-cache'
 import type { RequestNotes, RequestReporter } from './request-log.js'
+import { incomingOf } from './node-env.js'
 
 /** What the store route knows about an answer worth repeating. */
 export interface HotAnswer {
@@ -69,7 +70,7 @@ export class HotResponses {
    * `c`. Anything else (HEAD, conditional or ranged requests, other statuses, encodings) is not kept.
    */
   remember(c: Context, response: Response, body: Uint8Array, answer: HotAnswer): void {
-    const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming
+    const incoming = incomingOf(c)
     if (incoming === undefined || !this.#repeatable(incoming)) return
     if (response.status !== 200 || response.headers.has('content-encoding') || response.headers.get('content-length') !== String(body.byteLength)) return
     const headers: string[] = []

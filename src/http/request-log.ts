@@ -7,6 +7,7 @@ import type { ServerResponse } from 'node:http'
 import type { Context, MiddlewareHandler } from 'hono'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
+import { outgoingOf } from './node-env.js'
 
 /** What a handler learnt about a request that belongs in its log line. */
 export interface RequestNotes {
@@ -92,7 +93,7 @@ export function requestLog(reporter: RequestReporter, routeOf: (c: Context) => s
     await next()
     if (!c.res.headers.has('x-request-id')) c.res.headers.set('X-Request-Id', id)
     const record = { id, method: c.req.method, path: c.req.path, route: routeOf(c), status: c.res.status, started, notes }
-    const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing
+    const outgoing = outgoingOf(c)
     if (outgoing?.socket == null) {
       // Not on a node server (app.request() in tests): the headers are all there is.
       reporter.report({ ...record, bytes: Number(c.res.headers.get('content-length') ?? 0), aborted: false })

@@ -2,6 +2,7 @@
 import type { Context } from 'hono'
 import { isStoreHash } from '../formats/store-path.js'
 import { HttpError } from './errors.js'
+import { incomingOf } from './node-env.js'
 
 export interface StoreRequest {
   readonly hash: string
@@ -18,7 +19,7 @@ export interface StoreRequest {
  * `/nix/store/<a>/../<b>/f` into a request for store path b.
  */
 export function requestPath(c: Context): string {
-  const target = (c.env as { incoming?: { url?: string } } | undefined)?.incoming?.url
+  const target = incomingOf(c)?.url
   return target === undefined ? new URL(c.req.url).pathname : targetPath(target)
 }
 

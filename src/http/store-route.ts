@@ -6,7 +6,7 @@ import { formatHashNix32 } from '../formats/hash.js'
 import { locate, type ListingNode } from '../formats/listing.js'
 import type { Logger } from '../log.js'
 import { DiskError } from '../store/nar-download.js'
-import type { NarSource } from '../store/nar-source.js'
+import type { NarLease, NarSource } from '../store/nar-source.js'
 import type { NarStore } from '../store/nar-store.js'
 import { openDirectFile } from '../store/direct-file-stream.js'
 import type { HotFiles } from '../store/hot-files.js'
@@ -25,6 +25,7 @@ import { renderListingPage } from './listing-page.js'
 import { peekStream } from './peek-stream.js'
 import { parseStoreRequest, requestPath, storeRequestRest, type StoreRequest } from './request-path.js'
 import { resolveStorePath, type NodeLookup } from './resolve-path.js'
+import { outgoingOf } from './node-env.js'
 
 export interface StoreRouteDeps {
   readonly lookup: PathInfoLookup
@@ -75,24 +76,29 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
   /** Upstreams that answered a Range request with the whole object. */
   const rangeless = new WeakSet<Upstream>()
 
-  /** The cached or downloading NAR; undefined when the cache directory cannot take it. */
-  async function openSource(info: PathInfo): Promise<NarSource | undefined> {
+  /** The cached or downloading NAR, held until the response has closed; undefined when the cache directory cannot take it. */
+  async function openSource(c: Context, info: PathInfo): Promise<NarSource | undefined> {
+    let lease: NarLease
     try {
-      return await store.open(info)
+      lease = await store.open(info)
     } catch (err) {
       if (err instanceof DiskError) return undefined
       throw err
     }
+    const outgoing = outgoingOf(c)
+    if (outgoing === undefined || outgoing.closed) lease.release()
+    else outgoing.once('close', lease.release)
+    return lease.source
   }
 
-  async function treeFor(info: PathInfo): Promise<Tree | undefined> {
+  async function treeFor(c: Context, info: PathInfo): Promise<Tree | undefined> {
     if (store.has(info)) {
-      const source = await openSource(info)
+      const source = await openSource(c, info)
       if (source !== undefined) return { lookup: (s) => source.node(s), source }
     }
     const listing = await lookup.listing(info)
     if (listing !== undefined) return { lookup: async (s) => locate(listing.root, s), source: undefined }
-    const source = await openSource(info)
+    const source = await openSource(c, info)
     return source === undefined ? undefined : { lookup: (s) => source.node(s), source }
   }
 
@@ -110,7 +116,7 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
   async function serve(c: Context, req: StoreRequest, info: PathInfo, view: View): Promise<Response> {
     const base = `${prefix}${info.storePath.hash}-${info.storePath.name}`
     noteRequest(c, { cache: store.has(info) ? 'hit' : 'miss', upstream: info.upstream.name })
-    const tree = await treeFor(info)
+    const tree = await treeFor(c, info)
     if (tree === undefined) return serveDirect(c, info, req.segments, view)
     const resolution = await resolveStorePath(tree.lookup, base, storeDir, req.segments)
     if (resolution.kind === 'missing') throw new HttpError(404, resolution.reason)
@@ -187,7 +193,7 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
       const ranged = await serveRanged(c, info, { ...listed, narOffset: listed.narOffset }, base, byName, view)
       if (ranged !== undefined) return ranged
     }
-    const source = known ?? (await openSource(info))
+    const source = known ?? (await openSource(c, info))
     if (source === undefined) return serveDirect(c, info, segments, view)
     const node = await source.node(segments)
     if (node?.type !== 'regular' || node.narOffset === undefined) {

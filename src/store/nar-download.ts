@@ -128,12 +128,22 @@ export class NarDownload implements NarSource {
     return read
   }
 
-  #rangeSource(): RangeSource {
+  /** Keeps the temp file open (and a NAR that is not kept downloading) until the returned release. */
+  hold(): () => void {
     this.#readers++
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      this.#releaseReader()
+    }
+  }
+
+  #rangeSource(): RangeSource {
     return {
       readAt: async (buffer, length, position) => (await this.#file.read(buffer, 0, length, position)).bytesRead,
       waitFor: (target) => this.#waitForBytes(target),
-      release: () => this.#releaseReader(),
+      release: this.hold(),
     }
   }
 

@@ -14,6 +14,16 @@ export interface NarSource {
   readonly verified: boolean
 }
 
+/**
+ * A source opened for one request. Until `release`, its bytes stay readable: a download's temp file
+ * stays open and an evicted NAR stays on disk, however long the request takes to read them.
+ */
+export interface NarLease {
+  readonly source: NarSource
+  /** Idempotent. */
+  readonly release: () => void
+}
+
 /** The pieces a byte-range stream needs from its source. */
 export interface RangeSource {
   /** Positioned read into `buffer`; resolves with the byte count. */

@@ -12,7 +12,7 @@ import type { PathInfo } from '../upstream/path-info-lookup.js'
 import { UpstreamError } from '../upstream/upstream.js'
 import { DownloadSlots } from './download-slots.js'
 import { DiskError, NarDownload, NarVerificationError } from './nar-download.js'
-import { createRangeStream, readRangeBytes, type NarSource, type RangeSource } from './nar-source.js'
+import { createRangeStream, readRangeBytes, type NarLease, type NarSource, type RangeSource } from './nar-source.js'
 
 export interface NarStoreOptions {
   readonly dir: string
@@ -45,7 +45,7 @@ interface Entry {
   readonly key: string
   readonly size: number
   readonly listing: Listing
-  /** Readers holding the file open; eviction defers the unlink until they are done. */
+  /** Leases and reads using the file; eviction defers the unlink until they are done. */
   readers: number
   evicted: boolean
   lastTouch: number
@@ -80,7 +80,7 @@ export class NarStore {
   readonly #lru: LRUCache<string, Entry>
   readonly #inflight = new Map<string, NarDownload>()
   /** Downloads being set up or waiting for a slot, so concurrent requests share them. */
-  readonly #starting = new Map<string, Promise<NarSource>>()
+  readonly #starting = new Map<string, Promise<NarDownload>>()
   readonly #slots: DownloadSlots
   /** Each download until it is committed or cleaned up. */
   readonly #settling = new Set<Promise<void>>()
@@ -182,30 +182,38 @@ export class NarStore {
   }
 
   /**
-   * A source for the NAR of `info`: the cached copy, the download already in flight, or a new
-   * download. Throws DiskError when the cache directory cannot take it (the caller then streams
-   * straight from the upstream).
+   * The NAR of `info`, held for the caller until it releases the lease: the cached copy, the
+   * download already in flight, or a new download. Throws DiskError when the cache directory cannot
+   * take it (the caller then streams straight from the upstream).
    */
-  async open(info: PathInfo): Promise<NarSource> {
+  async open(info: PathInfo): Promise<NarLease> {
     const key = narKey(info)
     const cached = this.#lru.get(key)
     if (cached !== undefined) {
       if (await this.#usable(cached)) {
         this.#events.hit?.()
-        return this.#cachedSource(cached)
+        this.#touch(cached)
+        return { source: this.#cachedSource(cached), release: this.#use(cached) }
       }
       this.#lru.delete(key)
     }
-    const joined = this.#inflight.get(key) ?? this.#starting.get(key)
-    if (joined !== undefined) {
+    const inflight = this.#inflight.get(key)
+    if (inflight !== undefined) {
       this.#events.coalesced?.()
-      return joined
+      return { source: inflight, release: inflight.hold() }
     }
-    if (Date.now() < this.#diskTroubleUntil) throw new DiskError('the cache directory failed recently')
-    this.#events.miss?.()
-    const starting = this.#startDownload(key, info).finally(() => this.#starting.delete(key))
-    this.#starting.set(key, starting)
-    return starting
+    let starting = this.#starting.get(key)
+    if (starting !== undefined) {
+      this.#events.coalesced?.()
+    } else {
+      if (Date.now() < this.#diskTroubleUntil) throw new DiskError('the cache directory failed recently')
+      this.#events.miss?.()
+      starting = this.#startDownload(key, info).finally(() => this.#starting.delete(key))
+      this.#starting.set(key, starting)
+    }
+    // Held in the same turn it resolves: a download only lets go of its file after upstream I/O.
+    const download = await starting
+    return { source: download, release: download.hold() }
   }
 
   /** Resolves when every download has been committed or cleaned up, or after `ms`. */
@@ -222,7 +230,7 @@ export class NarStore {
     await Promise.all(this.#settling)
   }
 
-  async #startDownload(key: string, info: PathInfo): Promise<NarSource> {
+  async #startDownload(key: string, info: PathInfo): Promise<NarDownload> {
     const release = await this.#slots.acquire()
     try {
       return await this.#download(key, info, release)
@@ -233,7 +241,7 @@ export class NarStore {
   }
 
   /** Runs with a download slot, which is released when the download settles. */
-  async #download(key: string, info: PathInfo, release: () => void): Promise<NarSource> {
+  async #download(key: string, info: PathInfo, release: () => void): Promise<NarDownload> {
     const keep = info.narInfo.narSize <= this.#maxNarBytes
     await this.#checkFreeSpace(info.narInfo.narSize)
     const tmp = path.join(this.#tmpDir, `${key}.${randomBytes(6).toString('hex')}.nar`)
@@ -256,11 +264,10 @@ export class NarStore {
     const settled = download.done.then(
       async (listing) => {
         // Stays in flight until committed, so no request starts a second download meanwhile.
-        if (keep) this.#events.downloadEnded?.((await this.#commit(key, tmp, listing, info)) ? 'cached' : 'disk-error')
-        else {
-          await rm(tmp, { force: true })
-          this.#events.downloadEnded?.('not-kept')
-        }
+        let result: 'cached' | 'disk-error' | 'not-kept' = 'not-kept'
+        if (keep) result = (await this.#commit(key, tmp, listing, info)) ? 'cached' : 'disk-error'
+        else await rm(tmp, { force: true })
+        this.#events.downloadEnded?.(result)
         finish()
       },
       async (err: Error) => {
@@ -332,7 +339,6 @@ export class NarStore {
   }
 
   #cachedSource(entry: Entry): NarSource {
-    this.#touch(entry)
     return {
       node: async (segments) => locate(entry.listing.root, segments),
       listing: async () => entry.listing,
@@ -343,18 +349,27 @@ export class NarStore {
   }
 
   #rangeSource(entry: Entry): RangeSource {
-    entry.readers++
+    const release = this.#use(entry)
     const fd = this.#fdFor(entry)
     return {
       readAt: async (buffer, length, position) => readAt(await fd, buffer, length, position),
       waitFor: async () => entry.size,
-      release: () => {
-        entry.readers--
-        if (entry.readers > 0) return
-        if (entry.evicted || !this.#openFiles.has(entry.key)) this.#closeFd(entry)
-        // Unlink only if no newer copy of the same NAR was committed meanwhile.
-        if (entry.evicted && this.#lru.peek(entry.key) === undefined) void this.#remove(entry.key)
-      },
+      release,
+    }
+  }
+
+  /** Counts a user of the NAR's file (a lease or a read); eviction defers the unlink until none is left. */
+  #use(entry: Entry): () => void {
+    entry.readers++
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      entry.readers--
+      if (entry.readers > 0) return
+      if (entry.evicted || !this.#openFiles.has(entry.key)) this.#closeFd(entry)
+      // Unlink only if no newer copy of the same NAR was committed meanwhile.
+      if (entry.evicted && this.#lru.peek(entry.key) === undefined) void this.#remove(entry.key)
     }
   }
 

@@ -18,7 +18,7 @@ import { formatListing, listingFromEntries, type ListingNode } from '../../src/f
 import { NarIndexer } from '../../src/formats/nar-indexer.js'
 import { formatNarInfo } from '../../src/formats/narinfo.js'
 import { encodeNix32 } from '../../src/formats/nixbase32.js'
-import { buildNar, bytes, concat, directory, regular, str, symlink, tokens, u64, type NarTree } from '../formats/nar-builder.js'
+import { buildNar, bytes, concat, directory, regular, symlink, tokens, u64, type NarTree } from '../formats/nar-builder.js'
 import { storeRequestTargets, wireSegment } from '../fuzz/arbitraries.js'
 import { rawRequest } from '../helpers/raw-http.js'
 import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'

@@ -9,7 +9,7 @@ import path from 'node:path'
 import { after, describe, it } from 'node:test'
 import { cacheDir, fixturePath } from '../helpers/fixtures.js'
 import { rawRequest } from '../helpers/raw-http.js'
-import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
+import { startTestUpstream } from '../helpers/test-upstream.js'
 import { sha256Hex, startUnnar, type TestUnnar } from '../helpers/unnar.js'
 import { eventually } from '../helpers/wait.js'
 

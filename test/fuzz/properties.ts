@@ -9,7 +9,7 @@ import fc from 'fast-check'
 import { HashError, formatHashNix32, formatHashSri, parseHash, HASH_BYTE_LENGTHS } from '../../src/formats/hash.js'
 import { ListingError, formatListing, hasAllOffsets, isValidEntryName, listingFromEntries, locate, parseListing, type ListingNode } from '../../src/formats/listing.js'
 import { MAX_NAR_DEPTH, MAX_NAME_BYTES, MAX_TARGET_BYTES, NarFormatError, NarIndexer, type NarEntry } from '../../src/formats/nar-indexer.js'
-import { NarInfoError, formatNarInfo, parseNarInfo, type NarInfo } from '../../src/formats/narinfo.js'
+import { NarInfoError, formatNarInfo, parseNarInfo } from '../../src/formats/narinfo.js'
 import { Nix32Error, decodeNix32, encodeNix32, isNix32, nix32Length } from '../../src/formats/nixbase32.js'
 import { SignatureError, parsePublicKey, verifyNarInfo } from '../../src/formats/signature.js'
 import { StorePathError, formatStorePath, isStoreHash, isStoreName, parseStoreBaseName, parseStorePath } from '../../src/formats/store-path.js'
@@ -19,7 +19,6 @@ import { MAX_SYMLINK_HOPS, resolveStorePath } from '../../src/http/resolve-path.
 import { buildNar, type NarTree } from '../formats/nar-builder.js'
 import { fixtureFiles, uncompressedNars } from '../formats/fixtures.js'
 import {
-  baseName,
   cuts,
   entryName,
   hash,
@@ -33,7 +32,6 @@ import {
   narTree,
   nix32Char,
   splitAt,
-  storeHash,
   storePathLike,
   storeRequestTarget,
   symlinkTree,
