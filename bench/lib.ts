@@ -197,12 +197,20 @@ export interface UnnarProcess {
   readonly logLines: string[]
 }
 
-/** unnar as its own process, exactly like the `unnar` command (src/main.ts), logging at warn. */
+/** Compiles src/ to dist/ (`npm run build`), so spawnUnnar runs what the `unnar` command runs. */
+export async function buildUnnar(): Promise<void> {
+  await execFileP(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], { cwd: ROOT })
+}
+
+/**
+ * unnar as its own process, exactly like the `unnar` command (compiled dist/src/main.js, see
+ * buildUnnar; not through tsx, whose loader thread alone holds ~30 MiB), logging at warn.
+ */
 export async function spawnUnnar(upstream: string, cacheDir: string, options: { cacheSize?: string } = {}): Promise<UnnarProcess> {
   const port = await freePort()
   const proc = spawn(
     process.execPath,
-    ['--import', 'tsx', 'src/main.ts', '--listen', `127.0.0.1:${port}`, '--upstream', upstream, '--cache-dir', cacheDir, '--cache-size', options.cacheSize ?? '20G', '--log-level', 'warn'],
+    ['dist/src/main.js', '--listen', `127.0.0.1:${port}`, '--upstream', upstream, '--cache-dir', cacheDir, '--cache-size', options.cacheSize ?? '20G', '--log-level', 'warn'],
     { cwd: ROOT, stdio: ['ignore', 'inherit', 'pipe'] },
   )
   const logLines: string[] = []

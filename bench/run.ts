@@ -25,6 +25,7 @@ import { COMPRESSIONS, NIX_CONFIG, prepareFixture, type Compression, type Fixtur
 import { prepareGbFixture, prepareSoakFixture } from './fixture-scale.js'
 import {
   BENCH,
+  buildUnnar,
   cpuSnapshot,
   fetchBody,
   freshDir,
@@ -123,6 +124,7 @@ const machine = await describeMachine()
 log(machine.join(' | '))
 
 await mkdir(WORK, { recursive: true })
+await buildUnnar()
 let fixture: Fixture
 try {
   if (!tools.nix || !tools['nix-store']) log('nix is not installed: only a fixture built earlier can be used')
