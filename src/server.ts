@@ -6,6 +6,7 @@ import { createConnection, type AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { getRequestListener, RequestError } from '@hono/node-server'
 import { Hono } from 'hono'
+import { warmZstdWorker } from './codecs/worker-decoder.js'
 import { describeConfig, type Config, type SizeSetting } from './config.js'
 import { CACHE_NIXOS_ORG_KEY, parsePublicKey, type PublicKey } from './formats/signature.js'
 import { DEFAULT_STORE_DIR } from './formats/store-path.js'
@@ -16,6 +17,7 @@ import { createRequestReporter, type RequestReporter } from './http/request-log.
 import { OtherStoreDirs } from './http/store-dirs.js'
 import type { Logger } from './log.js'
 import { createMetrics } from './metrics.js'
+import { warmHashWorker } from './store/file-hasher.js'
 import { HotFiles } from './store/hot-files.js'
 import { NarStore } from './store/nar-store.js'
 import { createUpstream, upstreamOptionsFrom } from './upstream/create-upstream.js'
@@ -104,6 +106,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   })
   const server = createHttpServer(app.fetch, config, log, { answer: (req, res) => hotResponses.serve(req, res), reporter })
   const url = await listen(server, config)
+  warmZstdWorker()
+  warmHashWorker()
   let metricsServer: Server | undefined
   let metricsUrl: string | undefined
   if (config.metrics.kind === 'separate') {

@@ -46,10 +46,23 @@ export class WorkerPool {
     }
   }
 
+  /**
+   * Starts the first worker now, in the background: a new worker takes ~35 ms of CPU (an isolate,
+   * then its modules) that would otherwise delay the first NAR after a start (bench/ row 3a).
+   */
+  warm(): void {
+    if (this.#workers.length === 0) this.#spawn()
+  }
+
   #pick(): PoolWorker {
     const workers = this.#workers
     const idle = workers.find((w) => w.jobs === 0)
     if (idle !== undefined || workers.length >= availableParallelism()) return idle ?? workers.reduce((a, b) => (b.jobs < a.jobs ? b : a))
+    return this.#spawn()
+  }
+
+  #spawn(): PoolWorker {
+    const workers = this.#workers
     const worker = new Worker(this.#source, this.#options)
     worker.unref() // a pooled worker must not keep the process alive
     const entry: PoolWorker = { worker, jobs: 0 }

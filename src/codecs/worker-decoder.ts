@@ -152,6 +152,11 @@ const pool = new WorkerPool(WORKER_SOURCE, {
  * decoding while MAX_BATCHES_IN_FLIGHT batches have not been passed to the consumer. The stream
  * ends only after the decoder saw the end of a complete frame.
  */
+/** Starts the decoding thread ahead of the first big zstd NAR (see WorkerPool.warm). */
+export function warmZstdWorker(): void {
+  pool.warm()
+}
+
 export class WorkerZstdDecoder extends Duplex {
   readonly #port: MessagePort
   readonly #job: PooledJob

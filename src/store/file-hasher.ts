@@ -104,6 +104,11 @@ parentPort.on('message', ({ port, file, algorithm }) => {
 
 const pool = new WorkerPool(WORKER_SOURCE)
 
+/** Starts the hashing thread ahead of the first big NAR (see WorkerPool.warm). */
+export function warmHashWorker(): void {
+  pool.warm()
+}
+
 class WorkerFileHasher implements NarHasher {
   readonly #port: MessagePort
   readonly #job: PooledJob
