@@ -1,5 +1,5 @@
 /** Environment (and flags) → one validated Config. Every setting name here is documented in the README. */
-import { readFileSync } from 'node:fs'
+import { accessSync, constants, readFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { parsePublicKeys, type PublicKey } from './formats/signature.js'
@@ -147,7 +147,7 @@ export function loadConfig(env: Env): Config {
     keepAliveTimeoutMs: parseSeconds('UNNAR_KEEP_ALIVE_TIMEOUT', env.UNNAR_KEEP_ALIVE_TIMEOUT ?? '5') * 1000,
     maxUrlLength: parseCount('UNNAR_MAX_URL_LENGTH', env.UNNAR_MAX_URL_LENGTH ?? '8192'),
     shutdownTimeoutMs: parseSeconds('UNNAR_SHUTDOWN_TIMEOUT', env.UNNAR_SHUTDOWN_TIMEOUT ?? '30') * 1000,
-    netrcFile: checkNetrcFile(env.NETRC),
+    netrcFile: env.NETRC === undefined ? defaultNetrcFile(env.NIX_CONF_DIR) : checkNetrcFile(env.NETRC),
     upstreamTokens: parseUpstreamTokens(env.UNNAR_UPSTREAM_TOKENS, env.UNNAR_UPSTREAM_TOKENS_FILE),
     upstreamConnectTimeoutMs: parseSeconds('UNNAR_UPSTREAM_CONNECT_TIMEOUT', env.UNNAR_UPSTREAM_CONNECT_TIMEOUT ?? '10') * 1000,
     upstreamIdleTimeoutMs: parseSeconds('UNNAR_UPSTREAM_IDLE_TIMEOUT', env.UNNAR_UPSTREAM_IDLE_TIMEOUT ?? '30') * 1000,
@@ -282,7 +282,21 @@ function parseUpstreamTokens(text: string | undefined, file: string | undefined)
   return tokens
 }
 
-/** NETRC must name a readable netrc file (its content is never shown). */
+/**
+ * Unset NETRC means Nix's own default, `$NIX_CONF_DIR/netrc` (`/etc/nix/netrc`), when it exists and
+ * this user may read it: like Nix, a missing file is no error (a malformed one is).
+ */
+function defaultNetrcFile(confDir: string | undefined): string | undefined {
+  const file = path.join(confDir === undefined || confDir === '' ? '/etc/nix' : confDir, 'netrc')
+  try {
+    accessSync(file, constants.R_OK)
+  } catch {
+    return undefined
+  }
+  return checkNetrcFile(file)
+}
+
+/** NETRC must name a readable netrc file (its content is never shown); empty means none. */
 function checkNetrcFile(file: string | undefined): string | undefined {
   if (file === undefined || file === '') return undefined
   try {

@@ -1,5 +1,8 @@
 /** Settings from the environment and flags, and the one-line errors for bad ones. */
 import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import { describe, it } from 'node:test'
 import { applyFlags, ConfigError, describeConfig, FLAGS, loadConfig, parseBytes } from '../src/config.js'
 
@@ -68,6 +71,21 @@ describe('operational settings', () => {
       [8, 10000, 20_000, 5_000, 8192, 30_000, 10_000, 30_000],
     )
     assert.deepEqual([c.metrics, c.lookup, c.storeDirs, c.socket, c.netrcFile, c.upstreamTokens.size], [{ kind: 'main' }, 'sequential', undefined, undefined, undefined, 0])
+  })
+
+  it("reads Nix's default netrc ($NIX_CONF_DIR/netrc) when NETRC is unset, and none when NETRC is empty", () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'unnar-nix-conf-'))
+    try {
+      assert.equal(loadConfig({ NIX_CONF_DIR: dir }).netrcFile, undefined, 'no file, no netrc, no error')
+      const file = path.join(dir, 'netrc')
+      writeFileSync(file, 'machine cache.example login u password p\n')
+      assert.equal(loadConfig({ NIX_CONF_DIR: dir }).netrcFile, file)
+      assert.equal(loadConfig({ NIX_CONF_DIR: dir, NETRC: '' }).netrcFile, undefined)
+      writeFileSync(file, 'machine cache.example login "u password p\n')
+      assert.throws(() => loadConfig({ NIX_CONF_DIR: dir }), (err: Error) => err instanceof ConfigError && err.message.startsWith('NETRC: ') && err.message.includes(file))
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 
   it('parses the metrics address, host override, store dirs and socket', () => {
