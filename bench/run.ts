@@ -7,7 +7,7 @@
  * use the real `unnar` command (src/main.ts) as a separate process; row 8 serves the NARs through
  * the HTTP test upstream in a third process (bench/upstream-child.ts).
  *
- * Knobs: BENCH_REPS (default 3) runs per timed measurement, at least 5 for the sub-second ones
+ * Knobs: BENCH_REPS (default 3) runs per timed measurement, at least 9 for the sub-second ones
  * (the median is reported); BENCH_WRK_SECONDS (default 5) per wrk measurement; BENCH_SOAK_SECONDS
  * (default 120) for the mixed soak (row 10); BENCH_ONLY=3,8 runs only the rows with those numbers
  * (both compressions of a row that has two; row 4 needs row 2) and does not write bench/RESULTS.md.
@@ -48,8 +48,8 @@ import {
 } from './lib.js'
 
 const REPS = Math.max(1, Number(process.env.BENCH_REPS ?? 3) || 3)
-/** Sub-second measurements get more runs: cheap, and steadier on a shared machine. */
-const FAST_REPS = Math.max(REPS, 5)
+/** Sub-second measurements get more runs: cheap, and steadier on a shared machine (`zstd -dc` alone varies 160–230 ms there). */
+const FAST_REPS = Math.max(REPS, 9)
 const WRK_SECONDS = Math.max(1, Number(process.env.BENCH_WRK_SECONDS ?? 5) || 5)
 const CONCURRENT = 200
 /** Alternating unnar/nginx wrk rounds for rows 6 and 7. */
