@@ -190,11 +190,14 @@ export class NarStore {
     const key = narKey(info)
     const cached = this.#lru.get(key)
     if (cached !== undefined) {
+      // Held before the wait for its file, so an eviction meanwhile leaves that file in place.
+      const release = this.#use(cached)
       if (await this.#usable(cached)) {
         this.#events.hit?.()
         this.#touch(cached)
-        return { source: this.#cachedSource(cached), release: this.#use(cached) }
+        return { source: this.#cachedSource(cached), release }
       }
+      release()
       this.#lru.delete(key)
     }
     const inflight = this.#inflight.get(key)
