@@ -12,14 +12,15 @@ let
   packageJson = lib.importJSON ../package.json;
   platform = stdenv.hostPlatform;
 
-  # Only what the build reads: the compiled server is dist/src, its assets public/. (tsconfig.json
-  # also includes test/ and bench/; left out here, tsc simply compiles src/.)
+  # Only what the build reads (`npm run build` compiles tsconfig.build.json, which extends
+  # tsconfig.json and takes src/ alone): the compiled server is dist/src, its assets public/.
   src = lib.fileset.toSource {
     root = ../.;
     fileset = lib.fileset.unions [
       ../package.json
       ../package-lock.json
       ../tsconfig.json
+      ../tsconfig.build.json
       ../src
       ../public
     ];

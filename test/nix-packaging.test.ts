@@ -109,6 +109,17 @@ describe('Nix packaging', { skip }, () => {
     }
   })
 
+  it("nix/package.nix's source holds the tsconfig files `npm run build` reads", () => {
+    const build = (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts['build']!
+    const project = /-p (\S+)/.exec(build)?.[1]
+    assert.ok(project !== undefined, `no -p in the build script: ${build}`)
+    const extended = (JSON.parse(readFileSync(path.join(ROOT, project), 'utf8')) as { extends?: string }).extends
+    const packageNix = readFileSync(path.join(ROOT, 'nix/package.nix'), 'utf8')
+    for (const file of [project, ...(extended === undefined ? [] : [extended])]) {
+      assert.ok(packageNix.includes(`../${path.normalize(file)}\n`), `nix/package.nix does not put ${file} in the build's source`)
+    }
+  })
+
   it('nix/settings.nix has every flag of src/config.ts, with the same variable', (t) => {
     const settings = loadSettings()
     const byEnv = new Map(Object.entries(settings).map(([name, s]) => [s.env, { name, ...s }]))
