@@ -1,12 +1,13 @@
 /**
- * Prometheus metrics (prom-client) with one registry per server, so several servers in one process
- * (the tests) keep separate counts. Gauges are read from their sources when scraped.
+ * Prometheus metrics with one registry per server, so several servers in one process (the tests)
+ * keep separate counts. Gauges are read from their sources when scraped. The per-request metrics
+ * are tallied in request-tally.ts, the rest in prom-client.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { RequestTally } from './request-tally.js'
 import type { NarStoreEvents } from './store/nar-store.js'
 import type { UpstreamRequestEvent } from './upstream/instrument.js'
 import type { UpstreamHealth } from './upstream/path-info-lookup.js'
-
 
 export interface MetricSources {
   store(): { usedBytes: number; maxBytes: number; entries: number; downloads: { active: number; queued: number } }
@@ -14,7 +15,10 @@ export interface MetricSources {
 }
 
 export interface Metrics {
-  readonly registry: Registry
+  /** The Content-Type of text(). */
+  readonly contentType: string
+  /** Every metric in Prometheus' text format. */
+  text(): Promise<string>
   readonly storeEvents: NarStoreEvents
   request(route: string, status: number, bytes: number, seconds: number): void
   upstream(event: UpstreamRequestEvent): void
@@ -32,19 +36,10 @@ export function createMetrics(): Metrics {
   const registers = [registry]
   let sources: MetricSources | undefined
 
-  const requests = new Counter({ name: 'unnar_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'], registers })
-  const duration = new Histogram({
-    name: 'unnar_http_request_duration_seconds',
-    help: 'Time from request to the end of the response',
-    labelNames: ['route'],
-    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
-    registers,
-  })
-  const bytes = new Counter({ name: 'unnar_http_response_bytes_total', help: 'Bytes written to clients (headers included)', labelNames: ['route'], registers })
+  const requests = new RequestTally()
   const hits = new Counter({ name: 'unnar_cache_hits_total', help: 'Requests whose NAR was cached', registers })
   const misses = new Counter({ name: 'unnar_cache_misses_total', help: 'Requests that started a NAR download', registers })
   const coalesced = new Counter({ name: 'unnar_nar_download_waiters_total', help: 'Requests that joined a NAR download already in flight', registers })
-  const hotAnswers = new Counter({ name: 'unnar_hot_responses_total', help: 'Requests for hot small files answered from memory before routing', registers })
   const evictions = new Counter({ name: 'unnar_cache_evictions_total', help: 'NARs evicted from the cache', registers })
   const evictedBytes = new Counter({ name: 'unnar_cache_evicted_bytes_total', help: 'Bytes of NARs evicted from the cache', registers })
   const downloads = new Counter({ name: 'unnar_nar_downloads_total', help: 'Finished NAR downloads by result', labelNames: ['result'], registers })
@@ -85,7 +80,8 @@ export function createMetrics(): Metrics {
   })
 
   return {
-    registry,
+    contentType: registry.contentType,
+    text: async () => (await registry.metrics()) + requests.render(),
     storeEvents: {
       hit: () => hits.inc(),
       miss: () => misses.inc(),
@@ -100,9 +96,7 @@ export function createMetrics(): Metrics {
       },
     },
     request(route, status, sent, seconds) {
-      requests.inc({ route, status })
-      duration.observe({ route }, seconds)
-      bytes.inc({ route }, sent)
+      requests.observe(route, status, sent, seconds)
     },
     upstream(event) {
       upstreamRequests.inc({ upstream: event.upstream, kind: event.kind, status: event.status })
@@ -110,7 +104,7 @@ export function createMetrics(): Metrics {
       if (event.status === 'error') upstreamErrors.inc({ upstream: event.upstream, kind: event.kind, error: event.errorKind ?? 'unknown' })
     },
     hotAnswer() {
-      hotAnswers.inc()
+      requests.hotAnswer()
     },
     untrusted() {
       verification.inc({ what: 'narinfo-signature' })

@@ -63,9 +63,9 @@ const KNOWN_ROUTES = new Set(['/', '/healthz', '/readyz', '/metrics', '/robots.t
 /** `/metrics` in Prometheus' text format. */
 export function metricsHandler(metrics: Metrics): (c: Context) => Promise<Response> {
   return async (c) => {
-    c.header('Content-Type', metrics.registry.contentType)
+    c.header('Content-Type', metrics.contentType)
     c.header('Cache-Control', 'no-store')
-    return c.body(await metrics.registry.metrics())
+    return c.body(await metrics.text())
   }
 }
 

@@ -49,10 +49,12 @@ export function createRequestReporter(log: Logger, metrics: Metrics): RequestRep
   // request than fresh random bytes (measured on the hot-file path).
   const prefix = randomBytes(4).toString('hex')
   let counter = 0
+  // The level is fixed for the life of a logger.
+  const logRequests = log.enabled('info')
   const report = (record: RequestRecord) => {
     const seconds = (performance.now() - record.started) / 1000
     metrics.request(record.route, record.status, record.bytes ?? 0, seconds)
-    if (!log.enabled('info')) return
+    if (!logRequests) return
     log.info('request', {
       id: record.id,
       method: record.method,
