@@ -10,8 +10,9 @@ import { WorkerZstdDecoder } from './worker-decoder.js'
 export class UnsupportedCompressionError extends Error {
   override readonly name = 'UnsupportedCompressionError'
   readonly compression: string
-  constructor(compression: string) {
-    super(`unsupported NAR compression "${compression}"`)
+  /** `what` names where the name came from: the narinfo's Compression, or the body's Content-Encoding. */
+  constructor(compression: string, what: 'NAR compression' | 'Content-Encoding' = 'NAR compression') {
+    super(`unsupported ${what} "${compression}"`)
     this.compression = compression
   }
 }
@@ -75,6 +76,29 @@ export function createDecoder(compression: string, options: DecoderOptions = {})
       return createGunzip()
     default:
       throw new UnsupportedCompressionError(compression)
+  }
+}
+
+/**
+ * The decoders between an upstream's NAR body and the NAR: the body's HTTP Content-Encoding, if
+ * any, then the narinfo's Compression. When either is unsupported it throws, having stopped the
+ * decoder it already started (a worker job or a child process).
+ */
+export function createNarDecoders(compression: string, contentEncoding: string | undefined, options: DecoderOptions = {}): Duplex[] {
+  const decoders: Duplex[] = []
+  try {
+    if (contentEncoding !== undefined && contentEncoding !== 'identity') {
+      try {
+        decoders.push(createDecoder(contentEncoding === 'x-gzip' ? 'gzip' : contentEncoding))
+      } catch (err) {
+        throw err instanceof UnsupportedCompressionError ? new UnsupportedCompressionError(contentEncoding, 'Content-Encoding') : err
+      }
+    }
+    decoders.push(createDecoder(compression, options))
+    return decoders
+  } catch (err) {
+    for (const decoder of decoders) decoder.destroy()
+    throw err
   }
 }
 

@@ -1,11 +1,11 @@
 /** One NAR being fetched: decoded, indexed, hashed and written to a temp file that readers follow. */
 import type { FileHandle } from 'node:fs/promises'
-import { Writable } from 'node:stream'
+import { type Duplex, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { hashEquals, type Hash } from '../formats/hash.js'
 import { listingFromEntries, type Listing, type ListingNode } from '../formats/listing.js'
 import { NarIndexer, type NarEntry } from '../formats/nar-indexer.js'
-import { createDecoder, PROCESS_DECODER_MIN_BYTES, recyclerOf } from '../codecs/decompress.js'
+import { createNarDecoders, PROCESS_DECODER_MIN_BYTES, recyclerOf } from '../codecs/decompress.js'
 import type { PathInfo } from '../upstream/path-info-lookup.js'
 import { UpstreamError } from '../upstream/upstream.js'
 import { createNarHasher, type NarHasher } from './file-hasher.js'
@@ -153,13 +153,16 @@ export class NarDownload implements NarSource {
     try {
       const res = await upstream.get(narKey, signal)
       if (res === undefined) throw new UpstreamError(upstream.name, 'bad-status', `NAR ${narKey} is missing`)
-      const decoder = createDecoder(narInfo.compression, { external: narInfo.narSize >= PROCESS_DECODER_MIN_BYTES })
+      let decoders: Duplex[]
+      try {
+        decoders = createNarDecoders(narInfo.compression, res.contentEncoding, { external: narInfo.narSize >= PROCESS_DECODER_MIN_BYTES })
+      } catch (err) {
+        res.body.destroy() // pipeline() does not own it yet: nothing else would close the connection
+        throw err
+      }
       const hasher = createNarHasher(narInfo.narHash.algorithm, this.#path, narInfo.narSize)
-      const sink = new NarSink(this, narInfo.narSize, hasher, narInfo.narHash, upstream.name, recyclerOf(decoder))
-      const stages = res.contentEncoding !== undefined && res.contentEncoding !== 'identity'
-        ? [res.body, createDecoder(contentEncodingCompression(res.contentEncoding)), decoder, sink]
-        : [res.body, decoder, sink]
-      await pipeline(stages as unknown as [NodeJS.ReadableStream, NodeJS.WritableStream], { signal })
+      const sink = new NarSink(this, narInfo.narSize, hasher, narInfo.narHash, upstream.name, recyclerOf(decoders.at(-1)!))
+      await pipeline([res.body, ...decoders, sink] as unknown as [NodeJS.ReadableStream, NodeJS.WritableStream], { signal })
       const listing = sink.listing()
       this.#complete = true
       this.#settleWaiters()
@@ -187,8 +190,16 @@ export class NarDownload implements NarSource {
     }
   }
 
-  writeAt(chunks: Buffer[], position: number): Promise<unknown> {
-    return chunks.length === 1 ? this.#file.write(chunks[0]!, 0, chunks[0]!.length, position) : this.#file.writev(chunks, position)
+  /** Writes all of `chunks` at `position`: a short write (a nearly full disk) goes on with the rest, whose error then says why. */
+  async writeAt(chunks: Buffer[], position: number): Promise<void> {
+    let pending = chunks
+    let at = position
+    while (pending.length > 0) {
+      const { bytesWritten } = pending.length === 1 ? await this.#file.write(pending[0]!, 0, pending[0]!.length, at) : await this.#file.writev(pending, at)
+      if (bytesWritten === 0) throw Object.assign(new Error('the disk accepted no more bytes'), { code: 'ENOSPC' })
+      at += bytesWritten
+      pending = skipBytes(pending, bytesWritten)
+    }
   }
 
   get file(): FileHandle {
@@ -382,13 +393,19 @@ class NarSink extends Writable {
     callback(err)
   }
 
-  /** Every byte accepted so far is on disk (or the write failed). */
+  /** Every byte accepted so far is on disk (or the write failed, or the download was aborted). */
   async #drain(): Promise<void> {
-    while (this.#writing !== undefined || (this.#batchBytes > 0 && this.#failure === undefined)) {
+    for (;;) {
+      if (this.#writing !== undefined) {
+        await this.#writing
+        continue
+      }
+      if (this.#failure !== undefined) throw this.#failure
+      if (this.#batchBytes === 0) return
+      // #flush() writes nothing once the sink is destroyed: waiting for it would spin forever.
+      if (this.destroyed) throw new Error('the download was stopped before its last bytes were written')
       this.#flush()
-      await this.#writing
     }
-    if (this.#failure !== undefined) throw this.#failure
   }
 
   async #verify(): Promise<void> {
@@ -416,10 +433,6 @@ class NarSink extends Writable {
   }
 }
 
-function contentEncodingCompression(encoding: string): string {
-  return encoding === 'gzip' || encoding === 'x-gzip' ? 'gzip' : encoding
-}
-
 function classify(err: unknown, upstream: string): Error {
   if (err instanceof NarVerificationError || err instanceof UpstreamError || err instanceof DiskError) return err
   const error = err as NodeJS.ErrnoException
@@ -427,4 +440,18 @@ function classify(err: unknown, upstream: string): Error {
   if (error.name === 'UnsupportedCompressionError') return error
   // Decoder failures (corrupt xz/zstd data) and truncated bodies are the upstream's fault.
   return new UpstreamError(upstream, 'bad-response', `while downloading the NAR: ${error.code ?? error.message}`, { cause: err })
+}
+
+/** `chunks` without their first `bytes` bytes (views, no copies). */
+function skipBytes(chunks: readonly Buffer[], bytes: number): Buffer[] {
+  const rest: Buffer[] = []
+  let skip = bytes
+  for (const chunk of chunks) {
+    if (skip >= chunk.length) skip -= chunk.length
+    else {
+      rest.push(skip > 0 ? chunk.subarray(skip) : chunk)
+      skip = 0
+    }
+  }
+  return rest
 }
