@@ -137,6 +137,12 @@ export class NarStore {
     // Oldest first, so the most recently used NARs end up at the LRU's head.
     found.sort((a, b) => a.atimeMs - b.atimeMs)
     for (const { key, size, atimeMs } of found) {
+      if (size > this.#lru.maxSize) {
+        // lru-cache would refuse it without a word, leaving it on disk outside the bound.
+        this.#log.info('dropping a cached NAR larger than the whole cache', { key, size, maxBytes: this.#lru.maxSize })
+        await this.#remove(key)
+        continue
+      }
       try {
         const listing = parseListing(await readFile(this.#listingPath(key), 'utf8'))
         this.#lru.set(key, { key, size, listing, readers: 0, evicted: false, lastTouch: atimeMs, fd: undefined })
@@ -210,6 +216,7 @@ export class NarStore {
       this.#events.coalesced?.()
     } else {
       if (Date.now() < this.#diskTroubleUntil) throw new DiskError('the cache directory failed recently')
+      if (this.#closing) throw new DiskError('the cache is closing')
       this.#events.miss?.()
       starting = this.#startDownload(key, info).finally(() => this.#starting.delete(key))
       this.#starting.set(key, starting)
@@ -226,10 +233,12 @@ export class NarStore {
     clearTimeout(timer)
   }
 
-  /** Aborts downloads in flight; resolves once their temp files are removed. */
+  /** Aborts downloads in flight (and those still starting); resolves once their temp files are removed. */
   async close(): Promise<void> {
     this.#closing = true
     for (const download of this.#inflight.values()) download.abort(new Error('shutting down'))
+    // Those waiting for a slot or a temp file start, see #closing and stop at once.
+    await Promise.allSettled(this.#starting.values())
     await Promise.all(this.#settling)
   }
 
@@ -258,31 +267,39 @@ export class NarStore {
     if (keep) this.#makeRoom(info.narInfo.narSize)
     const download = new NarDownload({ info, file, path: tmp, abortWhenUnused: !keep })
     this.#inflight.set(key, download)
+    // close() ran while this one waited for a slot or its temp file: it stops with the others.
+    if (this.#closing) download.abort(new Error('shutting down'))
     this.#log.info('downloading NAR', { upstream: info.upstream.name, storePath: info.narInfo.storePath, narSize: info.narInfo.narSize, keep })
     const finish = () => {
       if (this.#inflight.get(key) === download) this.#inflight.delete(key)
       download.unhold()
       release()
     }
-    const settled = download.done.then(
-      async (listing) => {
-        // Stays in flight until committed, so no request starts a second download meanwhile.
-        let result: 'cached' | 'disk-error' | 'not-kept' = 'not-kept'
-        if (keep) result = (await this.#commit(key, tmp, listing, info)) ? 'cached' : 'disk-error'
-        else await rm(tmp, { force: true })
-        this.#events.downloadEnded?.(result)
-        finish()
-      },
-      async (err: Error) => {
-        // Out of flight at once: the next request must start afresh, not read a failed download.
-        finish()
-        this.#events.downloadEnded?.(err instanceof DiskError ? 'disk-error' : err instanceof NarVerificationError ? 'verification-failed' : 'failed')
-        if ((err instanceof UpstreamError || err instanceof NarVerificationError) && !this.#closing) this.#events.upstreamNarFailed?.(info)
-        if (err instanceof DiskError) this.#diskTrouble('NAR download failed on disk', err)
-        else this.#log.warn('NAR download failed', { upstream: info.upstream.name, storePath: info.narInfo.storePath, error: err })
-        await rm(tmp, { force: true })
-      },
-    )
+    const settled = download.done
+      .then(
+        async (listing) => {
+          // Stays in flight until committed, so no request starts a second download meanwhile.
+          let result: 'cached' | 'disk-error' | 'not-kept' = 'not-kept'
+          try {
+            if (keep) result = (await this.#commit(key, tmp, listing, info)) ? 'cached' : 'disk-error'
+            else await this.#removeQuietly(tmp)
+          } finally {
+            this.#events.downloadEnded?.(result)
+            finish()
+          }
+        },
+        async (err: Error) => {
+          // Out of flight at once: the next request must start afresh, not read a failed download.
+          finish()
+          this.#events.downloadEnded?.(err instanceof DiskError ? 'disk-error' : err instanceof NarVerificationError ? 'verification-failed' : 'failed')
+          if ((err instanceof UpstreamError || err instanceof NarVerificationError) && !this.#closing) this.#events.upstreamNarFailed?.(info)
+          if (err instanceof DiskError) this.#diskTrouble('NAR download failed on disk', err)
+          else this.#log.warn('NAR download failed', { upstream: info.upstream.name, storePath: info.narInfo.storePath, error: err })
+          await this.#removeQuietly(tmp)
+        },
+      )
+      // Nothing above should throw; if it does, it is a bug to log, not a reason to stop the process.
+      .catch((err: unknown) => this.#log.error('NAR download bookkeeping failed', { storePath: info.narInfo.storePath, error: err as Error }))
     this.#settling.add(settled)
     void settled.finally(() => this.#settling.delete(settled))
     return download
@@ -297,8 +314,8 @@ export class NarStore {
       await rename(tmp, this.#narPath(key))
     } catch (err) {
       this.#diskTrouble('cannot commit a NAR', err)
-      await rm(tmp, { force: true })
-      await rm(`${tmp}.ls`, { force: true })
+      await this.#removeQuietly(tmp)
+      await this.#removeQuietly(`${tmp}.ls`)
       return false
     }
     this.#lru.set(key, { key, size: info.narInfo.narSize, listing, readers: 0, evicted: false, lastTouch: Date.now(), fd: undefined })
@@ -370,9 +387,11 @@ export class NarStore {
       released = true
       entry.readers--
       if (entry.readers > 0) return
-      if (entry.evicted || !this.#openFiles.has(entry.key)) this.#closeFd(entry)
-      // Unlink only if no newer copy of the same NAR was committed meanwhile.
-      if (entry.evicted && this.#lru.peek(entry.key) === undefined) void this.#remove(entry.key)
+      // The open-file LRU may hold a newer entry of the same NAR under this key: compare entries.
+      if (entry.evicted || this.#openFiles.peek(entry.key) !== entry) this.#closeFd(entry)
+      // Unlink only if no newer copy of the same NAR was committed meanwhile, or is being
+      // downloaded (its commit renames over these files; an unlink now could hit the new ones).
+      if (entry.evicted && this.#lru.peek(entry.key) === undefined && !this.#inflight.has(entry.key) && !this.#starting.has(entry.key)) void this.#remove(entry.key)
     }
   }
 
@@ -382,7 +401,9 @@ export class NarStore {
    */
   #fdFor(entry: Entry): Promise<number> {
     entry.fd ??= fsOpen(this.#narPath(entry.key), 'r')
-    this.#openFiles.set(entry.key, entry)
+    // An evicted entry's file is closed when its last reader leaves; it must not push the current
+    // entry of the same NAR out of the open-file LRU.
+    if (!entry.evicted) this.#openFiles.set(entry.key, entry)
     return entry.fd
   }
 
@@ -403,7 +424,7 @@ export class NarStore {
 
   #evict(entry: Entry): void {
     entry.evicted = true
-    this.#openFiles.delete(entry.key)
+    if (this.#openFiles.peek(entry.key) === entry) this.#openFiles.delete(entry.key)
     this.#log.info('NAR evicted', { key: entry.key, size: entry.size })
     this.#events.evicted?.(entry.size)
     if (entry.readers === 0) void this.#remove(entry.key)
@@ -412,6 +433,15 @@ export class NarStore {
   async #remove(key: string): Promise<void> {
     await rm(this.#narPath(key), { force: true }).catch(() => {})
     await rm(this.#listingPath(key), { force: true }).catch(() => {})
+  }
+
+  /** Cleaning up after a failure: a disk that refuses this too (read-only, EIO) is logged, not thrown. */
+  async #removeQuietly(file: string): Promise<void> {
+    try {
+      await rm(file, { force: true })
+    } catch (err) {
+      this.#diskTrouble('cannot remove a temp file', err)
+    }
   }
 
   #diskTrouble(what: string, err: unknown): void {
