@@ -1,5 +1,5 @@
 /** On-the-fly compression of text responses, negotiated from Accept-Encoding. */
-import { Readable } from 'node:stream'
+import { pipeline, Readable } from 'node:stream'
 import { brotliCompressSync, constants, createBrotliCompress, createGzip, gzipSync } from 'node:zlib'
 import { compress as zstdCompress, CompressStream as ZstdCompressStream } from 'zstd-napi'
 
@@ -36,10 +36,11 @@ export function compressStream(body: ReadableStream<Uint8Array>, encoding: Respo
       : encoding === 'zstd'
         ? new ZstdCompressStream()
         : createGzip({ level: 6 })
-  // A Node pipe keeps backpressure (web pipeThrough with these transforms buffered everything).
+  // A Node pipeline keeps backpressure (web pipeThrough with these transforms buffered everything).
+  // It also destroys the source when a client that went away destroys the encoder: that cancels
+  // `body`, and so releases the NAR read behind it.
   const source = Readable.fromWeb(body as import('node:stream/web').ReadableStream<Uint8Array>)
-  source.on('error', (err) => encoder.destroy(err))
-  return Readable.toWeb(source.pipe(encoder)) as unknown as ReadableStream<Uint8Array>
+  return Readable.toWeb(pipeline(source, encoder, () => {})) as unknown as ReadableStream<Uint8Array>
 }
 
 /** For generated pages (listings): small enough to compress in one go. */

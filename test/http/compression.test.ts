@@ -46,5 +46,24 @@ describe('compressStream', () => {
       assert.ok(compressed.length < text.length / 5)
       assert.ok(decode(compressed).equals(text))
     })
+
+    it(`cancels its source (the NAR read behind it) when the client stops reading ${encoding}`, async () => {
+      let cancelled = false
+      let pulled = 0
+      const endless = new ReadableStream<Uint8Array>(
+        {
+          pull: (controller) => controller.enqueue(text.subarray(0, 65536 + pulled++)),
+          cancel: () => {
+            cancelled = true
+          },
+        },
+        { highWaterMark: 0 },
+      )
+      const reader = compressStream(endless, encoding as 'br').getReader()
+      await reader.read()
+      await reader.cancel(new Error('the client went away'))
+      for (let i = 0; i < 50 && !cancelled; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+      assert.equal(cancelled, true)
+    })
   }
 })
