@@ -13,6 +13,7 @@ import { DEFAULT_STORE_DIR } from './formats/store-path.js'
 import { createApp, metricsHandler } from './http/app.js'
 import type { HotStoreFile } from './http/store-route.js'
 import { HotResponses } from './http/hot-responses.js'
+import { closeWithConnection } from './http/node-env.js'
 import { createRequestReporter, type RequestReporter } from './http/request-log.js'
 import { OtherStoreDirs } from './http/store-dirs.js'
 import type { Logger } from './log.js'
@@ -177,6 +178,7 @@ function createHttpServer(fetch: (request: Request, env: never) => Response | Pr
   const listener = (req: IncomingMessage, res: ServerResponse) => {
     if (front?.answer(req, res) === true) return
     arriving = { req, res, started: performance.now() }
+    closeWithConnection(res)
     const handled = app(req, res)
     arriving = undefined
     void handled

@@ -2,7 +2,7 @@
 import type { Context } from 'hono'
 import { UnsupportedCompressionError } from '../codecs/decompress.js'
 import type { Logger } from '../log.js'
-import { DiskError, NarVerificationError } from '../store/nar-download.js'
+import { DiskError, NarAbandonedError, NarVerificationError } from '../store/nar-download.js'
 import { UpstreamsFailedError } from '../upstream/path-info-lookup.js'
 import { UpstreamError } from '../upstream/upstream.js'
 import { escapeHtml, OWN_PAGES_CSP } from './html.js'
@@ -38,6 +38,7 @@ export function classifyError(err: unknown): { status: number; message: string }
   if (err instanceof NarVerificationError) return { status: 502, message: `upstream sent a bad NAR: ${err.message}` }
   if (err instanceof UnsupportedCompressionError) return { status: 502, message: `the upstream's NAR uses an ${err.message}` }
   if (err instanceof DiskError) return { status: 503, message: 'the NAR cache is unavailable' }
+  if (err instanceof NarAbandonedError) return { status: 503, message: 'the download of this NAR was dropped: every client had left' }
   return { status: 500, message: 'internal error' }
 }
 
@@ -63,7 +64,9 @@ export function createErrorHandler(log: Logger): (err: Error, c: Context) => Res
     const { status, message } = classifyError(err)
     const fields = { method: c.req.method, path: c.req.path, status, error: err }
     // Client mistakes are routine (info); upstream trouble is worth a warning; our own bugs an error.
-    if (status >= 500 && status !== 502 && status !== 504) log.error('request failed', { ...fields, stack: err.stack })
+    // A request still waiting on a NAR its client (and every other) gave up on: routine too.
+    if (err instanceof NarAbandonedError) log.info('request failed', fields)
+    else if (status >= 500 && status !== 502 && status !== 504) log.error('request failed', { ...fields, stack: err.stack })
     else if (status >= 500) log.warn('request failed', fields)
     else log.info('request failed', fields)
     return errorResponse(c, status, message)

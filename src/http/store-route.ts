@@ -25,7 +25,7 @@ import { renderListingPage } from './listing-page.js'
 import { peekStream } from './peek-stream.js'
 import { parseStoreRequest, requestPath, storeRequestRest, type StoreRequest } from './request-path.js'
 import { resolveStorePath, type NodeLookup } from './resolve-path.js'
-import { outgoingOf } from './node-env.js'
+import { outgoingOf, whenResponseEnds } from './node-env.js'
 
 export interface StoreRouteDeps {
   readonly lookup: PathInfoLookup
@@ -86,8 +86,8 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
       throw err
     }
     const outgoing = outgoingOf(c)
-    if (outgoing === undefined || outgoing.closed) lease.release()
-    else outgoing.once('close', lease.release)
+    if (outgoing === undefined) lease.release()
+    else whenResponseEnds(outgoing, lease.release)
     return lease.source
   }
 

@@ -21,6 +21,14 @@ export class NarVerificationError extends Error {
   }
 }
 
+/** A NAR too big to keep was dropped because every client reading it had left. */
+export class NarAbandonedError extends Error {
+  override readonly name = 'NarAbandonedError'
+  constructor() {
+    super('every client left a NAR that is not kept')
+  }
+}
+
 /** Writing to the cache directory failed. */
 export class DiskError extends Error {
   override readonly name = 'DiskError'
@@ -221,7 +229,7 @@ export class NarDownload implements NarSource {
       // A request often reads twice (the head to sniff a type, then the body): only give up when
       // no reader came back shortly after the last one left.
       setTimeout(() => {
-        if (this.#readers === 0 && !this.#finished) this.#abort.abort(new Error('every client left a NAR that is not kept'))
+        if (this.#readers === 0 && !this.#finished) this.#abort.abort(new NarAbandonedError())
       }, UNUSED_GRACE_MS).unref()
     }
     void this.#maybeClose()

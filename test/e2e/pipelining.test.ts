@@ -1,0 +1,77 @@
+/** Clients that hang up on pipelined requests, or before the handler is done: nothing stays held, every request is logged. */
+import assert from 'node:assert/strict'
+import { readdir, readlink } from 'node:fs/promises'
+import { connect } from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { describe, it } from 'node:test'
+import { cacheDir, fixturePath } from '../helpers/fixtures.js'
+import { startTestUpstream } from '../helpers/test-upstream.js'
+import { startUnnar } from '../helpers/unnar.js'
+import { eventually } from '../helpers/wait.js'
+
+const basic = fixturePath('basic')
+const tricky = fixturePath('tricky')
+const BLOB = `/nix/store/${basic.hash}-${basic.name}/lib/blob.bin`
+
+/** Sends `raw` on a new connection, reads `bytes` of the answer, then hangs up. */
+function sendAndHangUp(port: number, raw: string, bytes: number): Promise<void> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1', () => socket.write(raw))
+    let received = 0
+    socket.on('data', (chunk) => {
+      received += chunk.length
+      if (received >= bytes) {
+        socket.destroy()
+        resolve()
+      }
+    })
+    socket.on('error', () => resolve())
+    socket.on('close', () => resolve())
+  })
+}
+
+describe('hang-ups', () => {
+  it('a connection closed with a pipelined request still queued lets go of its NAR (evicted, unlinked, no descriptor left)', async () => {
+    assert.ok(basic.entries['lib/blob.bin']!.size! > 1_000_000)
+    // Room for the basic NAR only: fetching another path evicts it.
+    const unnar = await startUnnar([`file://${cacheDir('none')}`], { UNNAR_CACHE_SIZE: '3500000', UNNAR_MAX_NAR_SIZE: '3400000', UNNAR_MEMORY_CACHE_SIZE: '0' })
+    try {
+      const port = Number(new URL(unnar.url).port)
+      await (await fetch(unnar.url + BLOB)).arrayBuffer()
+      const get = `GET ${BLOB} HTTP/1.1\r\nHost: x\r\n\r\n`
+      for (let i = 0; i < 3; i++) await sendAndHangUp(port, get + get, 100_000)
+      await (await fetch(`${unnar.url}/nix/store/${tricky.hash}-${tricky.name}/chain/target.txt`)).arrayBuffer() // downloads tricky's NAR, evicting basic's
+      const nars = async () => (await readdir(`${unnar.cacheDir}/nar`)).filter((name) => name.endsWith('.nar'))
+      await eventually(async () => (await nars()).length === 1, 'the evicted NAR to be unlinked')
+      assert.equal(unnar.narStore.entries, 1)
+      const fds = await Promise.all((await readdir('/proc/self/fd')).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')))
+      assert.deepEqual(
+        fds.filter((target) => target.startsWith(unnar.cacheDir) && target.includes(' (deleted)')),
+        [],
+      )
+      const logged = unnar.logs.filter((line) => line.msg === 'request' && line.path === BLOB)
+      assert.equal(logged.length, 1 + 3 * 2, 'one line per request, queued ones included')
+      assert.equal(logged.filter((line) => line.aborted === true).length >= 3, true)
+    } finally {
+      await unnar.stop()
+    }
+  })
+
+  it('a client gone before the handler answered still gets its log line', async () => {
+    const upstream = await startTestUpstream({ root: cacheDir('none') })
+    upstream.setFault(/\.narinfo$/, { kind: 'delay', ms: 500 })
+    const unnar = await startUnnar([upstream.url])
+    try {
+      const port = Number(new URL(unnar.url).port)
+      const socket = connect(port, '127.0.0.1', () => socket.write(`GET ${BLOB} HTTP/1.1\r\nHost: x\r\n\r\n`))
+      socket.on('error', () => {})
+      await sleep(100)
+      socket.destroy()
+      await eventually(() => unnar.logs.some((l) => l.msg === 'request' && l.path === BLOB), 'the request line')
+      assert.equal(unnar.logs.find((l) => l.msg === 'request' && l.path === BLOB)!.aborted, true)
+    } finally {
+      await unnar.stop()
+      await upstream.close()
+    }
+  })
+})
