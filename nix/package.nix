@@ -5,6 +5,7 @@
 , importNpmLock
 , nodejs_20
 , makeWrapper
+, bzip2
 , xz
 , zstd
 }:
@@ -90,11 +91,11 @@ buildNpmPackage {
     cp -r dist/src "$dest/dist/src"
     cp -r public package.json node_modules "$dest/"
 
-    # xz and zstd on PATH: unnar decodes with them in a child process when present (faster than the
+    # bzip2, xz and zstd on PATH: unnar decodes with them in a child process when present (faster than the
     # in-process fallbacks, see README "Benchmarks").
     makeWrapper ${nodejs_20}/bin/node "$out/bin/unnar" \
       --add-flags "$dest/dist/src/main.js" \
-      --prefix PATH : ${lib.makeBinPath [ xz zstd ]}
+      --prefix PATH : ${lib.makeBinPath [ bzip2 xz zstd ]}
 
     runHook postInstall
   '';

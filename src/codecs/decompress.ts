@@ -1,5 +1,6 @@
 /** Maps a narinfo `Compression` name to a streaming decoder (a Node Transform with backpressure). */
 import { type Duplex, PassThrough, Transform, type TransformCallback } from 'node:stream'
+import { finished } from 'node:stream/promises'
 import { createBrotliDecompress, createGunzip } from 'node:zlib'
 import lzma from 'lzma-native'
 import { DecompressStream as ZstdDecompressStream } from 'zstd-napi'
@@ -30,13 +31,24 @@ export function recyclerOf(decoder: Duplex): ((chunk: Uint8Array) => void) | und
 }
 
 export interface DecoderOptions {
-  /** Decode off the event loop (default true): xz in the system's `xz` when on PATH, zstd in a worker thread. */
+  /** Decode zstd off the event loop, in a worker thread (default true). */
   readonly external?: boolean
+  /**
+   * The most bytes the decoder may produce (a NAR's NarSize): it fails past that. Needed by the
+   * decoders that expand a whole input chunk at once, ignoring backpressure (zstd-napi's stream,
+   * bzip2, lzma-native): a small bomb would otherwise be held in memory whole.
+   */
+  readonly maxOutputBytes?: number
+}
+
+/** The decoded data went past DecoderOptions.maxOutputBytes: a decompression bomb, or a wrong NarSize. */
+export class DecodedTooLargeError extends Error {
+  override readonly name = 'DecodedTooLargeError'
 }
 
 /**
- * Starting a process, or a round trip to a worker, costs more than decoding a small NAR in-process;
- * use `external: narSize >= PROCESS_DECODER_MIN_BYTES`.
+ * A round trip to a worker costs more than decoding a small zstd NAR in-process; use
+ * `external: narSize >= PROCESS_DECODER_MIN_BYTES`.
  */
 export const PROCESS_DECODER_MIN_BYTES = 1024 * 1024
 
@@ -55,21 +67,30 @@ const DECODE_ARGS = ['--decompress', '--stdout', '--quiet']
  * (cold last file of a 100 MB NAR) median 338 ms in-process → 274 ms in a worker; row 8d (200
  * concurrent cold requests) 650 ms → 556 ms. A `zstd -dc` child was no faster than in-process
  * (moving 100 MB through a pipe costs the event loop about what decoding saves). fzstd is ~5x
- * slower. `@mongodb-js/zstd` 1.x has no streaming API, so it only decodes whole `.ls` bodies.
+ * slower. `@mongodb-js/zstd` 1.x is not used for upstream bodies: it has no streaming API, and its
+ * whole-buffer decode cannot be bounded (a 120 KB zstd narinfo grew to 4 GB before its length could
+ * be checked); decodeZstdBuffer() decodes `.ls` and narinfo bodies with a bound instead.
  */
 export function createDecoder(compression: string, options: DecoderOptions = {}): Duplex {
   const external = options.external ?? true
+  const max = options.maxOutputBytes ?? Infinity
   switch (compression) {
     case 'none':
       return new PassThrough()
     case 'xz': {
-      const xz = external ? findExecutable('xz') : undefined
-      return xz !== undefined ? createProcessDecoder(xz, DECODE_ARGS) : (lzma.createDecompressor() as Transform)
+      // The `xz` child for every size: its pipe has backpressure, lzma-native's output does not.
+      const xz = findExecutable('xz')
+      return xz !== undefined ? createProcessDecoder(xz, DECODE_ARGS) : limitOutput(lzma.createDecompressor() as Transform, max, 'destroy')
     }
     case 'zstd':
-      return external ? new WorkerZstdDecoder() : new ZstdDecompressStream()
-    case 'bzip2':
-      return createBzip2Decoder()
+      // zstd-napi's stream turns a throw from push() into a stream error.
+      return external ? new WorkerZstdDecoder() : limitOutput(new ZstdDecompressStream(), max, 'throw')
+    case 'bzip2': {
+      // unbzip2-stream builds each block's output (up to ~46 MB from a few dozen bytes) in a JS
+      // array before anyone can refuse it; the system's `bzip2` in a child has a pipe's backpressure.
+      const bzip2 = findExecutable('bzip2')
+      return bzip2 !== undefined ? createProcessDecoder(bzip2, DECODE_ARGS) : limitOutput(createBzip2Decoder(), max, 'throw')
+    }
     case 'br':
       return createBrotliDecompress()
     case 'gzip':
@@ -84,7 +105,7 @@ export function createDecoder(compression: string, options: DecoderOptions = {})
  * any, then the narinfo's Compression. When either is unsupported it throws, having stopped the
  * decoder it already started (a worker job or a child process).
  */
-export function createNarDecoders(compression: string, contentEncoding: string | undefined, options: DecoderOptions = {}): Duplex[] {
+export function createNarDecoders(compression: string, contentEncoding: string | undefined, options: DecoderOptions): Duplex[] {
   const decoders: Duplex[] = []
   try {
     if (contentEncoding !== undefined && contentEncoding !== 'identity') {
@@ -100,6 +121,41 @@ export function createNarDecoders(compression: string, contentEncoding: string |
     for (const decoder of decoders) decoder.destroy()
     throw err
   }
+}
+
+/**
+ * Stops `decoder` once it has produced more than `max` bytes. `throw` is for decoders that push
+ * synchronously from inside their own error handling (it ends their decoding loop at once);
+ * `destroy` for the others (lzma-native pushes from setImmediate callbacks, where a throw would be
+ * uncaught; its native side may still finish the chunk at hand, but nothing more is fed to it).
+ */
+function limitOutput<T extends Duplex>(decoder: T, max: number, how: 'throw' | 'destroy'): T {
+  if (max === Infinity) return decoder
+  let produced = 0
+  const push = decoder.push.bind(decoder)
+  decoder.push = (chunk: unknown, encoding?: BufferEncoding): boolean => {
+    if (chunk !== null && chunk !== undefined) {
+      produced += (chunk as Uint8Array).length
+      if (produced > max) {
+        const err = new DecodedTooLargeError(`the decoded NAR is larger than its NarSize ${max}`)
+        if (how === 'throw') throw err
+        decoder.destroy(err)
+        return false
+      }
+    }
+    return push(chunk, encoding)
+  }
+  return decoder
+}
+
+/** A whole zstd buffer (an `.ls` or narinfo body), decoded to at most `maxBytes`. */
+export async function decodeZstdBuffer(input: Uint8Array, maxBytes: number): Promise<Buffer> {
+  const decoder = createDecoder('zstd', { external: false, maxOutputBytes: maxBytes })
+  const chunks: Buffer[] = []
+  decoder.on('data', (chunk: Buffer) => chunks.push(chunk))
+  decoder.end(input)
+  await finished(decoder)
+  return Buffer.concat(chunks)
 }
 
 /**

@@ -24,7 +24,7 @@ export async function openDirectFile(info: PathInfo, path: string, signal?: Abor
   if (res === undefined) throw new UpstreamError(upstream.name, 'bad-status', `NAR ${narKey} is missing`)
   let decoders: Duplex[]
   try {
-    decoders = createNarDecoders(narInfo.compression, res.contentEncoding, { external: narInfo.narSize >= PROCESS_DECODER_MIN_BYTES })
+    decoders = createNarDecoders(narInfo.compression, res.contentEncoding, { external: narInfo.narSize >= PROCESS_DECODER_MIN_BYTES, maxOutputBytes: narInfo.narSize })
   } catch (err) {
     res.body.destroy()
     throw err

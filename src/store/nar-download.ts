@@ -163,7 +163,7 @@ export class NarDownload implements NarSource {
       if (res === undefined) throw new UpstreamError(upstream.name, 'bad-status', `NAR ${narKey} is missing`)
       let decoders: Duplex[]
       try {
-        decoders = createNarDecoders(narInfo.compression, res.contentEncoding, { external: narInfo.narSize >= PROCESS_DECODER_MIN_BYTES })
+        decoders = createNarDecoders(narInfo.compression, res.contentEncoding, { external: narInfo.narSize >= PROCESS_DECODER_MIN_BYTES, maxOutputBytes: narInfo.narSize })
       } catch (err) {
         res.body.destroy() // pipeline() does not own it yet: nothing else would close the connection
         throw err

@@ -1,6 +1,6 @@
 /** Reads a small upstream body (narinfo, `.ls`) into memory, bounded, undoing its Content-Encoding. */
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib'
-import { decompress as zstdDecompress } from '@mongodb-js/zstd'
+import { decodeZstdBuffer } from '../codecs/decompress.js'
 import { UpstreamError, type UpstreamResponse } from './upstream.js'
 
 /**
@@ -48,11 +48,8 @@ async function decodeContent(raw: Buffer, encoding: string | undefined, maxBytes
       return inflateSync(raw, { maxOutputLength: maxBytes })
     case 'br':
       return brotliDecompressSync(raw, { maxOutputLength: maxBytes })
-    case 'zstd': {
-      const out = await zstdDecompress(raw)
-      if (out.length > maxBytes) throw new RangeError(`decoded body over ${maxBytes} bytes`)
-      return out
-    }
+    case 'zstd':
+      return decodeZstdBuffer(raw, maxBytes)
     default:
       throw new TypeError(`unsupported Content-Encoding "${encoding}"`)
   }

@@ -4,10 +4,11 @@ import { createReadStream } from 'node:fs'
 import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import { Writable } from 'node:stream'
+import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { describe, it } from 'node:test'
-import { createDecoder, UnsupportedCompressionError } from '../../src/codecs/decompress.js'
+import { compress as zstdCompress } from 'zstd-napi'
+import { createDecoder, DecodedTooLargeError, decodeZstdBuffer, UnsupportedCompressionError } from '../../src/codecs/decompress.js'
 import { findExecutable } from '../../src/codecs/process-decoder.js'
 import { cacheDir } from '../helpers/fixtures.js'
 
@@ -91,6 +92,40 @@ describe('createDecoder', () => {
       process.env.PATH = savedPath
       await rm(dir, { recursive: true, force: true })
     }
+  })
+
+  // 64 MiB of zeros as `bzip2 -9` writes them (79 bytes), and as zstd compresses them.
+  const BZIP2_BOMB = Buffer.from('QlpoOTFBWSZTWQ4J4t8BX45AAMAAAAggADCATUZCoCWpCoCXMUFZJlNZvAS1wwCidcAAwAAACCAAIKQINjKKiE0qKiE4u5IpwoSFALuD6A==', 'base64')
+  const ZSTD_BOMB = Buffer.from(zstdCompress(Buffer.alloc(64 * 1024 * 1024)))
+  for (const [compression, bomb] of [
+    ['bzip2', BZIP2_BOMB],
+    ['zstd', ZSTD_BOMB],
+  ] as const) {
+    it(`stops an in-process ${compression} decoder at maxOutputBytes instead of expanding a bomb whole`, async () => {
+      let produced = 0
+      const savedPath = process.env.PATH
+      process.env.PATH = '' // no `bzip2` child: its in-process fallback
+      let decoder
+      try {
+        decoder = createDecoder(compression, { external: false, maxOutputBytes: 100_000 })
+      } finally {
+        process.env.PATH = savedPath
+      }
+      const sink = new Writable({
+        write(chunk: Buffer, _e, cb) {
+          produced += chunk.length
+          cb()
+        },
+      })
+      await assert.rejects(pipeline(Readable.from([bomb]), decoder, sink), DecodedTooLargeError)
+      assert.ok(produced <= 100_000, `${produced} bytes came out`)
+    })
+  }
+
+  it('decodes a whole zstd buffer only up to its bound', async () => {
+    const text = Buffer.from('a listing, say\n'.repeat(1000))
+    assert.ok((await decodeZstdBuffer(zstdCompress(text), text.length)).equals(text))
+    await assert.rejects(decodeZstdBuffer(ZSTD_BOMB, 1024 * 1024), DecodedTooLargeError)
   })
 
   it('names an unsupported compression', () => {
