@@ -72,7 +72,7 @@ export class HttpUpstream implements Upstream {
       const status = res.statusCode ?? 0
       if (REDIRECT_STATUSES.has(status) && res.headers.location !== undefined && hop < MAX_REDIRECTS) {
         res.resume()
-        url = new URL(res.headers.location, url)
+        url = this.#redirectTarget(res.headers.location, url, key)
         continue
       }
       if (MISSING_STATUSES.has(status)) {
@@ -104,6 +104,20 @@ export class HttpUpstream implements Upstream {
         partial: range !== undefined && status === 206,
       }
     }
+  }
+
+  /** Where a redirect leads; an unusable Location (not a URL, not http(s)) is the upstream's fault. */
+  #redirectTarget(location: string, from: URL, key: string): URL {
+    let target: URL | undefined
+    try {
+      target = new URL(location, from)
+    } catch {
+      target = undefined
+    }
+    if (target === undefined || (target.protocol !== 'http:' && target.protocol !== 'https:')) {
+      throw new UpstreamError(this.name, 'bad-response', `${key}: redirected to an unusable location (not an http(s) URL)`)
+    }
+    return target
   }
 
   /** Says why a 401 happened without saying anything secret. */

@@ -44,6 +44,23 @@ describe('upstream selection and failures', { timeout: 60_000 }, () => {
     }
   })
 
+  for (const location of ['ftp://mirror.example/x.narinfo', 'http://[not-a-host']) {
+    it(`counts a redirect to an unusable location (${location}) as that upstream failing, and asks the next`, async () => {
+      const first = await start()
+      const second = await start()
+      first.setFault(narinfoPath, { kind: 'redirect', location })
+      const unnar = await startUnnar([first.url, second.url])
+      try {
+        const res = await fetch(unnar.store(`${basicBase}/bin/hello`))
+        assert.equal(res.status, 200)
+        await res.arrayBuffer()
+        assert.equal(second.count(narinfoPath), 1)
+      } finally {
+        await unnar.stop()
+      }
+    })
+  }
+
   it('retries a transient failure with backoff before giving up on an upstream', async () => {
     const only = await start()
     only.setFault(narinfoPath, { kind: 'status', status: 503, times: 2 })
