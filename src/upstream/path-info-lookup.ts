@@ -104,8 +104,11 @@ export class PathInfoLookup {
     this.#onUntrusted = options.onUntrusted
     this.#storeDir = options.storeDir ?? DEFAULT_STORE_DIR
     // lru-cache's fetch() coalesces concurrent lookups of one key into one upstream round.
+    // ignoreFetchAbort: a key evicted or deleted while its lookup runs must not fail the requests
+    // waiting for it (lru-cache would reject them with "evicted"/"deleted").
     this.#narInfos = new LRUCache<string, Found>({
       max: options.maxEntries,
+      ignoreFetchAbort: true,
       fetchMethod: async (hash, _stale, { options: setOptions }) => {
         const info = await this.#lookup(hash)
         if (info === undefined) setOptions.ttl = this.#negativeTtlMs
@@ -114,7 +117,13 @@ export class PathInfoLookup {
     })
     this.#listings = new LRUCache<PathInfo, ListingFound>({
       max: options.maxEntries,
-      fetchMethod: async (info) => ({ listing: await this.#fetchListing(info) }),
+      ignoreFetchAbort: true,
+      fetchMethod: async (info, _stale, { options: setOptions }) => {
+        const { listing, upstreamFailed } = await this.#fetchListing(info)
+        // An upstream that failed may well answer next time: forget that soon, like a "not found".
+        if (upstreamFailed) setOptions.ttl = this.#negativeTtlMs
+        return { listing }
+      },
     })
   }
 
@@ -273,19 +282,20 @@ export class PathInfoLookup {
     throw new UpstreamError(upstream.name, 'untrusted', `${key} has no trusted signature (trusted keys: ${keys.map((k) => k.name).join(', ')})`)
   }
 
-  async #fetchListing(info: PathInfo): Promise<Listing | undefined> {
+  /** The upstream's `.ls`, or undefined; `upstreamFailed` when that is for now only (a timeout, a 5xx, a reset). */
+  async #fetchListing(info: PathInfo): Promise<{ listing: Listing | undefined; upstreamFailed: boolean }> {
     const key = `${info.storePath.hash}.ls`
     try {
       const res = await info.upstream.get(key)
-      if (res === undefined) return undefined
+      if (res === undefined) return { listing: undefined, upstreamFailed: false }
       const maxBytes = Math.min(MAX_LISTING_BYTES, maxListingBytes(info.narInfo.narSize))
       const listing = parseListing((await readSmallBody(res, maxBytes, info.upstream.name, key)).toString('utf8'))
       checkListingFits(listing, info.narInfo.narSize)
-      return listing
+      return { listing, upstreamFailed: false }
     } catch (err) {
       // A broken listing only costs speed: the NAR itself is the authority.
       this.#log.warn('ignoring unusable listing', { upstream: info.upstream.name, key, error: err })
-      return undefined
+      return { listing: undefined, upstreamFailed: err instanceof UpstreamError && err.kind !== 'bad-response' }
     }
   }
 }
