@@ -47,7 +47,8 @@ function jump(c: Context, input: string): Response {
   const match = new RegExp(`^\\s*(?:/nix/store/)?(${NIX32}[^/\\s]*)(/\\S*)?\\s*$`).exec(input)
   if (match === null) return errorResponse(c, 400, `not a store path: "${input}"`)
   const rest = match[2] ?? '/'
-  return c.redirect(`/nix/store/${match[1]}${rest.split('/').map((s) => encodeURIComponent(decodeSafe(s))).join('/')}`, 302)
+  // Encoded like the rest: a control character in the name must not reach the Location header.
+  return c.redirect(`/nix/store/${encodeURIComponent(decodeSafe(match[1]!))}${rest.split('/').map((s) => encodeURIComponent(decodeSafe(s))).join('/')}`, 302)
 }
 
 function decodeSafe(segment: string): string {
@@ -134,8 +135,9 @@ export function createApp(deps: AppDeps): Hono {
   app.get('/_unnar/:name', (c) => serveAsset(c.req.param('name'))(c))
 
   app.get('/api/upstreams', (c) => c.json(deps.lookup.health()))
-  app.get(`${storeDir}/*`, routes.store)
+  // Before the store route, whose pattern also matches the bare store directory.
   app.get(storeDir, (c) => errorResponse(c, 404, 'unnar does not list the whole store; ask for a store path'))
+  app.get(`${storeDir}/*`, routes.store)
   app.get('*', (c, next) => deps.otherStore?.(c.req.path)?.(c) ?? next())
   return app
 }

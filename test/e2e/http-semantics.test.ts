@@ -258,6 +258,18 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
     assert.equal(jump.headers.location, `/nix/store/${basicBase}/share/doc/index.html`)
     assert.equal((await rawRequest(`${unnar.url}/?path=${basic.hash}`)).headers.location, `/nix/store/${basic.hash}/`)
     assert.equal((await rawRequest(`${unnar.url}/?path=nonsense`)).status, 400)
+    // A control character in the name is a client's mistake all the way through, never a 500.
+    const nul = await rawRequest(`${unnar.url}/?path=${basic.hash}%00`)
+    assert.equal(nul.status, 302)
+    assert.equal((await rawRequest(`${unnar.url}${nul.headers.location}`)).status, 400)
+  })
+
+  it('answers the bare store directory with a 404 that says why', async () => {
+    for (const path of ['/nix/store', '/nix/store/']) {
+      const res = await rawRequest(`${unnar.url}${path}`)
+      assert.equal(res.status, path === '/nix/store' ? 404 : 400, path)
+    }
+    assert.match((await rawRequest(`${unnar.url}/nix/store`)).body.toString(), /does not list the whole store/)
   })
 
   it('lists upstreams and their health at /api/upstreams', async () => {
