@@ -155,14 +155,21 @@ export class HttpUpstream implements Upstream {
       }
       const expire = (detail: string): void => {
         timer = undefined
-        req.destroy(new UpstreamError(this.name, 'timeout', `${detail} (${url.host === this.#base.host ? '' : url.host}${url.pathname})`))
+        const err = new UpstreamError(this.name, 'timeout', `${detail} (${url.host === this.#base.host ? '' : url.host}${url.pathname})`)
+        req.destroy(err)
+        // Settled here too: a request still queued in the agent only reports its error once it gets a socket.
+        reject(err)
       }
       const waitForFirstByte = (): void => {
         clear()
         if (req.destroyed) return
         timer = setTimeout(() => expire(`first-byte timeout: no response within ${formatMs(timeoutMs)}`), timeoutMs)
       }
+      // A request queued for one of the agent's sockets (all busy, say with bodies slow clients
+      // read) gets no 'socket' event until one frees up: that wait counts against the limit too.
+      timer = setTimeout(() => expire(`no free connection within ${formatMs(timeoutMs)}`), timeoutMs)
       req.once('socket', (socket) => {
+        clear()
         if (!socket.connecting) {
           waitForFirstByte() // a kept-alive connection
           return

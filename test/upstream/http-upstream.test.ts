@@ -1,0 +1,32 @@
+/** HttpUpstream's own limits, against a real HTTP test upstream. */
+import assert from 'node:assert/strict'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { describe, it } from 'node:test'
+import { HttpUpstream } from '../../src/upstream/http-upstream.js'
+import { UpstreamError } from '../../src/upstream/upstream.js'
+import { cacheDir, fixturePath } from '../helpers/fixtures.js'
+import { startTestUpstream } from '../helpers/test-upstream.js'
+
+describe('HttpUpstream', () => {
+  it('times out a request that waits for a connection while every socket is held by an unread body', async () => {
+    const upstream = await startTestUpstream({ root: cacheDir('none') })
+    upstream.setFault('/nar/big.nar', { kind: 'replace', body: Buffer.alloc(8 * 1024 * 1024, 1) })
+    const http = new HttpUpstream(new URL(upstream.url), { userAgent: 'test', timeoutMs: 500 })
+    const bodies = []
+    try {
+      // 64 bodies nobody reads (clients of direct streams that stopped reading): all the agent's sockets.
+      for (let i = 0; i < 64; i++) bodies.push((await http.get('nar/big.nar'))!.body)
+      const outcome = await Promise.race([
+        http.get(`${fixturePath('basic').hash}.narinfo`).then(
+          () => 'answered',
+          (err: Error) => err,
+        ),
+        sleep(3000).then(() => 'still waiting after 3 s'),
+      ])
+      assert.ok(outcome instanceof UpstreamError && outcome.kind === 'timeout' && /no free connection/.test(outcome.message), String(outcome))
+    } finally {
+      for (const body of bodies) body.destroy()
+      await upstream.close()
+    }
+  })
+})
