@@ -2,10 +2,9 @@
 import http from 'node:http'
 import https from 'node:https'
 import type { LookupFunction } from 'node:net'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { formatMs, guardBody } from './body-guard.js'
 import { type Authorization, authorizationFor, type UpstreamCredentials } from './credentials.js'
-import { type ByteRange, type Upstream, UpstreamError, type UpstreamResponse, type UpstreamTimeouts } from './upstream.js'
+import { type ByteRange, retryTransient, type Upstream, UpstreamError, type UpstreamResponse, type UpstreamTimeouts } from './upstream.js'
 
 export interface HttpUpstreamOptions extends UpstreamTimeouts {
   readonly userAgent: string
@@ -18,8 +17,6 @@ export interface HttpUpstreamOptions extends UpstreamTimeouts {
 const MISSING_STATUSES = new Set([403, 404, 410]) // Nix treats 403 like 404 (S3 without list permission)
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308])
 const MAX_REDIRECTS = 5
-const RETRIES = 2
-const RETRY_BASE_MS = 200
 const MAX_RETRY_AFTER_MS = 5_000
 
 export class HttpUpstream implements Upstream {
@@ -52,17 +49,10 @@ export class HttpUpstream implements Upstream {
 
   /**
    * Transient failures (connection errors, 5xx, 408, 429) are retried with exponential backoff, or
-   * after the server's Retry-After (capped), at most RETRIES times; a timeout is not retried.
+   * after the server's Retry-After (capped), at most twice (retryTransient); a timeout is not retried.
    */
-  async get(key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await this.#getOnce(key, signal, range)
-      } catch (err) {
-        if (!(err instanceof UpstreamError) || !err.transient || attempt >= RETRIES || signal?.aborted === true) throw err
-        await sleep(err.retryAfterMs ?? RETRY_BASE_MS * 2 ** attempt, undefined, signal === undefined ? {} : { signal })
-      }
-    }
+  get(key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {
+    return retryTransient(() => this.#getOnce(key, signal, range), signal)
   }
 
   async #getOnce(key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {

@@ -11,7 +11,7 @@ import https from 'node:https'
 import { Readable } from 'node:stream'
 import type { GetObjectCommand, S3Client, S3ClientConfig } from '@aws-sdk/client-s3'
 import { formatMs, guardBody } from './body-guard.js'
-import { type ByteRange, type Upstream, UpstreamError, type UpstreamResponse, type UpstreamTimeouts } from './upstream.js'
+import { type ByteRange, retryTransient, type Upstream, UpstreamError, type UpstreamResponse, type UpstreamTimeouts } from './upstream.js'
 
 export interface S3UpstreamOptions extends UpstreamTimeouts {
   readonly userAgent?: string | undefined
@@ -204,7 +204,11 @@ export class S3Upstream implements Upstream {
     return this.#client
   }
 
-  async get(key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {
+  get(key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {
+    return retryTransient(() => this.#getOnce(key, signal, range), signal)
+  }
+
+  async #getOnce(key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {
     let out
     try {
       const { client, GetObjectCommand } = await this.#sdk()
@@ -288,10 +292,12 @@ export class S3Upstream implements Upstream {
       const hint = code === 'PermanentRedirect' || code === 'AuthorizationHeaderMalformed' ? ` (wrong region? using ${this.location.region})` : ''
       // A 2xx whose body could not be parsed, or a non-S3 answer.
       const kind = status >= 200 && status < 300 ? 'bad-response' : 'bad-status'
-      return new UpstreamError(this.name, kind, `HTTP ${status}${detail} for ${key}${hint}`, { cause: err })
+      // 503 SlowDown, 500 InternalError and the like are S3 asking to be retried.
+      const transient = status >= 500 || status === 408 || status === 429
+      return new UpstreamError(this.name, kind, `HTTP ${status}${detail} for ${key}${hint}`, { cause: err, transient })
     }
     if (e.code !== undefined && NETWORK_CODES.has(e.code)) {
-      return new UpstreamError(this.name, 'network', `${e.code} (${key})`, { cause: err })
+      return new UpstreamError(this.name, 'network', `${e.code} (${key})`, { cause: err, transient: true })
     }
     return new UpstreamError(this.name, 'network', `${e.code ?? e.message ?? String(err)} (${key})`, { cause: err })
   }

@@ -1,5 +1,6 @@
 /** The interface every binary-cache backend implements, and its typed error. */
 import type { Readable } from 'node:stream'
+import { setTimeout as sleep } from 'node:timers/promises'
 
 export interface UpstreamResponse {
   readonly body: Readable
@@ -82,4 +83,23 @@ export function resolveNarKey(narUrl: string): string | undefined {
     if (decoded === '' || decoded === '.' || decoded === '..' || decoded.includes('/') || decoded.includes('\0')) return undefined
   }
   return narUrl
+}
+
+const RETRIES = 2
+const RETRY_BASE_MS = 200
+
+/**
+ * Runs `request` again after a transient UpstreamError (connection errors, 5xx, 408, 429): after
+ * the server's Retry-After (capped by whoever set retryAfterMs) or with exponential backoff, at most
+ * twice. Timeouts and other failures are not retried.
+ */
+export async function retryTransient<T>(request: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await request()
+    } catch (err) {
+      if (!(err instanceof UpstreamError) || !err.transient || attempt >= RETRIES || signal?.aborted === true) throw err
+      await sleep(err.retryAfterMs ?? RETRY_BASE_MS * 2 ** attempt, undefined, signal === undefined ? {} : { signal })
+    }
+  }
 }

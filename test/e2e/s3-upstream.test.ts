@@ -220,6 +220,28 @@ describe('S3Upstream against a fake S3 endpoint', { timeout: 30_000 }, () => {
     await expectUpstreamError(upstream().get('x.narinfo'), 'bad-status', /HTTP 503 SlowDown/)
   })
 
+  it('retries a 503 SlowDown (twice at most), as for HTTP upstreams', async () => {
+    let requests = 0
+    const slowDown = s3Error(503, 'SlowDown')
+    handler = (req, res) => {
+      requests++
+      if (requests === 1) return slowDown(req, res)
+      res.writeHead(200, { 'content-length': '2' })
+      res.end('ok')
+    }
+    const res = await upstream().get('x.narinfo')
+    assert.ok(res !== undefined)
+    assert.equal((await readAll(res)).toString(), 'ok')
+    assert.equal(requests, 2)
+    requests = 0
+    handler = (req, res) => {
+      requests++
+      slowDown(req, res)
+    }
+    await expectUpstreamError(upstream().get('x.narinfo'), 'bad-status', /HTTP 503 SlowDown/)
+    assert.equal(requests, 3)
+  })
+
   it('maps a server that never answers to a timeout', async () => {
     handler = () => {} // headers never come
     const started = Date.now()
