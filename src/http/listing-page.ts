@@ -18,6 +18,8 @@ export interface ListingPageOptions {
   /** Entries in NAR (byte) order. */
   readonly directory: DirectoryNode
   readonly info: PathInfo
+  /** Where a percent-encoded `/nix/store/…` URL path is served (another host, in subdomain mode); default: there. */
+  readonly storeHref?: (storePath: string) => string
 }
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'] as const
@@ -45,7 +47,7 @@ export function formatBytes(bytes: number): string {
   return `${bytes.toLocaleString('en-US')} ${bytes === 1 ? 'byte' : 'bytes'}`
 }
 
-export function renderListingPage({ base, segments, directory, info }: ListingPageOptions): string {
+export function renderListingPage({ base, segments, directory, info, storeHref = (path) => path }: ListingPageOptions): string {
   const slash = base.lastIndexOf('/')
   const storeDir = base.slice(0, slash)
   const baseName = base.slice(slash + 1)
@@ -78,7 +80,7 @@ export function renderListingPage({ base, segments, directory, info }: ListingPa
       )
     } else {
       symlinks += 1
-      const targetHref = symlinkHref(node.target, storeDir, [baseName, ...segments])
+      const targetHref = symlinkHref(node.target, storeDir, [baseName, ...segments], storeHref)
       const target =
         targetHref === undefined
           ? `<span class="target">${escapeHtml(node.target)}</span>`
@@ -155,7 +157,7 @@ export function renderListingPage({ base, segments, directory, info }: ListingPa
         : `<ul class="refs">${narInfo.references
             .map((ref) => {
               const self = ref === baseName ? ' <span class="self">(this path)</span>' : ''
-              return `<li><a href="${escapeHtml(`${encodePath(storeDir.split('/'))}/${encodeURIComponent(ref)}/`)}">${escapeHtml(ref)}</a>${self}</li>`
+              return `<li><a href="${escapeHtml(storeHref(`${encodePath(storeDir.split('/'))}/${encodeURIComponent(ref)}/`))}">${escapeHtml(ref)}</a>${self}</li>`
             })
             .join('')}</ul>`,
     )
@@ -191,11 +193,11 @@ function breadcrumbs(storeDir: string, baseName: string, segments: readonly stri
  * (`dir` is `[<hash>-<name>, ...segments]`). Each segment is percent-encoded, so a target such as
  * `javascript:alert(1)` stays a relative path.
  */
-function symlinkHref(target: string, storeDir: string, dir: readonly string[]): string | undefined {
+function symlinkHref(target: string, storeDir: string, dir: readonly string[], storeHref: (storePath: string) => string): string | undefined {
   const parts = target.split('/')
   if (target.startsWith('/')) {
     if (!target.startsWith(`${storeDir}/`) || target.length === storeDir.length + 1) return undefined
-    return encodePath(parts)
+    return storeHref(encodePath(parts))
   }
   const stack = [...dir]
   for (const part of parts) {

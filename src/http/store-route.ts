@@ -128,18 +128,18 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
         const index = await tree.lookup([...segments, 'index.html'])
         if (index?.type === 'regular') return serveFile(c, info, [...segments, 'index.html'], index, tree.source, view)
       }
-      return listingResponse(c, info, base, segments, tree.source === undefined ? node : await completeDirectory(tree.source, segments))
+      return listingResponse(c, info, base, segments, tree.source === undefined ? node : await completeDirectory(tree.source, segments), view)
     }
     if (node.type === 'symlink') throw new HttpError(404, 'unresolved symlink')
     if (req.trailingSlash) return redirect(c, view.url(segments) + querySuffix(c))
     return serveFile(c, info, segments, node, tree.source, view, req.segments)
   }
 
-  function listingResponse(c: Context, info: PathInfo, base: string, segments: readonly string[], directory: DirectoryNode): Response {
+  function listingResponse(c: Context, info: PathInfo, base: string, segments: readonly string[], directory: DirectoryNode, view: View): Response {
     const format = negotiateListingFormat(c.req.header('accept'), c.req.query('json') !== undefined)
     const [type, body] =
       format === 'html'
-        ? ['text/html; charset=utf-8', renderListingPage({ base, segments, directory, info })]
+        ? ['text/html; charset=utf-8', renderListingPage({ base, segments, directory, info, storeHref: view.location })]
         : format === 'json'
           ? ['application/json', formatDirectoryJson(directory)]
           : ['text/plain; charset=utf-8', formatDirectoryText(directory)]
@@ -308,7 +308,8 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
       const info = await findInfo(req)
       const hot = serveHot(c, req, info, true)
       if (hot !== undefined) return hot
-      const own = `${prefix}${info.storePath.hash}-${info.storePath.name}`
+      // Locations arrive percent-encoded (`lib%2Bplus` for `lib+plus`): compare in that form.
+      const own = '/' + encodePath([...prefixSegments, `${info.storePath.hash}-${info.storePath.name}`])
       return serve(c, req, info, {
         site: true,
         url: (segments) => '/' + encodePath(segments),
