@@ -93,12 +93,16 @@ export function contentDisposition(name: string): string {
   return `attachment; filename="${fallback}"; filename*=UTF-8''${encoded}`
 }
 
+/**
+ * `If-None-Match` against a file's tag: `*` (the file exists), the tag itself, or the tag of one of
+ * its compressed representations, which names the same (immutable) bytes: the client's copy of it,
+ * whatever its encoding, is still current.
+ */
 export function matchesEtag(header: string | undefined, etag: string): boolean {
   if (header === undefined) return false
   const bare = etag.replace(/"$/, '')
   return header.split(',').some((tag) => {
     const t = tag.trim().replace(/^W\//, '')
-    // A compressed representation's tag still names the same bytes.
-    return t === etag || t.startsWith(bare + '-')
+    return t === '*' || t === etag || t.startsWith(bare + '-')
   })
 }

@@ -204,7 +204,7 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
       ['suffix range', { range: 'bytes=-5' }],
       ['unsatisfiable range', { range: 'bytes=5000-' }],
       ['If-Range with a stale tag', { range: 'bytes=0-9', 'if-range': '"stale"' }],
-      ['If-None-Match', { 'if-none-match': '"unused", *' }],
+      ['If-None-Match', { 'if-none-match': '"unused", "other"' }],
       ['br', { 'accept-encoding': 'br' }],
       ['gzip', { 'accept-encoding': 'gzip' }],
     ]
@@ -242,7 +242,9 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
       const before = upstream.count(/^\/nar\//)
       const res = await rawRequest(fresh.store(`${siteBase}/index.html`), { headers: { 'if-none-match': etag } })
       assert.equal(res.status, 304)
+      assert.equal((await rawRequest(fresh.store(`${siteBase}/index.html`), { headers: { 'if-none-match': '*' } })).status, 304, 'If-None-Match: * (the file exists)')
       assert.equal(upstream.count(/^\/nar\//), before)
+      assert.equal((await rawRequest(fresh.store(`${siteBase}/index.html`), { headers: { 'if-none-match': '"other"' } })).status, 200)
     } finally {
       await fresh.stop()
     }
