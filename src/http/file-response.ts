@@ -43,6 +43,8 @@ export function fileResponse(c: Context, file: StoreFile, options: FileResponseO
   if (file.executable) c.header('NAR-Executable', '1')
   const download = c.req.query('download')
   if (download !== undefined) c.header('Content-Disposition', contentDisposition(download === '' ? file.name : download))
+  // Every answer for a compressible file varies with Accept-Encoding: 304s and 206s too.
+  if (isCompressible(file.contentType)) c.header('Vary', 'Accept-Encoding')
   if (matchesEtag(c.req.header('if-none-match'), file.etag)) return c.body(null, 304)
   const head = c.req.method === 'HEAD'
 
@@ -66,7 +68,6 @@ export function fileResponse(c: Context, file: StoreFile, options: FileResponseO
   }
 
   const encoding = file.size >= MIN_COMPRESS_BYTES && isCompressible(file.contentType) ? negotiateEncoding(c.req.header('accept-encoding')) : undefined
-  if (isCompressible(file.contentType)) c.header('Vary', 'Accept-Encoding')
   if (encoding !== undefined) {
     // Another representation, so another strong validator.
     c.header('ETag', file.etag.replace(/"$/, `-${encoding}"`))

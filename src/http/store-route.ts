@@ -15,7 +15,7 @@ import { noteRequest } from './request-log.js'
 import { openRangedFile, probeRangedFile, RangeMismatchError, type FetchRange, type RangedNode } from '../store/ranged-file.js'
 import { UpstreamError, type Upstream } from '../upstream/upstream.js'
 import type { PathInfo, PathInfoLookup } from '../upstream/path-info-lookup.js'
-import { compressBuffer, MIN_COMPRESS_BYTES, negotiateEncoding } from './compression.js'
+import { compressBuffer, isCompressible, MIN_COMPRESS_BYTES, negotiateEncoding } from './compression.js'
 import { contentTypeByName, contentTypeBySniffing, SNIFF_BYTES } from './content-type.js'
 import { HttpError } from './errors.js'
 import { fileResponse, IMMUTABLE, matchesEtag, type StoreFile } from './file-response.js'
@@ -165,7 +165,7 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     const hot = req.trailingSlash ? undefined : hotFiles.get(info.narInfo, req.segments)
     if (hot === undefined) return undefined
     noteRequest(c, { cache: 'hit', upstream: info.upstream.name })
-    if (matchesEtag(c.req.header('if-none-match'), hot.etag)) return notModified(c, hot.etag)
+    if (matchesEtag(c.req.header('if-none-match'), hot.etag)) return notModified(c, hot.etag, isCompressible(hot.contentType))
     const response = fileResponse(c, hot, { sandbox: !site, log })
     hotResponses?.remember(c, response, hot.bytes, {
       route: site ? 'site' : 'store',
@@ -182,7 +182,8 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     const byName = contentTypeByName(name)
     const base = { name, etag, size: listed.size, executable: listed.executable }
     // Both are answerable from the listing alone, without a NAR byte.
-    if (matchesEtag(c.req.header('if-none-match'), etag)) return notModified(c, etag)
+    // Without a type from the name, the file may be text: varying costs nothing when it is not.
+    if (matchesEtag(c.req.header('if-none-match'), etag)) return notModified(c, etag, byName === undefined || isCompressible(byName))
     if (c.req.method === 'HEAD' && byName !== undefined) {
       const noBody = (): never => {
         throw new Error('HEAD has no body')
@@ -340,9 +341,11 @@ function inMemory(): never {
   throw new Error('the bytes are in memory')
 }
 
-function notModified(c: Context, etag: string): Response {
+/** `vary`: the file may be sent compressed, so the 304 varies like the 200 would. */
+function notModified(c: Context, etag: string, vary: boolean): Response {
   c.header('ETag', etag)
   c.header('Cache-Control', IMMUTABLE)
+  if (vary) c.header('Vary', 'Accept-Encoding')
   return c.body(null, 304)
 }
 

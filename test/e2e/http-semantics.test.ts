@@ -134,6 +134,16 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
       })
     }
 
+    it('says Vary: Accept-Encoding on every answer for a compressible file (ranges and 304s too)', async () => {
+      const ranged = await get(`${basicBase}/share/doc/README`, { range: 'bytes=0-9' })
+      assert.equal(ranged.status, 206)
+      assert.equal(ranged.headers.vary, 'Accept-Encoding')
+      const plain = await get(`${basicBase}/share/doc/README`)
+      const notModified = await get(`${basicBase}/share/doc/README`, { 'if-none-match': plain.headers.etag! })
+      assert.equal(notModified.status, 304)
+      assert.equal(notModified.headers.vary, 'Accept-Encoding')
+    })
+
     it('does not recompress archives or compress tiny files', async () => {
       const res = await get(`${siteBase}/archive/release.tar.gz`, { 'accept-encoding': 'gzip' })
       assert.equal(res.headers['content-encoding'], undefined, 'a .tar.gz is not recompressed')
