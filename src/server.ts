@@ -176,6 +176,8 @@ function createHttpServer(fetch: (request: Request, env: never) => Response | Pr
     },
   })
   const listener = (req: IncomingMessage, res: ServerResponse) => {
+    // HTTP/1.0 may omit Host (node refuses that only for 1.1); node-server needs one for the URL.
+    req.headers.host ??= 'localhost'
     if (front?.answer(req, res) === true) return
     arriving = { req, res, started: performance.now() }
     closeWithConnection(res)

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { readdir } from 'node:fs/promises'
+import { connect } from 'node:net'
 import path from 'node:path'
 import { brotliDecompressSync, gunzipSync } from 'node:zlib'
 import { after, before, describe, it } from 'node:test'
@@ -274,6 +275,20 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
     const nul = await rawRequest(`${unnar.url}/?path=${basic.hash}%00`)
     assert.equal(nul.status, 302)
     assert.equal((await rawRequest(`${unnar.url}${nul.headers.location}`)).status, 400)
+  })
+
+  it('answers an HTTP/1.0 request without Host the same before and after its file is hot', async () => {
+    // node's client always sends Host: speak HTTP/1.0 on a plain socket.
+    const http10 = (urlPath: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(new URL(unnar.url).port), '127.0.0.1', () => socket.write(`GET ${urlPath} HTTP/1.0\r\n\r\n`))
+        let answer = ''
+        socket.on('data', (chunk) => (answer += chunk.toString('latin1')))
+        socket.on('close', () => resolve(answer.split('\r\n')[0]!))
+        socket.on('error', reject)
+      })
+    const file = `/nix/store/${basicBase}/share/doc/README`
+    for (let i = 0; i < 3; i++) assert.equal(await http10(file), 'HTTP/1.1 200 OK', `request ${i + 1}`)
   })
 
   it('answers the bare store directory with a 404 that says why', async () => {
