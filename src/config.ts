@@ -102,8 +102,12 @@ export const FLAGS: Record<string, string> = {
 export const SECRET_SETTINGS: ReadonlySet<string> = new Set(['UNNAR_UPSTREAM_TOKENS'])
 
 /** Applies command-line flags on top of the environment. */
+/** The settings that together make the listen address: a flag for any of them overrides all three from the environment. */
+const LISTEN_SETTINGS = ['PORT', 'HTTP_ADDR', 'UNNAR_HOST']
+
 export function applyFlags(env: Env, argv: readonly string[]): Env {
   const out: Record<string, string | undefined> = { ...env }
+  let listenFromFlags = false
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
     const eq = arg.indexOf('=')
@@ -112,6 +116,11 @@ export function applyFlags(env: Env, argv: readonly string[]): Env {
     if (name === undefined) throw new ConfigError(`unknown option "${arg}" (see --help)`)
     const value = eq < 0 ? argv[++i] : arg.slice(eq + 1)
     if (value === undefined) throw new ConfigError(`${flag} needs a value`)
+    if (LISTEN_SETTINGS.includes(name) && !listenFromFlags) {
+      // `HTTP_ADDR=:9000 unnar --port 8000` listens on 8000: flags win, also over their neighbours.
+      for (const setting of LISTEN_SETTINGS) delete out[setting]
+      listenFromFlags = true
+    }
     out[name] = value
   }
   return out
@@ -133,8 +142,8 @@ export function loadConfig(env: Env): Config {
     cacheSize,
     maxNarSize: env.UNNAR_MAX_NAR_SIZE === undefined ? undefined : parseBytes('UNNAR_MAX_NAR_SIZE', env.UNNAR_MAX_NAR_SIZE),
     memoryCacheBytes: parseBytes('UNNAR_MEMORY_CACHE_SIZE', env.UNNAR_MEMORY_CACHE_SIZE ?? '128M'),
-    negativeTtlMs: parseSeconds('UNNAR_NEGATIVE_TTL', env.UNNAR_NEGATIVE_TTL ?? '60') * 1000,
-    upstreamTimeoutMs: parseSeconds('UNNAR_UPSTREAM_TIMEOUT', env.UNNAR_UPSTREAM_TIMEOUT ?? '30') * 1000,
+    negativeTtlMs: parseSeconds('UNNAR_NEGATIVE_TTL', env.UNNAR_NEGATIVE_TTL ?? '60'),
+    upstreamTimeoutMs: parseSeconds('UNNAR_UPSTREAM_TIMEOUT', env.UNNAR_UPSTREAM_TIMEOUT ?? '30'),
     logLevel: parseLogLevel(env.LOG_LEVEL ?? 'info'),
     domain: parseDomain(env.DOMAIN),
     trustedPublicKeys: parseTrustedKeys(env.TRUSTED_PUBLIC_KEYS),
@@ -143,14 +152,14 @@ export function loadConfig(env: Env): Config {
     metrics: parseMetricsAddr(env.UNNAR_METRICS_ADDR),
     maxDownloads: parseCount('UNNAR_MAX_DOWNLOADS', env.UNNAR_MAX_DOWNLOADS ?? '8'),
     maxConnections: parseCount('UNNAR_MAX_CONNECTIONS', env.UNNAR_MAX_CONNECTIONS ?? '10000'),
-    headerTimeoutMs: parseSeconds('UNNAR_HEADER_TIMEOUT', env.UNNAR_HEADER_TIMEOUT ?? '20') * 1000,
-    keepAliveTimeoutMs: parseSeconds('UNNAR_KEEP_ALIVE_TIMEOUT', env.UNNAR_KEEP_ALIVE_TIMEOUT ?? '5') * 1000,
+    headerTimeoutMs: parseSeconds('UNNAR_HEADER_TIMEOUT', env.UNNAR_HEADER_TIMEOUT ?? '20'),
+    keepAliveTimeoutMs: parseSeconds('UNNAR_KEEP_ALIVE_TIMEOUT', env.UNNAR_KEEP_ALIVE_TIMEOUT ?? '5'),
     maxUrlLength: parseCount('UNNAR_MAX_URL_LENGTH', env.UNNAR_MAX_URL_LENGTH ?? '8192'),
-    shutdownTimeoutMs: parseSeconds('UNNAR_SHUTDOWN_TIMEOUT', env.UNNAR_SHUTDOWN_TIMEOUT ?? '30') * 1000,
+    shutdownTimeoutMs: parseSeconds('UNNAR_SHUTDOWN_TIMEOUT', env.UNNAR_SHUTDOWN_TIMEOUT ?? '30'),
     netrcFile: env.NETRC === undefined ? defaultNetrcFile(env.NIX_CONF_DIR) : checkNetrcFile(env.NETRC),
     upstreamTokens: parseUpstreamTokens(env.UNNAR_UPSTREAM_TOKENS, env.UNNAR_UPSTREAM_TOKENS_FILE),
-    upstreamConnectTimeoutMs: parseSeconds('UNNAR_UPSTREAM_CONNECT_TIMEOUT', env.UNNAR_UPSTREAM_CONNECT_TIMEOUT ?? '10') * 1000,
-    upstreamIdleTimeoutMs: parseSeconds('UNNAR_UPSTREAM_IDLE_TIMEOUT', env.UNNAR_UPSTREAM_IDLE_TIMEOUT ?? '30') * 1000,
+    upstreamConnectTimeoutMs: parseSeconds('UNNAR_UPSTREAM_CONNECT_TIMEOUT', env.UNNAR_UPSTREAM_CONNECT_TIMEOUT ?? '10'),
+    upstreamIdleTimeoutMs: parseSeconds('UNNAR_UPSTREAM_IDLE_TIMEOUT', env.UNNAR_UPSTREAM_IDLE_TIMEOUT ?? '30'),
     lookup: parseLookup(env.UNNAR_LOOKUP),
     storeDirs: parseStoreDirs(env.UNNAR_STORE_DIRS),
   }
@@ -232,10 +241,16 @@ export function parseSizeSetting(name: string, text: string): SizeSetting {
   return { bytes: parseBytes(name, text) }
 }
 
+/** Node's timers hold at most 2^31 - 1 ms (longer ones fire at once). */
+const MAX_SECONDS = Math.floor((2 ** 31 - 1) / 1000)
+
+/** A duration in seconds, returned in whole milliseconds: at least 1 ms, at most MAX_SECONDS (0 would turn limits off or on at once). */
 function parseSeconds(name: string, text: string): number {
   const value = Number(text)
   if (!/^\d+(\.\d+)?$/.test(text.trim()) || !Number.isFinite(value)) throw new ConfigError(`${name}: "${text}" is not a number of seconds`)
-  return value
+  const ms = Math.round(value * 1000)
+  if (ms < 1 || value > MAX_SECONDS) throw new ConfigError(`${name}: "${text}" is out of range (from 0.001 to ${MAX_SECONDS} seconds)`)
+  return ms
 }
 
 function parseCount(name: string, text: string): number {
@@ -255,12 +270,13 @@ function parseMetricsAddr(text: string | undefined): Config['metrics'] {
 
 /**
  * `host=token` entries separated by whitespace, from UNNAR_UPSTREAM_TOKENS and/or the file
- * UNNAR_UPSTREAM_TOKENS_FILE (same format; `#` comments). The token never appears in messages.
+ * UNNAR_UPSTREAM_TOKENS_FILE (same format; `#` comments at the start of a line or after a blank).
+ * The token never appears in messages.
  */
 function parseUpstreamTokens(text: string | undefined, file: string | undefined): ReadonlyMap<string, string> {
   const tokens = new Map<string, string>()
   const add = (name: string, source: string) => {
-    for (const entry of source.replace(/#.*$/gm, '').split(/\s+/).filter((e) => e !== '')) {
+    for (const entry of source.split(/\s+/).filter((e) => e !== '')) {
       const eq = entry.indexOf('=')
       const host = entry.slice(0, eq).toLowerCase()
       if (eq <= 0 || eq === entry.length - 1 || !/^[a-z0-9.-]+(:\d+)?$/.test(host)) {
@@ -276,7 +292,8 @@ function parseUpstreamTokens(text: string | undefined, file: string | undefined)
     } catch (err) {
       throw new ConfigError(`UNNAR_UPSTREAM_TOKENS_FILE: cannot read "${file}": ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
     }
-    add('UNNAR_UPSTREAM_TOKENS_FILE', content)
+    // A comment starts a line or follows a blank; a `#` inside a token is part of it.
+    add('UNNAR_UPSTREAM_TOKENS_FILE', content.replace(/(^|\s)#.*$/gm, '$1'))
   }
   if (text !== undefined) add('UNNAR_UPSTREAM_TOKENS', text)
   return tokens

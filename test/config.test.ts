@@ -55,6 +55,11 @@ describe('loadConfig', () => {
     [{ UNNAR_UPSTREAM_TOKENS: 'justatoken' }, /^UNNAR_UPSTREAM_TOKENS: an entry is not host=token/],
     [{ UNNAR_UPSTREAM_TOKENS_FILE: '/nonexistent/tokens' }, /^UNNAR_UPSTREAM_TOKENS_FILE: cannot read "\/nonexistent\/tokens": ENOENT/],
     [{ UNNAR_HOST: 'bad host!' }, /^UNNAR_HOST: "bad host!" is not a host name/],
+    // 0 would turn a limit off (or make it fire at once); Node's timers stop at 2^31 - 1 ms.
+    [{ UNNAR_NEGATIVE_TTL: '0' }, /^UNNAR_NEGATIVE_TTL: "0" is out of range \(from 0\.001 to 2147483 seconds\)/],
+    [{ UNNAR_HEADER_TIMEOUT: '0' }, /^UNNAR_HEADER_TIMEOUT: "0" is out of range/],
+    [{ UNNAR_UPSTREAM_TIMEOUT: '0.0001' }, /^UNNAR_UPSTREAM_TIMEOUT: "0\.0001" is out of range/],
+    [{ UNNAR_SHUTDOWN_TIMEOUT: '2147484' }, /^UNNAR_SHUTDOWN_TIMEOUT: "2147484" is out of range/],
   ]
   for (const [env, message] of bad) {
     it(`rejects ${JSON.stringify(env)} with one line naming the setting`, () => {
@@ -97,6 +102,21 @@ describe('operational settings', () => {
     assert.equal(loadConfig({ UNNAR_SOCKET: '/run/unnar.sock' }).socket, '/run/unnar.sock')
   })
 
+  it('keeps a # inside a token, and reads only whole-line or trailing comments in the tokens file', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'unnar-tokens-'))
+    try {
+      writeFileSync(path.join(dir, 'tokens'), '# comment\nfile.example=a#b # trailing comment\n')
+      const config = loadConfig({ UNNAR_UPSTREAM_TOKENS: 'env.example=c#d', UNNAR_UPSTREAM_TOKENS_FILE: path.join(dir, 'tokens') })
+      assert.deepEqual([...config.upstreamTokens], [['file.example', 'a#b'], ['env.example', 'c#d']])
+    } finally {
+      rmSync(dir, { recursive: true })
+    }
+  })
+
+  it('keeps durations in whole milliseconds', () => {
+    assert.equal(loadConfig({ UNNAR_HEADER_TIMEOUT: '1.0005' }).headerTimeoutMs, 1001)
+  })
+
   it('reads bearer tokens from the setting and the file, and never shows them', async () => {
     const { mkdtemp, writeFile } = await import('node:fs/promises')
     const { tmpdir } = await import('node:os')
@@ -122,6 +142,12 @@ describe('applyFlags', () => {
   it('lets flags override the environment, in both --flag value and --flag=value forms', () => {
     const env = applyFlags({ PORT: '1', LOG_LEVEL: 'warn' }, ['--port', '2', '--log-level=debug', '--upstream', 'file:///c'])
     assert.deepEqual([env.PORT, env.LOG_LEVEL, env.NIX_CACHE_URL], ['2', 'debug', 'file:///c'])
+  })
+
+  it('lets a listen flag override all of the listen address from the environment', () => {
+    assert.equal(loadConfig(applyFlags({ HTTP_ADDR: ':9000' }, ['--port', '8000'])).port, 8000)
+    const listen = loadConfig(applyFlags({ UNNAR_HOST: '::1' }, ['--listen', '127.0.0.1:9000']))
+    assert.deepEqual([listen.host, listen.port], ['127.0.0.1', 9000])
   })
 
   it('rejects unknown flags and flags without a value', () => {

@@ -145,7 +145,7 @@ describe('operations', { timeout: 120_000 }, () => {
 
   it('answers /readyz 200 with a healthy upstream and 503 when every upstream fails', async () => {
     const upstream = await upstreamFor()
-    const unnar = await unnarFor([upstream.url], { UNNAR_NEGATIVE_TTL: '0' })
+    const unnar = await unnarFor([upstream.url], { UNNAR_NEGATIVE_TTL: '0.001' })
     const ready = await fetch(`${unnar.url}/readyz`)
     assert.equal(ready.status, 200)
     assert.equal(((await ready.json()) as { ready: boolean }).ready, true)
