@@ -24,7 +24,9 @@ export function findExecutable(command: string, searchPath = process.env.PATH ??
  * exit (corrupt input) fails the stream; destroying the stream kills the process.
  */
 export function createProcessDecoder(executable: string, args: readonly string[]): Duplex {
-  const child = spawn(executable, args, { stdio: ['pipe', 'pipe', 'pipe'] })
+  // Its own process group: a Ctrl-C in unnar's terminal is for unnar, which then shuts down
+  // gracefully, and must not kill the decoders of the downloads it lets finish.
+  const child = spawn(executable, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true })
   let stderr = ''
   child.stderr.setEncoding('utf8')
   child.stderr.on('data', (chunk: string) => {

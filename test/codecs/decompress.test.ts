@@ -1,5 +1,6 @@
 /** Every NAR codec, in-process and through the system binaries, against the uncompressed fixture NARs. */
 import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
 import { createReadStream } from 'node:fs'
 import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import os from 'node:os'
@@ -126,6 +127,23 @@ describe('createDecoder', () => {
     const text = Buffer.from('a listing, say\n'.repeat(1000))
     assert.ok((await decodeZstdBuffer(zstdCompress(text), text.length)).equals(text))
     await assert.rejects(decodeZstdBuffer(ZSTD_BOMB, 1024 * 1024), DecodedTooLargeError)
+  })
+
+  it('runs the xz child in a process group of its own (a Ctrl-C for unnar must not kill it)', async (t) => {
+    if (findExecutable('xz') === undefined) return t.skip('xz is not installed')
+    const decoder = createDecoder('xz', { external: true })
+    decoder.write(Buffer.from([0xfd])) // keeps it waiting for more input
+    try {
+      const own = execFileSync('ps', ['-o', 'pgid=', '-p', String(process.pid)], { encoding: 'utf8' }).trim()
+      const children = execFileSync('ps', ['-o', 'comm=,pgid=', '--ppid', String(process.pid)], { encoding: 'utf8' })
+        .split('\n')
+        .map((line) => line.trim().split(/\s+/))
+        .filter(([comm]) => comm === 'xz')
+      assert.equal(children.length, 1)
+      assert.notEqual(children[0]![1], own)
+    } finally {
+      decoder.destroy()
+    }
   })
 
   it('names an unsupported compression', () => {
