@@ -60,7 +60,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     events: { ...metrics.storeEvents, upstreamNarFailed: (info) => lookupFor(info.storePath.storeDir)?.reportBrokenNar(info) },
     log,
   })
-  await store.init()
+  // Read (and tidied: temp files of a crash deleted) only once the listen address is ours: a second
+  // instance started by mistake on the same cache directory must fail before touching it.
+  let storeInit: Promise<void> | undefined
   const lookupOptions = { log, negativeTtlMs: config.negativeTtlMs, maxEntries: 10_000, trustedKeys: trustPolicy(config), strategy: config.lookup, onUntrusted: () => metrics.untrusted() }
   const lookup = new PathInfoLookup(upstreams, { ...lookupOptions, storeDir: DEFAULT_STORE_DIR })
   const hotFiles = new HotFiles<HotStoreFile>({ maxBytes: config.memoryCacheBytes })
@@ -105,8 +107,16 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     accepting: () => accepting,
     otherStore: (path) => otherStores.route(path),
   })
-  const server = createHttpServer(app.fetch, config, log, { answer: (req, res) => hotResponses.serve(req, res), reporter })
+  const server = createHttpServer(app.fetch, config, log, { answer: (req, res) => hotResponses.serve(req, res), reporter, pending: () => storeInit })
   const url = await listen(server, config)
+  storeInit = store.init()
+  try {
+    await storeInit
+  } catch (err) {
+    await stopServer(server)
+    throw err
+  }
+  storeInit = undefined
   warmZstdWorker()
   warmHashWorker()
   let metricsServer: Server | undefined
@@ -155,6 +165,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
 interface Front {
   readonly answer: (req: IncomingMessage, res: ServerResponse) => boolean
   readonly reporter: RequestReporter
+  /** While the NAR store is still reading its directory (just after listen), what requests wait for. */
+  readonly pending: () => Promise<void> | undefined
 }
 
 /** The node HTTP server with the limits that keep slow or numerous clients from starving others. */
@@ -175,7 +187,15 @@ function createHttpServer(fetch: (request: Request, env: never) => Response | Pr
       return new Response(text, { status: bad ? 400 : 500, headers: { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' } })
     },
   })
-  const listener = (req: IncomingMessage, res: ServerResponse) => {
+  const listener = (req: IncomingMessage, res: ServerResponse): void => {
+    const waiting = front?.pending()
+    if (waiting !== undefined) {
+      void waiting.then(
+        () => listener(req, res),
+        () => res.destroy(), // the start failed: the server is closing
+      )
+      return
+    }
     // HTTP/1.0 may omit Host (node refuses that only for 1.1); node-server needs one for the URL.
     req.headers.host ??= 'localhost'
     if (front?.answer(req, res) === true) return
