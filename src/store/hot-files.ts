@@ -36,7 +36,9 @@ export class HotFiles<F extends HotFile> {
   readonly #narKeys = new WeakMap<NarInfo, string>()
   readonly #seen = new LRUCache<string, true>({ max: SEEN_KEYS })
   /** Admitted files being read into memory. */
-  readonly #pending = new Set<string>()
+  /** Files admitted and being read, with their sizes: memory already taken, though not in the LRU yet. */
+  readonly #pending = new Map<string, number>()
+  #pendingBytes = 0
   readonly #maxBytes: number
 
   constructor(options: HotFilesOptions) {
@@ -50,7 +52,7 @@ export class HotFiles<F extends HotFile> {
   /**
    * True, once, when a file of `size` bytes that is not in memory was asked for before: the caller
    * then reads it and set()s it (or abandon()s it). One big download does not push out files that
-   * are asked for often; no file takes more than half of the memory.
+   * are asked for often; no file takes more than half of the memory, nor do the reads in flight.
    */
   admit(narInfo: NarInfo, segments: readonly string[], size: number): boolean {
     if (size > this.#maxBytes / 2) return false
@@ -60,13 +62,16 @@ export class HotFiles<F extends HotFile> {
       this.#seen.set(key, true)
       return false
     }
-    this.#pending.add(key)
+    // Each admitted read allocates its whole file at once.
+    if (this.#pendingBytes + size > this.#maxBytes / 2) return false
+    this.#pending.set(key, size)
+    this.#pendingBytes += size
     return true
   }
 
   /** An admitted file could not be read after all. */
   abandon(narInfo: NarInfo, segments: readonly string[]): void {
-    this.#pending.delete(this.#key(narInfo, segments))
+    this.#settle(this.#key(narInfo, segments))
   }
 
   get(narInfo: NarInfo, segments: readonly string[]): F | undefined {
@@ -75,10 +80,17 @@ export class HotFiles<F extends HotFile> {
 
   set(narInfo: NarInfo, segments: readonly string[], file: F): void {
     const key = this.#key(narInfo, segments)
-    this.#pending.delete(key)
+    this.#settle(key)
     // A file larger than the whole bound is simply not kept (lru-cache would refuse it too).
     if (file.bytes.byteLength + key.length + ENTRY_OVERHEAD_BYTES > this.#maxBytes) return
     this.#cache.set(key, file)
+  }
+
+  #settle(key: string): void {
+    const size = this.#pending.get(key)
+    if (size === undefined) return
+    this.#pending.delete(key)
+    this.#pendingBytes -= size
   }
 
   /** Bytes held, as counted against the bound. */

@@ -37,6 +37,19 @@ describe('HotFiles', () => {
     assert.equal(hot.get(basic, ['ab']), undefined)
   })
 
+  it('counts the reads it admitted and that are still running against its bound', () => {
+    const hot = new HotFiles<HotFile>({ maxBytes: 1000 })
+    const basic = narInfoOf('basic')
+    const admitSecondTime = (name: string) => {
+      hot.admit(basic, [name], 300) // the first request only marks the file as asked for
+      return hot.admit(basic, [name], 300)
+    }
+    assert.equal(admitSecondTime('a'), true)
+    assert.equal(admitSecondTime('b'), false, '300 + 300 bytes being read would pass half of the bound')
+    hot.abandon(basic, ['a'])
+    assert.equal(hot.admit(basic, ['b'], 300), true, 'room again once the first read is given up')
+  })
+
   it('stays within its byte bound, dropping the least recently used files', () => {
     const hot = new HotFiles<HotFile>({ maxBytes: 64 * 1024 })
     const basic = narInfoOf('basic')
