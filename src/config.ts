@@ -265,7 +265,7 @@ function parseMetricsAddr(text: string | undefined): Config['metrics'] {
   const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text)
   if (match === null) throw new ConfigError(`UNNAR_METRICS_ADDR: "${text}" is not "off", "main" or host:port`)
   const host = match[1] ?? match[2]
-  return { kind: 'separate', port: parsePort('UNNAR_METRICS_ADDR', match[3]!), host: host === '' ? undefined : host }
+  return { kind: 'separate', port: parsePort('UNNAR_METRICS_ADDR', match[3]!), host: host === '' || host === undefined ? undefined : parseHost('UNNAR_METRICS_ADDR', host) }
 }
 
 /**

@@ -55,6 +55,7 @@ describe('loadConfig', () => {
     [{ UNNAR_UPSTREAM_TOKENS: 'justatoken' }, /^UNNAR_UPSTREAM_TOKENS: an entry is not host=token/],
     [{ UNNAR_UPSTREAM_TOKENS_FILE: '/nonexistent/tokens' }, /^UNNAR_UPSTREAM_TOKENS_FILE: cannot read "\/nonexistent\/tokens": ENOENT/],
     [{ UNNAR_HOST: 'bad host!' }, /^UNNAR_HOST: "bad host!" is not a host name/],
+    [{ UNNAR_METRICS_ADDR: 'bad host!:9383' }, /^UNNAR_METRICS_ADDR: "bad host!" is not a host name/],
     // 0 would turn a limit off (or make it fire at once); Node's timers stop at 2^31 - 1 ms.
     [{ UNNAR_NEGATIVE_TTL: '0' }, /^UNNAR_NEGATIVE_TTL: "0" is out of range \(from 0\.001 to 2147483 seconds\)/],
     [{ UNNAR_HEADER_TIMEOUT: '0' }, /^UNNAR_HEADER_TIMEOUT: "0" is out of range/],
