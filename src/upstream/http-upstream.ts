@@ -4,7 +4,7 @@ import https from 'node:https'
 import type { LookupFunction } from 'node:net'
 import { formatMs, guardBody } from './body-guard.js'
 import { type Authorization, authorizationFor, type UpstreamCredentials } from './credentials.js'
-import { type ByteRange, retryTransient, type Upstream, UpstreamError, type UpstreamResponse, type UpstreamTimeouts } from './upstream.js'
+import { type ByteRange, isExactRange, retryTransient, type Upstream, UpstreamError, type UpstreamResponse, type UpstreamTimeouts } from './upstream.js'
 
 export interface HttpUpstreamOptions extends UpstreamTimeouts {
   readonly userAgent: string
@@ -91,7 +91,7 @@ export class HttpUpstream implements Upstream {
         }),
         size: length !== undefined && /^\d+$/.test(length) ? Number(length) : undefined,
         contentEncoding: res.headers['content-encoding']?.trim().toLowerCase() || undefined,
-        partial: range !== undefined && status === 206,
+        partial: range !== undefined && status === 206 && isExactRange(res.headers['content-range'], range),
       }
     }
   }

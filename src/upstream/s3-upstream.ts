@@ -11,7 +11,7 @@ import https from 'node:https'
 import { Readable } from 'node:stream'
 import type { GetObjectCommand, S3Client, S3ClientConfig } from '@aws-sdk/client-s3'
 import { formatMs, guardBody } from './body-guard.js'
-import { type ByteRange, retryTransient, type Upstream, UpstreamError, type UpstreamResponse, type UpstreamTimeouts } from './upstream.js'
+import { type ByteRange, isExactRange, retryTransient, type Upstream, UpstreamError, type UpstreamResponse, type UpstreamTimeouts } from './upstream.js'
 
 export interface S3UpstreamOptions extends UpstreamTimeouts {
   readonly userAgent?: string | undefined
@@ -228,7 +228,7 @@ export class S3Upstream implements Upstream {
       body: this.#wrapBody(raw, key),
       size: typeof out.ContentLength === 'number' && out.ContentLength >= 0 ? out.ContentLength : undefined,
       contentEncoding: out.ContentEncoding?.trim().toLowerCase() || undefined,
-      partial: range !== undefined && out.ContentRange !== undefined,
+      partial: range !== undefined && isExactRange(out.ContentRange, range),
     }
   }
 

@@ -103,3 +103,12 @@ export async function retryTransient<T>(request: () => Promise<T>, signal?: Abor
     }
   }
 }
+
+/**
+ * Whether a 206's Content-Range is exactly `range`: anything else (another range, none) is treated
+ * as an upstream that does not honour Range, whose bytes are then never used as the range's.
+ */
+export function isExactRange(contentRange: string | undefined, range: ByteRange): boolean {
+  const match = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(contentRange?.trim() ?? '')
+  return match !== null && Number(match[1]) === range.start && Number(match[2]) === range.end
+}
