@@ -1,5 +1,5 @@
 /** Maps a narinfo `Compression` name to a streaming decoder (a Node Transform with backpressure). */
-import { type Duplex, PassThrough, Transform, type TransformCallback } from 'node:stream'
+import { type Duplex, PassThrough, type Readable, Transform, type TransformCallback } from 'node:stream'
 import { finished } from 'node:stream/promises'
 import { createBrotliDecompress, createGunzip } from 'node:zlib'
 import lzma from 'lzma-native'
@@ -46,11 +46,8 @@ export class DecodedTooLargeError extends Error {
   override readonly name = 'DecodedTooLargeError'
 }
 
-/**
- * A round trip to a worker costs more than decoding a small zstd NAR in-process; use
- * `external: narSize >= PROCESS_DECODER_MIN_BYTES`.
- */
-export const PROCESS_DECODER_MIN_BYTES = 1024 * 1024
+/** A round trip to a worker costs more than decoding a smaller zstd NAR in-process. */
+const WORKER_DECODER_MIN_BYTES = 1024 * 1024
 
 const DECODE_ARGS = ['--decompress', '--stdout', '--quiet']
 
@@ -101,11 +98,13 @@ export function createDecoder(compression: string, options: DecoderOptions = {})
 }
 
 /**
- * The decoders between an upstream's NAR body and the NAR: the body's HTTP Content-Encoding, if
- * any, then the narinfo's Compression. When either is unsupported it throws, having stopped the
- * decoder it already started (a worker job or a child process).
+ * The decoders between an upstream's NAR `body` and the NAR: the body's HTTP Content-Encoding, if
+ * any, then the narinfo's Compression, bounded by NarSize. When either is unsupported it throws,
+ * having destroyed `body` (nothing owns it yet: its connection would stay open) and any decoder it
+ * already started (a worker job or a child process).
  */
-export function createNarDecoders(compression: string, contentEncoding: string | undefined, options: DecoderOptions): Duplex[] {
+export function createNarDecoders(body: Readable, contentEncoding: string | undefined, compression: string, narSize: number): Duplex[] {
+  const options: DecoderOptions = { external: narSize >= WORKER_DECODER_MIN_BYTES, maxOutputBytes: narSize }
   const decoders: Duplex[] = []
   try {
     if (contentEncoding !== undefined && contentEncoding !== 'identity') {
@@ -118,7 +117,7 @@ export function createNarDecoders(compression: string, contentEncoding: string |
     decoders.push(createDecoder(compression, options))
     return decoders
   } catch (err) {
-    for (const decoder of decoders) decoder.destroy()
+    for (const stream of [body, ...decoders]) stream.destroy()
     throw err
   }
 }

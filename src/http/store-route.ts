@@ -165,7 +165,7 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     const hot = req.trailingSlash ? undefined : hotFiles.get(info.narInfo, req.segments)
     if (hot === undefined) return undefined
     noteRequest(c, { cache: 'hit', upstream: info.upstream.name })
-    if (matchesEtag(c.req.header('if-none-match'), hot.etag)) return notModified(c, hot.etag, isCompressible(hot.contentType))
+    if (matchesEtag(c.req.header('if-none-match'), hot.etag)) return notModified(c, hot.etag, hot.name)
     const response = fileResponse(c, hot, { sandbox: !site, log })
     hotResponses?.remember(c, response, hot.bytes, {
       route: site ? 'site' : 'store',
@@ -182,8 +182,7 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     const byName = contentTypeByName(name)
     const base = { name, etag, size: listed.size, executable: listed.executable }
     // Both are answerable from the listing alone, without a NAR byte.
-    // Without a type from the name, the file may be text: varying costs nothing when it is not.
-    if (matchesEtag(c.req.header('if-none-match'), etag)) return notModified(c, etag, byName === undefined || isCompressible(byName))
+    if (matchesEtag(c.req.header('if-none-match'), etag)) return notModified(c, etag, name)
     if (c.req.method === 'HEAD' && byName !== undefined) {
       const noBody = (): never => {
         throw new Error('HEAD has no body')
@@ -341,11 +340,16 @@ function inMemory(): never {
   throw new Error('the bytes are in memory')
 }
 
-/** `vary`: the file may be sent compressed, so the 304 varies like the 200 would. */
-function notModified(c: Context, etag: string, vary: boolean): Response {
+/**
+ * The answer to a matching If-None-Match, the same whether the file is hot or not: decided by the
+ * file's name, since a cold file's type may be known only from its bytes. A file that may be sent
+ * compressed varies like its 200 would (varying costs nothing when it turns out not to be).
+ */
+function notModified(c: Context, etag: string, name: string): Response {
+  const byName = contentTypeByName(name)
   c.header('ETag', etag)
   c.header('Cache-Control', IMMUTABLE)
-  if (vary) c.header('Vary', 'Accept-Encoding')
+  if (byName === undefined || isCompressible(byName)) c.header('Vary', 'Accept-Encoding')
   return c.body(null, 304)
 }
 

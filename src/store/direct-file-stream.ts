@@ -1,6 +1,6 @@
 /** The no-disk fallback: stream one file straight out of an upstream NAR, stopping once it is sent. */
-import { type Duplex, pipeline, type Readable } from 'node:stream'
-import { createNarDecoders, PROCESS_DECODER_MIN_BYTES } from '../codecs/decompress.js'
+import { pipeline, type Readable } from 'node:stream'
+import { createNarDecoders } from '../codecs/decompress.js'
 import type { ListingNode } from '../formats/listing.js'
 import { NarIndexer } from '../formats/nar-indexer.js'
 import type { PathInfo } from '../upstream/path-info-lookup.js'
@@ -22,13 +22,7 @@ export async function openDirectFile(info: PathInfo, path: string, signal?: Abor
   const { upstream, narKey, narInfo } = info
   const res = await upstream.get(narKey, signal)
   if (res === undefined) throw new UpstreamError(upstream.name, 'bad-status', `NAR ${narKey} is missing`)
-  let decoders: Duplex[]
-  try {
-    decoders = createNarDecoders(narInfo.compression, res.contentEncoding, { external: narInfo.narSize >= PROCESS_DECODER_MIN_BYTES, maxOutputBytes: narInfo.narSize })
-  } catch (err) {
-    res.body.destroy()
-    throw err
-  }
+  const decoders = createNarDecoders(res.body, res.contentEncoding, narInfo.compression, narInfo.narSize)
   // pipeline() destroys every stage when one fails or stop() destroys the last; its error reaches
   // the reader below through the last stage.
   pipeline([res.body, ...decoders], () => {})

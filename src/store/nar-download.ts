@@ -1,11 +1,11 @@
 /** One NAR being fetched: decoded, indexed, hashed and written to a temp file that readers follow. */
 import type { FileHandle } from 'node:fs/promises'
-import { type Duplex, Writable } from 'node:stream'
+import { Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { hashEquals, type Hash } from '../formats/hash.js'
 import { listingFromEntries, type Listing, type ListingNode } from '../formats/listing.js'
 import { NarIndexer, type NarEntry } from '../formats/nar-indexer.js'
-import { createNarDecoders, PROCESS_DECODER_MIN_BYTES, recyclerOf } from '../codecs/decompress.js'
+import { createNarDecoders, recyclerOf } from '../codecs/decompress.js'
 import type { PathInfo } from '../upstream/path-info-lookup.js'
 import { UpstreamError } from '../upstream/upstream.js'
 import { createNarHasher, type NarHasher } from './file-hasher.js'
@@ -161,13 +161,7 @@ export class NarDownload implements NarSource {
     try {
       const res = await upstream.get(narKey, signal)
       if (res === undefined) throw new UpstreamError(upstream.name, 'bad-status', `NAR ${narKey} is missing`)
-      let decoders: Duplex[]
-      try {
-        decoders = createNarDecoders(narInfo.compression, res.contentEncoding, { external: narInfo.narSize >= PROCESS_DECODER_MIN_BYTES, maxOutputBytes: narInfo.narSize })
-      } catch (err) {
-        res.body.destroy() // pipeline() does not own it yet: nothing else would close the connection
-        throw err
-      }
+      const decoders = createNarDecoders(res.body, res.contentEncoding, narInfo.compression, narInfo.narSize)
       const hasher = createNarHasher(narInfo.narHash.algorithm, this.#path, narInfo.narSize)
       const sink = new NarSink(this, narInfo.narSize, hasher, narInfo.narHash, upstream.name, recyclerOf(decoders.at(-1)!))
       await pipeline([res.body, ...decoders, sink] as unknown as [NodeJS.ReadableStream, NodeJS.WritableStream], { signal })
