@@ -65,8 +65,9 @@ const DECODE_ARGS = ['--decompress', '--stdout', '--quiet']
  * concurrent cold requests) 650 ms → 556 ms. A `zstd -dc` child was no faster than in-process
  * (moving 100 MB through a pipe costs the event loop about what decoding saves). fzstd is ~5x
  * slower. `@mongodb-js/zstd` 1.x is not used for upstream bodies: it has no streaming API, and its
- * whole-buffer decode cannot be bounded (a 120 KB zstd narinfo grew to 4 GB before its length could
- * be checked); decodeZstdBuffer() decodes `.ls` and narinfo bodies with a bound instead.
+ * whole-buffer decode cannot be bounded (in a review's run, a 120 KB zstd narinfo grew to 4 GB
+ * before its length could be checked); decodeZstdBuffer() decodes `.ls` and narinfo bodies with a
+ * bound instead.
  */
 export function createDecoder(compression: string, options: DecoderOptions = {}): Duplex {
   const external = options.external ?? true
