@@ -4,7 +4,7 @@ import type { Logger } from '../log.js'
 import { abortOnError } from './abort-on-error.js'
 import { compressBuffer, compressStream, isCompressible, MIN_COMPRESS_BYTES, negotiateEncoding } from './compression.js'
 import { errorResponse } from './errors.js'
-import { parseRange, resolveRange } from './range.js'
+import { parseRange, resolveRange, type RangeSpec } from './range.js'
 import { outgoingOf } from './node-env.js'
 
 export const IMMUTABLE = 'public, max-age=31536000, immutable'
@@ -45,14 +45,16 @@ export function fileResponse(c: Context, file: StoreFile, options: FileResponseO
   if (download !== undefined) c.header('Content-Disposition', contentDisposition(download === '' ? file.name : download))
   // Every answer for a compressible file varies with Accept-Encoding: 304s and 206s too.
   if (isCompressible(file.contentType)) c.header('Vary', 'Accept-Encoding')
-  if (matchesEtag(c.req.header('if-none-match'), file.etag)) return c.body(null, 304)
+  if (matchesEtag(c.req.header('if-none-match'), file.etag)) {
+    c.header('ETag', currentEtag(c, file.etag, file.size, file.contentType, file.openRange !== undefined))
+    return c.body(null, 304)
+  }
   const head = c.req.method === 'HEAD'
 
   if (file.openRange !== undefined) {
     c.header('Accept-Ranges', 'bytes')
-    const spec = parseRange(c.req.header('range'))
-    const ifRange = c.req.header('if-range')
-    if (spec !== undefined && (ifRange === undefined || ifRange.trim() === file.etag)) {
+    const spec = rangeToServe(c, file.etag)
+    if (spec !== undefined) {
       const range = resolveRange(spec, file.size)
       if (range === 'unsatisfiable') {
         c.header('Content-Range', `bytes */${file.size}`)
@@ -69,8 +71,7 @@ export function fileResponse(c: Context, file: StoreFile, options: FileResponseO
 
   const encoding = file.size >= MIN_COMPRESS_BYTES && isCompressible(file.contentType) ? negotiateEncoding(c.req.header('accept-encoding')) : undefined
   if (encoding !== undefined) {
-    // Another representation, so another strong validator.
-    c.header('ETag', file.etag.replace(/"$/, `-${encoding}"`))
+    c.header('ETag', encodedEtag(file.etag, encoding))
     c.header('Content-Encoding', encoding)
     if (head) return c.body(null)
     if (file.bytes !== undefined) return c.body(compressBuffer(file.bytes, encoding))
@@ -100,10 +101,40 @@ export function contentDisposition(name: string): string {
  * whatever its encoding, is still current.
  */
 export function matchesEtag(header: string | undefined, etag: string): boolean {
-  if (header === undefined) return false
-  const bare = etag.replace(/"$/, '')
-  return header.split(',').some((tag) => {
-    const t = tag.trim().replace(/^W\//, '')
-    return t === '*' || t === etag || t.startsWith(bare + '-')
-  })
+  return clientTags(header).some((tag) => tag === '*' || tag === etag || isEncodedTagOf(tag, etag))
+}
+
+/**
+ * The tag a 200 would carry for this request, which RFC 9110 (15.4.5) wants on a 304 too: the
+ * compressed representation's when that is what would be sent. With `contentType` undefined the
+ * type is known only from the file's bytes, which a 304 does not read: a client holding a
+ * compressed copy then shows that the file is text, and otherwise the plain tag is given.
+ * `ranges`: the file can be sent in ranges (a ranged 200 would be a 206, never compressed).
+ */
+export function currentEtag(c: Context, etag: string, size: number, contentType: string | undefined, ranges: boolean): string {
+  if (ranges && rangeToServe(c, etag) !== undefined) return etag
+  const compressible = contentType !== undefined ? isCompressible(contentType) : clientTags(c.req.header('if-none-match')).some((tag) => isEncodedTagOf(tag, etag))
+  const encoding = size >= MIN_COMPRESS_BYTES && compressible ? negotiateEncoding(c.req.header('accept-encoding')) : undefined
+  return encoding === undefined ? etag : encodedEtag(etag, encoding)
+}
+
+/** The Range to answer with a 206: a valid one whose If-Range, if any, names this file. */
+function rangeToServe(c: Context, etag: string): RangeSpec | undefined {
+  const spec = parseRange(c.req.header('range'))
+  const ifRange = c.req.header('if-range')
+  return spec !== undefined && (ifRange === undefined || ifRange.trim() === etag) ? spec : undefined
+}
+
+/** A compressed representation is another representation, so it has another strong tag. */
+function encodedEtag(etag: string, encoding: string): string {
+  return etag.replace(/"$/, `-${encoding}"`)
+}
+
+function isEncodedTagOf(tag: string, etag: string): boolean {
+  return tag.startsWith(etag.replace(/"$/, '-'))
+}
+
+/** The entity tags of an If-None-Match, weak ones compared by their opaque part (RFC 9110 13.1.2). */
+function clientTags(header: string | undefined): string[] {
+  return header === undefined ? [] : header.split(',').map((tag) => tag.trim().replace(/^W\//, ''))
 }

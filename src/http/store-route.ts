@@ -18,7 +18,7 @@ import type { PathInfo, PathInfoLookup } from '../upstream/path-info-lookup.js'
 import { compressBuffer, isCompressible, MIN_COMPRESS_BYTES, negotiateEncoding } from './compression.js'
 import { contentTypeByName, contentTypeBySniffing, SNIFF_BYTES } from './content-type.js'
 import { HttpError } from './errors.js'
-import { fileResponse, IMMUTABLE, matchesEtag, type StoreFile } from './file-response.js'
+import { currentEtag, fileResponse, IMMUTABLE, matchesEtag, type StoreFile } from './file-response.js'
 import { encodePath, OWN_PAGES_CSP } from './html.js'
 import { formatDirectoryJson, formatDirectoryText, negotiateListingFormat } from './listing-formats.js'
 import { renderListingPage } from './listing-page.js'
@@ -165,7 +165,7 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     const hot = req.trailingSlash ? undefined : hotFiles.get(info.narInfo, req.segments)
     if (hot === undefined) return undefined
     noteRequest(c, { cache: 'hit', upstream: info.upstream.name })
-    if (matchesEtag(c.req.header('if-none-match'), hot.etag)) return notModified(c, hot.etag, hot.name)
+    if (matchesEtag(c.req.header('if-none-match'), hot.etag)) return notModified(c, hot.etag, hot.name, hot.size)
     const response = fileResponse(c, hot, { sandbox: !site, log })
     hotResponses?.remember(c, response, hot.bytes, {
       route: site ? 'site' : 'store',
@@ -182,7 +182,7 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     const byName = contentTypeByName(name)
     const base = { name, etag, size: listed.size, executable: listed.executable }
     // Both are answerable from the listing alone, without a NAR byte.
-    if (matchesEtag(c.req.header('if-none-match'), etag)) return notModified(c, etag, name)
+    if (matchesEtag(c.req.header('if-none-match'), etag)) return notModified(c, etag, name, listed.size)
     if (c.req.method === 'HEAD' && byName !== undefined) {
       const noBody = (): never => {
         throw new Error('HEAD has no body')
@@ -343,11 +343,12 @@ function inMemory(): never {
 /**
  * The answer to a matching If-None-Match, the same whether the file is hot or not: decided by the
  * file's name, since a cold file's type may be known only from its bytes. A file that may be sent
- * compressed varies like its 200 would (varying costs nothing when it turns out not to be).
+ * compressed varies like its 200 would (varying costs nothing when it turns out not to be), and
+ * carries the tag its 200 would (see currentEtag).
  */
-function notModified(c: Context, etag: string, name: string): Response {
+function notModified(c: Context, etag: string, name: string, size: number): Response {
   const byName = contentTypeByName(name)
-  c.header('ETag', etag)
+  c.header('ETag', currentEtag(c, etag, size, byName, true))
   c.header('Cache-Control', IMMUTABLE)
   if (byName === undefined || isCompressible(byName)) c.header('Vary', 'Accept-Encoding')
   return c.body(null, 304)

@@ -145,6 +145,30 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
       assert.equal(notModified.headers.vary, 'Accept-Encoding')
     })
 
+    it('gives a 304 the tag its 200 would carry: the compressed representation when one would be sent', async () => {
+      // guide.md is text by its name; README only by its bytes, which a 304 does not read.
+      for (const file of [`${siteBase}/docs/guide.md`, `${basicBase}/share/doc/README`]) {
+        const plainTag = (await get(file)).headers.etag!
+        const brTag = (await get(file, { 'accept-encoding': 'br' })).headers.etag!
+        const gzipTag = (await get(file, { 'accept-encoding': 'gzip' })).headers.etag!
+        assert.notEqual(brTag, plainTag)
+        const cases: Array<[Record<string, string>, string, string]> = [
+          [{ 'accept-encoding': 'br', 'if-none-match': brTag }, brTag, 'the same request again'],
+          [{ 'accept-encoding': 'gzip', 'if-none-match': brTag }, gzipTag, 'a 200 would now be gzip'],
+          [{ 'if-none-match': brTag }, plainTag, 'a 200 would now be uncompressed'],
+          [{ 'accept-encoding': 'br', range: 'bytes=0-9', 'if-none-match': brTag }, plainTag, 'a 200 would be an uncompressed 206'],
+        ]
+        for (const [headers, tag, what] of cases) {
+          const res = await get(file, headers)
+          assert.equal(res.status, 304, `${file}: ${what}`)
+          assert.equal(res.headers.etag, tag, `${file}: ${what}`)
+        }
+      }
+      const binary = await get(`${basicBase}/lib/blob.bin`, { 'accept-encoding': 'br' }, 'HEAD')
+      const revalidated = await get(`${basicBase}/lib/blob.bin`, { 'accept-encoding': 'br', 'if-none-match': binary.headers.etag! })
+      assert.equal(revalidated.headers.etag, binary.headers.etag, 'a binary is never compressed')
+    })
+
     it('does not recompress archives or compress tiny files', async () => {
       const res = await get(`${siteBase}/archive/release.tar.gz`, { 'accept-encoding': 'gzip' })
       assert.equal(res.headers['content-encoding'], undefined, 'a .tar.gz is not recompressed')
