@@ -47,8 +47,12 @@ export interface Config {
   readonly shutdownTimeoutMs: number
   /** Nix's netrc format; credentials for HTTP upstreams by host. */
   readonly netrcFile: string | undefined
-  /** Bearer tokens by upstream host (`host` or `host:port`); never logged. */
+  /** Bearer tokens by upstream host (`host` or `host:port`) at start, the file's and the environment's; never logged. */
   readonly upstreamTokens: ReadonlyMap<string, string>
+  /** Read again when it changes (rotated tokens); UNNAR_UPSTREAM_TOKENS' entries win over it. */
+  readonly upstreamTokensFile: string | undefined
+  /** UNNAR_UPSTREAM_TOKENS' own entries. */
+  readonly upstreamTokensFromEnv: ReadonlyMap<string, string>
   readonly upstreamConnectTimeoutMs: number
   /** Longest silence between two chunks of an upstream body. */
   readonly upstreamIdleTimeoutMs: number
@@ -135,6 +139,8 @@ export function loadConfig(env: Env): Config {
   for (const url of upstreams) checkUpstreamUrl(url)
   const cacheHome = env.XDG_CACHE_HOME || path.join(env.HOME || os.homedir(), '.cache')
   const cacheSize = parseSizeSetting('UNNAR_CACHE_SIZE', env.UNNAR_CACHE_SIZE ?? '10G')
+  const tokensFile = env.UNNAR_UPSTREAM_TOKENS_FILE === '' ? undefined : env.UNNAR_UPSTREAM_TOKENS_FILE
+  const tokensFromEnv = parseTokenEntries('UNNAR_UPSTREAM_TOKENS', env.UNNAR_UPSTREAM_TOKENS ?? '')
   return {
     ...addr,
     upstreams,
@@ -157,7 +163,9 @@ export function loadConfig(env: Env): Config {
     maxUrlLength: parseCount('UNNAR_MAX_URL_LENGTH', env.UNNAR_MAX_URL_LENGTH ?? '8192'),
     shutdownTimeoutMs: parseSeconds('UNNAR_SHUTDOWN_TIMEOUT', env.UNNAR_SHUTDOWN_TIMEOUT ?? '30'),
     netrcFile: env.NETRC === undefined ? defaultNetrcFile(env.NIX_CONF_DIR) : checkNetrcFile(env.NETRC),
-    upstreamTokens: parseUpstreamTokens(env.UNNAR_UPSTREAM_TOKENS, env.UNNAR_UPSTREAM_TOKENS_FILE),
+    upstreamTokens: new Map([...(tokensFile === undefined ? [] : readUpstreamTokensFile(tokensFile)), ...tokensFromEnv]),
+    upstreamTokensFile: tokensFile,
+    upstreamTokensFromEnv: tokensFromEnv,
     upstreamConnectTimeoutMs: parseSeconds('UNNAR_UPSTREAM_CONNECT_TIMEOUT', env.UNNAR_UPSTREAM_CONNECT_TIMEOUT ?? '10'),
     upstreamIdleTimeoutMs: parseSeconds('UNNAR_UPSTREAM_IDLE_TIMEOUT', env.UNNAR_UPSTREAM_IDLE_TIMEOUT ?? '30'),
     lookup: parseLookup(env.UNNAR_LOOKUP),
@@ -171,6 +179,7 @@ export function describeConfig(config: Config): Record<string, unknown> {
     ...config,
     upstreams: config.upstreams.map(redactUrl),
     upstreamTokens: [...config.upstreamTokens.keys()].map((host) => `${host}=<redacted>`),
+    upstreamTokensFromEnv: [...config.upstreamTokensFromEnv.keys()].map((host) => `${host}=<redacted>`),
     trustedPublicKeys: config.trustedPublicKeys?.map((k) => k.name),
   }
 }
@@ -268,35 +277,30 @@ function parseMetricsAddr(text: string | undefined): Config['metrics'] {
   return { kind: 'separate', port: parsePort('UNNAR_METRICS_ADDR', match[3]!), host: host === '' || host === undefined ? undefined : parseHost('UNNAR_METRICS_ADDR', host) }
 }
 
-/**
- * `host=token` entries separated by whitespace, from UNNAR_UPSTREAM_TOKENS and/or the file
- * UNNAR_UPSTREAM_TOKENS_FILE (same format; `#` comments at the start of a line or after a blank).
- * The token never appears in messages.
- */
-function parseUpstreamTokens(text: string | undefined, file: string | undefined): ReadonlyMap<string, string> {
+/** `host=token` entries separated by whitespace (UNNAR_UPSTREAM_TOKENS, or the file's); the token never appears in messages. */
+function parseTokenEntries(name: string, source: string): Map<string, string> {
   const tokens = new Map<string, string>()
-  const add = (name: string, source: string) => {
-    for (const entry of source.split(/\s+/).filter((e) => e !== '')) {
-      const eq = entry.indexOf('=')
-      const host = entry.slice(0, eq).toLowerCase()
-      if (eq <= 0 || eq === entry.length - 1 || !/^[a-z0-9.-]+(:\d+)?$/.test(host)) {
-        throw new ConfigError(`${name}: an entry is not host=token (the entry starts with "${entry.slice(0, Math.max(0, eq))}")`)
-      }
-      tokens.set(host, entry.slice(eq + 1))
+  for (const entry of source.split(/\s+/).filter((e) => e !== '')) {
+    const eq = entry.indexOf('=')
+    const host = entry.slice(0, eq).toLowerCase()
+    if (eq <= 0 || eq === entry.length - 1 || !/^[a-z0-9.-]+(:\d+)?$/.test(host)) {
+      throw new ConfigError(`${name}: an entry is not host=token (the entry starts with "${entry.slice(0, Math.max(0, eq))}")`)
     }
+    tokens.set(host, entry.slice(eq + 1))
   }
-  if (file !== undefined && file !== '') {
-    let content: string
-    try {
-      content = readFileSync(file, 'utf8')
-    } catch (err) {
-      throw new ConfigError(`UNNAR_UPSTREAM_TOKENS_FILE: cannot read "${file}": ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
-    }
-    // A comment starts a line or follows a blank; a `#` inside a token is part of it.
-    add('UNNAR_UPSTREAM_TOKENS_FILE', content.replace(/(^|\s)#.*$/gm, '$1'))
-  }
-  if (text !== undefined) add('UNNAR_UPSTREAM_TOKENS', text)
   return tokens
+}
+
+/** UNNAR_UPSTREAM_TOKENS_FILE's entries: one per line, `#` comments at the start of a line or after a blank. */
+export function readUpstreamTokensFile(file: string): Map<string, string> {
+  let content: string
+  try {
+    content = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError(`UNNAR_UPSTREAM_TOKENS_FILE: cannot read "${file}": ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+  }
+  // A comment starts a line or follows a blank; a `#` inside a token is part of it.
+  return parseTokenEntries('UNNAR_UPSTREAM_TOKENS_FILE', content.replace(/(^|\s)#.*$/gm, '$1'))
 }
 
 /**

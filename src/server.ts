@@ -49,7 +49,7 @@ export interface RunningServer {
 
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
   const metrics = createMetrics()
-  const upstreamOptions = upstreamOptionsFrom(config, { userAgent: `unnar/${VERSION}`, onRequest: (event) => metrics.upstream(event) })
+  const upstreamOptions = upstreamOptionsFrom(config, { userAgent: `unnar/${VERSION}`, log, onRequest: (event) => metrics.upstream(event) })
   const upstreams = config.upstreams.map((url) => createUpstream(url, upstreamOptions))
   const maxBytes = await resolveCacheSize(config.cacheDir, config.cacheSize)
   const store = new NarStore({

@@ -1,6 +1,9 @@
 /** Builds an Upstream from a cache URL, by scheme. */
 import type { Config } from '../config.js'
-import { readNetrcFile, type UpstreamCredentials } from './credentials.js'
+import { readUpstreamTokensFile } from '../config.js'
+import type { Logger } from '../log.js'
+import { type CredentialSource, CredentialFiles } from './credential-files.js'
+import { readNetrcFile } from './credentials.js'
 import { FileUpstream } from './file-upstream.js'
 import { HttpUpstream } from './http-upstream.js'
 import { instrumentUpstream, type UpstreamRequestHook } from './instrument.js'
@@ -12,28 +15,34 @@ export const SUPPORTED_SCHEMES = ['http:', 'https:', 'file:', 's3:'] as const
 export interface UpstreamOptions extends UpstreamTimeouts {
   readonly userAgent: string
   /** netrc entries and bearer tokens for http(s) upstreams (URL credentials win over both). */
-  readonly credentials?: UpstreamCredentials | undefined
+  readonly credentials?: CredentialSource | undefined
   /** Sees every request once it is over (metrics); the upstream is wrapped when given. */
   readonly onRequest?: UpstreamRequestHook | undefined
 }
 
 /**
- * The options every upstream of `config` is built with. Reads the netrc file (NETRC) once; a file
- * that cannot be read was already refused by loadConfig, so a failure here is a race and throws.
+ * The options every upstream of `config` is built with. The netrc and tokens files are read now
+ * and again whenever they change (see CredentialFiles); a file that cannot be read now was already
+ * refused by loadConfig, so a failure here is a race and throws.
  */
 export function upstreamOptionsFrom(
-  config: Pick<Config, 'upstreamTimeoutMs' | 'upstreamConnectTimeoutMs' | 'upstreamIdleTimeoutMs' | 'netrcFile' | 'upstreamTokens'>,
-  extra: { readonly userAgent: string; readonly onRequest?: UpstreamRequestHook | undefined },
+  config: Pick<Config, 'upstreamTimeoutMs' | 'upstreamConnectTimeoutMs' | 'upstreamIdleTimeoutMs' | 'netrcFile' | 'upstreamTokensFile' | 'upstreamTokensFromEnv'>,
+  extra: { readonly userAgent: string; readonly log: Logger; readonly onRequest?: UpstreamRequestHook | undefined },
 ): UpstreamOptions {
   return {
-    ...extra,
+    userAgent: extra.userAgent,
+    onRequest: extra.onRequest,
     timeoutMs: config.upstreamTimeoutMs,
     connectTimeoutMs: config.upstreamConnectTimeoutMs,
     idleTimeoutMs: config.upstreamIdleTimeoutMs,
-    credentials: {
-      netrc: config.netrcFile === undefined ? undefined : readNetrcFile(config.netrcFile),
-      tokens: config.upstreamTokens,
-    },
+    credentials: new CredentialFiles({
+      netrcFile: config.netrcFile,
+      readNetrc: readNetrcFile,
+      tokensFile: config.upstreamTokensFile,
+      readTokens: readUpstreamTokensFile,
+      fixedTokens: config.upstreamTokensFromEnv,
+      log: extra.log,
+    }),
   }
 }
 

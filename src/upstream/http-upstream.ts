@@ -3,13 +3,14 @@ import http from 'node:http'
 import https from 'node:https'
 import type { LookupFunction } from 'node:net'
 import { formatMs, guardBody } from './body-guard.js'
+import type { CredentialSource } from './credential-files.js'
 import { type Authorization, authorizationFor, type UpstreamCredentials } from './credentials.js'
 import { type ByteRange, isExactRange, retryTransient, type Upstream, UpstreamError, type UpstreamResponse, type UpstreamTimeouts } from './upstream.js'
 
 export interface HttpUpstreamOptions extends UpstreamTimeouts {
   readonly userAgent: string
-  /** netrc entries and bearer tokens; credentials in the URL win over both. */
-  readonly credentials?: UpstreamCredentials | undefined
+  /** netrc entries and bearer tokens, asked for on every request; credentials in the URL win over both. */
+  readonly credentials?: CredentialSource | undefined
   /** Host name resolution (tests pass one that never answers to model an unreachable host). */
   readonly lookup?: LookupFunction | undefined
 }
@@ -23,12 +24,17 @@ export class HttpUpstream implements Upstream {
   /** Scheme, host and path of the cache: no credentials, no query. */
   readonly name: string
   readonly #base: URL
-  readonly #authorization: Authorization | undefined
+  /** As given: it may carry `user:pass@`. */
+  readonly #url: URL
+  /** The credentials #authorization was made from. */
+  #authorizedBy: UpstreamCredentials | undefined
+  #authorization: Authorization | undefined
   readonly #options: HttpUpstreamOptions
   readonly #agent: http.Agent
 
   constructor(url: URL, options: HttpUpstreamOptions) {
-    this.#authorization = authorizationFor(url, options.credentials)
+    this.#url = new URL(url.href)
+    this.#authorization = authorizationFor(url)
     const base = new URL(url.href)
     base.username = ''
     base.password = ''
@@ -42,9 +48,14 @@ export class HttpUpstream implements Upstream {
     this.#agent = new Agent({ keepAlive: true, maxSockets: 64 })
   }
 
-  /** Where the Authorization header comes from (`url`, `token`, `netrc`), or undefined: safe to log. */
-  get credentialSource(): Authorization['source'] | undefined {
-    return this.#authorization?.source
+  /** The Authorization for the cache's own origin now (a credentials file may have changed). */
+  #currentAuthorization(): Authorization | undefined {
+    const credentials = this.#options.credentials?.current()
+    if (credentials !== undefined && credentials !== this.#authorizedBy) {
+      this.#authorizedBy = credentials
+      this.#authorization = authorizationFor(this.#url, credentials)
+    }
+    return this.#authorization
   }
 
   /**
@@ -113,7 +124,7 @@ export class HttpUpstream implements Upstream {
   /** Says why a 401 happened without saying anything secret. */
   #authHint(url: URL): string {
     if (url.origin !== this.#base.origin) return ' (after a redirect to another host, which never gets the credentials)'
-    const source = this.#authorization?.source
+    const source = this.#currentAuthorization()?.source
     if (source === undefined) return ' (no credentials for this host: give them in the URL, UNNAR_UPSTREAM_TOKENS or NETRC)'
     return ` (the credentials from ${source === 'url' ? 'the URL' : source === 'token' ? 'UNNAR_UPSTREAM_TOKENS' : 'NETRC'} were refused)`
   }
@@ -127,7 +138,8 @@ export class HttpUpstream implements Upstream {
       headers['accept-encoding'] = 'identity'
     }
     // Credentials go only to the cache's own origin, never to a host it redirects to.
-    if (sameOrigin && this.#authorization !== undefined) headers.authorization = this.#authorization.header
+    const authorization = sameOrigin ? this.#currentAuthorization() : undefined
+    if (authorization !== undefined) headers.authorization = authorization.header
     const client = url.protocol === 'https:' ? https : http
     const { timeoutMs } = this.#options
     const connectTimeoutMs = this.#options.connectTimeoutMs ?? timeoutMs

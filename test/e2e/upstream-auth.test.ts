@@ -1,7 +1,7 @@
 /** Upstreams behind authentication: URL credentials, netrc, bearer tokens; never leaked, never sent elsewhere. */
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -126,6 +126,29 @@ describe('authenticated upstreams', { timeout: 60_000 }, () => {
     assert.ok(u.requests.every((r) => r.authorization === `Bearer ${TOKEN}`))
     await assertNoSecret(fromEnv, '', TOKEN)
     await assertNoSecret(fromFile, '', TOKEN)
+  })
+
+  it('takes a rotated tokens file or netrc without a restart', async () => {
+    const u = await upstream(`Bearer ${TOKEN}`)
+    const tokenFile = path.join(tmp, 'tokens-rotated')
+    await writeFile(tokenFile, `127.0.0.1=expired-${TOKEN}\n`)
+    const byToken = await unnarFor([u.url], { UNNAR_UPSTREAM_TOKENS_FILE: tokenFile })
+    assert.equal((await fetch(byToken.store(file))).status, 502, 'the old token is refused')
+    // Secrets are usually rotated by writing a new file and renaming it over the old one.
+    await writeFile(`${tokenFile}.new`, `127.0.0.1=${TOKEN}\n`)
+    await rename(`${tokenFile}.new`, tokenFile)
+    await new Promise((resolve) => setTimeout(resolve, 1100)) // files are looked at once a second at most
+    await serves(byToken)
+    assert.ok(byToken.logs.some((l) => l.msg === 'upstream credentials file changed: read again' && l.file === tokenFile))
+    await assertNoSecret(byToken, '', TOKEN)
+
+    const b = await upstream(basicAuth(USER, PASSWORD))
+    const netrcFile = await netrc(`machine 127.0.0.1 login ${USER} password old-password\n`)
+    const byNetrc = await unnarFor([b.url], { NETRC: netrcFile })
+    assert.equal((await fetch(byNetrc.store(file))).status, 502)
+    await writeFile(netrcFile, `machine 127.0.0.1 login ${USER} password ${PASSWORD}\n`)
+    await new Promise((resolve) => setTimeout(resolve, 1100))
+    await serves(byNetrc)
   })
 
   it('prefers URL credentials to a token, and a token to netrc', async () => {
