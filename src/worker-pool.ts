@@ -1,6 +1,12 @@
 /**
  * Long-lived worker threads shared by jobs (a NAR being hashed, a zstd stream being decoded), each
  * job talking to its worker over a MessagePort of its own.
+ *
+ * The two pools (file-hasher.ts, worker-decoder.ts) are the one piece of module state outside the
+ * composition root, on purpose: threads are a process resource, like libuv's own pool. Servers in
+ * one process (the tests, bench/unnar-child.ts) share them without seeing each other, since a job
+ * keeps all its state behind its own port; and a server started after another finds its threads
+ * already running. The workers are unref'd, so they never keep a stopped process alive.
  */
 import { availableParallelism } from 'node:os'
 import { MessageChannel, type MessagePort, Worker, type WorkerOptions } from 'node:worker_threads'

@@ -146,16 +146,17 @@ const pool = new WorkerPool(WORKER_SOURCE, {
   resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 32 },
 })
 
+/** Starts the decoding thread ahead of the first big zstd NAR (see WorkerPool.warm). */
+export function warmZstdWorker(): void {
+  pool.warm()
+}
+
 /**
  * Compressed chunks go to the worker and decoded batches come back, both transferred. Backpressure
  * both ways: write() waits while MAX_QUEUED_INPUT bytes are undecoded, and the worker stops
  * decoding while MAX_BATCHES_IN_FLIGHT batches have not been passed to the consumer. The stream
  * ends only after the decoder saw the end of a complete frame.
  */
-/** Starts the decoding thread ahead of the first big zstd NAR (see WorkerPool.warm). */
-export function warmZstdWorker(): void {
-  pool.warm()
-}
 
 export class WorkerZstdDecoder extends Duplex {
   readonly #port: MessagePort
