@@ -140,7 +140,7 @@ export function loadConfig(env: Env): Config {
   const cacheHome = env.XDG_CACHE_HOME || path.join(env.HOME || os.homedir(), '.cache')
   const cacheSize = parseSizeSetting('UNNAR_CACHE_SIZE', env.UNNAR_CACHE_SIZE ?? '10G')
   const tokensFile = env.UNNAR_UPSTREAM_TOKENS_FILE === '' ? undefined : env.UNNAR_UPSTREAM_TOKENS_FILE
-  const tokensFromEnv = parseTokenEntries('UNNAR_UPSTREAM_TOKENS', env.UNNAR_UPSTREAM_TOKENS ?? '')
+  const tokensFromEnv = parseTokenEntries('UNNAR_UPSTREAM_TOKENS', env.UNNAR_UPSTREAM_TOKENS ?? '', 'entry')
   return {
     ...addr,
     upstreams,
@@ -179,7 +179,7 @@ export function describeConfig(config: Config): Record<string, unknown> {
     ...config,
     upstreams: config.upstreams.map(redactUrl),
     upstreamTokens: [...config.upstreamTokens.keys()].map((host) => `${host}=<redacted>`),
-    upstreamTokensFromEnv: [...config.upstreamTokensFromEnv.keys()].map((host) => `${host}=<redacted>`),
+    upstreamTokensFromEnv: undefined, // already among upstreamTokens
     trustedPublicKeys: config.trustedPublicKeys?.map((k) => k.name),
   }
 }
@@ -277,16 +277,24 @@ function parseMetricsAddr(text: string | undefined): Config['metrics'] {
   return { kind: 'separate', port: parsePort('UNNAR_METRICS_ADDR', match[3]!), host: host === '' || host === undefined ? undefined : parseHost('UNNAR_METRICS_ADDR', host) }
 }
 
-/** `host=token` entries separated by whitespace (UNNAR_UPSTREAM_TOKENS, or the file's); the token never appears in messages. */
-function parseTokenEntries(name: string, source: string): Map<string, string> {
+/**
+ * `host=token` entries separated by whitespace (UNNAR_UPSTREAM_TOKENS, or the file's). A bad entry
+ * is named by its place, never by its text: a token pasted without its host (`c2VjcmV0==`) would
+ * otherwise be quoted up to its first `=`.
+ */
+function parseTokenEntries(name: string, source: string, place: 'entry' | 'line'): Map<string, string> {
   const tokens = new Map<string, string>()
-  for (const entry of source.split(/\s+/).filter((e) => e !== '')) {
-    const eq = entry.indexOf('=')
-    const host = entry.slice(0, eq).toLowerCase()
-    if (eq <= 0 || eq === entry.length - 1 || !/^[a-z0-9.-]+(:\d+)?$/.test(host)) {
-      throw new ConfigError(`${name}: an entry is not host=token (the entry starts with "${entry.slice(0, Math.max(0, eq))}")`)
+  let index = 0
+  for (const [lineIndex, line] of source.split('\n').entries()) {
+    for (const entry of line.split(/\s+/).filter((e) => e !== '')) {
+      index++
+      const eq = entry.indexOf('=')
+      const host = entry.slice(0, eq).toLowerCase()
+      if (eq <= 0 || eq === entry.length - 1 || !/^[a-z0-9.-]+(:\d+)?$/.test(host)) {
+        throw new ConfigError(`${name}: ${place === 'line' ? `line ${lineIndex + 1}` : `entry ${index}`} is not host=token (host: letters, digits, dots and dashes, optionally :port)`)
+      }
+      tokens.set(host, entry.slice(eq + 1))
     }
-    tokens.set(host, entry.slice(eq + 1))
   }
   return tokens
 }
@@ -300,7 +308,7 @@ export function readUpstreamTokensFile(file: string): Map<string, string> {
     throw new ConfigError(`UNNAR_UPSTREAM_TOKENS_FILE: cannot read "${file}": ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
   }
   // A comment starts a line or follows a blank; a `#` inside a token is part of it.
-  return parseTokenEntries('UNNAR_UPSTREAM_TOKENS_FILE', content.replace(/(^|\s)#.*$/gm, '$1'))
+  return parseTokenEntries('UNNAR_UPSTREAM_TOKENS_FILE', content.replace(/(^|\s)#.*$/gm, '$1'), 'line')
 }
 
 /**

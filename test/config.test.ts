@@ -52,7 +52,7 @@ describe('loadConfig', () => {
     [{ UNNAR_METRICS_ADDR: 'nowhere' }, /^UNNAR_METRICS_ADDR: "nowhere" is not "off", "main" or host:port/],
     [{ UNNAR_LOOKUP: 'random' }, /^UNNAR_LOOKUP: "random" is not "sequential" or "parallel"/],
     [{ UNNAR_STORE_DIRS: 'relative/store' }, /^UNNAR_STORE_DIRS: "relative\/store" is not an absolute store directory/],
-    [{ UNNAR_UPSTREAM_TOKENS: 'justatoken' }, /^UNNAR_UPSTREAM_TOKENS: an entry is not host=token/],
+    [{ UNNAR_UPSTREAM_TOKENS: 'justatoken' }, /^UNNAR_UPSTREAM_TOKENS: entry 1 is not host=token/],
     [{ UNNAR_UPSTREAM_TOKENS_FILE: '/nonexistent/tokens' }, /^UNNAR_UPSTREAM_TOKENS_FILE: cannot read "\/nonexistent\/tokens": ENOENT/],
     [{ UNNAR_HOST: 'bad host!' }, /^UNNAR_HOST: "bad host!" is not a host name/],
     [{ UNNAR_METRICS_ADDR: 'bad host!:9383' }, /^UNNAR_METRICS_ADDR: "bad host!" is not a host name/],
@@ -128,8 +128,13 @@ describe('operational settings', () => {
     const shown = JSON.stringify(describeConfig(config))
     for (const secret of ['file-secret', 'env-secret', 'pw-secret']) assert.ok(!shown.includes(secret), `${secret} in ${shown}`)
     assert.match(shown, /cache\.example\.org=<redacted>/)
-    assert.throws(() => loadConfig({ UNNAR_UPSTREAM_TOKENS: 'host=' }), /an entry is not host=token/)
-    assert.throws(() => loadConfig({ UNNAR_UPSTREAM_TOKENS: 'ho!st=tok-secret' }), (err: Error) => /"ho!st"/.test(err.message) && !err.message.includes('tok-secret'))
+    assert.throws(() => loadConfig({ UNNAR_UPSTREAM_TOKENS: 'host=' }), /entry 1 is not host=token/)
+    // A bad entry is named by its place: its text may be a token (base64 padding looks like `=`).
+    for (const bad of ['ho!st=tok-secret', 'c2VjcmV0LXRva2VuK/zz==']) {
+      assert.throws(() => loadConfig({ UNNAR_UPSTREAM_TOKENS: `a.example=ok ${bad}` }), (err: Error) => /entry 2 is not host=token/.test(err.message) && !err.message.includes(bad.slice(0, 8)))
+    }
+    await writeFile(`${dir}/bad-tokens`, '# comment\na.example=ok\nc2VjcmV0LXRva2VuK/zz==\n')
+    assert.throws(() => loadConfig({ UNNAR_UPSTREAM_TOKENS_FILE: `${dir}/bad-tokens` }), (err: Error) => /^UNNAR_UPSTREAM_TOKENS_FILE: line 3 is not host=token/.test(err.message) && !err.message.includes('c2VjcmV0'))
   })
 
   it('exposes every setting as a flag', () => {

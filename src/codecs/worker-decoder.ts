@@ -157,7 +157,6 @@ export function warmZstdWorker(): void {
  * decoding while MAX_BATCHES_IN_FLIGHT batches have not been passed to the consumer. The stream
  * ends only after the decoder saw the end of a complete frame.
  */
-
 export class WorkerZstdDecoder extends Duplex {
   readonly #port: MessagePort
   readonly #job: PooledJob

@@ -344,7 +344,8 @@ function inMemory(): never {
  * The answer to a matching If-None-Match, the same whether the file is hot or not: decided by the
  * file's name, since a cold file's type may be known only from its bytes. A file that may be sent
  * compressed varies like its 200 would (varying costs nothing when it turns out not to be), and
- * carries the tag its 200 would (see currentEtag).
+ * carries the tag its 200 would (see currentEtag). That 200 is taken to honour a Range: only the
+ * no-disk fallback (serveDirect, when the cache directory fails) cannot, and would compress instead.
  */
 function notModified(c: Context, etag: string, name: string, size: number): Response {
   const byName = contentTypeByName(name)

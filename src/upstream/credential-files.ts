@@ -16,22 +16,24 @@ export interface CredentialSource {
   current(): UpstreamCredentials
 }
 
-export function fixedCredentials(credentials: UpstreamCredentials): CredentialSource {
-  return { current: () => credentials }
-}
-
-/** A file whose parsed content is kept, and replaced when the file changes and parses. */
+/**
+ * A file whose parsed content is kept, and replaced when the file changes and parses to something.
+ * A change to nothing (an emptied file, one caught in the middle of being rewritten in place) is
+ * refused like a broken one: a file meant to hold no credentials any more needs a restart.
+ */
 class WatchedFile<T> {
   readonly #path: string
   readonly #parse: (path: string) => T
+  readonly #isEmpty: (value: T) => boolean
   readonly #log: Logger
   #value: T
   #signature: string
 
   /** Reads the file now; throws as `parse` does (the start refuses a bad file). */
-  constructor(path: string, parse: (path: string) => T, log: Logger) {
+  constructor(path: string, parse: (path: string) => T, isEmpty: (value: T) => boolean, log: Logger) {
     this.#path = path
     this.#parse = parse
+    this.#isEmpty = isEmpty
     this.#log = log
     this.#signature = signature(path)
     this.#value = parse(path)
@@ -47,7 +49,9 @@ class WatchedFile<T> {
     if (now === this.#signature) return false
     this.#signature = now
     try {
-      this.#value = this.#parse(this.#path)
+      const value = this.#parse(this.#path)
+      if (this.#isEmpty(value) && !this.#isEmpty(this.#value)) throw new Error('it has no entries now')
+      this.#value = value
       this.#log.info('upstream credentials file changed: read again', { file: this.#path })
       return true
     } catch (err) {
@@ -88,8 +92,8 @@ export class CredentialFiles implements CredentialSource {
   #credentials: UpstreamCredentials
 
   constructor(options: CredentialFilesOptions) {
-    this.#netrc = options.netrcFile === undefined ? undefined : new WatchedFile(options.netrcFile, options.readNetrc, options.log)
-    this.#tokens = options.tokensFile === undefined ? undefined : new WatchedFile(options.tokensFile, options.readTokens, options.log)
+    this.#netrc = options.netrcFile === undefined ? undefined : new WatchedFile(options.netrcFile, options.readNetrc, (entries) => entries.length === 0, options.log)
+    this.#tokens = options.tokensFile === undefined ? undefined : new WatchedFile(options.tokensFile, options.readTokens, (tokens) => tokens.size === 0, options.log)
     this.#fixedTokens = options.fixedTokens
     this.#recheckMs = options.recheckMs ?? 1000
     this.#checkedAt = performance.now()

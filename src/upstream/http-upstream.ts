@@ -29,6 +29,7 @@ export class HttpUpstream implements Upstream {
   /** The credentials #authorization was made from. */
   #authorizedBy: UpstreamCredentials | undefined
   #authorization: Authorization | undefined
+  #credentialsVersion = 0
   readonly #options: HttpUpstreamOptions
   readonly #agent: http.Agent
 
@@ -48,12 +49,19 @@ export class HttpUpstream implements Upstream {
     this.#agent = new Agent({ keepAlive: true, maxSockets: 64 })
   }
 
+  credentialsVersion(): number {
+    this.#currentAuthorization()
+    return this.#credentialsVersion
+  }
+
   /** The Authorization for the cache's own origin now (a credentials file may have changed). */
   #currentAuthorization(): Authorization | undefined {
     const credentials = this.#options.credentials?.current()
     if (credentials !== undefined && credentials !== this.#authorizedBy) {
+      const authorization = authorizationFor(this.#url, credentials)
+      if (this.#authorizedBy !== undefined && authorization?.header !== this.#authorization?.header) this.#credentialsVersion++
       this.#authorizedBy = credentials
-      this.#authorization = authorizationFor(this.#url, credentials)
+      this.#authorization = authorization
     }
     return this.#authorization
   }
@@ -69,7 +77,9 @@ export class HttpUpstream implements Upstream {
   async #getOnce(key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {
     let url = new URL(key, this.#base)
     for (let hop = 0; ; hop++) {
-      const res = await this.#request(url, signal, range)
+      // Credentials go only to the cache's own origin, never to a host it redirects to.
+      const authorization = url.origin === this.#base.origin ? this.#currentAuthorization() : undefined
+      const res = await this.#request(url, authorization, signal, range)
       const status = res.statusCode ?? 0
       if (REDIRECT_STATUSES.has(status) && res.headers.location !== undefined && hop < MAX_REDIRECTS) {
         res.resume()
@@ -84,7 +94,7 @@ export class HttpUpstream implements Upstream {
         res.resume()
         const transient = status >= 500 || status === 408 || status === 429
         const retryAfter = Number(res.headers['retry-after'])
-        throw new UpstreamError(this.name, 'bad-status', `HTTP ${status} for ${key}${status === 401 ? this.#authHint(url) : ''}`, {
+        throw new UpstreamError(this.name, 'bad-status', `HTTP ${status} for ${key}${status === 401 ? this.#authHint(url, authorization) : ''}`, {
           transient,
           ...(Number.isFinite(retryAfter) && retryAfter >= 0 ? { retryAfterMs: Math.min(retryAfter * 1000, MAX_RETRY_AFTER_MS) } : {}),
         })
@@ -121,31 +131,28 @@ export class HttpUpstream implements Upstream {
     return target
   }
 
-  /** Says why a 401 happened without saying anything secret. */
-  #authHint(url: URL): string {
+  /** Says why a 401 happened, by the credentials that request carried, without saying anything secret. */
+  #authHint(url: URL, sent: Authorization | undefined): string {
     if (url.origin !== this.#base.origin) return ' (after a redirect to another host, which never gets the credentials)'
-    const source = this.#currentAuthorization()?.source
+    const source = sent?.source
     if (source === undefined) return ' (no credentials for this host: give them in the URL, UNNAR_UPSTREAM_TOKENS or NETRC)'
     return ` (the credentials from ${source === 'url' ? 'the URL' : source === 'token' ? 'UNNAR_UPSTREAM_TOKENS' : 'NETRC'} were refused)`
   }
 
-  #request(url: URL, signal: AbortSignal | undefined, range?: ByteRange): Promise<http.IncomingMessage> {
-    const sameOrigin = url.origin === this.#base.origin
+  #request(url: URL, authorization: Authorization | undefined, signal: AbortSignal | undefined, range?: ByteRange): Promise<http.IncomingMessage> {
     const headers: Record<string, string> = { 'user-agent': this.#options.userAgent, 'accept-encoding': 'zstd, br, gzip' }
     if (range !== undefined) {
       headers.range = `bytes=${range.start}-${range.end}`
       // Byte offsets are into the stored object: an encoded body would shift them.
       headers['accept-encoding'] = 'identity'
     }
-    // Credentials go only to the cache's own origin, never to a host it redirects to.
-    const authorization = sameOrigin ? this.#currentAuthorization() : undefined
     if (authorization !== undefined) headers.authorization = authorization.header
     const client = url.protocol === 'https:' ? https : http
     const { timeoutMs } = this.#options
     const connectTimeoutMs = this.#options.connectTimeoutMs ?? timeoutMs
     return new Promise((resolve, reject) => {
       const req = client.request(url, {
-        agent: sameOrigin ? this.#agent : undefined,
+        agent: url.origin === this.#base.origin ? this.#agent : undefined,
         headers,
         ...(signal === undefined ? {} : { signal }),
         ...(this.#options.lookup === undefined ? {} : { lookup: this.#options.lookup }),

@@ -46,6 +46,10 @@ class InstrumentedUpstream implements Upstream {
     this.#hook = hook
   }
 
+  credentialsVersion(): number {
+    return this.#inner.credentialsVersion?.() ?? 0
+  }
+
   async get(key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {
     const started = performance.now()
     const emit = (status: UpstreamRequestEvent['status'], err?: unknown): void => {

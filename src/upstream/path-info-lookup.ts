@@ -93,6 +93,8 @@ export class PathInfoLookup {
   readonly #storeDir: string
   readonly #brokenNars = new LRUCache<string, true>({ max: 10_000, ttl: BROKEN_NAR_MS })
   readonly #health = new Map<Upstream, UpstreamHealth>()
+  /** Upstream.credentialsVersion() when the breaker left the upstream out. */
+  readonly #skippedWith = new Map<Upstream, number>()
   readonly #parallel: boolean
 
   constructor(upstreams: readonly Upstream[], options: PathInfoLookupOptions) {
@@ -202,7 +204,8 @@ export class PathInfoLookup {
    */
   #ask(upstream: Upstream, hash: string, eager: boolean): { start(): Promise<{ info: PathInfo | undefined } | { error: unknown }>; abort(): void } {
     const health = this.#health.get(upstream)
-    if (health?.skippedUntil !== undefined && Date.parse(health.skippedUntil) > Date.now()) {
+    // Skipped, unless its credentials changed since: the failures may have been their refusal.
+    if (health?.skippedUntil !== undefined && Date.parse(health.skippedUntil) > Date.now() && this.#skippedWith.get(upstream) === (upstream.credentialsVersion?.() ?? 0)) {
       const error = new UpstreamError(upstream.name, 'network', `skipped until ${health.skippedUntil} after ${health.failures} failures in a row (last: ${health.lastError})`)
       return { start: () => Promise.resolve({ error }), abort: () => {} }
     }
@@ -238,7 +241,10 @@ export class PathInfoLookup {
   #recordFailure(upstream: Upstream, err: UpstreamError): void {
     const failures = (this.#health.get(upstream)?.failures ?? 0) + 1
     const skip = failures >= FAILURES_BEFORE_SKIP
-    if (skip) this.#log.warn('skipping a failing upstream', { upstream: upstream.name, failures, seconds: SKIP_MS / 1000 })
+    if (skip) {
+      this.#log.warn('skipping a failing upstream', { upstream: upstream.name, failures, seconds: SKIP_MS / 1000 })
+      this.#skippedWith.set(upstream, upstream.credentialsVersion?.() ?? 0)
+    }
     this.#health.set(upstream, {
       name: upstream.name,
       state: 'failing',

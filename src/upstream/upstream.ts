@@ -26,6 +26,11 @@ export interface Upstream {
    * A missing object is `undefined`; any other failure throws UpstreamError.
    */
   get(key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined>
+  /**
+   * Changes whenever the credentials it sends change (a rotated credentials file): an upstream
+   * left out after failures, refused credentials among them, is then asked again at once.
+   */
+  credentialsVersion?(): number
 }
 
 export type UpstreamErrorKind = 'timeout' | 'network' | 'bad-status' | 'bad-response' | 'untrusted'

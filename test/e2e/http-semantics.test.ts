@@ -166,6 +166,7 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
       }
       const binary = await get(`${basicBase}/lib/blob.bin`, { 'accept-encoding': 'br' }, 'HEAD')
       const revalidated = await get(`${basicBase}/lib/blob.bin`, { 'accept-encoding': 'br', 'if-none-match': binary.headers.etag! })
+      assert.equal(revalidated.status, 304)
       assert.equal(revalidated.headers.etag, binary.headers.etag, 'a binary is never compressed')
     })
 

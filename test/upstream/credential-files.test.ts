@@ -61,9 +61,17 @@ describe('CredentialFiles', () => {
     await unlink(tokensFile)
     assert.equal(files.current().tokens?.get('cache.example'), 'good')
     assert.match(logs.filter((l) => l.level === 'warn')[1]!.error!, /ENOENT/)
+    await writeFile(tokensFile, '')
+    assert.equal(files.current().tokens?.get('cache.example'), 'good', 'an emptied file (caught mid-rewrite) is refused')
+    assert.match(logs.filter((l) => l.level === 'warn')[2]!.error!, /no entries/)
+    // A token pasted without its host: the warning names the line, never its text.
+    await writeFile(tokensFile, 'cache.example=x\nc2VjcmV0LXRva2VuK/zz==\n')
+    assert.equal(files.current().tokens?.get('cache.example'), 'good')
+    assert.match(logs.filter((l) => l.level === 'warn')[3]!.error!, /line 2 is not host=token/)
     await writeFile(tokensFile, 'cache.example=fixed\n')
     assert.equal(files.current().tokens?.get('cache.example'), 'fixed', 'a mended file is taken')
-    assert.ok(!JSON.stringify(logs).includes('good') && !JSON.stringify(logs).includes('fixed'), 'no token in the log')
+    const logged = JSON.stringify(logs)
+    for (const secret of ['good', 'fixed', 'c2VjcmV0']) assert.ok(!logged.includes(secret), `${secret} in the log`)
   })
 
   it("lets the environment's tokens win over the file's, also after a change", async () => {
