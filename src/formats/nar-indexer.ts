@@ -39,6 +39,13 @@ export const MAX_NAR_DEPTH = 64
 export const MAX_NAME_BYTES = 255
 /** Nix's `narMaxTarget`, the usual Linux PATH_MAX minus the NUL. */
 export const MAX_TARGET_BYTES = 4095
+/**
+ * The longest path of an entry below the root (`a/b/c`, in bytes). Nix has no such rule, but it
+ * restores a NAR through full paths, which Linux refuses beyond PATH_MAX: Nix 2.8 fails at 16
+ * levels of 255-byte names. Without it a small NAR of deep, long names and many files made each
+ * entry's path ~16 KB, and a 9 MB NAR took 800 MB to index.
+ */
+export const MAX_PATH_BYTES = 4095
 /** Nix's `narMaxTag`: keywords are at most 10 bytes; the slack keeps errors readable. */
 export const MAX_TAG_BYTES = 32
 
@@ -69,6 +76,8 @@ type Phase = 'length' | 'bytes' | 'padding' | 'contents' | 'done'
 
 interface DirectoryFrame {
   readonly path: string
+  /** The path's length in bytes (the raw names', and their slashes). */
+  readonly pathBytes: number
   readonly depth: number
   /** Raw bytes of the last entry name, for the byte-order check. */
   prevName: Uint8Array | undefined
@@ -115,9 +124,11 @@ export class NarIndexer {
   // The node being read, and the directories around it.
   readonly #directories: DirectoryFrame[] = []
   #nodePath = ''
+  #nodePathBytes = 0
   #nodeDepth = 0
   #executable = false
   #pendingName = ''
+  #pendingNameBytes = 0
 
   /** Feeds the next bytes; returns the entries whose headers they completed. Throws NarFormatError. */
   push(chunk: Uint8Array): NarEntry[] {
@@ -287,6 +298,7 @@ export class NarIndexer {
       case 'magic':
         if (!isTag(value, n, MAGIC)) throw new NarFormatError(`input doesn't look like a Nix archive (bad magic ${describeBytes(value.subarray(0, n))})`, at)
         this.#nodePath = ''
+        this.#nodePathBytes = 0
         this.#nodeDepth = 0
         this.#expect = 'open'
         return
@@ -306,7 +318,7 @@ export class NarIndexer {
           this.#expect = 'target-key'
         } else if (isTag(value, n, 'directory')) {
           entries.push({ type: 'directory', path: this.#nodePath })
-          this.#directories.push({ path: this.#nodePath, depth: this.#nodeDepth, prevName: undefined })
+          this.#directories.push({ path: this.#nodePath, pathBytes: this.#nodePathBytes, depth: this.#nodeDepth, prevName: undefined })
           this.#expect = 'dir-next'
         } else {
           throw new NarFormatError(`unknown file type ${describeBytes(value.subarray(0, n))} for ${describePath(this.#nodePath)}`, at)
@@ -380,6 +392,7 @@ export class NarIndexer {
         }
         directory.prevName = name
         this.#pendingName = decodeName(name)
+        this.#pendingNameBytes = n
         this.#expect = 'node-key'
         return
       }
@@ -388,8 +401,11 @@ export class NarIndexer {
         const directory = this.#directories[this.#directories.length - 1]!
         const depth = directory.depth + 1
         const path = directory.path === '' ? this.#pendingName : `${directory.path}/${this.#pendingName}`
+        const pathBytes = directory.path === '' ? this.#pendingNameBytes : directory.pathBytes + 1 + this.#pendingNameBytes
         if (depth >= MAX_NAR_DEPTH) throw new NarFormatError(`directory nesting exceeds the maximum depth of ${MAX_NAR_DEPTH} at ${describePath(path)}`, at)
+        if (pathBytes > MAX_PATH_BYTES) throw new NarFormatError(`the path ${describePath(path)} is longer than ${MAX_PATH_BYTES} bytes`, at)
         this.#nodePath = path
+        this.#nodePathBytes = pathBytes
         this.#nodeDepth = depth
         this.#expect = 'open'
         return

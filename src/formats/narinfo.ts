@@ -128,6 +128,9 @@ export function parseNarInfo(text: string): NarInfo {
       case 'NarHash':
         try {
           const parsed = parseHashWithEncoding(value)
+          // Nix hashes every NAR with sha256 and refuses another NarHash (a weaker one would let a
+          // forged NAR through verification).
+          if (parsed.hash.algorithm !== 'sha256') throw new NarInfoError(`NarHash must be sha256, not ${parsed.hash.algorithm}`, where)
           narHash = parsed.hash
           narHashIsHex = parsed.encoding === 'base16'
         } catch (error) {

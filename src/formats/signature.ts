@@ -5,10 +5,10 @@
  * fingerprint = "1;" StorePath ";" "sha256:" nix32(NarHash) ";" NarSize ";" sorted full reference paths joined by ","
  */
 import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto'
-import { formatHashHex, formatHashNix32, parseHash } from './hash.js'
+import { formatHashHex, formatHashNix32, type Hash, hashEquals, parseHash } from './hash.js'
 import type { NarInfo } from './narinfo.js'
 import { encodeNix32 } from './nixbase32.js'
-import { parseStorePath } from './store-path.js'
+import { parseStorePath, type StorePath } from './store-path.js'
 
 export interface PublicKey {
   readonly name: string
@@ -64,36 +64,31 @@ export function verifyNarInfo(info: NarInfo, keys: readonly PublicKey[], storeDi
 
 /**
  * Nix trusts a content-addressed path without signatures when its `CA` recomputes to the store
- * path (makeFixedOutputPathFromCA / makeTextPath).
+ * path and, on import, the content matches the CA hash ("ca hash mismatch" otherwise). unnar checks
+ * the NAR only against NarHash, so the only CA it can hold to its content is `fixed:r:sha256:H`
+ * with H equal to the NarHash: anything else would let a forged NAR with a matching NarHash pass as
+ * trusted. Flat (`fixed:`), `text:` and other algorithms hash the file's contents, not the NAR, and
+ * need a signature here.
  */
 export function isContentAddressed(info: NarInfo, storeDir = '/nix/store'): boolean {
-  if (info.ca === undefined) return false
-  const path = parseStorePath(info.storePath, storeDir)
-  const self = `${path.hash}-${path.name}`
-  const others = info.references.filter((r) => r !== self).map((r) => `${storeDir}/${r}`).sort(compareUtf8)
-  const hasSelf = info.references.includes(self)
-  let expected: string
+  if (info.ca === undefined || !info.ca.startsWith('fixed:r:sha256:')) return false
+  let hash: Hash
   try {
-    if (info.ca.startsWith('text:')) {
-      if (hasSelf) return false
-      expected = makeStorePath(['text', ...others].join(':'), parseHash(info.ca.slice(5)), path.name, storeDir)
-    } else if (info.ca.startsWith('fixed:')) {
-      const recursive = info.ca.startsWith('fixed:r:')
-      const hash = parseHash(info.ca.slice(recursive ? 8 : 6))
-      if (recursive && hash.algorithm === 'sha256') {
-        expected = makeStorePath(['source', ...others, ...(hasSelf ? ['self'] : [])].join(':'), hash, path.name, storeDir)
-      } else {
-        if (others.length > 0 || hasSelf) return false
-        const inner = createHash('sha256').update(`fixed:out:${recursive ? 'r:' : ''}${hash.algorithm}:${formatHashHex(hash)}:`).digest()
-        expected = makeStorePath('output:out', { algorithm: 'sha256', digest: inner }, path.name, storeDir)
-      }
-    } else {
-      return false
-    }
+    hash = parseHash(info.ca.slice('fixed:r:'.length))
   } catch {
     return false
   }
-  return expected === info.storePath
+  if (info.narHash.algorithm !== 'sha256' || !hashEquals(hash, info.narHash)) return false
+  let path: StorePath
+  try {
+    path = parseStorePath(info.storePath, storeDir)
+  } catch {
+    return false
+  }
+  const self = `${path.hash}-${path.name}`
+  const others = info.references.filter((r) => r !== self).map((r) => `${storeDir}/${r}`).sort(compareUtf8)
+  const hasSelf = info.references.includes(self)
+  return makeStorePath(['source', ...others, ...(hasSelf ? ['self'] : [])].join(':'), hash, path.name, storeDir) === info.storePath
 }
 
 function makeStorePath(type: string, hash: { algorithm: string; digest: Uint8Array }, name: string, storeDir: string): string {

@@ -3,7 +3,7 @@ import type { FileHandle } from 'node:fs/promises'
 import { Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { hashEquals, type Hash } from '../formats/hash.js'
-import { listingFromEntries, type Listing, type ListingNode } from '../formats/listing.js'
+import type { Listing, ListingNode } from '../formats/listing.js'
 import { NarIndexer, type NarEntry } from '../formats/nar-indexer.js'
 import { createNarDecoders, recyclerOf } from '../codecs/decompress.js'
 import type { PathInfo } from '../upstream/path-info-lookup.js'
@@ -165,7 +165,10 @@ export class NarDownload implements NarSource {
       const hasher = createNarHasher(narInfo.narHash.algorithm, this.#path, narInfo.narSize)
       const sink = new NarSink(this, narInfo.narSize, hasher, narInfo.narHash, upstream.name, recyclerOf(decoders.at(-1)!))
       await pipeline([res.body, ...decoders, sink] as unknown as [NodeJS.ReadableStream, NodeJS.WritableStream], { signal })
-      const listing = sink.listing()
+      // The tree onWritten() built entry by entry: the NAR is complete, so it is too.
+      const root = this.#root.node
+      if (root === undefined) throw new NarVerificationError(upstream.name, 'the NAR has no root entry')
+      const listing: Listing = { version: 1, root }
       this.#complete = true
       this.#settleWaiters()
       return listing
@@ -296,7 +299,6 @@ class NarSink extends Writable {
   readonly #upstream: string
   readonly #hasher: NarHasher
   readonly #indexer = new NarIndexer()
-  readonly #entries: NarEntry[] = []
   /** Bytes accepted (indexed and counted) so far. */
   #position = 0
   /** Bytes on disk so far. */
@@ -360,7 +362,6 @@ class NarSink extends Writable {
     this.#batch = []
     this.#batchBytes = 0
     this.#batchEntries = []
-    for (const entry of entries) this.#entries.push(entry)
     this.#writing = this.#download.writeAt(chunks, position).then(
       () => {
         this.#written = position + bytes
@@ -430,9 +431,6 @@ class NarSink extends Writable {
     })
   }
 
-  listing(): Listing {
-    return listingFromEntries(this.#entries)
-  }
 }
 
 function classify(err: unknown, upstream: string): Error {

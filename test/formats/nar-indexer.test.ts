@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { describe, it } from 'node:test'
 import { formatListing, listingFromEntries, parseListing, ListingError } from '../../src/formats/listing.js'
-import { MAX_NAME_BYTES, MAX_NAR_DEPTH, MAX_TARGET_BYTES, NarFormatError, NarIndexer } from '../../src/formats/nar-indexer.js'
+import { MAX_NAME_BYTES, MAX_NAR_DEPTH, MAX_PATH_BYTES, MAX_TARGET_BYTES, NarFormatError, NarIndexer } from '../../src/formats/nar-indexer.js'
 import type { NarEntry } from '../../src/formats/nar-indexer.js'
 import { buildNar, bytes, concat, directory, regular, str, symlink, tokens, u64 } from './nar-builder.js'
 import type { NarTree } from './nar-builder.js'
@@ -61,6 +61,13 @@ const TREE = buildNar(
     sub: directory({ a: regular('a'), B: regular('B') }),
   }),
 )
+
+/** `depth` directories named by 255 `n`s, around `leaf`. */
+function longNested(depth: number, leaf: NarTree): NarTree {
+  let tree = leaf
+  for (let i = 0; i < depth; i++) tree = directory({ ['n'.repeat(MAX_NAME_BYTES)]: tree })
+  return tree
+}
 
 function nested(depth: number, leaf: NarTree = file): NarTree {
   let tree = leaf
@@ -202,6 +209,9 @@ describe('NarIndexer', () => {
     assert.equal(indexAll([buildNar(directory({ [longName]: file }))])[1]?.path, longName, 'a name of 255 bytes')
     const longTarget = 't'.repeat(MAX_TARGET_BYTES)
     assert.deepEqual(indexAll([buildNar(symlink(longTarget))]), [{ type: 'symlink', path: '', target: longTarget }], 'a target of 4095 bytes')
+    // 16 names of 255 bytes and their 15 slashes: a path of exactly 4095 bytes.
+    const longPath = indexAll([buildNar(longNested(16, file))])
+    assert.equal(Buffer.byteLength(longPath.at(-1)!.path), MAX_PATH_BYTES, 'a path of 4095 bytes')
     const deepest = indexAll([buildNar(nested(MAX_NAR_DEPTH - 1))])
     assert.equal(deepest.at(-1)?.path, `${'d/'.repeat(MAX_NAR_DEPTH - 1)}`.slice(0, -1), 'a node at depth 63')
   })
@@ -257,6 +267,7 @@ describe('NarIndexer', () => {
       ['a name length of 2^62', concat([tokens('nix-archive-1', '(', 'type', 'directory', 'entry', '(', 'name'), u64(2n ** 62n)]), /string of 4611686018427387904 bytes/, 128],
       ['depth 64', buildNar(nested(MAX_NAR_DEPTH)), /maximum depth of 64/, (nar) => find(nar, tokens('d', 'node', '(', 'type', 'regular')) + 16],
       ['depth 70', buildNar(nested(70)), /maximum depth of 64 at "d\/d\/d/, (nar) => nestedNodeOffset(nar, MAX_NAR_DEPTH)],
+      ['a path of 4097 bytes', buildNar(longNested(16, directory({ x: file }))), /path "n{200}…" is longer than 4095 bytes/, (nar) => find(nar, tokens('x', 'node')) + 16],
       ['a size of 2^63', helloWithSize(2n ** 63n), /file size 9223372036854775808 of the root is too large/, 88],
       ['a size of 2^53', helloWithSize(2n ** 53n), /too large/, 88],
       ['a size of 2^64-1', helloWithSize(2n ** 64n - 1n), /18446744073709551615/, 88],

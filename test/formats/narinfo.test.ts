@@ -164,6 +164,8 @@ describe('parseNarInfo', () => {
       [replaceLine(MINIMAL, 'URL', 'URL: '), undefined, 'URL', /empty/, 'URL must not be empty'],
       [replaceLine(MINIMAL, 'NarHash', undefined), undefined, 'NarHash', /missing/, 'NarHash is required'],
       [replaceLine(MINIMAL, 'NarHash', 'NarHash: 0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3'), 4, 'NarHash', /prefix/, 'NarHash needs an algorithm'],
+      [replaceLine(MINIMAL, 'NarHash', `NarHash: sha1:${'0'.repeat(40)}`), 4, 'NarHash', /must be sha256, not sha1/, 'Nix hashes NARs with sha256 only'],
+      [replaceLine(MINIMAL, 'NarHash', `NarHash: md5:${'0'.repeat(32)}`), 4, 'NarHash', /must be sha256, not md5/, 'a weak NarHash would let a forged NAR pass'],
       [replaceLine(MINIMAL, 'NarHash', 'NarHash: sha256:0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq'), 4, 'NarHash', /length 51/, 'NarHash too short'],
       [replaceLine(MINIMAL, 'NarSize', undefined), undefined, 'NarSize', /missing or zero/, 'NarSize is required'],
       [replaceLine(MINIMAL, 'NarSize', 'NarSize: 0'), undefined, 'NarSize', /missing or zero/, 'NarSize must be positive'],

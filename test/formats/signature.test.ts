@@ -62,6 +62,23 @@ describe('isContentAddressed', () => {
     for (const info of ca) assert.ok(isContentAddressed(info), info.storePath)
   })
 
+  it('refuses a NarHash other than the CA hash: a forged NAR would pass as trusted', () => {
+    const forged = HELLO.replace(/^NarHash: .*$/m, 'NarHash: sha256:1h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3')
+    assert.notEqual(forged, HELLO)
+    assert.ok(!isContentAddressed(parseNarInfo(forged)))
+  })
+
+  it('asks for a signature for flat, text and non-sha256 CA, whose hash is not the NAR hash unnar checks', () => {
+    // Written by Nix 2.8 (`nix store add-file`, builtins.toFile, `nix store add-path --hash-algo sha1`):
+    // their CA recomputes to the store path, but the CA hash covers the file's contents.
+    const nixMade = [
+      'StorePath: /nix/store/07r4mkxdkiaq7kldrv9z0nqffal1rsi4-tf\nURL: nar/0bjqk13g62cw9fqjsnxm4qmcfiiqzm0yyq3093skrgj1bvvy5pbc.nar\nCompression: none\nNarHash: sha256:0bjqk13g62cw9fqjsnxm4qmcfiiqzm0yyq3093skrgj1bvvy5pbc\nNarSize: 128\nReferences: \nCA: text:sha256:058n00fj78mgy7p37dn8vzklwxrp40dkn62194z1r082qfrgnrrb\n',
+      'StorePath: /nix/store/n0pn1djbpi1ssfqgg8b9r4hnvmhbfabx-flat.txt\nURL: nar/0xygsgc29q39s4k915db2bi2pcil5x35y6q96p898mc1gvv2lrfv.nar\nCompression: none\nNarHash: sha256:0xygsgc29q39s4k915db2bi2pcil5x35y6q96p898mc1gvv2lrfv\nNarSize: 128\nReferences: \nCA: fixed:sha512:2dw177whfvpx9rdihcq1q79w66a8fxl8rqxqkzbq70797s8c0j6a09znfldylf954p42xl02zqn5l0w0haipbyqwf68j4vr67vfrvxv\n',
+      'StorePath: /nix/store/0sc2mx1fb0dlsgifkf46c9apixwj7cni-dir\nURL: nar/00a3r8cv7xaw55wjf3lb0gzmfpgsj083h29s5mslnml9k8c0w0zc.nar\nCompression: none\nNarHash: sha256:00a3r8cv7xaw55wjf3lb0gzmfpgsj083h29s5mslnml9k8c0w0zc\nNarSize: 288\nReferences: \nCA: fixed:r:sha1:rvwfpafnra1xswq1v577n1i9hcsihpxc\n',
+    ]
+    for (const text of nixMade) assert.ok(!isContentAddressed(parseNarInfo(text)), text.split('\n')[0])
+  })
+
   it('refuses a CA field that does not produce the store path, and paths without one', () => {
     assert.ok(!isContentAddressed(parseNarInfo(HELLO.replace('hello.txt\nURL', 'hello.tx\nURL').replace('-hello.txt\n', '-hello.tx\n'))))
     assert.ok(!isContentAddressed(parseNarInfo(HELLO.replace(/CA: .*\n/, 'CA: fixed:r:sha256:1h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3\n'))))
