@@ -1,11 +1,12 @@
 /** Environment (and flags) → one validated Config. Every setting name here is documented in the README. */
-import { accessSync, constants, readFileSync } from 'node:fs'
+import { accessSync, constants } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { parsePublicKeys, type PublicKey } from './formats/signature.js'
 import { LOG_LEVELS, type LogLevel } from './log.js'
 import { SUPPORTED_SCHEMES } from './upstream/create-upstream.js'
-import { readNetrcFile } from './upstream/credentials.js'
+import { parseTokens, readNetrcFile, readTokensFile } from './upstream/credentials.js'
+import { parseS3Url } from './upstream/s3-upstream.js'
 
 export const DEFAULT_UPSTREAM = 'https://cache.nixos.org'
 export const DEFAULT_PORT = 8383
@@ -140,7 +141,7 @@ export function loadConfig(env: Env): Config {
   const cacheHome = env.XDG_CACHE_HOME || path.join(env.HOME || os.homedir(), '.cache')
   const cacheSize = parseSizeSetting('UNNAR_CACHE_SIZE', env.UNNAR_CACHE_SIZE ?? '10G')
   const tokensFile = env.UNNAR_UPSTREAM_TOKENS_FILE === '' ? undefined : env.UNNAR_UPSTREAM_TOKENS_FILE
-  const tokensFromEnv = parseTokenEntries('UNNAR_UPSTREAM_TOKENS', env.UNNAR_UPSTREAM_TOKENS ?? '', 'entry')
+  const tokensFromEnv = tokensSetting('UNNAR_UPSTREAM_TOKENS', () => parseTokens(env.UNNAR_UPSTREAM_TOKENS ?? '', 'entry'))
   return {
     ...addr,
     upstreams,
@@ -163,7 +164,7 @@ export function loadConfig(env: Env): Config {
     maxUrlLength: parseCount('UNNAR_MAX_URL_LENGTH', env.UNNAR_MAX_URL_LENGTH ?? '8192'),
     shutdownTimeoutMs: parseSeconds('UNNAR_SHUTDOWN_TIMEOUT', env.UNNAR_SHUTDOWN_TIMEOUT ?? '30'),
     netrcFile: env.NETRC === undefined ? defaultNetrcFile(env.NIX_CONF_DIR) : checkNetrcFile(env.NETRC),
-    upstreamTokens: new Map([...(tokensFile === undefined ? [] : readUpstreamTokensFile(tokensFile)), ...tokensFromEnv]),
+    upstreamTokens: new Map([...(tokensFile === undefined ? [] : tokensSetting('UNNAR_UPSTREAM_TOKENS_FILE', () => readTokensFile(tokensFile))), ...tokensFromEnv]),
     upstreamTokensFile: tokensFile,
     upstreamTokensFromEnv: tokensFromEnv,
     upstreamConnectTimeoutMs: parseSeconds('UNNAR_UPSTREAM_CONNECT_TIMEOUT', env.UNNAR_UPSTREAM_CONNECT_TIMEOUT ?? '10'),
@@ -205,6 +206,14 @@ function checkUpstreamUrl(url: string): void {
   }
   if (!(SUPPORTED_SCHEMES as readonly string[]).includes(parsed.protocol)) {
     throw new ConfigError(`NIX_CACHE_URL: unsupported scheme "${parsed.protocol}" in "${parsed.protocol}//${parsed.host}" (supported: http, https, file, s3)`)
+  }
+  // Its parameters too (?scheme=, ?endpoint=, …): a bad one is a bad setting, not a failed start.
+  if (parsed.protocol === 's3:') {
+    try {
+      parseS3Url(parsed)
+    } catch (err) {
+      throw new ConfigError(`NIX_CACHE_URL: ${(err as Error).message}`)
+    }
   }
 }
 
@@ -277,38 +286,13 @@ function parseMetricsAddr(text: string | undefined): Config['metrics'] {
   return { kind: 'separate', port: parsePort('UNNAR_METRICS_ADDR', match[3]!), host: host === '' || host === undefined ? undefined : parseHost('UNNAR_METRICS_ADDR', host) }
 }
 
-/**
- * `host=token` entries separated by whitespace (UNNAR_UPSTREAM_TOKENS, or the file's). A bad entry
- * is named by its place, never by its text: a token pasted without its host (`c2VjcmV0==`) would
- * otherwise be quoted up to its first `=`.
- */
-function parseTokenEntries(name: string, source: string, place: 'entry' | 'line'): Map<string, string> {
-  const tokens = new Map<string, string>()
-  let index = 0
-  for (const [lineIndex, line] of source.split('\n').entries()) {
-    for (const entry of line.split(/\s+/).filter((e) => e !== '')) {
-      index++
-      const eq = entry.indexOf('=')
-      const host = entry.slice(0, eq).toLowerCase()
-      if (eq <= 0 || eq === entry.length - 1 || !/^[a-z0-9.-]+(:\d+)?$/.test(host)) {
-        throw new ConfigError(`${name}: ${place === 'line' ? `line ${lineIndex + 1}` : `entry ${index}`} is not host=token (host: letters, digits, dots and dashes, optionally :port)`)
-      }
-      tokens.set(host, entry.slice(eq + 1))
-    }
-  }
-  return tokens
-}
-
-/** UNNAR_UPSTREAM_TOKENS_FILE's entries: one per line, `#` comments at the start of a line or after a blank. */
-export function readUpstreamTokensFile(file: string): Map<string, string> {
-  let content: string
+/** Token parsing lives with the other credentials; here its errors become this setting's. */
+function tokensSetting<T>(name: string, parse: () => T): T {
   try {
-    content = readFileSync(file, 'utf8')
+    return parse()
   } catch (err) {
-    throw new ConfigError(`UNNAR_UPSTREAM_TOKENS_FILE: cannot read "${file}": ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+    throw new ConfigError(`${name}: ${(err as Error).message}`)
   }
-  // A comment starts a line or follows a blank; a `#` inside a token is part of it.
-  return parseTokenEntries('UNNAR_UPSTREAM_TOKENS_FILE', content.replace(/(^|\s)#.*$/gm, '$1'), 'line')
 }
 
 /**

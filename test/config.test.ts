@@ -44,6 +44,9 @@ describe('loadConfig', () => {
     [{ NIX_CACHE_URL: 'ftp://x' }, /^NIX_CACHE_URL: unsupported scheme "ftp:"/],
     [{ NIX_CACHE_URL: 'not a url' }, /^NIX_CACHE_URL: "not" is not a URL/],
     [{ NIX_CACHE_URL: ' ' }, /^NIX_CACHE_URL is empty/],
+    // An s3:// URL's own parameters are settings too: refused here (exit 2), not when the server starts.
+    [{ NIX_CACHE_URL: 's3://my-cache?scheme=ftp' }, /^NIX_CACHE_URL: .*scheme/],
+    [{ NIX_CACHE_URL: 's3://key:secret@my-cache' }, /^NIX_CACHE_URL: .*credentials in the URL are not supported/],
     [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL: "loud" is not one of/],
     [{ UNNAR_NEGATIVE_TTL: '-1' }, /^UNNAR_NEGATIVE_TTL: "-1" is not a number of seconds/],
     [{ TRUSTED_PUBLIC_KEYS: 'cache.nixos.org-1:short' }, /^TRUSTED_PUBLIC_KEYS: not a public key/],

@@ -42,13 +42,26 @@ export interface AppDeps {
 
 const NIX32 = '[0123456789abcdfghijklmnpqrsvwxyz]{32}'
 
-/** A pasted store path, bare hash or `/nix/store/…/sub/path` → where it lives here. */
+/**
+ * A pasted store path, bare hash, `<hash>.narinfo`, `/nix/store/…/sub/path`, or a URL whose path is
+ * one of those → where it lives here: what the landing page's script accepts, for clients without it.
+ */
 function jump(c: Context, input: string): Response {
-  const match = new RegExp(`^\\s*(?:/nix/store/)?(${NIX32}[^/\\s]*)(/\\S*)?\\s*$`).exec(input)
+  let text = input.trim()
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) {
+    try {
+      text = new URL(text).pathname
+    } catch {
+      return errorResponse(c, 400, `not a URL: "${input}"`)
+    }
+  }
+  const match = new RegExp(`^/*(?:nix/store/)?(${NIX32})([^/\\s]*)(/\\S*)?$`, 'i').exec(text)
   if (match === null) return errorResponse(c, 400, `not a store path: "${input}"`)
-  const rest = match[2] ?? '/'
+  const name = match[2] === '.narinfo' ? '' : match[2]!
+  const rest = match[3] ?? '/'
   // Encoded like the rest: a control character in the name must not reach the Location header.
-  return c.redirect(`/nix/store/${encodeURIComponent(decodeSafe(match[1]!))}${rest.split('/').map((s) => encodeURIComponent(decodeSafe(s))).join('/')}`, 302)
+  const location = `/nix/store/${match[1]!.toLowerCase()}${encodeURIComponent(decodeSafe(name))}${rest.split('/').map((s) => encodeURIComponent(decodeSafe(s))).join('/')}`
+  return c.redirect(location, 302)
 }
 
 function decodeSafe(segment: string): string {

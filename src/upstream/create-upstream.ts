@@ -1,9 +1,8 @@
 /** Builds an Upstream from a cache URL, by scheme. */
 import type { Config } from '../config.js'
-import { readUpstreamTokensFile } from '../config.js'
 import type { Logger } from '../log.js'
 import { type CredentialSource, CredentialFiles } from './credential-files.js'
-import { readNetrcFile } from './credentials.js'
+import { readNetrcFile, readTokensFile } from './credentials.js'
 import { FileUpstream } from './file-upstream.js'
 import { HttpUpstream } from './http-upstream.js'
 import { instrumentUpstream, type UpstreamRequestHook } from './instrument.js'
@@ -39,7 +38,7 @@ export function upstreamOptionsFrom(
       netrcFile: config.netrcFile,
       readNetrc: readNetrcFile,
       tokensFile: config.upstreamTokensFile,
-      readTokens: readUpstreamTokensFile,
+      readTokens: readTokensFile,
       fixedTokens: config.upstreamTokensFromEnv,
       log: extra.log,
     }),

@@ -37,6 +37,40 @@ export function readNetrcFile(file: string): NetrcEntry[] {
   }
 }
 
+/**
+ * `host=token` entries separated by whitespace (UNNAR_UPSTREAM_TOKENS, or a tokens file). A bad
+ * entry is named by its place, never by its text: a token pasted without its host (`c2VjcmV0==`)
+ * would otherwise be quoted up to its first `=`.
+ */
+export function parseTokens(source: string, place: 'entry' | 'line'): Map<string, string> {
+  const tokens = new Map<string, string>()
+  let index = 0
+  for (const [lineIndex, line] of source.split('\n').entries()) {
+    for (const entry of line.split(/\s+/).filter((e) => e !== '')) {
+      index++
+      const eq = entry.indexOf('=')
+      const host = entry.slice(0, eq).toLowerCase()
+      if (eq <= 0 || eq === entry.length - 1 || !/^[a-z0-9.-]+(:\d+)?$/.test(host)) {
+        throw new Error(`${place === 'line' ? `line ${lineIndex + 1}` : `entry ${index}`} is not host=token (host: letters, digits, dots and dashes, optionally :port)`)
+      }
+      tokens.set(host, entry.slice(eq + 1))
+    }
+  }
+  return tokens
+}
+
+/** A tokens file's entries: one per line, `#` comments at the start of a line or after a blank. */
+export function readTokensFile(file: string): Map<string, string> {
+  let content: string
+  try {
+    content = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new Error(`cannot read "${file}": ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+  }
+  // A comment starts a line or follows a blank; a `#` inside a token is part of it.
+  return parseTokens(content.replace(/(^|\s)#.*$/gm, '$1'), 'line')
+}
+
 /** The Authorization for requests to `url` (which may still carry `user:pass@`), or undefined. */
 export function authorizationFor(url: URL, credentials: UpstreamCredentials = {}): Authorization | undefined {
   if (url.username !== '' || url.password !== '') {

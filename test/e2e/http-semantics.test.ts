@@ -296,6 +296,12 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
     assert.equal(jump.headers.location, `/nix/store/${basicBase}/share/doc/index.html`)
     assert.equal((await rawRequest(`${unnar.url}/?path=${basic.hash}`)).headers.location, `/nix/store/${basic.hash}/`)
     assert.equal((await rawRequest(`${unnar.url}/?path=nonsense`)).status, 400)
+    // What the landing page's script accepts, without it: a .narinfo name, and URLs (already encoded).
+    const jumpTo = async (input: string) => (await rawRequest(`${unnar.url}/?path=${encodeURIComponent(input)}`)).headers.location
+    assert.equal(await jumpTo(`${basic.hash}.narinfo`), `/nix/store/${basic.hash}/`)
+    assert.equal(await jumpTo(` https://cache.example.org/nix/store/${basicBase}/share/doc/index.html `), `/nix/store/${basicBase}/share/doc/index.html`)
+    assert.equal(await jumpTo(`http://localhost:8383/nix/store/${basicBase}/a%20b/%C3%BC`), `/nix/store/${basicBase}/a%20b/%C3%BC`)
+    assert.equal(await jumpTo(`/nix/store/${basicBase}/über`), `/nix/store/${basicBase}/%C3%BCber`)
     // A control character in the name is a client's mistake all the way through, never a 500.
     const nul = await rawRequest(`${unnar.url}/?path=${basic.hash}%00`)
     assert.equal(nul.status, 302)

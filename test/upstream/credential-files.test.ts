@@ -4,10 +4,9 @@ import { mkdtemp, rename, rm, unlink, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { readUpstreamTokensFile } from '../../src/config.js'
 import { createLogger } from '../../src/log.js'
 import { CredentialFiles } from '../../src/upstream/credential-files.js'
-import { readNetrcFile } from '../../src/upstream/credentials.js'
+import { readNetrcFile, readTokensFile } from '../../src/upstream/credentials.js'
 
 describe('CredentialFiles', () => {
   let dir: string
@@ -28,7 +27,7 @@ describe('CredentialFiles', () => {
       netrcFile,
       readNetrc: readNetrcFile,
       tokensFile,
-      readTokens: readUpstreamTokensFile,
+      readTokens: readTokensFile,
       fixedTokens: new Map(Object.entries(options.fixed ?? {})),
       log: createLogger('debug', (line) => logs.push(JSON.parse(line))),
       recheckMs: options.recheckMs ?? 0,
