@@ -430,7 +430,6 @@ class NarSink extends Writable {
       throw new DiskError(`syncing the NAR: ${err.code ?? err.message}`)
     })
   }
-
 }
 
 function classify(err: unknown, upstream: string): Error {
