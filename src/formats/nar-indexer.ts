@@ -41,9 +41,9 @@ export const MAX_NAME_BYTES = 255
 export const MAX_TARGET_BYTES = 4095
 /**
  * The longest path of an entry below the root (`a/b/c`, in bytes). Nix has no such rule, but it
- * restores a NAR through full paths, which Linux refuses beyond PATH_MAX: Nix 2.8 fails at 16
- * levels of 255-byte names. Without it a small NAR of deep, long names and many files made each
- * entry's path ~16 KB, and a 9 MB NAR took 800 MB to index.
+ * restores a NAR through full paths, which Linux refuses beyond PATH_MAX (in a review's run Nix 2.8
+ * failed at 16 levels of 255-byte names). Without it a small NAR of deep, long names and many files
+ * gave each entry a path of ~16 KB: in the same review a 9 MB NAR took 800 MB to index.
  */
 export const MAX_PATH_BYTES = 4095
 /** Nix's `narMaxTag`: keywords are at most 10 bytes; the slack keeps errors readable. */

@@ -78,7 +78,7 @@ export function isContentAddressed(info: NarInfo, storeDir = '/nix/store'): bool
   } catch {
     return false
   }
-  if (info.narHash.algorithm !== 'sha256' || !hashEquals(hash, info.narHash)) return false
+  if (!hashEquals(hash, info.narHash)) return false
   let path: StorePath
   try {
     path = parseStorePath(info.storePath, storeDir)

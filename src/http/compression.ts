@@ -23,6 +23,11 @@ export function negotiateEncoding(acceptEncoding: string | undefined): ResponseE
   return PREFERENCE.find((encoding) => (accepted.get(encoding) ?? accepted.get('*') ?? 0) > 0)
 }
 
+/** The encoding for a response of `size` bytes: none when it is small or not `compressible`. */
+export function chooseEncoding(acceptEncoding: string | undefined, size: number, compressible: boolean): ResponseEncoding | undefined {
+  return size >= MIN_COMPRESS_BYTES && compressible ? negotiateEncoding(acceptEncoding) : undefined
+}
+
 /** Text-like types gain from compression; media and archives are already compressed. */
 export function isCompressible(contentType: string): boolean {
   const type = contentType.split(';')[0]!.trim()

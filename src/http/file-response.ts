@@ -2,7 +2,7 @@
 import type { Context } from 'hono'
 import type { Logger } from '../log.js'
 import { abortOnError } from './abort-on-error.js'
-import { compressBuffer, compressStream, isCompressible, MIN_COMPRESS_BYTES, negotiateEncoding } from './compression.js'
+import { chooseEncoding, compressBuffer, compressStream, isCompressible } from './compression.js'
 import { errorResponse } from './errors.js'
 import { parseRange, resolveRange, type RangeSpec } from './range.js'
 import { outgoingOf } from './node-env.js'
@@ -69,7 +69,7 @@ export function fileResponse(c: Context, file: StoreFile, options: FileResponseO
     }
   }
 
-  const encoding = file.size >= MIN_COMPRESS_BYTES && isCompressible(file.contentType) ? negotiateEncoding(c.req.header('accept-encoding')) : undefined
+  const encoding = chooseEncoding(c.req.header('accept-encoding'), file.size, isCompressible(file.contentType))
   if (encoding !== undefined) {
     c.header('ETag', encodedEtag(file.etag, encoding))
     c.header('Content-Encoding', encoding)
@@ -114,7 +114,7 @@ export function matchesEtag(header: string | undefined, etag: string): boolean {
 export function currentEtag(c: Context, etag: string, size: number, contentType: string | undefined, ranges: boolean): string {
   if (ranges && rangeToServe(c, etag) !== undefined) return etag
   const compressible = contentType !== undefined ? isCompressible(contentType) : clientTags(c.req.header('if-none-match')).some((tag) => isEncodedTagOf(tag, etag))
-  const encoding = size >= MIN_COMPRESS_BYTES && compressible ? negotiateEncoding(c.req.header('accept-encoding')) : undefined
+  const encoding = chooseEncoding(c.req.header('accept-encoding'), size, compressible)
   return encoding === undefined ? etag : encodedEtag(etag, encoding)
 }
 

@@ -15,7 +15,7 @@ import { noteRequest } from './request-log.js'
 import { openRangedFile, probeRangedFile, RangeMismatchError, type FetchRange, type RangedNode } from '../store/ranged-file.js'
 import { UpstreamError, type Upstream } from '../upstream/upstream.js'
 import type { PathInfo, PathInfoLookup } from '../upstream/path-info-lookup.js'
-import { compressBuffer, isCompressible, MIN_COMPRESS_BYTES, negotiateEncoding } from './compression.js'
+import { chooseEncoding, compressBuffer, isCompressible } from './compression.js'
 import { contentTypeByName, contentTypeBySniffing, SNIFF_BYTES } from './content-type.js'
 import { HttpError } from './errors.js'
 import { currentEtag, fileResponse, IMMUTABLE, matchesEtag, type StoreFile } from './file-response.js'
@@ -146,7 +146,7 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     c.header('Content-Type', type)
     if (format === 'html') c.header('Content-Security-Policy', OWN_PAGES_CSP)
     const bytes = Buffer.from(body)
-    const encoding = bytes.length >= MIN_COMPRESS_BYTES ? negotiateEncoding(c.req.header('accept-encoding')) : undefined
+    const encoding = chooseEncoding(c.req.header('accept-encoding'), bytes.length, true)
     c.header('Vary', 'Accept, Accept-Encoding')
     if (encoding !== undefined) c.header('Content-Encoding', encoding)
     const payload = encoding === undefined ? new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) as Uint8Array<ArrayBuffer> : compressBuffer(bytes, encoding)
