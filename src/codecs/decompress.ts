@@ -5,7 +5,7 @@ import { createBrotliDecompress, createGunzip } from 'node:zlib'
 import lzma from 'lzma-native'
 import { DecompressStream as ZstdDecompressStream } from 'zstd-napi'
 import unbzip2Stream from 'unbzip2-stream'
-import { createProcessDecoder, findExecutable } from './process-decoder.js'
+import { createProcessDecoder, DECODE_ARGS, findExecutable } from './process-decoder.js'
 import { WorkerZstdDecoder } from './worker-decoder.js'
 
 export class UnsupportedCompressionError extends Error {
@@ -46,10 +46,8 @@ export class DecodedTooLargeError extends Error {
   override readonly name = 'DecodedTooLargeError'
 }
 
-/** A round trip to a worker costs more than decoding a smaller zstd NAR in-process. */
-const WORKER_DECODER_MIN_BYTES = 1024 * 1024
-
-const DECODE_ARGS = ['--decompress', '--stdout', '--quiet']
+/** zstd NARs smaller than this decode in-process: a worker's round trip or a program's start costs more. */
+export const SMALL_ZSTD_BYTES = 1024 * 1024
 
 /**
  * A fresh decoder for one NAR body.
@@ -62,8 +60,9 @@ const DECODE_ARGS = ['--decompress', '--stdout', '--quiet']
  * for big NARs: decoding then overlaps with the event loop's indexing and writing, and buffers move
  * between the threads without copies. Measured 2026-11 on two cores, six alternating runs: row 3a
  * (cold last file of a 100 MB NAR) median 338 ms in-process → 274 ms in a worker; row 8d (200
- * concurrent cold requests) 650 ms → 556 ms. A `zstd -dc` child was no faster than in-process
- * (moving 100 MB through a pipe costs the event loop about what decoding saves). fzstd is ~5x
+ * concurrent cold requests) 650 ms → 556 ms. A `zstd -dc` child piping into this process was no
+ * faster (moving 100 MB through a pipe costs the event loop about what decoding saves); one that
+ * writes the NAR file itself is, and downloads use that when they can (file-decoder.ts). fzstd is ~5x
  * slower. `@mongodb-js/zstd` 1.x is not used for upstream bodies: it has no streaming API, and its
  * whole-buffer decode cannot be bounded (in a review's run, a 120 KB zstd narinfo grew to 4 GB
  * before its length could be checked); decodeZstdBuffer() decodes `.ls` and narinfo bodies with a
@@ -105,7 +104,7 @@ export function createDecoder(compression: string, options: DecoderOptions = {})
  * already started (a worker job or a child process).
  */
 export function createNarDecoders(body: Readable, contentEncoding: string | undefined, compression: string, narSize: number): Duplex[] {
-  const options: DecoderOptions = { external: narSize >= WORKER_DECODER_MIN_BYTES, maxOutputBytes: narSize }
+  const options: DecoderOptions = { external: narSize >= SMALL_ZSTD_BYTES, maxOutputBytes: narSize }
   const decoders: Duplex[] = []
   try {
     if (contentEncoding !== undefined && contentEncoding !== 'identity') {

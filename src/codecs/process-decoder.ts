@@ -4,6 +4,9 @@ import { accessSync, constants } from 'node:fs'
 import path from 'node:path'
 import { Duplex } from 'node:stream'
 
+/** What `xz`, `zstd` and `bzip2` all take to decode stdin to stdout. */
+export const DECODE_ARGS: readonly string[] = ['--decompress', '--stdout', '--quiet']
+
 /** The absolute path of `command` on PATH, or undefined. */
 export function findExecutable(command: string, searchPath = process.env.PATH ?? ''): string | undefined {
   for (const dir of searchPath.split(path.delimiter)) {

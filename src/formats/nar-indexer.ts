@@ -154,6 +154,23 @@ export class NarIndexer {
     }
   }
 
+  /**
+   * How many bytes of file contents come next (0 unless inside a regular file's contents). A
+   * caller that has the NAR in a file may skip() them instead of reading them: they are only counted.
+   */
+  get contentsAhead(): number {
+    return this.#failed === undefined && this.#phase === 'contents' ? this.#contentsLeft : 0
+  }
+
+  /** Consumes `bytes` (at most contentsAhead) of file contents unseen. */
+  skip(bytes: number): void {
+    if (this.#failed !== undefined) throw this.#failed
+    if (!(bytes >= 0 && bytes <= this.contentsAhead)) throw new RangeError(`cannot skip ${bytes} bytes, only ${this.contentsAhead} bytes of contents are ahead`)
+    if (bytes === 0) return
+    this.#position += bytes
+    this.#takeContents(bytes, [])
+  }
+
   /** Bytes consumed so far. */
   get position(): number {
     return this.#position
@@ -210,12 +227,8 @@ export class NarIndexer {
         case 'contents': {
           // Skipped by counting: O(1) whatever the chunk size.
           const take = Math.min(this.#contentsLeft, length - i)
-          this.#contentsLeft -= take
           i += take
-          if (this.#contentsLeft === 0) {
-            if (this.#paddingLeft > 0) this.#phase = 'padding'
-            else this.#onTokenEnd(entries)
-          }
+          this.#takeContents(take, entries)
           break
         }
         case 'padding': {
@@ -232,6 +245,15 @@ export class NarIndexer {
       }
     }
     this.#position = base + length
+  }
+
+  /** `bytes` more of the current file's contents went by. */
+  #takeContents(bytes: number, entries: NarEntry[]): void {
+    this.#contentsLeft -= bytes
+    if (this.#contentsLeft === 0) {
+      if (this.#paddingLeft > 0) this.#phase = 'padding'
+      else this.#onTokenEnd(entries)
+    }
   }
 
   /** The 8-byte length word of a token is complete. */

@@ -2,7 +2,7 @@
 import type { Context } from 'hono'
 import { UnsupportedCompressionError } from '../codecs/decompress.js'
 import type { Logger } from '../log.js'
-import { DiskError, NarAbandonedError, NarVerificationError } from '../store/nar-download.js'
+import { DiskError, NarAbandonedError, NarVerificationError } from '../store/nar-errors.js'
 import { UpstreamsFailedError } from '../upstream/path-info-lookup.js'
 import { UpstreamError } from '../upstream/upstream.js'
 import { escapeHtml, OWN_PAGES_CSP } from './html.js'

@@ -43,6 +43,11 @@ export function createNarHasher(algorithm: string, file: string, narSize: number
   return narSize >= WORKER_HASH_MIN_BYTES ? new WorkerFileHasher(algorithm, file) : new InProcessHasher(algorithm)
 }
 
+/** A hasher that only reads the file back (for NARs a decoder program writes, never seen in chunks). */
+export function createFileHasher(algorithm: string, file: string): NarHasher {
+  return new WorkerFileHasher(algorithm, file)
+}
+
 class InProcessHasher implements NarHasher {
   readonly #hasher: Hasher
   constructor(algorithm: string) {

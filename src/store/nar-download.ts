@@ -2,37 +2,17 @@
 import type { FileHandle } from 'node:fs/promises'
 import { Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { hashEquals, type Hash } from '../formats/hash.js'
+import { hashEquals } from '../formats/hash.js'
 import type { Listing, ListingNode } from '../formats/listing.js'
 import { NarIndexer, type NarEntry } from '../formats/nar-indexer.js'
-import { createNarDecoders, recyclerOf } from '../codecs/decompress.js'
+import { createNarDecoders, DecodedTooLargeError, recyclerOf } from '../codecs/decompress.js'
+import { DecoderOutputError, decoderProgramFor, spawnFileDecoder, type DecoderProgram } from '../codecs/file-decoder.js'
 import type { PathInfo } from '../upstream/path-info-lookup.js'
-import { UpstreamError } from '../upstream/upstream.js'
-import { createNarHasher, type NarHasher } from './file-hasher.js'
+import { UpstreamError, type UpstreamResponse } from '../upstream/upstream.js'
+import { createFileHasher, createNarHasher, type NarHasher } from './file-hasher.js'
+import { DiskError, NarAbandonedError, NarVerificationError } from './nar-errors.js'
+import { followDecodedFile } from './nar-file-follower.js'
 import { createRangeStream, readRangeBytes, type NarSource, type RangeSource } from './nar-source.js'
-
-/** The NAR failed verification (size or hash) or is not a valid NAR. */
-export class NarVerificationError extends Error {
-  override readonly name = 'NarVerificationError'
-  readonly upstream: string
-  constructor(upstream: string, detail: string, options?: ErrorOptions) {
-    super(`${upstream}: ${detail}`, options)
-    this.upstream = upstream
-  }
-}
-
-/** A NAR too big to keep was dropped because every client reading it had left. */
-export class NarAbandonedError extends Error {
-  override readonly name = 'NarAbandonedError'
-  constructor() {
-    super('every client left a NAR that is not kept')
-  }
-}
-
-/** Writing to the cache directory failed. */
-export class DiskError extends Error {
-  override readonly name = 'DiskError'
-}
 
 interface ByteWaiter {
   readonly end: number
@@ -161,10 +141,15 @@ export class NarDownload implements NarSource {
     try {
       const res = await upstream.get(narKey, signal)
       if (res === undefined) throw new UpstreamError(upstream.name, 'bad-status', `NAR ${narKey} is missing`)
-      const decoders = createNarDecoders(res.body, res.contentEncoding, narInfo.compression, narInfo.narSize)
-      const hasher = createNarHasher(narInfo.narHash.algorithm, this.#path, narInfo.narSize)
-      const sink = new NarSink(this, narInfo.narSize, hasher, narInfo.narHash, upstream.name, recyclerOf(decoders.at(-1)!))
-      await pipeline([res.body, ...decoders, sink] as unknown as [NodeJS.ReadableStream, NodeJS.WritableStream], { signal })
+      const program = decoderProgramFor(narInfo.compression, res.contentEncoding, narInfo.narSize)
+      const indexer = new NarIndexer()
+      const hasher = program !== undefined ? createFileHasher(narInfo.narHash.algorithm, this.#path) : createNarHasher(narInfo.narHash.algorithm, this.#path, narInfo.narSize)
+      try {
+        const size = program !== undefined ? await this.#decodeByProgram(res, program, indexer, hasher) : await this.#decodeHere(res, indexer, hasher)
+        await this.#verify(size, indexer, hasher)
+      } finally {
+        hasher.dispose()
+      }
       // The tree onWritten() built entry by entry: the NAR is complete, so it is too.
       const root = this.#root.node
       if (root === undefined) throw new NarVerificationError(upstream.name, 'the NAR has no root entry')
@@ -182,7 +167,53 @@ export class NarDownload implements NarSource {
     }
   }
 
-  /** Called by the sink after each chunk has been written to disk. */
+  /** Decodes, indexes and writes the NAR in this process (node's decoders, or a program's pipe); returns its size. */
+  async #decodeHere(res: UpstreamResponse, indexer: NarIndexer, hasher: NarHasher): Promise<number> {
+    const { upstream, narInfo } = this.info
+    const decoders = createNarDecoders(res.body, res.contentEncoding, narInfo.compression, narInfo.narSize)
+    const sink = new NarSink(this, narInfo.narSize, indexer, hasher, upstream.name, recyclerOf(decoders.at(-1)!))
+    await pipeline([res.body, ...decoders, sink] as unknown as [NodeJS.ReadableStream, NodeJS.WritableStream], { signal: this.#abort.signal })
+    return sink.position
+  }
+
+  /** Lets `program` write the decoded NAR into the temp file while this process follows it; returns its size. */
+  async #decodeByProgram(res: UpstreamResponse, program: DecoderProgram, indexer: NarIndexer, hasher: NarHasher): Promise<number> {
+    const { upstream, narInfo } = this.info
+    const signal = this.#abort.signal
+    const decoder = spawnFileDecoder(program, res, this.#file.fd, narInfo.narSize)
+    try {
+      return await followDecodedFile({ file: this.#file, decoder, indexer, hasher, narSize: narInfo.narSize, upstream: upstream.name, signal, onWritten: (bytes, entries) => this.onWritten(bytes, entries) })
+    } catch (err) {
+      if (signal.aborted) throw signal.reason
+      if (err instanceof DecodedTooLargeError) throw new NarVerificationError(upstream.name, `NAR is larger than its NarSize ${narInfo.narSize}`)
+      if (err instanceof DecoderOutputError) throw new DiskError(err.message, { cause: err })
+      throw err
+    } finally {
+      decoder.kill()
+    }
+  }
+
+  /** The whole NAR is on disk: it must be NarSize bytes, a complete NAR, and match NarHash; then it is synced. */
+  async #verify(size: number, indexer: NarIndexer, hasher: NarHasher): Promise<void> {
+    const { upstream, narInfo } = this.info
+    if (size !== narInfo.narSize) throw new NarVerificationError(upstream.name, `NAR is ${size} bytes, NarSize says ${narInfo.narSize}`)
+    try {
+      indexer.end()
+    } catch (err) {
+      throw new NarVerificationError(upstream.name, (err as Error).message, { cause: err })
+    }
+    const digest = await hasher.digest().catch((err: Error) => {
+      throw new DiskError(err.message, { cause: err })
+    })
+    if (!hashEquals({ algorithm: narInfo.narHash.algorithm, digest }, narInfo.narHash)) {
+      throw new NarVerificationError(upstream.name, 'NAR does not match its NarHash')
+    }
+    await this.#file.sync().catch((err: NodeJS.ErrnoException) => {
+      throw new DiskError(`syncing the NAR: ${err.code ?? err.message}`)
+    })
+  }
+
+  /** Called after each piece of the NAR has been written to disk, with the entries indexed in it. */
   onWritten(bytes: number, entries: readonly NarEntry[]): void {
     this.#written += bytes
     for (const entry of entries) this.#addEntry(entry)
@@ -295,10 +326,9 @@ const WRITE_BATCH_DELAY_MS = 2
 class NarSink extends Writable {
   readonly #download: NarDownload
   readonly #narSize: number
-  readonly #narHash: Hash
   readonly #upstream: string
   readonly #hasher: NarHasher
-  readonly #indexer = new NarIndexer()
+  readonly #indexer: NarIndexer
   /** Bytes accepted (indexed and counted) so far. */
   #position = 0
   /** Bytes on disk so far. */
@@ -313,14 +343,19 @@ class NarSink extends Writable {
   /** Hands a chunk back to the decoder once it is on disk (nothing else keeps chunks: the indexer copies what it needs). */
   readonly #recycle: ((chunk: Buffer) => void) | undefined
 
-  constructor(download: NarDownload, narSize: number, hasher: NarHasher, narHash: Hash, upstream: string, recycle: ((chunk: Buffer) => void) | undefined) {
+  constructor(download: NarDownload, narSize: number, indexer: NarIndexer, hasher: NarHasher, upstream: string, recycle: ((chunk: Buffer) => void) | undefined) {
     super({ highWaterMark: 4 * 1024 * 1024 })
     this.#recycle = recycle
     this.#download = download
     this.#narSize = narSize
-    this.#narHash = narHash
+    this.#indexer = indexer
     this.#upstream = upstream
     this.#hasher = hasher
+  }
+
+  /** Bytes accepted (indexed and counted); all on disk once the sink has finished. */
+  get position(): number {
+    return this.#position
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
@@ -385,14 +420,11 @@ class NarSink extends Writable {
   }
 
   override _final(callback: (error?: Error | null) => void): void {
-    this.#drain()
-      .then(() => this.#verify())
-      .then(() => callback(), callback)
+    this.#drain().then(() => callback(), callback)
   }
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
     clearTimeout(this.#timer)
-    this.#hasher.dispose()
     callback(err)
   }
 
@@ -409,26 +441,6 @@ class NarSink extends Writable {
       if (this.destroyed) throw new Error('the download was stopped before its last bytes were written')
       this.#flush()
     }
-  }
-
-  async #verify(): Promise<void> {
-    if (this.#position !== this.#narSize) {
-      throw new NarVerificationError(this.#upstream, `NAR is ${this.#position} bytes, NarSize says ${this.#narSize}`)
-    }
-    try {
-      this.#indexer.end()
-    } catch (err) {
-      throw new NarVerificationError(this.#upstream, (err as Error).message, { cause: err })
-    }
-    const digest = await this.#hasher.digest().catch((err: Error) => {
-      throw new DiskError(err.message, { cause: err })
-    })
-    if (!hashEquals({ algorithm: this.#narHash.algorithm, digest }, this.#narHash)) {
-      throw new NarVerificationError(this.#upstream, 'NAR does not match its NarHash')
-    }
-    await this.#download.file.sync().catch((err: NodeJS.ErrnoException) => {
-      throw new DiskError(`syncing the NAR: ${err.code ?? err.message}`)
-    })
   }
 }
 

@@ -11,7 +11,8 @@ import type { Logger } from '../log.js'
 import type { PathInfo } from '../upstream/path-info-lookup.js'
 import { UpstreamError } from '../upstream/upstream.js'
 import { DownloadSlots } from './download-slots.js'
-import { DiskError, NarDownload, NarVerificationError } from './nar-download.js'
+import { NarDownload } from './nar-download.js'
+import { DiskError, NarVerificationError } from './nar-errors.js'
 import { createRangeStream, readRangeBytes, type NarLease, type NarSource, type RangeSource } from './nar-source.js'
 
 export interface NarStoreOptions {

@@ -26,7 +26,7 @@ export class FileUpstream implements Upstream {
         const end = Math.min(range.end, info.size - 1)
         return { body: createReadStream(file, { start: range.start, end }), size: Math.max(0, end - range.start + 1), contentEncoding: undefined, partial: true }
       }
-      return { body: createReadStream(file, { highWaterMark: 256 * 1024 }), size: info.size, contentEncoding: undefined }
+      return { body: createReadStream(file, { highWaterMark: 256 * 1024 }), size: info.size, contentEncoding: undefined, file }
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
       if (code !== undefined && MISSING_CODES.has(code)) return undefined

@@ -10,6 +10,11 @@ export interface UpstreamResponse {
   readonly contentEncoding: string | undefined
   /** True when the body is exactly the requested byte range (HTTP 206); a whole body otherwise. */
   readonly partial?: boolean
+  /**
+   * The local file whose whole contents `body` streams (file:// upstreams): a decoder program can
+   * read it itself, and `body` is then destroyed unread.
+   */
+  readonly file?: string
 }
 
 /** Bytes `start` to `end` of an object, inclusive (HTTP Range semantics). */

@@ -22,6 +22,28 @@ function indexAll(chunks: Iterable<Uint8Array>): NarEntry[] {
   return entries
 }
 
+/**
+ * Indexes `nar` the way a reader of a file does (nar-file-follower.ts): `readSize` bytes at a time,
+ * skipping file contents instead of reading them. Returns the entries and the bytes actually read.
+ */
+function indexSkipping(nar: Uint8Array, readSize: number): { entries: NarEntry[]; read: number } {
+  const indexer = new NarIndexer()
+  const entries: NarEntry[] = []
+  let read = 0
+  while (indexer.position < nar.length) {
+    const ahead = indexer.contentsAhead
+    if (ahead > 0) {
+      indexer.skip(ahead)
+      continue
+    }
+    const chunk = nar.subarray(indexer.position, indexer.position + readSize)
+    read += chunk.length
+    entries.push(...indexer.push(chunk))
+  }
+  indexer.end()
+  return { entries, read }
+}
+
 /** Pushes the chunks, then ends; returns the NarFormatError that must come out. */
 function failure(chunks: Iterable<Uint8Array>): NarFormatError {
   const indexer = new NarIndexer()
@@ -122,6 +144,38 @@ describe('NarIndexer', () => {
       if (nar.length < 1_000_000) assert.deepEqual(indexAll(chunked(nar, 1)), expected, `${storePath}, 1-byte chunks`)
       for (const size of [7, 4093, 65_536 + 3]) assert.deepEqual(indexAll(chunked(nar, size)), expected, `${storePath}, ${size}-byte chunks`)
     }
+  })
+
+  it('yields the same entries when file contents are skipped instead of pushed', () => {
+    for (const { storePath, nar } of uncompressedNars()) {
+      const expected = indexAll([nar])
+      for (const size of [1, 13, 4096]) {
+        const { entries, read } = indexSkipping(nar, size)
+        assert.deepEqual(entries, expected, `${storePath}, ${size}-byte reads`)
+        const contents = expected.reduce((sum, e) => sum + (e.type === 'regular' ? e.size : 0), 0)
+        if (size === 1) assert.equal(read, nar.length - contents, `${storePath}: every contents byte skipped, every other byte read`)
+      }
+    }
+  })
+
+  it('tells how much contents is ahead, refuses to skip anything else, and still checks the padding after it', () => {
+    const indexer = new NarIndexer()
+    assert.equal(indexer.contentsAhead, 0, 'nothing before the header')
+    assert.throws(() => indexer.skip(1), RangeError)
+    // HELLO: the contents 'Hello World!' (12 bytes) start at 96, then 4 bytes of padding.
+    indexer.push(HELLO.subarray(0, 96))
+    assert.equal(indexer.contentsAhead, 12)
+    assert.throws(() => indexer.skip(13), RangeError, 'past the contents')
+    indexer.skip(5)
+    assert.equal(indexer.contentsAhead, 7)
+    assert.equal(indexer.position, 101)
+    indexer.skip(7)
+    assert.equal(indexer.contentsAhead, 0, 'padding is read, not skipped')
+    const badPadding = HELLO.slice(108, 112)
+    badPadding[1] = 7
+    assert.throws(() => indexer.push(badPadding), (error: unknown) => error instanceof NarFormatError && error.offset === 109 && /non-zero padding byte 0x07/.test(error.message))
+    assert.equal(indexer.contentsAhead, 0, 'a failed indexer has nothing ahead')
+    assert.throws(() => indexer.skip(0), NarFormatError, 'and keeps failing')
   })
 
   it('returns a regular entry before its contents are pushed', () => {

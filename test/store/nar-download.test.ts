@@ -3,19 +3,21 @@
  * short-written, encoded) and the no-disk path (direct-file-stream.ts).
  */
 import assert from 'node:assert/strict'
-import { execFile } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { mkdtemp, open, readFile, rm } from 'node:fs/promises'
+import { chmod, mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import { PassThrough, type Readable } from 'node:stream'
+import { PassThrough, Readable } from 'node:stream'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { promisify } from 'node:util'
 import { gzipSync } from 'node:zlib'
 import { after, before, describe, it } from 'node:test'
 import { createLogger } from '../../src/log.js'
 import { openDirectFile } from '../../src/store/direct-file-stream.js'
+import { findExecutable } from '../../src/codecs/process-decoder.js'
 import { NarDownload } from '../../src/store/nar-download.js'
+import { DiskError, NarVerificationError } from '../../src/store/nar-errors.js'
 import { FileUpstream } from '../../src/upstream/file-upstream.js'
 import { PathInfoLookup, type PathInfo } from '../../src/upstream/path-info-lookup.js'
 import type { Upstream } from '../../src/upstream/upstream.js'
@@ -121,6 +123,101 @@ describe('NarDownload', () => {
     await download.done
     download.unhold()
     assert.ok((await readFile(filePath)).equals(nar))
+  })
+})
+
+describe('NarDownload with a decoder program writing the file', () => {
+  let dir: string
+  let info: PathInfo
+  let nar: Buffer
+  before(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'unnar-program-'))
+    info = await basicInfo()
+    nar = await readFile(path.join(cacheDir('none'), info.narKey))
+  })
+  after(async () => {
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  /** basic's NAR (3.2 MiB: zstd uses the program) as `compression` compresses it. */
+  function compressed(compression: 'xz' | 'zstd'): Buffer {
+    return execFileSync(compression, ['-c', '-1'], { input: nar, maxBuffer: 1 << 30 })
+  }
+
+  async function download(name: string, pathInfo: PathInfo) {
+    const filePath = path.join(dir, name)
+    const d = new NarDownload({ info: pathInfo, file: await open(filePath, 'w+'), path: filePath, abortWhenUnused: false })
+    const outcome = await d.done.then((listing) => ({ listing }), (err: Error) => ({ err }))
+    d.unhold()
+    return { outcome, filePath, download: d }
+  }
+
+  it('runs `zstd` for a big zstd NAR: the same file and listing as decoding in-process', async () => {
+    const program = path.join(dir, 'bin')
+    await mkdir(program)
+    const marker = path.join(dir, 'zstd-ran')
+    await writeFile(path.join(program, 'zstd'), `#!/bin/sh\n: > '${marker}'\nexec '${findExecutable('zstd')}' "$@"\n`)
+    await chmod(path.join(program, 'zstd'), 0o755)
+    const body = compressed('zstd')
+    const savedPath = process.env.PATH
+    try {
+      process.env.PATH = program
+      const byProgram = await download('by-program.nar', fedBy(info, Readable.from([body]), { compression: 'zstd' }))
+      await stat(marker)
+      process.env.PATH = ''
+      const here = await download('here.nar', fedBy(info, Readable.from([body]), { compression: 'zstd' }))
+      assert.ok('listing' in byProgram.outcome && 'listing' in here.outcome)
+      assert.deepEqual(byProgram.outcome.listing, here.outcome.listing)
+      assert.ok((await readFile(byProgram.filePath)).equals(nar))
+      assert.ok((await readFile(here.filePath)).equals(nar))
+    } finally {
+      process.env.PATH = savedPath
+    }
+  })
+
+  it('has the program read a local NAR file itself (file:// upstreams) instead of the body', async () => {
+    const xzUpstream = new FileUpstream(pathToFileURL(cacheDir('xz')))
+    const xzInfo = await new PathInfoLookup([xzUpstream], { log: createLogger('silent'), negativeTtlMs: 1000, maxEntries: 10, trustedKeys: () => undefined }).find(basic.hash)
+    assert.ok(xzInfo !== undefined)
+    const res = await xzUpstream.get(xzInfo.narKey)
+    const local = path.join(cacheDir('xz'), xzInfo.narKey)
+    assert.equal(res?.file, local, 'a file:// upstream names the file behind its body')
+    res.body.destroy()
+    // A body that never sends a byte: only the file can complete the NAR.
+    const silent = new PassThrough()
+    const upstream: Upstream = { name: 'file-upstream', get: async () => ({ body: silent, size: undefined, contentEncoding: undefined, file: local }) }
+    const { outcome, filePath } = await download('local.nar', { ...xzInfo, upstream })
+    assert.ok('listing' in outcome, String((outcome as { err?: Error }).err))
+    assert.ok((await readFile(filePath)).equals(nar))
+    assert.equal(silent.destroyed, true, 'the unread body is let go')
+  })
+
+  it('refuses a NAR that does not match its NarHash, and one that is short of its NarSize', async () => {
+    const wrongHash = { ...info.narInfo.narHash, digest: new Uint8Array(32) }
+    const forged = await download('forged.nar', { ...fedBy(info, Readable.from([compressed('xz')]), { compression: 'xz' }), narInfo: { ...info.narInfo, compression: 'xz', narHash: wrongHash } })
+    assert.ok('err' in forged.outcome && forged.outcome.err instanceof NarVerificationError, String((forged.outcome as { err?: Error }).err))
+    assert.match(forged.outcome.err.message, /NAR does not match its NarHash/)
+    const short = await download('short.nar', { ...fedBy(info, Readable.from([execFileSync('xz', ['-c'], { input: nar.subarray(0, 1000) })]), { compression: 'xz' }) })
+    assert.ok('err' in short.outcome && short.outcome.err instanceof NarVerificationError)
+    assert.match(short.outcome.err.message, new RegExp(`NAR is 1000 bytes, NarSize says ${nar.length}`))
+  })
+
+  it('says the disk failed when the program cannot write (a full filesystem)', async (t) => {
+    const mount = path.join(dir, 'full')
+    await mkdir(mount)
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mount], { stdio: 'ignore' })
+    } catch {
+      return t.skip('mounting a small tmpfs needs root')
+    }
+    try {
+      const filePath = path.join(mount, 'nar')
+      const d = new NarDownload({ info: fedBy(info, Readable.from([compressed('xz')]), { compression: 'xz' }), file: await open(filePath, 'w+'), path: filePath, abortWhenUnused: false })
+      await assert.rejects(d.done, (err: Error) => err instanceof DiskError && /^xz could not write the NAR: .*No space left on device/.test(err.message))
+      d.unhold()
+    } finally {
+      execFileSync('umount', ['-l', mount])
+    }
   })
 })
 

@@ -1,0 +1,106 @@
+/**
+ * A decoder program (`xz`, `zstd`, `bzip2`) that writes the NAR straight into its temp file: the
+ * decoded bytes never pass through the event loop, which then has no pipe to read and no writes
+ * to issue. bench/ rows 2a, 3a: the program alone is the whole cost of a cold NAR.
+ */
+import { spawn } from 'node:child_process'
+import path from 'node:path'
+import type { Readable } from 'node:stream'
+import { DecodedTooLargeError, SMALL_ZSTD_BYTES } from './decompress.js'
+import { DECODE_ARGS, findExecutable } from './process-decoder.js'
+
+export interface DecoderProgram {
+  readonly executable: string
+  readonly args: readonly string[]
+}
+
+/** The program failed to write its output (a full disk, a quota, a read-only filesystem). */
+export class DecoderOutputError extends Error {
+  override readonly name = 'DecoderOutputError'
+}
+
+export interface FileDecoder {
+  /** Resolves once the program has exited successfully; rejects with why it did not. */
+  readonly exited: Promise<void>
+  /** Stops the program (and stops reading its input); safe to call at any time. */
+  kill(): void
+}
+
+/**
+ * The program that can decode a NAR body into a file, if there is one on PATH: for xz and bzip2
+ * always (they run as programs anyway, see decompress.ts), for zstd from SMALL_ZSTD_BYTES on. A
+ * body with its own Content-Encoding goes through node's decoders instead.
+ */
+export function decoderProgramFor(compression: string, contentEncoding: string | undefined, narSize: number): DecoderProgram | undefined {
+  if (contentEncoding !== undefined && contentEncoding !== 'identity') return undefined
+  const name = compression === 'xz' || compression === 'bzip2' ? compression : compression === 'zstd' && narSize >= SMALL_ZSTD_BYTES ? 'zstd' : undefined
+  const executable = name === undefined ? undefined : findExecutable(name)
+  return executable === undefined ? undefined : { executable, args: DECODE_ARGS }
+}
+
+/** Writes that program's error messages use: a disk problem, not a corrupt NAR. */
+const WRITE_FAILURE = /write error|no space left|disk quota|read-only file system/i
+
+/** What a decoder program reads: `body`, or the local file it streams (read by the program itself). */
+export interface DecoderInput {
+  readonly body: Readable
+  readonly file?: string
+}
+
+/**
+ * Runs `program` on `input` with the open file `fd` (empty, at offset 0) as its stdout. The kernel
+ * stops it past `maxBytes`, rounded up to 512 bytes (RLIMIT_FSIZE, set by the shell's `ulimit -f`,
+ * which counts 512-byte blocks): a decompression bomb never fills the disk, and the caller checks
+ * the exact size.
+ */
+export function spawnFileDecoder(program: DecoderProgram, input: DecoderInput, fd: number, maxBytes: number): FileDecoder {
+  const name = path.basename(program.executable)
+  const blocks = String(Math.ceil(maxBytes / 512))
+  // A local file is read by the program: no pipe for the event loop to feed (bench/ rows 2a, 3a).
+  const body = input.body
+  if (input.file !== undefined) body.destroy()
+  const args = input.file !== undefined ? [...program.args, '--', input.file] : program.args
+  // Its own process group: a Ctrl-C in unnar's terminal is for unnar, whose graceful shutdown
+  // stops the downloads it does not let finish.
+  const child = spawn('/bin/sh', ['-c', 'ulimit -f "$1" && shift && exec "$@"', 'sh', blocks, program.executable, ...args], {
+    stdio: [input.file !== undefined ? 'ignore' : 'pipe', fd, 'pipe'],
+    detached: true,
+  })
+  const stderrStream = child.stderr!
+  let stderr = ''
+  stderrStream.setEncoding('utf8')
+  stderrStream.on('data', (chunk: string) => {
+    if (stderr.length < 1000) stderr += chunk
+  })
+  let inputError: Error | undefined
+  const kill = () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+    body.destroy()
+  }
+  if (child.stdin !== null) {
+    body.on('error', (err) => {
+      inputError ??= err
+      kill()
+    })
+    child.stdin.on('error', () => {}) // EPIPE once the program stopped: its exit status says why
+    body.pipe(child.stdin)
+  }
+  const exited = new Promise<void>((resolve, reject) => {
+    child.on('error', (err) => {
+      kill()
+      reject(err)
+    })
+    child.on('close', (code, signal) => {
+      body.destroy()
+      const said = stderr.trim().split('\n').at(-1) ?? ''
+      // A broken body is the failure, not what the program made of its truncated input.
+      if (inputError !== undefined) reject(inputError)
+      else if (signal === 'SIGXFSZ') reject(new DecodedTooLargeError(`the decoded NAR is larger than ${maxBytes} bytes`))
+      else if (code === 0) resolve()
+      else if (WRITE_FAILURE.test(stderr)) reject(new DecoderOutputError(`${name} could not write the NAR: ${said}`))
+      else reject(new Error(`${name} failed (${signal ?? `exit ${code}`}): ${said}`))
+    })
+  })
+  exited.catch(() => {}) // the caller may stop listening once it has failed for another reason
+  return { exited, kill }
+}

@@ -1,0 +1,24 @@
+/** Why a NAR download failed, as the store and the HTTP layer tell them apart. */
+
+/** The NAR failed verification (size or hash) or is not a valid NAR. */
+export class NarVerificationError extends Error {
+  override readonly name = 'NarVerificationError'
+  readonly upstream: string
+  constructor(upstream: string, detail: string, options?: ErrorOptions) {
+    super(`${upstream}: ${detail}`, options)
+    this.upstream = upstream
+  }
+}
+
+/** A NAR too big to keep was dropped because every client reading it had left. */
+export class NarAbandonedError extends Error {
+  override readonly name = 'NarAbandonedError'
+  constructor() {
+    super('every client left a NAR that is not kept')
+  }
+}
+
+/** Writing to the cache directory failed. */
+export class DiskError extends Error {
+  override readonly name = 'DiskError'
+}

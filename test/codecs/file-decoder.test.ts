@@ -1,0 +1,154 @@
+/** Decoder programs writing NARs straight into a file: output, limits, failures, and when they are chosen. */
+import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { createReadStream } from 'node:fs'
+import { mkdir, mkdtemp, open, readdir, readFile, rm, stat } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { PassThrough, Readable } from 'node:stream'
+import { after, before, describe, it } from 'node:test'
+import { compress as zstdCompress } from 'zstd-napi'
+import { DecodedTooLargeError } from '../../src/codecs/decompress.js'
+import { DecoderOutputError, decoderProgramFor, spawnFileDecoder, type DecoderInput, type DecoderProgram } from '../../src/codecs/file-decoder.js'
+import { cacheDir } from '../helpers/fixtures.js'
+
+const PROGRAMS = ['xz', 'zstd', 'bzip2'] as const
+
+/** Every compressed fixture NAR of `cache`, with the uncompressed NAR of the same store path. */
+async function pairs(cache: string): Promise<Array<{ compressed: string; nar: Buffer }>> {
+  const out: Array<{ compressed: string; nar: Buffer }> = []
+  for (const name of (await readdir(cacheDir(cache))).filter((n) => n.endsWith('.narinfo'))) {
+    const url = /^URL: (.*)$/m.exec(await readFile(path.join(cacheDir(cache), name), 'utf8'))![1]!
+    const plainUrl = /^URL: (.*)$/m.exec(await readFile(path.join(cacheDir('none'), name), 'utf8'))![1]!
+    out.push({ compressed: path.join(cacheDir(cache), url), nar: await readFile(path.join(cacheDir('none'), plainUrl)) })
+  }
+  return out
+}
+
+function programFor(compression: (typeof PROGRAMS)[number]): DecoderProgram {
+  const program = decoderProgramFor(compression, undefined, 2 * 1024 * 1024)
+  assert.ok(program !== undefined, `${compression} is installed (.ci/run installs it)`)
+  return program
+}
+
+describe('spawnFileDecoder', () => {
+  let dir: string
+  let n = 0
+  before(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'unnar-file-decoder-'))
+  })
+  after(() => rm(dir, { recursive: true, force: true }))
+
+  /** Runs the decoder into a fresh file; returns how it ended and what the file holds. */
+  async function run(program: DecoderProgram, input: DecoderInput, maxBytes: number, target = path.join(dir, `out-${++n}`)) {
+    const file = await open(target, 'w+')
+    try {
+      const decoder = spawnFileDecoder(program, input, file.fd, maxBytes)
+      const outcome = await decoder.exited.then(() => undefined, (err: Error) => err)
+      return { outcome, written: await readFile(target) }
+    } finally {
+      await file.close()
+    }
+  }
+
+  for (const compression of PROGRAMS) {
+    it(`writes every ${compression} fixture NAR into the file, from a stream and from a local file`, async () => {
+      const program = programFor(compression)
+      for (const { compressed, nar } of await pairs(compression)) {
+        const streamed = await run(program, { body: createReadStream(compressed, { highWaterMark: 16 * 1024 }) }, nar.length)
+        assert.equal(streamed.outcome, undefined, compressed)
+        assert.ok(streamed.written.equals(nar), `${compressed} from a stream`)
+        const body = new PassThrough() // never fed: the program reads the file itself
+        const local = await run(program, { body, file: compressed }, nar.length)
+        assert.equal(local.outcome, undefined, compressed)
+        assert.ok(local.written.equals(nar), `${compressed} from its file`)
+        assert.equal(body.destroyed, true, 'the unread body is let go')
+      }
+    })
+  }
+
+  it('has the kernel stop a bomb at maxBytes (rounded up to 512 bytes), whatever the program', async () => {
+    const zeros = Buffer.alloc(64 * 1024 * 1024)
+    const bombs = {
+      xz: execFileSync('xz', ['-c'], { input: zeros, maxBuffer: 1 << 30 }),
+      zstd: Buffer.from(zstdCompress(zeros)),
+      bzip2: execFileSync('bzip2', ['-c'], { input: zeros, maxBuffer: 1 << 30 }),
+    }
+    for (const compression of PROGRAMS) {
+      const { outcome, written } = await run(programFor(compression), { body: Readable.from([bombs[compression]]) }, 100_000)
+      assert.ok(outcome instanceof DecodedTooLargeError, `${compression}: ${String(outcome)}`)
+      assert.ok(written.length <= 100_352, `${compression}: ${written.length} bytes written`)
+    }
+  })
+
+  it('fails with what the program said when the data is corrupt', async () => {
+    const garbage = Buffer.from('this is not compressed data at all, not even a little bit'.repeat(20))
+    for (const compression of PROGRAMS) {
+      const { outcome } = await run(programFor(compression), { body: Readable.from([garbage]) }, 1_000_000)
+      assert.ok(outcome instanceof Error && !(outcome instanceof DecoderOutputError), `${compression}: ${String(outcome)}`)
+      assert.match(outcome.message, new RegExp(`^${compression} failed \\(exit \\d+\\): .+`))
+    }
+  })
+
+  it('fails with the body’s own error when the body breaks, and stops the program', async () => {
+    const { compressed } = (await pairs('xz'))[0]!
+    const whole = await readFile(compressed)
+    const body = new PassThrough()
+    body.write(whole.subarray(0, 100))
+    const broken = new Error('the upstream reset the connection')
+    setTimeout(() => body.destroy(broken), 50)
+    const { outcome } = await run(programFor('xz'), { body }, 10_000_000)
+    assert.equal(outcome, broken)
+  })
+
+  it('stops the program and its input on kill()', async () => {
+    const body = new PassThrough()
+    const file = await open(path.join(dir, 'killed'), 'w+')
+    try {
+      const decoder = spawnFileDecoder(programFor('zstd'), { body }, file.fd, 1_000_000)
+      decoder.kill()
+      await assert.rejects(decoder.exited, /zstd failed \(SIGKILL\)/)
+      assert.equal(body.destroyed, true)
+    } finally {
+      await file.close()
+    }
+  })
+
+  it('tells a full disk from a corrupt NAR', async (t) => {
+    const mount = path.join(dir, 'full')
+    await mkdir(mount)
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', mount], { stdio: 'ignore' })
+    } catch {
+      return t.skip('mounting a small tmpfs needs root')
+    }
+    try {
+      const { compressed, nar } = (await pairs('xz')).sort((a, b) => b.nar.length - a.nar.length)[0]!
+      assert.ok(nar.length > 1024 * 1024, 'the biggest fixture NAR does not fit in 64 KiB')
+      const { outcome } = await run(programFor('xz'), { body: createReadStream(compressed) }, nar.length, path.join(mount, 'nar'))
+      assert.ok(outcome instanceof DecoderOutputError, String(outcome))
+      assert.match(outcome.message, /^xz could not write the NAR: .*No space left on device/)
+    } finally {
+      execFileSync('umount', ['-l', mount])
+    }
+  })
+})
+
+describe('decoderProgramFor', () => {
+  it('picks xz and bzip2 for every size, zstd from 1 MiB, and nothing for other codecs or encoded bodies', async () => {
+    assert.match(decoderProgramFor('xz', undefined, 100)?.executable ?? '', /\/xz$/)
+    assert.match(decoderProgramFor('bzip2', 'identity', 100)?.executable ?? '', /\/bzip2$/)
+    assert.equal(decoderProgramFor('zstd', undefined, 1024 * 1024 - 1), undefined, 'a small zstd NAR decodes in-process')
+    assert.match(decoderProgramFor('zstd', undefined, 1024 * 1024)?.executable ?? '', /\/zstd$/)
+    for (const compression of ['none', 'br', 'gzip', 'lz4']) assert.equal(decoderProgramFor(compression, undefined, 1 << 30), undefined, compression)
+    assert.equal(decoderProgramFor('xz', 'gzip', 100), undefined, 'a body with its own Content-Encoding')
+    const savedPath = process.env.PATH
+    process.env.PATH = ''
+    try {
+      assert.equal(decoderProgramFor('xz', undefined, 100), undefined, 'no program on PATH')
+    } finally {
+      process.env.PATH = savedPath
+    }
+    assert.ok((await stat(decoderProgramFor('xz', undefined, 100)!.executable)).isFile())
+  })
+})
