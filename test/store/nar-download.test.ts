@@ -126,7 +126,7 @@ describe('NarDownload', () => {
   })
 })
 
-describe('NarDownload with a decoder program writing the file', () => {
+describe('NarDownload with a decoder program writing the file', { skip: findExecutable('xz') === undefined || findExecutable('zstd') === undefined ? 'xz or zstd is not installed' : false }, () => {
   let dir: string
   let info: PathInfo
   let nar: Buffer
