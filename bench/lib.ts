@@ -286,6 +286,14 @@ http {
   return { proc, url: `http://127.0.0.1:${port}` }
 }
 
+/** bench/bare-http-server.ts answering every request with `headers` and the bytes of `bodyFile`. */
+export async function startBareHttp(bodyFile: string, headers: readonly string[]): Promise<{ proc: ChildProcess; url: string }> {
+  const port = await freePort()
+  const proc = spawn(process.execPath, ['--import', 'tsx', path.join(BENCH, 'bare-http-server.ts'), String(port), bodyFile, JSON.stringify(headers)], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] })
+  await waitForPort(port, proc)
+  return { proc, url: `http://127.0.0.1:${port}` }
+}
+
 export interface WrkResult {
   readonly requests: number
   readonly bytes: number

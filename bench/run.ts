@@ -37,6 +37,7 @@ import {
   runWrk,
   sha256File,
   spawnUnnar,
+  startBareHttp,
   summarizeLog,
   startNginx,
   stopProcess,
@@ -416,6 +417,7 @@ async function benchHot(): Promise<void> {
   await copyFile(path.join(fixture.huge.tree, fixture.hugeRel), path.join(root, 'big.bin'))
   let unnar: UnnarProcess | undefined
   let nginx: Awaited<ReturnType<typeof startNginx>> | undefined
+  let bare: Awaited<ReturnType<typeof startBareHttp>> | undefined
   try {
     unnar = await spawnUnnar(`file://${fixture.caches.zstd.dir}`, cacheDir)
     nginx = await startNginx(root)
@@ -431,24 +433,38 @@ async function benchHot(): Promise<void> {
       const [a, b] = await Promise.all([fetchBody(t.unnarUrl, { hash: true }), fetchBody(t.nginxUrl, { hash: true })])
       if (a.status !== 200 || b.status !== 200 || a.sha256 !== b.sha256) throw new Error(`unnar and nginx disagree on ${t.key} (HTTP ${a.status}/${b.status})`)
     }
+    // Row 6b's server: unnar's own headers for the small file, without the per-request ones.
+    const smallHeaders: string[] = []
+    await new Promise<void>((resolve, reject) => {
+      http.get(targets[0]!.unnarUrl, (res) => {
+        for (let i = 0; i < res.rawHeaders.length; i += 2) {
+          const name = res.rawHeaders[i]!
+          if (!['date', 'connection', 'keep-alive', 'x-request-id'].includes(name.toLowerCase())) smallHeaders.push(name, res.rawHeaders[i + 1]!)
+        }
+        res.resume().on('end', resolve)
+      }).on('error', reject)
+    })
+    bare = await startBareHttp(path.join(root, 'aaa-first.txt'), smallHeaders)
     for (const t of targets) {
       const id = t.key === 'small' ? '6' : '7'
       try {
         // 1 s warm-up each, then HOT_ROUNDS rounds of one measured run each, alternating: a single
         // pair of runs moved by ±20% on this shared two-core machine. The round with the median
         // ratio is reported.
-        await runWrk(t.unnarUrl, 2, t.connections, 1)
-        await runWrk(t.nginxUrl, 2, t.connections, 1)
-        const rounds: Array<{ u: WrkResult; n: WrkResult; ratio: number }> = []
+        const bareUrl = t.key === 'small' ? `${bare.url}/` : undefined
+        for (const url of [t.unnarUrl, t.nginxUrl, ...(bareUrl === undefined ? [] : [bareUrl])]) await runWrk(url, 2, t.connections, 1)
+        const rounds: Array<{ u: WrkResult; n: WrkResult; b: WrkResult | undefined; ratio: number }> = []
         for (let round = 0; round < HOT_ROUNDS; round++) {
           const u = await runWrk(t.unnarUrl, 2, t.connections, WRK_SECONDS)
           const n = await runWrk(t.nginxUrl, 2, t.connections, WRK_SECONDS)
+          const b = bareUrl === undefined ? undefined : await runWrk(bareUrl, 2, t.connections, WRK_SECONDS)
           checkWrk(u, 'unnar')
           checkWrk(n, 'nginx')
-          rounds.push({ u, n, ratio: t.key === 'small' ? u.reqPerSec / n.reqPerSec : u.bytesPerSec / n.bytesPerSec })
+          if (b !== undefined) checkWrk(b, 'bare node:http')
+          rounds.push({ u, n, b, ratio: t.key === 'small' ? u.reqPerSec / n.reqPerSec : u.bytesPerSec / n.bytesPerSec })
         }
         rounds.sort((x, y) => x.ratio - y.ratio)
-        const { u, n } = rounds[Math.floor(rounds.length / 2)]!
+        const { u, n, b } = rounds[Math.floor(rounds.length / 2)]!
         if (t.key === 'small') {
           addRow({
             id,
@@ -459,6 +475,15 @@ async function benchHot(): Promise<void> {
             target: '≥ 0.5×',
             check: (r) => r >= 0.5,
           })
+          addRow({
+            id: '6b',
+            name: 'ceiling of node:http: the same headers and bytes from a bare `node:http` handler (bench/bare-http-server.ts), same round as row 6, vs nginx',
+            unnar: `${fmtReqs(b!.reqPerSec)} (bare node:http)`,
+            reference: fmtReqs(n.reqPerSec),
+            ratio: b!.reqPerSec / n.reqPerSec,
+            target: 'info',
+          })
+          addRow({ id: '6c', name: 'row 6, unnar vs the bare node:http handler of row 6b', unnar: fmtReqs(u.reqPerSec), reference: fmtReqs(b!.reqPerSec), ratio: u.reqPerSec / b!.reqPerSec, target: 'info' })
         } else {
           addRow({ id, name: names.huge, unnar: fmtRate(u.bytesPerSec), reference: fmtRate(n.bytesPerSec), ratio: u.bytesPerSec / n.bytesPerSec, target: '≥ 0.8×', check: (r) => r >= 0.8 })
         }
@@ -475,6 +500,7 @@ async function benchHot(): Promise<void> {
       noteLog('rows 6-7', unnar.logLines)
     }
     if (nginx !== undefined) await stopProcess(nginx.proc, 'SIGQUIT')
+    if (bare !== undefined) await stopProcess(bare.proc)
     await rm(cacheDir, { recursive: true, force: true })
   }
 }
