@@ -4,8 +4,9 @@
  * to issue. bench/ rows 2a, 3a: the program alone is the whole cost of a cold NAR.
  */
 import { spawn } from 'node:child_process'
+import { accessSync, closeSync, constants, openSync } from 'node:fs'
 import path from 'node:path'
-import type { Readable } from 'node:stream'
+import { finished, type Readable } from 'node:stream'
 import { DecodedTooLargeError, SMALL_ZSTD_BYTES } from './decompress.js'
 import { DECODE_ARGS, findExecutable } from './process-decoder.js'
 
@@ -18,6 +19,16 @@ export interface DecoderProgram {
 export class DecoderOutputError extends Error {
   override readonly name = 'DecoderOutputError'
 }
+
+/** The program never ran (the shell refused the size limit, or could not run it): this machine's fault, not the NAR's. */
+export class DecoderStartError extends Error {
+  override readonly name = 'DecoderStartError'
+}
+
+/** The shell that sets the size limit (node cannot set a child's rlimits itself). */
+const SHELL = '/bin/sh'
+/** Exit statuses of the shell for "the limit could not be set" (ours) and "the program could not be run" (POSIX). */
+const START_FAILURES = new Set([125, 126, 127])
 
 export interface FileDecoder {
   /** Resolves once the program has exited successfully; rejects with why it did not. */
@@ -35,7 +46,16 @@ export function decoderProgramFor(compression: string, contentEncoding: string |
   if (contentEncoding !== undefined && contentEncoding !== 'identity') return undefined
   const name = compression === 'xz' || compression === 'bzip2' ? compression : compression === 'zstd' && narSize >= SMALL_ZSTD_BYTES ? 'zstd' : undefined
   const executable = name === undefined ? undefined : findExecutable(name)
-  return executable === undefined ? undefined : { executable, args: DECODE_ARGS }
+  return executable === undefined || !canRun(SHELL) ? undefined : { executable, args: DECODE_ARGS }
+}
+
+function canRun(file: string): boolean {
+  try {
+    accessSync(file, constants.X_OK)
+    return true
+  } catch {
+    return false
+  }
 }
 
 /** Writes that program's error messages use: a disk problem, not a corrupt NAR. */
@@ -51,21 +71,32 @@ export interface DecoderInput {
  * Runs `program` on `input` with the open file `fd` (empty, at offset 0) as its stdout. The kernel
  * stops it past `maxBytes`, rounded up to 512 bytes (RLIMIT_FSIZE, set by the shell's `ulimit -f`,
  * which counts 512-byte blocks): a decompression bomb never fills the disk, and the caller checks
- * the exact size.
+ * the exact size. Throws when `input.file` cannot be opened.
  */
 export function spawnFileDecoder(program: DecoderProgram, input: DecoderInput, fd: number, maxBytes: number): FileDecoder {
   const name = path.basename(program.executable)
   const blocks = String(Math.ceil(maxBytes / 512))
-  // A local file is read by the program: no pipe for the event loop to feed (bench/ rows 2a, 3a).
   const body = input.body
-  if (input.file !== undefined) body.destroy()
-  const args = input.file !== undefined ? [...program.args, '--', input.file] : program.args
+  // A local file is the program's stdin, opened here (a symlinked NAR included: zstd refuses to
+  // follow a symlink given by name): no pipe for the event loop to feed (bench/ rows 2a, 3a).
+  let inputFd: number | undefined
+  if (input.file !== undefined) {
+    body.destroy()
+    inputFd = openSync(input.file, 'r')
+  }
   // Its own process group: a Ctrl-C in unnar's terminal is for unnar, whose graceful shutdown
   // stops the downloads it does not let finish.
-  const child = spawn('/bin/sh', ['-c', 'ulimit -f "$1" && shift && exec "$@"', 'sh', blocks, program.executable, ...args], {
-    stdio: [input.file !== undefined ? 'ignore' : 'pipe', fd, 'pipe'],
-    detached: true,
-  })
+  const script = 'ulimit -f "$1" || exit 125; shift; exec "$@"'
+  let child
+  try {
+    child = spawn(SHELL, ['-c', script, 'sh', blocks, program.executable, ...program.args], {
+      stdio: [inputFd ?? 'pipe', fd, 'pipe'],
+      detached: true,
+    })
+  } finally {
+    // The child has its own copy of the descriptor.
+    if (inputFd !== undefined) closeSync(inputFd)
+  }
   const stderrStream = child.stderr!
   let stderr = ''
   stderrStream.setEncoding('utf8')
@@ -73,12 +104,21 @@ export function spawnFileDecoder(program: DecoderProgram, input: DecoderInput, f
     if (stderr.length < 1000) stderr += chunk
   })
   let inputError: Error | undefined
-  const kill = () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  // Set once the body is let go of on purpose, whose "premature close" is then no input error.
+  let stopped = false
+  const stopInput = () => {
+    stopped = true
     body.destroy()
   }
+  const kill = () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+    stopInput()
+  }
   if (child.stdin !== null) {
-    body.on('error', (err) => {
+    // An error or a close before the end (a reset upstream) must stop the program, which would
+    // otherwise wait for the rest of its input forever.
+    finished(body, (err) => {
+      if (err === undefined || err === null || stopped) return
       inputError ??= err
       kill()
     })
@@ -88,17 +128,18 @@ export function spawnFileDecoder(program: DecoderProgram, input: DecoderInput, f
   const exited = new Promise<void>((resolve, reject) => {
     child.on('error', (err) => {
       kill()
-      reject(err)
+      reject(new DecoderStartError(`cannot run ${name}: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }))
     })
     child.on('close', (code, signal) => {
-      body.destroy()
       const said = stderr.trim().split('\n').at(-1) ?? ''
       // A broken body is the failure, not what the program made of its truncated input.
       if (inputError !== undefined) reject(inputError)
       else if (signal === 'SIGXFSZ') reject(new DecodedTooLargeError(`the decoded NAR is larger than ${maxBytes} bytes`))
       else if (code === 0) resolve()
+      else if (code !== null && START_FAILURES.has(code)) reject(new DecoderStartError(`cannot run ${name} with a ${maxBytes}-byte file size limit (exit ${code}): ${said}`))
       else if (WRITE_FAILURE.test(stderr)) reject(new DecoderOutputError(`${name} could not write the NAR: ${said}`))
       else reject(new Error(`${name} failed (${signal ?? `exit ${code}`}): ${said}`))
+      stopInput()
     })
   })
   exited.catch(() => {}) // the caller may stop listening once it has failed for another reason

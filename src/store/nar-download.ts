@@ -6,7 +6,7 @@ import { hashEquals } from '../formats/hash.js'
 import type { Listing, ListingNode } from '../formats/listing.js'
 import { NarIndexer, type NarEntry } from '../formats/nar-indexer.js'
 import { createNarDecoders, DecodedTooLargeError, recyclerOf } from '../codecs/decompress.js'
-import { DecoderOutputError, decoderProgramFor, spawnFileDecoder, type DecoderProgram } from '../codecs/file-decoder.js'
+import { DecoderOutputError, decoderProgramFor, DecoderStartError, spawnFileDecoder, type DecoderProgram } from '../codecs/file-decoder.js'
 import type { PathInfo } from '../upstream/path-info-lookup.js'
 import { UpstreamError, type UpstreamResponse } from '../upstream/upstream.js'
 import { createFileHasher, createNarHasher, type NarHasher } from './file-hasher.js'
@@ -158,7 +158,9 @@ export class NarDownload implements NarSource {
       this.#settleWaiters()
       return listing
     } catch (err) {
-      this.#failure = classify(err, upstream.name)
+      // Stopped on purpose (every reader left, shutdown): that is the reason, whatever the
+      // decoding step made of being stopped, and no upstream is to blame.
+      this.#failure = signal.aborted && signal.reason instanceof Error ? signal.reason : classify(err, upstream.name)
       this.#settleWaiters()
       throw this.#failure
     } finally {
@@ -184,9 +186,8 @@ export class NarDownload implements NarSource {
     try {
       return await followDecodedFile({ file: this.#file, decoder, indexer, hasher, narSize: narInfo.narSize, upstream: upstream.name, signal, onWritten: (bytes, entries) => this.onWritten(bytes, entries) })
     } catch (err) {
-      if (signal.aborted) throw signal.reason
       if (err instanceof DecodedTooLargeError) throw new NarVerificationError(upstream.name, `NAR is larger than its NarSize ${narInfo.narSize}`)
-      if (err instanceof DecoderOutputError) throw new DiskError(err.message, { cause: err })
+      if (err instanceof DecoderOutputError || err instanceof DecoderStartError) throw new DiskError(err.message, { cause: err })
       throw err
     } finally {
       decoder.kill()

@@ -18,7 +18,10 @@ export class NarAbandonedError extends Error {
   }
 }
 
-/** Writing to the cache directory failed. */
+/**
+ * The cache could not do its part: writing to its directory failed, or a decoder program could
+ * not run there. The store streams straight from upstreams for a while; no upstream is blamed.
+ */
 export class DiskError extends Error {
   override readonly name = 'DiskError'
 }

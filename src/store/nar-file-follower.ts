@@ -5,7 +5,6 @@
  */
 import { fstatSync, readSync } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { FileDecoder } from '../codecs/file-decoder.js'
 import type { NarEntry, NarIndexer } from '../formats/nar-indexer.js'
 import type { NarHasher } from './file-hasher.js'
@@ -42,16 +41,27 @@ const READ_MAX_BYTES = 256 * 1024
 export async function followDecodedFile(options: FollowOptions): Promise<number> {
   const { file, decoder, indexer, narSize, upstream, signal } = options
   let exited = false
-  const exit = decoder.exited.then(() => {
-    exited = true
-  })
-  exit.catch(() => {}) // a failure is thrown from the race below, whenever the loop gets there
+  let failure: { error: unknown } | undefined
+  // One wake-up for the whole loop: racing `decoder.exited` against each poll's timer would add a
+  // reaction to it per poll, thousands for a long download.
+  let wake: (() => void) | undefined
+  decoder.exited.then(
+    () => {
+      exited = true
+      wake?.()
+    },
+    (error: unknown) => {
+      failure = { error }
+      wake?.()
+    },
+  )
   const buffer = Buffer.allocUnsafe(READ_MAX_BYTES)
   let readBytes = READ_MIN_BYTES
   let size = 0
   let delay = POLL_MIN_MS
   for (;;) {
     signal.throwIfAborted()
+    if (failure !== undefined) throw failure.error
     // Sampled before the stat: once the program has exited, that stat sees all it wrote.
     const last = exited
     const now = stat(file)
@@ -83,7 +93,18 @@ export async function followDecodedFile(options: FollowOptions): Promise<number>
       if (entries.length > 0) options.onWritten(0, entries)
     }
     if (last) return size
-    await Promise.race([exit, sleep(delay, undefined, { signal })])
+    if (exited || failure !== undefined) continue // it ended while this pass ran: no need to wait
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer)
+        signal.removeEventListener('abort', done)
+        wake = undefined
+        resolve()
+      }
+      const timer = setTimeout(done, delay)
+      signal.addEventListener('abort', done)
+      wake = done
+    })
   }
 }
 

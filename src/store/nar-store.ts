@@ -294,7 +294,7 @@ export class NarStore {
           finish()
           this.#events.downloadEnded?.(err instanceof DiskError ? 'disk-error' : err instanceof NarVerificationError ? 'verification-failed' : 'failed')
           if ((err instanceof UpstreamError || err instanceof NarVerificationError) && !this.#closing) this.#events.upstreamNarFailed?.(info)
-          if (err instanceof DiskError) this.#diskTrouble('NAR download failed on disk', err)
+          if (err instanceof DiskError) this.#diskTrouble('NAR download failed here, not upstream', err)
           else this.#log.warn('NAR download failed', { upstream: info.upstream.name, storePath: info.narInfo.storePath, error: err })
           await this.#removeQuietly(tmp)
         },

@@ -2,14 +2,14 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { createReadStream } from 'node:fs'
-import { mkdir, mkdtemp, open, readdir, readFile, rm, stat } from 'node:fs/promises'
+import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { PassThrough, Readable } from 'node:stream'
 import { after, before, describe, it } from 'node:test'
 import { compress as zstdCompress } from 'zstd-napi'
 import { DecodedTooLargeError } from '../../src/codecs/decompress.js'
-import { DecoderOutputError, decoderProgramFor, spawnFileDecoder, type DecoderInput, type DecoderProgram } from '../../src/codecs/file-decoder.js'
+import { DecoderOutputError, decoderProgramFor, DecoderStartError, spawnFileDecoder, type DecoderInput, type DecoderProgram } from '../../src/codecs/file-decoder.js'
 import { findExecutable } from '../../src/codecs/process-decoder.js'
 import { cacheDir } from '../helpers/fixtures.js'
 
@@ -36,7 +36,7 @@ function programFor(compression: (typeof PROGRAMS)[number]): DecoderProgram {
 const missing = PROGRAMS.filter((name) => findExecutable(name) === undefined)
 const skip = missing.length > 0 ? `not installed: ${missing.join(', ')}` : false
 
-describe('spawnFileDecoder', { skip }, () => {
+describe('spawnFileDecoder', { skip, timeout: 60_000 }, () => {
   let dir: string
   let n = 0
   before(async () => {
@@ -68,6 +68,12 @@ describe('spawnFileDecoder', { skip }, () => {
         assert.equal(local.outcome, undefined, compressed)
         assert.ok(local.written.equals(nar), `${compressed} from its file`)
         assert.equal(body.destroyed, true, 'the unread body is let go')
+        // A cache directory may hold its NARs as symlinks (zstd refuses to open one by name).
+        const link = path.join(dir, `link-${++n}`)
+        await symlink(compressed, link)
+        const linked = await run(program, { body: new PassThrough(), file: link }, nar.length)
+        assert.equal(linked.outcome, undefined, `${compressed} through a symlink`)
+        assert.ok(linked.written.equals(nar), `${compressed} through a symlink`)
       }
     })
   }
@@ -106,6 +112,52 @@ describe('spawnFileDecoder', { skip }, () => {
     assert.equal(outcome, broken)
   })
 
+  it('fails, and stops the program, when the body closes before its end without an error', async () => {
+    const { compressed } = (await pairs('xz'))[0]!
+    const body = new PassThrough()
+    body.write((await readFile(compressed)).subarray(0, 100))
+    setTimeout(() => body.destroy(), 50) // a reset connection some body types report this way
+    const { outcome } = await run(programFor('xz'), { body }, 10_000_000)
+    assert.ok(outcome instanceof Error)
+    assert.equal((outcome as NodeJS.ErrnoException).code, 'ERR_STREAM_PREMATURE_CLOSE')
+  })
+
+  it('fails with the body’s error when the body broke before the program started', async () => {
+    const body = new PassThrough()
+    const broken = new Error('the upstream reset the connection')
+    body.on('error', () => {})
+    body.destroy(broken)
+    await new Promise((resolve) => setImmediate(resolve))
+    const { outcome } = await run(programFor('zstd'), { body }, 10_000_000)
+    assert.equal(outcome, broken)
+  })
+
+  it('says the program could not run (not that the NAR is corrupt) when it cannot be executed', async () => {
+    const missingInterpreter = path.join(dir, 'xz-without-interpreter')
+    await writeFile(missingInterpreter, '#!/nonexistent/interpreter\n', { mode: 0o755 })
+    const { outcome } = await run({ executable: missingInterpreter, args: ['-dc'] }, { body: Readable.from([Buffer.from('x')]) }, 1000)
+    assert.ok(outcome instanceof DecoderStartError, String(outcome))
+    assert.match(outcome.message, /^cannot run xz-without-interpreter with a 1000-byte file size limit \(exit 127\)/)
+  })
+
+  it('says the program could not run when the file size limit cannot be set (a lower hard limit)', async () => {
+    // The hard limit is the process's own and cannot be raised again: set it in a child process.
+    const script = `
+      import { open } from 'node:fs/promises'
+      import { Readable } from 'node:stream'
+      import { spawnFileDecoder } from ${JSON.stringify(new URL('../../src/codecs/file-decoder.ts', import.meta.url).href)}
+      const file = await open(process.argv[1], 'w+')
+      const decoder = spawnFileDecoder({ executable: process.argv[2], args: ['-dc'] }, { body: Readable.from([Buffer.from('x')]) }, file.fd, 10_000_000)
+      const err = await decoder.exited.then(() => undefined, (e) => e)
+      console.log(JSON.stringify({ name: err?.name, message: err?.message }))
+      await file.close()
+    `
+    const out = execFileSync('/bin/sh', ['-c', 'ulimit -f 1000 && exec "$@"', 'sh', process.execPath, '--import', 'tsx', '--input-type=module', '-e', script, path.join(dir, 'limited'), findExecutable('xz')!], { encoding: 'utf8', timeout: 30_000 })
+    const err = JSON.parse(out.trim().split('\n').at(-1)!) as { name: string; message: string }
+    assert.equal(err.name, 'DecoderStartError')
+    assert.match(err.message, /^cannot run xz with a 10000000-byte file size limit \(exit 125\)/)
+  })
+
   it('stops the program and its input on kill()', async () => {
     const body = new PassThrough()
     const file = await open(path.join(dir, 'killed'), 'w+')
@@ -139,7 +191,7 @@ describe('spawnFileDecoder', { skip }, () => {
   })
 })
 
-describe('decoderProgramFor', { skip }, () => {
+describe('decoderProgramFor', { skip, timeout: 10_000 }, () => {
   it('picks xz and bzip2 for every size, zstd from 1 MiB, and nothing for other codecs or encoded bodies', async () => {
     assert.match(decoderProgramFor('xz', undefined, 100)?.executable ?? '', /\/xz$/)
     assert.match(decoderProgramFor('bzip2', 'identity', 100)?.executable ?? '', /\/bzip2$/)

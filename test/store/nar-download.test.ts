@@ -17,7 +17,7 @@ import { createLogger } from '../../src/log.js'
 import { openDirectFile } from '../../src/store/direct-file-stream.js'
 import { findExecutable } from '../../src/codecs/process-decoder.js'
 import { NarDownload } from '../../src/store/nar-download.js'
-import { DiskError, NarVerificationError } from '../../src/store/nar-errors.js'
+import { DiskError, NarAbandonedError, NarVerificationError } from '../../src/store/nar-errors.js'
 import { FileUpstream } from '../../src/upstream/file-upstream.js'
 import { PathInfoLookup, type PathInfo } from '../../src/upstream/path-info-lookup.js'
 import type { Upstream } from '../../src/upstream/upstream.js'
@@ -126,7 +126,7 @@ describe('NarDownload', () => {
   })
 })
 
-describe('NarDownload with a decoder program writing the file', { skip: findExecutable('xz') === undefined || findExecutable('zstd') === undefined ? 'xz or zstd is not installed' : false }, () => {
+describe('NarDownload with a decoder program writing the file', { timeout: 60_000, skip: findExecutable('xz') === undefined || findExecutable('zstd') === undefined ? 'xz or zstd is not installed' : false }, () => {
   let dir: string
   let info: PathInfo
   let nar: Buffer
@@ -200,6 +200,44 @@ describe('NarDownload with a decoder program writing the file', { skip: findExec
     const short = await download('short.nar', { ...fedBy(info, Readable.from([execFileSync('xz', ['-c'], { input: nar.subarray(0, 1000) })]), { compression: 'xz' }) })
     assert.ok('err' in short.outcome && short.outcome.err instanceof NarVerificationError)
     assert.match(short.outcome.err.message, new RegExp(`NAR is 1000 bytes, NarSize says ${nar.length}`))
+  })
+
+  it('fails with the reason it was stopped for (never an upstream failure), and stops the program', async () => {
+    const body = compressed('xz')
+    for (const how of ['aborted', 'abandoned'] as const) {
+      // Half the NAR, then an upstream that sends nothing more.
+      const stalled = new PassThrough()
+      stalled.write(body.subarray(0, body.length >> 1))
+      const filePath = path.join(dir, `stopped-${how}.nar`)
+      const d = new NarDownload({ info: fedBy(info, stalled, { compression: 'xz' }), file: await open(filePath, 'w+'), path: filePath, abortWhenUnused: how === 'abandoned' })
+      const release = d.hold()
+      while (d.written === 0) await new Promise((resolve) => setTimeout(resolve, 10))
+      const reason = new Error('unnar is shutting down')
+      if (how === 'aborted') d.abort(reason)
+      else release() // the last reader leaves a NAR that is not kept
+      const err = await d.done.then(() => undefined, (e: Error) => e)
+      if (how === 'aborted') assert.equal(err, reason)
+      else assert.ok(err instanceof NarAbandonedError, String(err))
+      assert.equal(stalled.destroyed, true, `${how}: the upstream body is let go`)
+      release()
+      d.unhold()
+    }
+  })
+
+  it('blames this machine, not the upstream, when the program cannot run', async () => {
+    const program = path.join(dir, 'broken-bin')
+    await mkdir(program)
+    await writeFile(path.join(program, 'xz'), '#!/nonexistent/interpreter\n', { mode: 0o755 })
+    const body = compressed('xz')
+    const savedPath = process.env.PATH
+    try {
+      process.env.PATH = program
+      const { outcome } = await download('cannot-run.nar', fedBy(info, Readable.from([body]), { compression: 'xz' }))
+      assert.ok('err' in outcome && outcome.err instanceof DiskError, String((outcome as { err?: Error }).err))
+      assert.match(outcome.err.message, /^cannot run xz with a \d+-byte file size limit \(exit 127\)/)
+    } finally {
+      process.env.PATH = savedPath
+    }
   })
 
   it('says the disk failed when the program cannot write (a full filesystem)', async (t) => {

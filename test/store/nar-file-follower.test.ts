@@ -3,7 +3,7 @@
  * file: progress, entries as they arrive, size and format errors, and the decoder's own failure.
  */
 import assert from 'node:assert/strict'
-import { mkdtemp, open, rm, type FileHandle } from 'node:fs/promises'
+import { mkdtemp, open, readFile, rm, type FileHandle } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -14,6 +14,14 @@ import type { NarHasher } from '../../src/store/file-hasher.js'
 import { DiskError, NarVerificationError } from '../../src/store/nar-errors.js'
 import { followDecodedFile } from '../../src/store/nar-file-follower.js'
 import { uncompressedNars } from '../formats/fixtures.js'
+import { buildNar, directory, regular } from '../formats/nar-builder.js'
+
+/** Bytes this process has read through read(2) and friends so far (Linux). */
+async function bytesRead(): Promise<number | undefined> {
+  const io = await readFile('/proc/self/io', 'utf8').catch(() => undefined)
+  const rchar = io === undefined ? undefined : /^rchar: (\d+)$/m.exec(io)
+  return rchar ? Number(rchar[1]) : undefined
+}
 
 /** A decoder whose output the test writes, piece by piece, and whose exit the test decides. */
 class FakeDecoder implements FileDecoder {
@@ -35,7 +43,7 @@ class FakeDecoder implements FileDecoder {
 
 const hasher: NarHasher = { update() {}, written() {}, digest: async () => Buffer.alloc(32), dispose() {} }
 
-describe('followDecodedFile', () => {
+describe('followDecodedFile', { timeout: 30_000 }, () => {
   let dir: string
   let n = 0
   before(async () => {
@@ -95,6 +103,23 @@ describe('followDecodedFile', () => {
     const firstAt = progress.findIndex((p) => p.entries.includes(first))
     const bytesThen = progress.slice(0, firstAt + 1).reduce((sum, p) => sum + p.bytes, 0)
     assert.ok(bytesThen < nar.length, 'the first file is known long before the NAR is complete')
+  })
+
+  it('reads back the headers only: a 64 MiB file in the NAR is skipped, not read', async (t) => {
+    const before = await bytesRead()
+    if (before === undefined) return t.skip('no /proc/self/io here')
+    const big = buildNar(directory([['a.txt', regular('first')], ['big.bin', regular(new Uint8Array(64 * 1024 * 1024))], ['z.txt', regular('last')]]))
+    const { outcome, progress } = await follow(big.length, async (file, decoder) => {
+      await file.write(big, 0, big.length, 0)
+      decoder.exit()
+    })
+    const read = (await bytesRead())! - before
+    assert.deepEqual(outcome, { size: big.length })
+    assert.deepEqual(
+      progress.flatMap((p) => p.entries).map((e) => e.path),
+      ['', 'a.txt', 'big.bin', 'z.txt'],
+    )
+    assert.ok(read < 1024 * 1024, `${read} bytes read back from a ${big.length}-byte NAR`)
   })
 
   it('refuses a file that grows past NarSize, without waiting for the decoder', async () => {
