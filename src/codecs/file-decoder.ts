@@ -82,7 +82,14 @@ export function spawnFileDecoder(program: DecoderProgram, input: DecoderInput, f
   let inputFd: number | undefined
   if (input.file !== undefined) {
     body.destroy()
-    inputFd = openSync(input.file, 'r')
+    try {
+      inputFd = openSync(input.file, 'r')
+    } catch (err) {
+      // Out of descriptors is this process's trouble; a missing or unreadable file is the cache's.
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'EMFILE' || code === 'ENFILE') throw new DecoderStartError(`cannot open the NAR for ${name}: ${code}`, { cause: err })
+      throw err
+    }
   }
   // Its own process group: a Ctrl-C in unnar's terminal is for unnar, whose graceful shutdown
   // stops the downloads it does not let finish.
@@ -97,12 +104,7 @@ export function spawnFileDecoder(program: DecoderProgram, input: DecoderInput, f
     // The child has its own copy of the descriptor.
     if (inputFd !== undefined) closeSync(inputFd)
   }
-  const stderrStream = child.stderr!
   let stderr = ''
-  stderrStream.setEncoding('utf8')
-  stderrStream.on('data', (chunk: string) => {
-    if (stderr.length < 1000) stderr += chunk
-  })
   let inputError: Error | undefined
   // Set once the body is let go of on purpose, whose "premature close" is then no input error.
   let stopped = false
@@ -111,20 +113,11 @@ export function spawnFileDecoder(program: DecoderProgram, input: DecoderInput, f
     body.destroy()
   }
   const kill = () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+    if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) child.kill('SIGKILL')
     stopInput()
   }
-  if (child.stdin !== null) {
-    // An error or a close before the end (a reset upstream) must stop the program, which would
-    // otherwise wait for the rest of its input forever.
-    finished(body, (err) => {
-      if (err === undefined || err === null || stopped) return
-      inputError ??= err
-      kill()
-    })
-    child.stdin.on('error', () => {}) // EPIPE once the program stopped: its exit status says why
-    body.pipe(child.stdin)
-  }
+  // Listening before anything else: a spawn that failed (EMFILE, say) reports it on the next tick,
+  // and has no pipes at all.
   const exited = new Promise<void>((resolve, reject) => {
     child.on('error', (err) => {
       kill()
@@ -142,6 +135,22 @@ export function spawnFileDecoder(program: DecoderProgram, input: DecoderInput, f
       stopInput()
     })
   })
+  child.stderr?.setEncoding('utf8')
+  child.stderr?.on('data', (chunk: string) => {
+    if (stderr.length < 1000) stderr += chunk
+  })
+  // Undefined (not null, as typed) after a spawn that failed for want of descriptors.
+  if (child.stdin) {
+    // An error or a close before the end (a reset upstream) must stop the program, which would
+    // otherwise wait for the rest of its input forever.
+    finished(body, (err) => {
+      if (err === undefined || err === null || stopped) return
+      inputError ??= err
+      kill()
+    })
+    child.stdin.on('error', () => {}) // EPIPE once the program stopped: its exit status says why
+    body.pipe(child.stdin)
+  }
   exited.catch(() => {}) // the caller may stop listening once it has failed for another reason
   return { exited, kill }
 }

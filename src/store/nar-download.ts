@@ -6,7 +6,7 @@ import { hashEquals } from '../formats/hash.js'
 import type { Listing, ListingNode } from '../formats/listing.js'
 import { NarIndexer, type NarEntry } from '../formats/nar-indexer.js'
 import { createNarDecoders, DecodedTooLargeError, recyclerOf } from '../codecs/decompress.js'
-import { DecoderOutputError, decoderProgramFor, DecoderStartError, spawnFileDecoder, type DecoderProgram } from '../codecs/file-decoder.js'
+import { DecoderOutputError, decoderProgramFor, DecoderStartError, spawnFileDecoder, type DecoderProgram, type FileDecoder } from '../codecs/file-decoder.js'
 import type { PathInfo } from '../upstream/path-info-lookup.js'
 import { UpstreamError, type UpstreamResponse } from '../upstream/upstream.js'
 import { createFileHasher, createNarHasher, type NarHasher } from './file-hasher.js'
@@ -159,8 +159,10 @@ export class NarDownload implements NarSource {
       return listing
     } catch (err) {
       // Stopped on purpose (every reader left, shutdown): that is the reason, whatever the
-      // decoding step made of being stopped, and no upstream is to blame.
-      this.#failure = signal.aborted && signal.reason instanceof Error ? signal.reason : classify(err, upstream.name)
+      // decoding step made of being stopped, and no upstream is to blame; unless the NAR had
+      // already proved bad (its hash is checked after the last reader may have left).
+      const stopped = signal.aborted && signal.reason instanceof Error && !(err instanceof NarVerificationError)
+      this.#failure = stopped ? (signal.reason as Error) : classify(err, upstream.name)
       this.#settleWaiters()
       throw this.#failure
     } finally {
@@ -182,15 +184,16 @@ export class NarDownload implements NarSource {
   async #decodeByProgram(res: UpstreamResponse, program: DecoderProgram, indexer: NarIndexer, hasher: NarHasher): Promise<number> {
     const { upstream, narInfo } = this.info
     const signal = this.#abort.signal
-    const decoder = spawnFileDecoder(program, res, this.#file.fd, narInfo.narSize)
+    let decoder: FileDecoder | undefined
     try {
+      decoder = spawnFileDecoder(program, res, this.#file.fd, narInfo.narSize)
       return await followDecodedFile({ file: this.#file, decoder, indexer, hasher, narSize: narInfo.narSize, upstream: upstream.name, signal, onWritten: (bytes, entries) => this.onWritten(bytes, entries) })
     } catch (err) {
       if (err instanceof DecodedTooLargeError) throw new NarVerificationError(upstream.name, `NAR is larger than its NarSize ${narInfo.narSize}`)
       if (err instanceof DecoderOutputError || err instanceof DecoderStartError) throw new DiskError(err.message, { cause: err })
       throw err
     } finally {
-      decoder.kill()
+      decoder?.kill()
     }
   }
 

@@ -158,6 +158,31 @@ describe('spawnFileDecoder', { skip, timeout: 60_000 }, () => {
     assert.match(err.message, /^cannot run xz with a 10000000-byte file size limit \(exit 125\)/)
   })
 
+  it('says the program could not run, and the process goes on, when it is out of file descriptors', async () => {
+    // A spawn without descriptors has no pipes and reports its error a tick later: in a child
+    // process with a low limit, filled up on purpose, where a crash is an exit status.
+    const script = `
+      import { openSync } from 'node:fs'
+      import { open } from 'node:fs/promises'
+      import { Readable } from 'node:stream'
+      import { spawnFileDecoder } from ${JSON.stringify(new URL('../../src/codecs/file-decoder.ts', import.meta.url).href)}
+      const file = await open(process.argv[1], 'w+')
+      const body = Readable.from([Buffer.from('x')])
+      const held = []
+      try { for (;;) held.push(openSync('/dev/null', 'r')) } catch {}
+      let err
+      try {
+        err = await spawnFileDecoder({ executable: process.argv[2], args: ['-dc'] }, { body }, file.fd, 1000).exited.then(() => undefined, (e) => e)
+      } catch (e) { err = e }
+      console.log(JSON.stringify({ name: err?.name, message: err?.message, bodyDestroyed: body.destroyed }))
+    `
+    const out = execFileSync('/bin/sh', ['-c', 'ulimit -n 256 && exec "$@"', 'sh', process.execPath, '--import', 'tsx', '--input-type=module', '-e', script, path.join(dir, 'no-fds'), findExecutable('xz')!], { encoding: 'utf8', timeout: 30_000 })
+    const result = JSON.parse(out.trim().split('\n').at(-1)!) as { name: string; message: string; bodyDestroyed: boolean }
+    assert.equal(result.name, 'DecoderStartError', result.message)
+    assert.match(result.message, /^cannot run xz: E[MN]FILE$/)
+    assert.equal(result.bodyDestroyed, true, 'the body is let go')
+  })
+
   it('stops the program and its input on kill()', async () => {
     const body = new PassThrough()
     const file = await open(path.join(dir, 'killed'), 'w+')
