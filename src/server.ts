@@ -6,6 +6,7 @@ import { createConnection, type AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { getRequestListener, RequestError } from '@hono/node-server'
 import { Hono } from 'hono'
+import { DecoderLauncher } from './codecs/file-decoder.js'
 import { warmZstdWorker } from './codecs/worker-decoder.js'
 import { describeConfig, type Config, type SizeSetting } from './config.js'
 import { CACHE_NIXOS_ORG_KEY, parsePublicKey, type PublicKey } from './formats/signature.js'
@@ -52,7 +53,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const upstreamOptions = upstreamOptionsFrom(config, { userAgent: `unnar/${VERSION}`, log, onRequest: (event) => metrics.upstream(event) })
   const upstreams = config.upstreams.map((url) => createUpstream(url, upstreamOptions))
   const maxBytes = await resolveCacheSize(config.cacheDir, config.cacheSize)
+  const decoderLauncher = new DecoderLauncher()
   const store = new NarStore({
+    decoderLauncher,
     dir: config.cacheDir,
     maxBytes,
     maxNarBytes: config.maxNarSize ?? Math.floor(maxBytes / 4),
@@ -119,6 +122,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   storeInit = undefined
   warmZstdWorker()
   warmHashWorker()
+  decoderLauncher.warm()
   let metricsServer: Server | undefined
   let metricsUrl: string | undefined
   if (config.metrics.kind === 'separate') {
@@ -133,6 +137,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     accepting = false
     orderWatch.stop()
     await Promise.all([store.close(), ...[server, metricsServer].map((s) => s !== undefined && stopServer(s))])
+    decoderLauncher.close()
   }
   return {
     url,

@@ -3,8 +3,8 @@
  * decoded bytes never pass through the event loop, which then has no pipe to read and no writes
  * to issue. bench/ rows 2a, 3a: the program alone is the whole cost of a cold NAR.
  */
-import { spawn } from 'node:child_process'
-import { accessSync, closeSync, constants, openSync } from 'node:fs'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { accessSync, constants } from 'node:fs'
 import path from 'node:path'
 import { finished, type Readable } from 'node:stream'
 import { DecodedTooLargeError, SMALL_ZSTD_BYTES } from './decompress.js'
@@ -20,15 +20,93 @@ export class DecoderOutputError extends Error {
   override readonly name = 'DecoderOutputError'
 }
 
-/** The program never ran (the shell refused the size limit, or could not run it): this machine's fault, not the NAR's. */
+/** The program never ran (the shell could not set the size limit, open the output, or run it): this machine's fault, not the NAR's. */
 export class DecoderStartError extends Error {
   override readonly name = 'DecoderStartError'
 }
 
 /** The shell that sets the size limit (node cannot set a child's rlimits itself). */
 const SHELL = '/bin/sh'
-/** Exit statuses of the shell for "the limit could not be set" (ours) and "the program could not be run" (POSIX). */
+/**
+ * What the shell does once told, a line each on its stdin: the size limit in 512-byte blocks, the
+ * output file, the input file (empty: the rest of stdin), then the program and its arguments
+ * (count first). It reads its instructions one byte at a time, so the program reads stdin from
+ * exactly the first byte of the body. `command exec` keeps a failed redirection from ending the
+ * shell before it can say why.
+ */
+const SCRIPT = [
+  'IFS= read -r blocks && IFS= read -r out && IFS= read -r in && IFS= read -r n || exit 0',
+  'set --',
+  'while [ "$n" -gt 0 ]; do IFS= read -r arg || exit 0; set -- "$@" "$arg"; n=$((n - 1)); done',
+  'ulimit -f "$blocks" || exit 125',
+  'command exec 1<>"$out" || exit 125',
+  'if [ -n "$in" ]; then command exec <"$in" || exit 124; fi',
+  'exec "$@"',
+].join('\n')
+/** Exit statuses of the shell for "the input file cannot be read", and "the program cannot run here" (ours, then POSIX's). */
+const INPUT_FAILURE = 124
 const START_FAILURES = new Set([125, 126, 127])
+
+function startShell(): ChildProcess {
+  // Its own process group: a Ctrl-C in unnar's terminal is for unnar, whose graceful shutdown
+  // stops the downloads it does not let finish.
+  return spawn(SHELL, ['-c', SCRIPT], { stdio: ['pipe', 'ignore', 'pipe'], detached: true })
+}
+
+/** How long after one shell is used the next one is started (off a cold request's path). */
+const NEXT_SHELL_DELAY_MS = 1000
+
+/**
+ * Keeps one shell started ahead of the next decoder: starting a child of a Node process this size
+ * blocks the event loop for 5–10 ms (the fork copies its page tables), which a cold request would
+ * wait for (bench/ row 3a). The server owns one and closes it.
+ */
+export class DecoderLauncher {
+  #ready: ChildProcess | undefined
+  #timer: NodeJS.Timeout | undefined
+  #closed = false
+
+  /** Starts the first shell (the server does once it listens). */
+  warm(): void {
+    this.#start()
+  }
+
+  /** A waiting shell, or a new one when none is (the next is started a moment later). */
+  take(): ChildProcess {
+    const ready = this.#ready
+    this.#ready = undefined
+    if (!this.#closed && this.#timer === undefined) this.#timer = setTimeout(() => this.#start(), NEXT_SHELL_DELAY_MS).unref()
+    return ready !== undefined && ready.pid !== undefined && ready.exitCode === null && ready.signalCode === null ? ready : startShell()
+  }
+
+  /** The process id of the shell waiting to be taken, if one is. */
+  get waitingPid(): number | undefined {
+    return this.#ready?.pid
+  }
+
+  /** Stops the waiting shell; take() still works, starting shells on demand. */
+  close(): void {
+    this.#closed = true
+    clearTimeout(this.#timer)
+    this.#timer = undefined
+    this.#ready?.kill('SIGKILL')
+    this.#ready = undefined
+  }
+
+  #start(): void {
+    this.#timer = undefined
+    if (this.#closed || this.#ready !== undefined) return
+    const shell = startShell()
+    // Until it is taken: a failed start (EMFILE) is reported here, and take() then starts another.
+    const idle = () => {}
+    shell.on('error', idle)
+    shell.stdin?.on('error', idle)
+    shell.unref()
+    ;(shell.stdin as { unref?: () => void } | null)?.unref?.()
+    ;(shell.stderr as { unref?: () => void } | null)?.unref?.()
+    this.#ready = shell
+  }
+}
 
 export interface FileDecoder {
   /** Resolves once the program has exited successfully; rejects with why it did not. */
@@ -68,42 +146,23 @@ export interface DecoderInput {
 }
 
 /**
- * Runs `program` on `input` with the open file `fd` (empty, at offset 0) as its stdout. The kernel
- * stops it past `maxBytes`, rounded up to 512 bytes (RLIMIT_FSIZE, set by the shell's `ulimit -f`,
- * which counts 512-byte blocks): a decompression bomb never fills the disk, and the caller checks
- * the exact size. Throws when `input.file` cannot be opened.
+ * Runs `program` on `input`, writing into the file at `output` (empty). The kernel stops it past
+ * `maxBytes`, rounded up to 512 bytes (RLIMIT_FSIZE, set by the shell's `ulimit -f`, which counts
+ * 512-byte blocks): a decompression bomb never fills the disk, and the caller checks the exact
+ * size. A local input file is opened by the shell (no pipe for the event loop to feed, bench/ rows
+ * 2a, 3a; a symlink is followed, which zstd refuses for a name it is given).
  */
-export function spawnFileDecoder(program: DecoderProgram, input: DecoderInput, fd: number, maxBytes: number): FileDecoder {
+export function spawnFileDecoder(program: DecoderProgram, input: DecoderInput, output: string, maxBytes: number, launcher?: DecoderLauncher): FileDecoder {
   const name = path.basename(program.executable)
-  const blocks = String(Math.ceil(maxBytes / 512))
   const body = input.body
-  // A local file is the program's stdin, opened here (a symlinked NAR included: zstd refuses to
-  // follow a symlink given by name): no pipe for the event loop to feed (bench/ rows 2a, 3a).
-  let inputFd: number | undefined
-  if (input.file !== undefined) {
-    body.destroy()
-    try {
-      inputFd = openSync(input.file, 'r')
-    } catch (err) {
-      // Out of descriptors is this process's trouble; a missing or unreadable file is the cache's.
-      const code = (err as NodeJS.ErrnoException).code
-      if (code === 'EMFILE' || code === 'ENFILE') throw new DecoderStartError(`cannot open the NAR for ${name}: ${code}`, { cause: err })
-      throw err
-    }
-  }
-  // Its own process group: a Ctrl-C in unnar's terminal is for unnar, whose graceful shutdown
-  // stops the downloads it does not let finish.
-  const script = 'ulimit -f "$1" || exit 125; shift; exec "$@"'
-  let child
-  try {
-    child = spawn(SHELL, ['-c', script, 'sh', blocks, program.executable, ...program.args], {
-      stdio: [inputFd ?? 'pipe', fd, 'pipe'],
-      detached: true,
-    })
-  } finally {
-    // The child has its own copy of the descriptor.
-    if (inputFd !== undefined) closeSync(inputFd)
-  }
+  if (input.file !== undefined) body.destroy()
+  const lines = [String(Math.ceil(maxBytes / 512)), output, input.file ?? '', String(1 + program.args.length), program.executable, ...program.args]
+  // A line each: a newline inside one would shift the rest (no such path is ever made here).
+  if (lines.some((line) => line.includes('\n'))) throw new DecoderStartError(`cannot run ${name}: a path contains a newline`)
+  const child = launcher?.take() ?? startShell()
+  child.removeAllListeners('error')
+  child.stdin?.removeAllListeners('error')
+  for (const handle of [child, child.stdin, child.stderr] as Array<{ ref?: () => void } | null | undefined>) handle?.ref?.()
   let stderr = ''
   let inputError: Error | undefined
   // Set once the body is let go of on purpose, whose "premature close" is then no input error.
@@ -129,7 +188,8 @@ export function spawnFileDecoder(program: DecoderProgram, input: DecoderInput, f
       if (inputError !== undefined) reject(inputError)
       else if (signal === 'SIGXFSZ') reject(new DecodedTooLargeError(`the decoded NAR is larger than ${maxBytes} bytes`))
       else if (code === 0) resolve()
-      else if (code !== null && START_FAILURES.has(code)) reject(new DecoderStartError(`cannot run ${name} with a ${maxBytes}-byte file size limit (exit ${code}): ${said}`))
+      else if (code === INPUT_FAILURE) reject(new Error(`cannot read ${input.file ?? 'the NAR'}: ${said}`))
+      else if (code !== null && START_FAILURES.has(code)) reject(new DecoderStartError(`cannot start ${name} (exit ${code}): ${said}`))
       else if (WRITE_FAILURE.test(stderr)) reject(new DecoderOutputError(`${name} could not write the NAR: ${said}`))
       else reject(new Error(`${name} failed (${signal ?? `exit ${code}`}): ${said}`))
       stopInput()
@@ -141,15 +201,21 @@ export function spawnFileDecoder(program: DecoderProgram, input: DecoderInput, f
   })
   // Undefined (not null, as typed) after a spawn that failed for want of descriptors.
   if (child.stdin) {
-    // An error or a close before the end (a reset upstream) must stop the program, which would
-    // otherwise wait for the rest of its input forever.
-    finished(body, (err) => {
-      if (err === undefined || err === null || stopped) return
-      inputError ??= err
-      kill()
-    })
     child.stdin.on('error', () => {}) // EPIPE once the program stopped: its exit status says why
-    body.pipe(child.stdin)
+    const instructions = lines.map((line) => `${line}\n`).join('')
+    if (input.file !== undefined) {
+      child.stdin.end(instructions)
+    } else {
+      child.stdin.write(instructions)
+      // An error or a close before the end (a reset upstream) must stop the program, which would
+      // otherwise wait for the rest of its input forever.
+      finished(body, (err) => {
+        if (err === undefined || err === null || stopped) return
+        inputError ??= err
+        kill()
+      })
+      body.pipe(child.stdin)
+    }
   }
   exited.catch(() => {}) // the caller may stop listening once it has failed for another reason
   return { exited, kill }

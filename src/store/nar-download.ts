@@ -6,7 +6,7 @@ import { hashEquals } from '../formats/hash.js'
 import type { Listing, ListingNode } from '../formats/listing.js'
 import { NarIndexer, type NarEntry } from '../formats/nar-indexer.js'
 import { createNarDecoders, DecodedTooLargeError, recyclerOf } from '../codecs/decompress.js'
-import { DecoderOutputError, decoderProgramFor, DecoderStartError, spawnFileDecoder, type DecoderProgram, type FileDecoder } from '../codecs/file-decoder.js'
+import { DecoderOutputError, decoderProgramFor, DecoderStartError, spawnFileDecoder, type DecoderLauncher, type DecoderProgram, type FileDecoder } from '../codecs/file-decoder.js'
 import type { PathInfo } from '../upstream/path-info-lookup.js'
 import { UpstreamError, type UpstreamResponse } from '../upstream/upstream.js'
 import { createFileHasher, createNarHasher, type NarHasher } from './file-hasher.js'
@@ -28,6 +28,8 @@ export interface NarDownloadOptions {
   readonly path: string
   /** Aborts when the last reader leaves (for NARs that will not be kept). */
   readonly abortWhenUnused: boolean
+  /** Where decoder programs come from (started ahead of need), if anywhere. */
+  readonly decoderLauncher?: DecoderLauncher | undefined
 }
 
 const UNUSED_GRACE_MS = 1000
@@ -47,6 +49,7 @@ export class NarDownload implements NarSource {
   readonly #path: string
   readonly #abort = new AbortController()
   readonly #abortWhenUnused: boolean
+  readonly #decoderLauncher: DecoderLauncher | undefined
   readonly #byteWaiters: ByteWaiter[] = []
   readonly #root: { node: ListingNode | undefined } = { node: undefined }
   readonly #nodeWaiters = new Map<string, Array<(node: ListingNode | undefined) => void>>()
@@ -57,6 +60,7 @@ export class NarDownload implements NarSource {
     this.#file = options.file
     this.#path = options.path
     this.#abortWhenUnused = options.abortWhenUnused
+    this.#decoderLauncher = options.decoderLauncher
     this.done = this.#run()
     this.done.catch(() => {}) // observed through readers and the store; never an unhandled rejection
   }
@@ -186,7 +190,7 @@ export class NarDownload implements NarSource {
     const signal = this.#abort.signal
     let decoder: FileDecoder | undefined
     try {
-      decoder = spawnFileDecoder(program, res, this.#file.fd, narInfo.narSize)
+      decoder = spawnFileDecoder(program, res, this.#path, narInfo.narSize, this.#decoderLauncher)
       return await followDecodedFile({ file: this.#file, decoder, indexer, hasher, narSize: narInfo.narSize, upstream: upstream.name, signal, onWritten: (bytes, entries) => this.onWritten(bytes, entries) })
     } catch (err) {
       if (err instanceof DecodedTooLargeError) throw new NarVerificationError(upstream.name, `NAR is larger than its NarSize ${narInfo.narSize}`)

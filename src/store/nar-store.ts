@@ -5,6 +5,7 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, utimes, write
 import path from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
+import type { DecoderLauncher } from '../codecs/file-decoder.js'
 import { formatHashNix32 } from '../formats/hash.js'
 import { formatListing, parseListing, locate, type Listing } from '../formats/listing.js'
 import type { Logger } from '../log.js'
@@ -25,6 +26,8 @@ export interface NarStoreOptions {
   /** Concurrent upstream NAR downloads; more wait for a slot. */
   readonly maxDownloads?: number
   readonly events?: NarStoreEvents
+  /** Starts decoder programs ahead of need (without one, each download starts its own). */
+  readonly decoderLauncher?: DecoderLauncher
 }
 
 /** What metrics count; every callback is optional. */
@@ -78,6 +81,7 @@ export class NarStore {
   readonly #tmpDir: string
   readonly #maxNarBytes: number
   readonly #log: Logger
+  readonly #decoderLauncher: DecoderLauncher | undefined
   readonly #lru: LRUCache<string, Entry>
   readonly #inflight = new Map<string, NarDownload>()
   /** Downloads being set up or waiting for a slot, so concurrent requests share them. */
@@ -103,6 +107,7 @@ export class NarStore {
     this.#log = options.log
     this.#slots = new DownloadSlots(options.maxDownloads ?? 8)
     this.#events = options.events ?? {}
+    this.#decoderLauncher = options.decoderLauncher
     this.#lru = new LRUCache<string, Entry>({
       maxSize: Math.max(1, options.maxBytes),
       sizeCalculation: (entry) => Math.max(1, entry.size),
@@ -266,7 +271,7 @@ export class NarStore {
       throw new DiskError('cannot create a temp file', { cause: err })
     }
     if (keep) this.#makeRoom(info.narInfo.narSize)
-    const download = new NarDownload({ info, file, path: tmp, abortWhenUnused: !keep })
+    const download = new NarDownload({ info, file, path: tmp, abortWhenUnused: !keep, decoderLauncher: this.#decoderLauncher })
     this.#inflight.set(key, download)
     // close() ran while this one waited for a slot or its temp file: it stops with the others.
     if (this.#closing) download.abort(new Error('shutting down'))

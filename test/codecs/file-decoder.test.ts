@@ -2,14 +2,14 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { createReadStream } from 'node:fs'
-import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { PassThrough, Readable } from 'node:stream'
 import { after, before, describe, it } from 'node:test'
 import { compress as zstdCompress } from 'zstd-napi'
 import { DecodedTooLargeError } from '../../src/codecs/decompress.js'
-import { DecoderOutputError, decoderProgramFor, DecoderStartError, spawnFileDecoder, type DecoderInput, type DecoderProgram } from '../../src/codecs/file-decoder.js'
+import { DecoderLauncher, DecoderOutputError, decoderProgramFor, DecoderStartError, spawnFileDecoder, type DecoderInput, type DecoderProgram } from '../../src/codecs/file-decoder.js'
 import { findExecutable } from '../../src/codecs/process-decoder.js'
 import { cacheDir } from '../helpers/fixtures.js'
 
@@ -45,15 +45,11 @@ describe('spawnFileDecoder', { skip, timeout: 60_000 }, () => {
   after(() => rm(dir, { recursive: true, force: true }))
 
   /** Runs the decoder into a fresh file; returns how it ended and what the file holds. */
-  async function run(program: DecoderProgram, input: DecoderInput, maxBytes: number, target = path.join(dir, `out-${++n}`)) {
-    const file = await open(target, 'w+')
-    try {
-      const decoder = spawnFileDecoder(program, input, file.fd, maxBytes)
-      const outcome = await decoder.exited.then(() => undefined, (err: Error) => err)
-      return { outcome, written: await readFile(target) }
-    } finally {
-      await file.close()
-    }
+  async function run(program: DecoderProgram, input: DecoderInput, maxBytes: number, target = path.join(dir, `out-${++n}`), launcher?: DecoderLauncher) {
+    await writeFile(target, '') // as the store makes its temp files
+    const decoder = spawnFileDecoder(program, input, target, maxBytes, launcher)
+    const outcome = await decoder.exited.then(() => undefined, (err: Error) => err)
+    return { outcome, written: await readFile(target) }
   }
 
   for (const compression of PROGRAMS) {
@@ -137,25 +133,22 @@ describe('spawnFileDecoder', { skip, timeout: 60_000 }, () => {
     await writeFile(missingInterpreter, '#!/nonexistent/interpreter\n', { mode: 0o755 })
     const { outcome } = await run({ executable: missingInterpreter, args: ['-dc'] }, { body: Readable.from([Buffer.from('x')]) }, 1000)
     assert.ok(outcome instanceof DecoderStartError, String(outcome))
-    assert.match(outcome.message, /^cannot run xz-without-interpreter with a 1000-byte file size limit \(exit 127\)/)
+    assert.match(outcome.message, /^cannot start xz-without-interpreter \(exit 127\)/)
   })
 
   it('says the program could not run when the file size limit cannot be set (a lower hard limit)', async () => {
     // The hard limit is the process's own and cannot be raised again: set it in a child process.
     const script = `
-      import { open } from 'node:fs/promises'
       import { Readable } from 'node:stream'
       import { spawnFileDecoder } from ${JSON.stringify(new URL('../../src/codecs/file-decoder.ts', import.meta.url).href)}
-      const file = await open(process.argv[1], 'w+')
-      const decoder = spawnFileDecoder({ executable: process.argv[2], args: ['-dc'] }, { body: Readable.from([Buffer.from('x')]) }, file.fd, 10_000_000)
+      const decoder = spawnFileDecoder({ executable: process.argv[2], args: ['-dc'] }, { body: Readable.from([Buffer.from('x')]) }, process.argv[1], 10_000_000)
       const err = await decoder.exited.then(() => undefined, (e) => e)
       console.log(JSON.stringify({ name: err?.name, message: err?.message }))
-      await file.close()
     `
     const out = execFileSync('/bin/sh', ['-c', 'ulimit -f 1000 && exec "$@"', 'sh', process.execPath, '--import', 'tsx', '--input-type=module', '-e', script, path.join(dir, 'limited'), findExecutable('xz')!], { encoding: 'utf8', timeout: 30_000 })
     const err = JSON.parse(out.trim().split('\n').at(-1)!) as { name: string; message: string }
     assert.equal(err.name, 'DecoderStartError')
-    assert.match(err.message, /^cannot run xz with a 10000000-byte file size limit \(exit 125\)/)
+    assert.match(err.message, /^cannot start xz \(exit 125\): .*ulimit/)
   })
 
   it('says the program could not run, and the process goes on, when it is out of file descriptors', async () => {
@@ -163,16 +156,14 @@ describe('spawnFileDecoder', { skip, timeout: 60_000 }, () => {
     // process with a low limit, filled up on purpose, where a crash is an exit status.
     const script = `
       import { openSync } from 'node:fs'
-      import { open } from 'node:fs/promises'
       import { Readable } from 'node:stream'
       import { spawnFileDecoder } from ${JSON.stringify(new URL('../../src/codecs/file-decoder.ts', import.meta.url).href)}
-      const file = await open(process.argv[1], 'w+')
       const body = Readable.from([Buffer.from('x')])
       const held = []
       try { for (;;) held.push(openSync('/dev/null', 'r')) } catch {}
       let err
       try {
-        err = await spawnFileDecoder({ executable: process.argv[2], args: ['-dc'] }, { body }, file.fd, 1000).exited.then(() => undefined, (e) => e)
+        err = await spawnFileDecoder({ executable: process.argv[2], args: ['-dc'] }, { body }, process.argv[1], 1000).exited.then(() => undefined, (e) => e)
       } catch (e) { err = e }
       console.log(JSON.stringify({ name: err?.name, message: err?.message, bodyDestroyed: body.destroyed }))
     `
@@ -185,15 +176,10 @@ describe('spawnFileDecoder', { skip, timeout: 60_000 }, () => {
 
   it('stops the program and its input on kill()', async () => {
     const body = new PassThrough()
-    const file = await open(path.join(dir, 'killed'), 'w+')
-    try {
-      const decoder = spawnFileDecoder(programFor('zstd'), { body }, file.fd, 1_000_000)
-      decoder.kill()
-      await assert.rejects(decoder.exited, /zstd failed \(SIGKILL\)/)
-      assert.equal(body.destroyed, true)
-    } finally {
-      await file.close()
-    }
+    const decoder = spawnFileDecoder(programFor('zstd'), { body }, path.join(dir, 'killed'), 1_000_000)
+    decoder.kill()
+    await assert.rejects(decoder.exited, /zstd failed \(SIGKILL\)/)
+    assert.equal(body.destroyed, true)
   })
 
   it('tells a full disk from a corrupt NAR', async (t) => {
@@ -213,6 +199,78 @@ describe('spawnFileDecoder', { skip, timeout: 60_000 }, () => {
     } finally {
       execFileSync('umount', ['-l', mount])
     }
+  })
+})
+
+describe('DecoderLauncher', { skip, timeout: 30_000 }, () => {
+  let dir: string
+  before(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'unnar-launcher-'))
+  })
+  after(() => rm(dir, { recursive: true, force: true }))
+
+  const gone = async (pid: number) => {
+    for (let i = 0; i < 100; i++) {
+      try {
+        process.kill(pid, 0)
+      } catch {
+        return true
+      }
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+    return false
+  }
+
+  it('hands out the shell it started ahead, which becomes the decoder, and starts the next one later', async () => {
+    const launcher = new DecoderLauncher()
+    try {
+      assert.equal(launcher.waitingPid, undefined, 'nothing runs before warm()')
+      launcher.warm()
+      const pid = launcher.waitingPid
+      assert.ok(pid !== undefined)
+      const { compressed, nar } = (await pairs('zstd'))[0]!
+      const body = new PassThrough()
+      const target = path.join(dir, 'first')
+      await writeFile(target, '')
+      const decoder = spawnFileDecoder(programFor('zstd'), { body }, target, nar.length, launcher)
+      assert.equal(launcher.waitingPid, undefined, 'taken')
+      // The waiting shell is now the program itself (it exec'd), reading the body.
+      for (let i = 0; i < 100 && (await readFile(`/proc/${pid}/comm`, 'utf8')).trim() !== 'zstd'; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+      assert.equal((await readFile(`/proc/${pid}/comm`, 'utf8')).trim(), 'zstd')
+      body.end(await readFile(compressed))
+      await decoder.exited
+      assert.ok((await readFile(target)).equals(nar))
+      // Meanwhile a second decoder does not wait for the next shell: it starts its own.
+      const second = path.join(dir, 'second')
+      await writeFile(second, '')
+      await spawnFileDecoder(programFor('zstd'), { body: new PassThrough(), file: compressed }, second, nar.length, launcher).exited
+      assert.ok((await readFile(second)).equals(nar))
+      for (let i = 0; i < 300 && launcher.waitingPid === undefined; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+      assert.ok(launcher.waitingPid !== undefined && launcher.waitingPid !== pid, 'the next shell is started a moment later')
+    } finally {
+      launcher.close()
+    }
+  })
+
+  it('starts a shell on demand when the waiting one died, and stops the waiting one on close()', async () => {
+    const launcher = new DecoderLauncher()
+    launcher.warm()
+    const dead = launcher.waitingPid!
+    process.kill(dead, 'SIGKILL')
+    assert.ok(await gone(dead))
+    await new Promise((resolve) => setTimeout(resolve, 50)) // node sees its exit
+    const { compressed, nar } = (await pairs('xz'))[0]!
+    const target = path.join(dir, 'after-death')
+    await writeFile(target, '')
+    await spawnFileDecoder(programFor('xz'), { body: new PassThrough(), file: compressed }, target, nar.length, launcher).exited
+    assert.ok((await readFile(target)).equals(nar))
+    launcher.close()
+    const fresh = new DecoderLauncher()
+    fresh.warm()
+    const waiting = fresh.waitingPid!
+    fresh.close()
+    assert.equal(fresh.waitingPid, undefined)
+    assert.ok(await gone(waiting), 'the waiting shell is stopped')
   })
 })
 
