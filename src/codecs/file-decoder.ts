@@ -4,7 +4,6 @@
  * to issue. bench/ rows 2a, 3a: the program alone is the whole cost of a cold NAR.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { accessSync, constants } from 'node:fs'
 import path from 'node:path'
 import { finished, type Readable } from 'node:stream'
 import { DecodedTooLargeError, SMALL_ZSTD_BYTES } from './decompress.js'
@@ -76,7 +75,12 @@ export class DecoderLauncher {
     const ready = this.#ready
     this.#ready = undefined
     if (!this.#closed && this.#timer === undefined) this.#timer = setTimeout(() => this.#start(), NEXT_SHELL_DELAY_MS).unref()
-    return ready !== undefined && ready.pid !== undefined && ready.exitCode === null && ready.signalCode === null ? ready : startShell()
+    if (ready === undefined || ready.pid === undefined || ready.exitCode !== null || ready.signalCode !== null) return startShell()
+    // From here on it is a decoder like any other: its caller listens for its errors, and it keeps the process alive.
+    ready.off('error', ignore)
+    ready.stdin?.off('error', ignore)
+    holdEventLoop(ready, true)
+    return ready
   }
 
   /** The process id of the shell waiting to be taken, if one is. */
@@ -97,14 +101,22 @@ export class DecoderLauncher {
     this.#timer = undefined
     if (this.#closed || this.#ready !== undefined) return
     const shell = startShell()
-    // Until it is taken: a failed start (EMFILE) is reported here, and take() then starts another.
-    const idle = () => {}
-    shell.on('error', idle)
-    shell.stdin?.on('error', idle)
-    shell.unref()
-    ;(shell.stdin as { unref?: () => void } | null)?.unref?.()
-    ;(shell.stderr as { unref?: () => void } | null)?.unref?.()
+    // Until it is taken: a failed start (EMFILE) is reported here, and take() then starts another;
+    // a waiting shell does not keep the process alive.
+    shell.on('error', ignore)
+    shell.stdin?.on('error', ignore)
+    holdEventLoop(shell, false)
     this.#ready = shell
+  }
+}
+
+function ignore(): void {}
+
+/** Whether `child` and its pipes keep the event loop alive (pipes are sockets, which can be unref'd). */
+function holdEventLoop(child: ChildProcess, hold: boolean): void {
+  for (const handle of [child, child.stdin, child.stderr] as Array<{ ref?: () => void; unref?: () => void } | null | undefined>) {
+    if (hold) handle?.ref?.()
+    else handle?.unref?.()
   }
 }
 
@@ -124,16 +136,7 @@ export function decoderProgramFor(compression: string, contentEncoding: string |
   if (contentEncoding !== undefined && contentEncoding !== 'identity') return undefined
   const name = compression === 'xz' || compression === 'bzip2' ? compression : compression === 'zstd' && narSize >= SMALL_ZSTD_BYTES ? 'zstd' : undefined
   const executable = name === undefined ? undefined : findExecutable(name)
-  return executable === undefined || !canRun(SHELL) ? undefined : { executable, args: DECODE_ARGS }
-}
-
-function canRun(file: string): boolean {
-  try {
-    accessSync(file, constants.X_OK)
-    return true
-  } catch {
-    return false
-  }
+  return executable === undefined || findExecutable(path.basename(SHELL), path.dirname(SHELL)) === undefined ? undefined : { executable, args: DECODE_ARGS }
 }
 
 /** Writes that program's error messages use: a disk problem, not a corrupt NAR. */
@@ -160,9 +163,6 @@ export function spawnFileDecoder(program: DecoderProgram, input: DecoderInput, o
   // A line each: a newline inside one would shift the rest (no such path is ever made here).
   if (lines.some((line) => line.includes('\n'))) throw new DecoderStartError(`cannot run ${name}: a path contains a newline`)
   const child = launcher?.take() ?? startShell()
-  child.removeAllListeners('error')
-  child.stdin?.removeAllListeners('error')
-  for (const handle of [child, child.stdin, child.stderr] as Array<{ ref?: () => void } | null | undefined>) handle?.ref?.()
   let stderr = ''
   let inputError: Error | undefined
   // Set once the body is let go of on purpose, whose "premature close" is then no input error.
@@ -188,7 +188,8 @@ export function spawnFileDecoder(program: DecoderProgram, input: DecoderInput, o
       if (inputError !== undefined) reject(inputError)
       else if (signal === 'SIGXFSZ') reject(new DecodedTooLargeError(`the decoded NAR is larger than ${maxBytes} bytes`))
       else if (code === 0) resolve()
-      else if (code === INPUT_FAILURE) reject(new Error(`cannot read ${input.file ?? 'the NAR'}: ${said}`))
+      // Without the shell's message: it names a local path, and this error reaches the client.
+      else if (code === INPUT_FAILURE) reject(new Error('the NAR file cannot be read'))
       else if (code !== null && START_FAILURES.has(code)) reject(new DecoderStartError(`cannot start ${name} (exit ${code}): ${said}`))
       else if (WRITE_FAILURE.test(stderr)) reject(new DecoderOutputError(`${name} could not write the NAR: ${said}`))
       else reject(new Error(`${name} failed (${signal ?? `exit ${code}`}): ${said}`))

@@ -162,11 +162,7 @@ export class NarDownload implements NarSource {
       this.#settleWaiters()
       return listing
     } catch (err) {
-      // Stopped on purpose (every reader left, shutdown): that is the reason, whatever the
-      // decoding step made of being stopped, and no upstream is to blame; unless the NAR had
-      // already proved bad (its hash is checked after the last reader may have left).
-      const stopped = signal.aborted && signal.reason instanceof Error && !(err instanceof NarVerificationError)
-      this.#failure = stopped ? (signal.reason as Error) : classify(err, upstream.name)
+      this.#failure = classify(err, upstream.name, signal)
       this.#settleWaiters()
       throw this.#failure
     } finally {
@@ -452,8 +448,13 @@ class NarSink extends Writable {
   }
 }
 
-function classify(err: unknown, upstream: string): Error {
-  if (err instanceof NarVerificationError || err instanceof UpstreamError || err instanceof DiskError) return err
+function classify(err: unknown, upstream: string, signal: AbortSignal): Error {
+  if (err instanceof NarVerificationError) return err
+  // Stopped on purpose (every reader left, shutdown): that is the reason, whatever the decoding
+  // step made of being stopped, and no upstream is to blame; unless the NAR had already proved
+  // bad (its hash is checked after the last reader may have left).
+  if (signal.aborted && signal.reason instanceof Error) return signal.reason
+  if (err instanceof UpstreamError || err instanceof DiskError) return err
   const error = err as NodeJS.ErrnoException
   if (error.name === 'AbortError') return error.cause instanceof Error ? error.cause : error
   if (error.name === 'UnsupportedCompressionError') return error

@@ -128,6 +128,13 @@ describe('spawnFileDecoder', { skip, timeout: 60_000 }, () => {
     assert.equal(outcome, broken)
   })
 
+  it('says the NAR file cannot be read (the cache’s trouble, not this machine’s), without naming its path', async () => {
+    const missing = path.join(dir, 'no-such.nar.xz')
+    const { outcome } = await run(programFor('xz'), { body: new PassThrough(), file: missing }, 1000)
+    assert.ok(outcome instanceof Error && !(outcome instanceof DecoderStartError), String(outcome))
+    assert.equal(outcome.message, 'the NAR file cannot be read')
+  })
+
   it('says the program could not run (not that the NAR is corrupt) when it cannot be executed', async () => {
     const missingInterpreter = path.join(dir, 'xz-without-interpreter')
     await writeFile(missingInterpreter, '#!/nonexistent/interpreter\n', { mode: 0o755 })
