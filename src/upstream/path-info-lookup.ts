@@ -96,6 +96,11 @@ export class PathInfoLookup {
   /** Upstream.credentialsVersion() when the breaker left the upstream out. */
   readonly #skippedWith = new Map<Upstream, number>()
   readonly #parallel: boolean
+  /**
+   * `.ls` bodies requested beside their narinfo, waiting for listing() (see #fetchNarInfo). Weak:
+   * one that is never asked for (its NAR is on disk already) goes with its PathInfo.
+   */
+  readonly #prefetched = new WeakMap<PathInfo, Promise<Buffer | undefined>>()
 
   constructor(upstreams: readonly Upstream[], options: PathInfoLookupOptions) {
     this.#upstreams = upstreams
@@ -177,7 +182,7 @@ export class PathInfoLookup {
     // Parallel: every request starts now; the loop below still takes the answers in priority order.
     const broken = (u: Upstream) => this.#brokenNars.has(brokenKey(u, hash))
     const order = [...this.upstreams.filter((u) => !broken(u)), ...this.upstreams.filter(broken)]
-    const asks = order.map((upstream) => this.#ask(upstream, hash, this.#parallel))
+    const asks = order.map((upstream, i) => this.#ask(upstream, hash, this.#parallel, i === 0))
     try {
       for (const ask of asks) {
         const outcome = await ask.start()
@@ -202,7 +207,7 @@ export class PathInfoLookup {
    * One upstream's narinfo request, started at once (`eager`) or by the first start(). Its outcome
    * updates the upstream's health as soon as it is known, unless the request was aborted.
    */
-  #ask(upstream: Upstream, hash: string, eager: boolean): { start(): Promise<{ info: PathInfo | undefined } | { error: unknown }>; abort(): void } {
+  #ask(upstream: Upstream, hash: string, eager: boolean, withListing: boolean): { start(): Promise<{ info: PathInfo | undefined } | { error: unknown }>; abort(): void } {
     const health = this.#health.get(upstream)
     // Skipped, unless its credentials changed since: the failures may have been their refusal.
     if (health?.skippedUntil !== undefined && Date.parse(health.skippedUntil) > Date.now() && this.#skippedWith.get(upstream) === (upstream.credentialsVersion?.() ?? 0)) {
@@ -212,7 +217,7 @@ export class PathInfoLookup {
     const controller = eager ? new AbortController() : undefined
     let outcome: Promise<{ info: PathInfo | undefined } | { error: unknown }> | undefined
     const start = () =>
-      (outcome ??= this.#fetchNarInfo(upstream, hash, controller?.signal).then(
+      (outcome ??= this.#fetchNarInfo(upstream, hash, controller?.signal, withListing).then(
         (info) => {
           this.#health.set(upstream, { name: upstream.name, state: 'ok' })
           return { info }
@@ -254,8 +259,17 @@ export class PathInfoLookup {
     })
   }
 
-  async #fetchNarInfo(upstream: Upstream, hash: string, signal?: AbortSignal): Promise<PathInfo | undefined> {
+  /**
+   * `withListing`: the `.ls` is requested at the same time, from the same upstream (the one asked
+   * first), since nearly every lookup is followed by listing() and the key needs only the hash: a
+   * cold path then costs one round trip to the upstream before its NAR, not two. When the narinfo is
+   * not there, that answer is read and dropped rather than aborted, which would close a kept-alive
+   * connection.
+   */
+  async #fetchNarInfo(upstream: Upstream, hash: string, signal?: AbortSignal, withListing = false): Promise<PathInfo | undefined> {
     const key = `${hash}.narinfo`
+    const listingBody = withListing ? this.#readListing(upstream, hash, MAX_LISTING_BYTES) : undefined
+    listingBody?.catch(() => {}) // its failure matters only to listing(), if it is ever asked
     const res = await upstream.get(key, signal)
     if (res === undefined) return undefined
     const text = (await readSmallBody(res, MAX_NARINFO_BYTES, upstream.name, key)).toString('utf8')
@@ -274,7 +288,9 @@ export class PathInfoLookup {
     if (narKey === undefined) {
       throw new UpstreamError(upstream.name, 'bad-response', `${key} has a URL outside the cache (${JSON.stringify(narInfo.url)})`)
     }
-    return { storePath, narInfo, upstream, narKey, trustedBy: this.#checkTrust(upstream, narInfo, key) }
+    const info: PathInfo = { storePath, narInfo, upstream, narKey, trustedBy: this.#checkTrust(upstream, narInfo, key) }
+    if (listingBody !== undefined) this.#prefetched.set(info, listingBody)
+    return info
   }
 
   /** Nix's rule: one valid signature by a trusted key, or a content address that recomputes. */
@@ -288,14 +304,25 @@ export class PathInfoLookup {
     throw new UpstreamError(upstream.name, 'untrusted', `${key} has no trusted signature (trusted keys: ${keys.map((k) => k.name).join(', ')})`)
   }
 
+  /** The (decoded) body of the upstream's `.ls`, or undefined when it has none. */
+  async #readListing(upstream: Upstream, hash: string, maxBytes: number): Promise<Buffer | undefined> {
+    const key = `${hash}.ls`
+    const res = await upstream.get(key)
+    return res === undefined ? undefined : readSmallBody(res, maxBytes, upstream.name, key)
+  }
+
   /** The upstream's `.ls`, or undefined; `upstreamFailed` when that is for now only (a timeout, a 5xx, a reset). */
   async #fetchListing(info: PathInfo): Promise<{ listing: Listing | undefined; upstreamFailed: boolean }> {
     const key = `${info.storePath.hash}.ls`
+    const maxBytes = Math.min(MAX_LISTING_BYTES, maxListingBytes(info.narInfo.narSize))
+    const prefetched = this.#prefetched.get(info)
+    this.#prefetched.delete(info)
     try {
-      const res = await info.upstream.get(key)
-      if (res === undefined) return { listing: undefined, upstreamFailed: false }
-      const maxBytes = Math.min(MAX_LISTING_BYTES, maxListingBytes(info.narInfo.narSize))
-      const listing = parseListing((await readSmallBody(res, maxBytes, info.upstream.name, key)).toString('utf8'))
+      const body = await (prefetched ?? this.#readListing(info.upstream, info.storePath.hash, maxBytes))
+      if (body === undefined) return { listing: undefined, upstreamFailed: false }
+      // A prefetched body was read before the narinfo said how big the NAR is.
+      if (body.length > maxBytes) throw new UpstreamError(info.upstream.name, 'bad-response', `${key} is over the ${maxBytes}-byte limit`)
+      const listing = parseListing(body.toString('utf8'))
       checkListingFits(listing, info.narInfo.narSize)
       return { listing, upstreamFailed: false }
     } catch (err) {

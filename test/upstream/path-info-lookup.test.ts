@@ -1,7 +1,11 @@
 /** The narinfo and `.ls` caches of PathInfoLookup against a real HTTP test upstream: what is remembered, and for how long. */
 import assert from 'node:assert/strict'
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { after, describe, it } from 'node:test'
+import { maxListingBytes } from '../../src/formats/listing.js'
 import { createLogger } from '../../src/log.js'
 import { HttpUpstream } from '../../src/upstream/http-upstream.js'
 import { PathInfoLookup } from '../../src/upstream/path-info-lookup.js'
@@ -26,13 +30,64 @@ describe('PathInfoLookup caches', () => {
   it('asks for a `.ls` again once the upstream that failed it may have recovered', async () => {
     const { upstream, http } = await start()
     const lookup = new PathInfoLookup([http], { log, negativeTtlMs: 200, maxEntries: 100, trustedKeys: () => undefined })
+    // Before the lookup: its `.ls` is requested beside the narinfo.
+    upstream.setFault(`/${basic.hash}.ls`, { kind: 'status', status: 503 })
     const info = await lookup.find(basic.hash)
     assert.ok(info !== undefined)
-    upstream.setFault(`/${basic.hash}.ls`, { kind: 'status', status: 503, times: 3 })
     assert.equal(await lookup.listing(info), undefined, 'no listing while the upstream fails')
     upstream.clearFaults()
     await sleep(300)
     assert.ok((await lookup.listing(info)) !== undefined, 'the listing once it answers again')
+  })
+
+  it('requests the `.ls` beside the narinfo, once, and listing() uses that answer', async () => {
+    const { upstream, http } = await start()
+    const lookup = new PathInfoLookup([http], { log, negativeTtlMs: 60_000, maxEntries: 100, trustedKeys: () => undefined })
+    upstream.setFault(`/${basic.hash}.narinfo`, { kind: 'delay', ms: 300 })
+    const finding = lookup.find(basic.hash)
+    await sleep(150)
+    assert.equal(upstream.count(`/${basic.hash}.ls`), 1, 'asked while the narinfo is still on its way')
+    const info = await finding
+    assert.ok(info !== undefined)
+    const listing = await lookup.listing(info)
+    assert.equal(listing?.root.type, 'directory')
+    assert.equal(upstream.count(`/${basic.hash}.ls`), 1, 'not asked a second time')
+  })
+
+  it('asks only the first upstream for a `.ls` beside the narinfo, and takes the listing from the one that has the path', async () => {
+    const empty = await startTestUpstream({ root: cacheDir('zstd') })
+    upstreams.push(empty)
+    empty.setFault(/\.(narinfo|ls)$/, { kind: 'status', status: 404 })
+    const { upstream, http } = await start()
+    const first = new HttpUpstream(new URL(empty.url), { userAgent: 'test', timeoutMs: 2000 })
+    const lookup = new PathInfoLookup([first, http], { log, negativeTtlMs: 60_000, maxEntries: 100, trustedKeys: () => undefined })
+    const info = await lookup.find(basic.hash)
+    assert.equal(info?.upstream, http)
+    assert.equal((await lookup.listing(info))?.root.type, 'directory')
+    assert.equal(empty.count(`/${basic.hash}.ls`), 1, 'the first upstream, beside its narinfo')
+    assert.equal(upstream.count(`/${basic.hash}.ls`), 1, 'the second, once its narinfo answered')
+  })
+
+  it('refuses a `.ls` fetched beside the narinfo that is too long for the NAR the narinfo describes', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'unnar-long-ls-'))
+    try {
+      await cp(cacheDir('xz'), dir, { recursive: true })
+      const narSize = Number(/^NarSize: (\d+)$/m.exec(await readFile(path.join(dir, `${basic.hash}.narinfo`), 'utf8'))![1])
+      const ls = path.join(dir, `${basic.hash}.ls`)
+      // Valid JSON, one byte over maxListingBytes(NarSize) once padded.
+      const text = await readFile(ls, 'utf8')
+      await writeFile(ls, text + ' '.repeat(maxListingBytes(narSize) + 1 - Buffer.byteLength(text)))
+      const upstream = await startTestUpstream({ root: dir })
+      upstreams.push(upstream)
+      const http = new HttpUpstream(new URL(upstream.url), { userAgent: 'test', timeoutMs: 2000 })
+      const lookup = new PathInfoLookup([http], { log, negativeTtlMs: 60_000, maxEntries: 100, trustedKeys: () => undefined })
+      const info = await lookup.find(basic.hash)
+      assert.ok(info !== undefined)
+      assert.equal(await lookup.listing(info), undefined)
+      assert.equal(upstream.count(`/${basic.hash}.ls`), 1, 'the body fetched beside the narinfo was the one refused')
+    } finally {
+      await rm(dir, { recursive: true })
+    }
   })
 
   it('still answers the requests waiting for a lookup whose entry was pushed out of the cache meanwhile', async () => {
