@@ -24,6 +24,8 @@ export interface Metrics {
   upstream(event: UpstreamRequestEvent): void
   /** A request answered from memory before routing (src/http/hot-responses.ts). */
   hotAnswer(): void
+  /** A request that waited for an identical one and got its answer (src/http/hot-responses.ts). */
+  sharedAnswer(): void
   /** A narinfo rejected for want of a trusted signature. */
   untrusted(): void
   /** Connects the scrape-time gauges to their sources (they exist only after the metrics). */
@@ -105,6 +107,9 @@ export function createMetrics(): Metrics {
     },
     hotAnswer() {
       requests.hotAnswer()
+    },
+    sharedAnswer() {
+      requests.sharedAnswer()
     },
     untrusted() {
       verification.inc({ what: 'narinfo-signature' })

@@ -20,6 +20,7 @@ interface RouteTally {
 export class RequestTally {
   readonly #routes = new Map<string, RouteTally>()
   #hotAnswers = 0
+  #sharedAnswers = 0
 
   observe(route: string, status: number, bytes: number, seconds: number): void {
     let tally = this.#routes.get(route)
@@ -41,6 +42,11 @@ export class RequestTally {
     this.#hotAnswers++
   }
 
+  /** A request that waited for an identical one and got its answer (src/http/hot-responses.ts). */
+  sharedAnswer(): void {
+    this.#sharedAnswers++
+  }
+
   /** The metrics in Prometheus' text format (0.0.4), one `# HELP` and `# TYPE` per metric. */
   render(): string {
     const routes = [...this.#routes]
@@ -57,6 +63,9 @@ export class RequestTally {
       '# HELP unnar_hot_responses_total Requests for hot small files answered from memory before routing',
       '# TYPE unnar_hot_responses_total counter',
       `unnar_hot_responses_total ${this.#hotAnswers}`,
+      '# HELP unnar_shared_responses_total Requests that arrived while an identical one was being answered, and got its answer',
+      '# TYPE unnar_shared_responses_total counter',
+      `unnar_shared_responses_total ${this.#sharedAnswers}`,
     ]
     return lines.join('\n') + '\n'
   }

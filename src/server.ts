@@ -93,6 +93,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     maxUrlLength: config.maxUrlLength,
     keyByHost: config.domain !== undefined,
     onAnswer: () => metrics.hotAnswer(),
+    onShared: () => metrics.sharedAnswer(),
   })
   const app = createApp({
     lookup,
@@ -110,7 +111,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     accepting: () => accepting,
     otherStore: (path) => otherStores.route(path),
   })
-  const server = createHttpServer(app.fetch, config, log, { answer: (req, res) => hotResponses.serve(req, res), reporter, pending: () => storeInit })
+  const server = createHttpServer(app.fetch, config, log, { answer: (req, res, dispatch) => hotResponses.serve(req, res, dispatch), reporter, pending: () => storeInit })
   const url = await listen(server, config)
   storeInit = store.init()
   try {
@@ -168,7 +169,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
 
 /** What the main listener adds in front of the app: the hot-response lane, and the request log for requests the app never sees. */
 interface Front {
-  readonly answer: (req: IncomingMessage, res: ServerResponse) => boolean
+  /** True when the request was answered, or taken to be handed to the app later through `dispatch`. */
+  readonly answer: (req: IncomingMessage, res: ServerResponse, dispatch: () => void) => boolean
   readonly reporter: RequestReporter
   /** While the NAR store is still reading its directory (just after listen), what requests wait for. */
   readonly pending: () => Promise<void> | undefined
@@ -203,12 +205,15 @@ function createHttpServer(fetch: (request: Request, env: never) => Response | Pr
     }
     // HTTP/1.0 may omit Host (node refuses that only for 1.1); node-server needs one for the URL.
     req.headers.host ??= 'localhost'
-    if (front?.answer(req, res) === true) return
-    arriving = { req, res, started: performance.now() }
-    closeWithConnection(res)
-    const handled = app(req, res)
-    arriving = undefined
-    void handled
+    const dispatch = () => {
+      arriving = { req, res, started: performance.now() }
+      closeWithConnection(res)
+      const handled = app(req, res)
+      arriving = undefined
+      void handled
+    }
+    if (front?.answer(req, res, dispatch) === true) return
+    dispatch()
   }
   const server = createServer(
     {

@@ -84,6 +84,11 @@ export function noteRequest(c: Context, notes: RequestNotes): void {
   if (current !== undefined) Object.assign(current, notes)
 }
 
+/** What was noted about the request in `c` so far (a copy). */
+export function requestNotes(c: Context): RequestNotes {
+  return { ...(c.get(NOTES) as RequestNotes | undefined) }
+}
+
 export function requestLog(reporter: RequestReporter, routeOf: (c: Context) => string): MiddlewareHandler {
   return async (c, next) => {
     const started = performance.now()

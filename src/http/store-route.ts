@@ -10,8 +10,8 @@ import type { NarLease, NarSource } from '../store/nar-source.js'
 import type { NarStore } from '../store/nar-store.js'
 import { openDirectFile } from '../store/direct-file-stream.js'
 import type { HotFiles } from '../store/hot-files.js'
-import type { HotResponses } from './hot-responses.js'
-import { noteRequest } from './request-log.js'
+import type { HotResponses, SharedAnswer } from './hot-responses.js'
+import { noteRequest, requestNotes } from './request-log.js'
 import { openRangedFile, probeRangedFile, RangeMismatchError, type FetchRange, type RangedNode } from '../store/ranged-file.js'
 import { UpstreamError, type Upstream } from '../upstream/upstream.js'
 import type { PathInfo, PathInfoLookup } from '../upstream/path-info-lookup.js'
@@ -71,6 +71,8 @@ export interface StoreRoutes {
 
 export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
   const { lookup, store, log, storeDir, domain, hotFiles, hotResponses } = deps
+  /** The whole body of the small file a request was answered with, for the identical requests that waited on it. */
+  const shareable = new WeakMap<Context, Omit<SharedAnswer, 'response'>>()
   const prefix = `${storeDir}/`
   const prefixSegments = storeDir.split('/').filter(Boolean)
   /** Upstreams that answered a Range request with the whole object. */
@@ -167,11 +169,9 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     noteRequest(c, { cache: 'hit', upstream: info.upstream.name })
     if (matchesEtag(c.req.header('if-none-match'), hot.etag)) return notModified(c, hot.etag, hot.name, hot.size)
     const response = fileResponse(c, hot, { sandbox: !site, log })
-    hotResponses?.remember(c, response, hot.bytes, {
-      route: site ? 'site' : 'store',
-      notes: { cache: 'hit', upstream: info.upstream.name },
-      current: () => lookup.peek(info.storePath.hash) === info,
-    })
+    const answer = { body: hot.bytes, route: site ? 'site' : 'store', notes: { cache: 'hit', upstream: info.upstream.name }, current: () => lookup.peek(info.storePath.hash) === info } as const
+    hotResponses?.remember(c, response, hot.bytes, answer)
+    shareable.set(c, answer)
     return response
   }
 
@@ -223,7 +223,11 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
       openRange: (start, end) => source.read(offset + start, offset + end),
       openWhole: () => source.read(offset, offset + node.size),
     }
-    return fileResponse(c, file, { sandbox: !view.site, log })
+    const response = fileResponse(c, file, { sandbox: !view.site, log })
+    if (bytes !== undefined) {
+      shareable.set(c, { body: bytes, route: view.site ? 'site' : 'store', notes: requestNotes(c), current: () => lookup.peek(info.storePath.hash) === info })
+    }
+    return response
   }
 
   /** An uncompressed NAR too big to keep, not cached and not being downloaded, on an upstream that honours Range. */
@@ -289,8 +293,25 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     return res
   }
 
+  /**
+   * Answers `c` as the first of identical GETs (hot-responses.ts), when it is: those arriving
+   * meanwhile get its bytes if it is a small file (see `shareable`), else are answered each in turn.
+   */
+  async function leading(c: Context, answer: () => Promise<Response>): Promise<Response> {
+    const lead = hotResponses?.lead(c)
+    if (lead === undefined) return answer()
+    try {
+      const response = await answer()
+      const shared = shareable.get(c)
+      lead.settle(shared === undefined ? undefined : { ...shared, response })
+      return response
+    } finally {
+      lead.settle() // an error: each follower gets its own answer from the app
+    }
+  }
+
   return {
-    store: async (c) => {
+    store: (c) => leading(c, async () => {
       const req = parseStoreRequest(storeRequestRest(requestPath(c), storeDir))
       const info = await findInfo(req)
       const hot = serveHot(c, req, info, false)
@@ -301,8 +322,8 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
         url: (segments) => '/' + encodePath([...base, ...segments]),
         location: (l) => l,
       })
-    },
-    site: async (c, hash) => {
+    }),
+    site: (c, hash) => leading(c, async () => {
       const path = requestPath(c).replace(/^\/+/, '')
       const req = parseStoreRequest(path === '' ? `${hash}/` : `${hash}/${path}`)
       const info = await findInfo(req)
@@ -319,7 +340,7 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
           return other !== null && domain !== undefined ? `//${other[1]}.${domain}${other[2] ?? '/'}` : l
         },
       })
-    },
+    }),
   }
 }
 

@@ -1,6 +1,7 @@
 /** The hot-response lane in front of the app: the same answers as the app, only for requests it may repeat. */
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
+import path from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { cacheDir, fixturePath } from '../helpers/fixtures.js'
 import { rawRequest, type RawResponse } from '../helpers/raw-http.js'
@@ -143,6 +144,35 @@ describe('hot responses in subdomain mode', { timeout: 60_000 }, () => {
       // On the store path's own origin the URL path is a path inside it: no such file there.
       const site = await rawRequest(url, { headers: { Host: `${basic.hash}.nix.test` } })
       assert.equal(site.status, 404)
+    } finally {
+      await unnar.stop()
+      await upstream.close()
+    }
+  })
+})
+
+describe('identical requests for a file of a cold NAR', { timeout: 60_000 }, () => {
+  async function sharedAnswers(unnar: TestUnnar): Promise<number> {
+    const text = await (await fetch(`${unnar.url}/metrics`)).text()
+    return Number(text.split('\n').find((l) => l.startsWith('unnar_shared_responses_total '))?.split(' ')[1] ?? NaN)
+  }
+
+  it('wait for the first one: a small file goes out in its bytes, a big one is read by each; one NAR download', async () => {
+    const upstream = await startTestUpstream({ root: cacheDir('zstd') })
+    // Every request below has arrived long before the NAR does.
+    upstream.setFault(/\.nar(\.zst)?$/, { kind: 'delay', ms: 1000 })
+    const unnar = await startUnnar([upstream.url])
+    try {
+      const N = 10
+      const get = (rel: string, i: number) => rawRequest(unnar.store(`${basicBase}/${rel}`), { headers: { 'X-Request-Id': `${path.basename(rel)}-${i}` } })
+      const answers = await Promise.all([README, 'lib/libfoo.so.1.2'].flatMap((rel) => Array.from({ length: N }, (_, i) => get(rel, i).then((res) => ({ rel, i, res })))))
+      for (const { rel, i, res } of answers) {
+        assert.equal(res.status, 200)
+        assert.equal(sha256(res.body), basic.entries[rel]!.sha256, rel)
+        assert.equal(res.headers['x-request-id'], `${path.basename(rel)}-${i}`)
+      }
+      assert.equal(await sharedAnswers(unnar), N - 1, 'all but the first README request got its bytes (libfoo is over 256 KiB)')
+      assert.equal(upstream.count(/\.nar(\.zst)?$/), 1)
     } finally {
       await unnar.stop()
       await upstream.close()
