@@ -195,7 +195,7 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     }
     const source = known ?? (await openSource(c, info))
     if (source === undefined) return serveDirect(c, info, segments, view)
-    const node = await source.node(segments)
+    const node = await source.node(segments, listed.narOffset === undefined ? undefined : listed.narOffset + listed.size)
     if (node?.type !== 'regular' || node.narOffset === undefined) {
       throw new HttpError(502, `the NAR from ${info.upstream.name} disagrees with its listing at ${segments.join('/')}`)
     }

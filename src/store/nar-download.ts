@@ -53,6 +53,10 @@ export class NarDownload implements NarSource {
   readonly #byteWaiters: ByteWaiter[] = []
   readonly #root: { node: ListingNode | undefined } = { node: undefined }
   readonly #nodeWaiters = new Map<string, Array<(node: ListingNode | undefined) => void>>()
+  /** Where the listing says the contents of each awaited node end, for those that had a hint. */
+  readonly #nodeHints = new Map<string, number>()
+  /** Wakes the follower early (a reader started waiting): see followDecodedFile. */
+  #nudge: (() => void) | undefined
   readonly #reads = new Map<string, Promise<Uint8Array<ArrayBuffer>>>()
 
   constructor(options: NarDownloadOptions) {
@@ -79,7 +83,7 @@ export class NarDownload implements NarSource {
     this.#abort.abort(reason)
   }
 
-  async node(segments: readonly string[]): Promise<ListingNode | undefined> {
+  async node(segments: readonly string[], expectedEnd?: number): Promise<ListingNode | undefined> {
     const found = this.#locate(segments)
     if (found !== undefined || this.#complete || this.#failure !== undefined) {
       if (this.#failure !== undefined && found === undefined) throw this.#failure
@@ -90,6 +94,10 @@ export class NarDownload implements NarSource {
       const list = this.#nodeWaiters.get(key) ?? []
       list.push(resolve)
       this.#nodeWaiters.set(key, list)
+      // A waiter without a hint makes the hints of the others for this key moot.
+      if (expectedEnd !== undefined && (list.length === 1 || this.#nodeHints.has(key))) this.#nodeHints.set(key, Math.max(expectedEnd, this.#nodeHints.get(key) ?? 0))
+      else this.#nodeHints.delete(key)
+      this.#nudge?.()
     }).then((node) => {
       if (node === undefined && this.#failure !== undefined) throw this.#failure
       return node as ListingNode | undefined
@@ -187,7 +195,18 @@ export class NarDownload implements NarSource {
     let decoder: FileDecoder | undefined
     try {
       decoder = spawnFileDecoder(program, res, this.#path, narInfo.narSize, this.#decoderLauncher)
-      return await followDecodedFile({ file: this.#file, decoder, indexer, hasher, narSize: narInfo.narSize, upstream: upstream.name, signal, onWritten: (bytes, entries) => this.onWritten(bytes, entries) })
+      return await followDecodedFile({
+        file: this.#file,
+        decoder,
+        indexer,
+        hasher,
+        narSize: narInfo.narSize,
+        upstream: upstream.name,
+        signal,
+        onWritten: (bytes, entries) => this.onWritten(bytes, entries),
+        wanted: () => this.#wanted(),
+        onNudge: (nudge) => (this.#nudge = nudge),
+      })
     } catch (err) {
       if (err instanceof DecodedTooLargeError) throw new NarVerificationError(upstream.name, `NAR is larger than its NarSize ${narInfo.narSize}`)
       if (err instanceof DecoderOutputError || err instanceof DecoderStartError) throw new DiskError(err.message, { cause: err })
@@ -252,7 +271,26 @@ export class NarDownload implements NarSource {
     if (this.#failure !== undefined) return Promise.reject(this.#failure)
     if (end <= this.#written) return Promise.resolve(this.#written)
     if (this.#complete) return Promise.reject(new RangeError(`byte ${end} is past the end of the NAR`))
-    return new Promise((resolve, reject) => this.#byteWaiters.push({ end, resolve, reject }))
+    return new Promise((resolve, reject) => {
+      this.#byteWaiters.push({ end, resolve, reject })
+      this.#nudge?.()
+    })
+  }
+
+  /**
+   * What readers wait for: the nearest byte offset one of them needs (`at`), and whether one waits
+   * for an entry of the index with no idea where it is (`unplaced`). See followDecodedFile.
+   */
+  #wanted(): { at: number | undefined; unplaced: boolean } {
+    let at: number | undefined
+    for (const waiter of this.#byteWaiters) at = Math.min(at ?? Infinity, waiter.end)
+    let unplaced = this.#nodeWaiters.size > this.#nodeHints.size
+    for (const end of this.#nodeHints.values()) {
+      // Written already and still not indexed: the listing was wrong about it.
+      if (end <= this.#written) unplaced = true
+      else at = Math.min(at ?? Infinity, end)
+    }
+    return { at, unplaced }
   }
 
   #releaseReader(): void {
@@ -297,6 +335,7 @@ export class NarDownload implements NarSource {
     const waiters = this.#nodeWaiters.get(entry.path)
     if (waiters !== undefined) {
       this.#nodeWaiters.delete(entry.path)
+      this.#nodeHints.delete(entry.path)
       for (const resolve of waiters) resolve(node)
     }
   }
@@ -313,6 +352,7 @@ export class NarDownload implements NarSource {
   #settleWaiters(): void {
     for (const waiters of this.#nodeWaiters.values()) for (const resolve of waiters) resolve(undefined)
     this.#nodeWaiters.clear()
+    this.#nodeHints.clear()
     const failure = this.#failure ?? new RangeError('read past the end of the NAR')
     for (const waiter of this.#byteWaiters.splice(0)) waiter.reject(failure)
   }

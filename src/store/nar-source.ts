@@ -2,8 +2,12 @@
 import type { Listing, ListingNode } from '../formats/listing.js'
 
 export interface NarSource {
-  /** The node at `segments`, without following symlinks; waits for the NAR's index when downloading. */
-  node(segments: readonly string[]): Promise<ListingNode | undefined>
+  /**
+   * The node at `segments`, without following symlinks; waits for the NAR's index when downloading.
+   * `expectedEnd`: where the upstream's listing says its contents end, a hint for when to look
+   * (the answer is always the NAR's own).
+   */
+  node(segments: readonly string[], expectedEnd?: number): Promise<ListingNode | undefined>
   /** The complete listing (with offsets); waits for the whole NAR when downloading. */
   listing(): Promise<Listing>
   /** Bytes `[start, end)` of the uncompressed NAR, streamed as they become available. */

@@ -174,4 +174,29 @@ describe('followDecodedFile', { timeout: 30_000 }, () => {
     assert.ok(outcome instanceof DiskError, String(outcome))
     assert.match(outcome.message, /^watching the NAR being written: [A-Z_]+$/)
   })
+
+  it('looks at the file rarely while the bytes readers wait for are far off, and often for an entry it cannot place', async () => {
+    /** How many looks saw the file grow while it is written steadily for ~300 ms. */
+    const looks = async (wanted: () => { at: number | undefined; unplaced: boolean }) => {
+      const file = await open(path.join(dir, `nar-${++n}`), 'w+')
+      const decoder = new FakeDecoder()
+      let grew = 0
+      try {
+        const following = followDecodedFile({ file, decoder, indexer: new NarIndexer(), hasher, narSize: nar.length, upstream: 'test-upstream', signal: new AbortController().signal, wanted, onWritten: (bytes) => void (bytes > 0 && grew++) })
+        const piece = Math.ceil(nar.length / 100)
+        for (let at = 0; at < nar.length; at += piece) {
+          await file.write(nar, at, Math.min(piece, nar.length - at), at)
+          await sleep(3)
+        }
+        decoder.exit()
+        assert.equal(await following, nar.length)
+        return grew
+      } finally {
+        await file.close()
+      }
+    }
+    const far = await looks(() => ({ at: nar.length, unplaced: false }))
+    const unplaced = await looks(() => ({ at: nar.length, unplaced: true }))
+    assert.ok(far * 2 < unplaced, `${far} looks for bytes at the end, ${unplaced} for an entry of unknown place`)
+  })
 })
