@@ -261,15 +261,21 @@ export class NarStore {
   /** Runs with a download slot, which is released when the download settles. */
   async #download(key: string, info: PathInfo, release: () => void): Promise<NarDownload> {
     const keep = info.narInfo.narSize <= this.#maxNarBytes
-    await this.#checkFreeSpace(info.narInfo.narSize)
     const tmp = path.join(this.#tmpDir, `${key}.${randomBytes(6).toString('hex')}.nar`)
-    let file: FileHandle
-    try {
-      file = await open(tmp, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o644)
-    } catch (err) {
-      this.#diskTrouble('cannot create a temp file', err)
-      throw new DiskError('cannot create a temp file', { cause: err })
+    // Side by side: each waits for a thread of libuv's pool, and a cold request waits for both.
+    const [space, opened] = await Promise.allSettled([this.#checkFreeSpace(info.narInfo.narSize), open(tmp, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o644)])
+    if (space.status === 'rejected') {
+      if (opened.status === 'fulfilled') {
+        await opened.value.close().catch(() => {})
+        await this.#removeQuietly(tmp)
+      }
+      throw space.reason
     }
+    if (opened.status === 'rejected') {
+      this.#diskTrouble('cannot create a temp file', opened.reason)
+      throw new DiskError('cannot create a temp file', { cause: opened.reason })
+    }
+    const file: FileHandle = opened.value
     if (keep) this.#makeRoom(info.narInfo.narSize)
     const download = new NarDownload({ info, file, path: tmp, abortWhenUnused: !keep, decoderLauncher: this.#decoderLauncher })
     this.#inflight.set(key, download)

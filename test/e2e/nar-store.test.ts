@@ -226,6 +226,7 @@ describe('the NAR store', { timeout: 120_000 }, () => {
     // A NAR that fits is still cached.
     assert.equal(await fetchSha(unnar.store(`${trickyBase}/chain/target.txt`)), tricky.entries['chain/target.txt']!.sha256)
     await eventually(async () => (await cachedNars(dir)).length === 1, 'the small NAR is cached')
+    assert.deepEqual(await readdir(path.join(dir, 'tmp')), [], 'the temp file opened beside the failed free-space check is gone')
   })
 
   it('recovers from kill -9 in the middle of a download: no partial entry is ever used', async () => {
