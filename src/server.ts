@@ -205,9 +205,11 @@ function createHttpServer(fetch: (request: Request, env: never) => Response | Pr
     }
     // HTTP/1.0 may omit Host (node refuses that only for 1.1); node-server needs one for the URL.
     req.headers.host ??= 'localhost'
+    // Before the lane may hold it back: a request queued behind another on a connection that dies
+    // while it waits must see its response closed, or whatever the app takes for it is never let go.
+    closeWithConnection(res)
     const dispatch = () => {
       arriving = { req, res, started: performance.now() }
-      closeWithConnection(res)
       const handled = app(req, res)
       arriving = undefined
       void handled

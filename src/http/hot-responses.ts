@@ -115,10 +115,10 @@ export class HotResponses {
   }
 
   /**
-   * Makes the request in `c` the one identical GETs arriving from now on wait for, unless another
+   * Makes the request in `c` (on `route`, for the metrics) the one identical GETs arriving from now on wait for, unless another
    * already is (or it is not a plain GET): then undefined, and the caller answers it as usual.
    */
-  lead(c: Context): Lead | undefined {
+  lead(c: Context, route: string): Lead | undefined {
     const incoming = incomingOf(c)
     if (incoming === undefined || !this.#repeatable(incoming)) return undefined
     const key = this.#key(incoming)
@@ -134,8 +134,9 @@ export class HotResponses {
         if (followers.size === 0) return
         const entry = shared === undefined ? undefined : entryOf(shared.response, shared.body, shared)
         for (const follower of followers) {
-          if (entry === undefined) follower.dispatch()
-          else this.#answer(entry, follower.req, follower.res, follower.started, this.#options.onShared)
+          if (entry !== undefined) this.#answer(entry, follower.req, follower.res, follower.started, this.#options.onShared)
+          else if (follower.res.destroyed) this.#reportLeft(follower, route)
+          else follower.dispatch()
         }
       },
     }
@@ -164,13 +165,12 @@ export class HotResponses {
   }
 
   #answer(entry: Entry, req: IncomingMessage, res: ServerResponse, started: number, count: (() => void) | undefined): void {
-    const reporter = this.#options.reporter
-    const id = reporter.id(req.headers['x-request-id'] as string | undefined)
     if (res.destroyed) {
-      // The client left while it waited for an identical request's answer.
-      reporter.report({ id, method: 'GET', path: logPath(req.url!), route: entry.route, status: 200, started, notes: entry.notes, bytes: 0, aborted: true })
+      this.#reportLeft({ req, started }, entry.route, entry.notes)
       return
     }
+    const reporter = this.#options.reporter
+    const id = reporter.id(req.headers['x-request-id'] as string | undefined)
     const socket = res.socket
     const before = entry.headBytes === undefined ? socket?.bytesWritten : undefined
     res.writeHead(200, [...entry.headers, 'x-request-id', id])
@@ -179,6 +179,13 @@ export class HotResponses {
     const bytes = entry.headBytes === undefined ? undefined : entry.headBytes + id.length + entry.body.length
     reporter.report({ id, method: 'GET', path: logPath(req.url!), route: entry.route, status: 200, started, notes: entry.notes, bytes, aborted: false })
     count?.()
+  }
+
+  /** A client that left while it waited for an identical request's answer: nothing is sent (499, as nginx logs it). */
+  #reportLeft(follower: Pick<Follower, 'req' | 'started'>, route: string, notes: RequestNotes = {}): void {
+    const reporter = this.#options.reporter
+    const id = reporter.id(follower.req.headers['x-request-id'] as string | undefined)
+    reporter.report({ id, method: 'GET', path: logPath(follower.req.url!), route, status: 499, started: follower.started, notes, bytes: 0, aborted: true })
   }
 
   /** Bytes held, as counted against the bound. */

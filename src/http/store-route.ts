@@ -195,7 +195,7 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     }
     const source = known ?? (await openSource(c, info))
     if (source === undefined) return serveDirect(c, info, segments, view)
-    const node = await source.node(segments, listed.narOffset === undefined ? undefined : listed.narOffset + listed.size)
+    const node = await source.node(segments, listed.narOffset)
     if (node?.type !== 'regular' || node.narOffset === undefined) {
       throw new HttpError(502, `the NAR from ${info.upstream.name} disagrees with its listing at ${segments.join('/')}`)
     }
@@ -295,11 +295,16 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
 
   /**
    * Answers `c` as the first of identical GETs (hot-responses.ts), when it is: those arriving
-   * meanwhile get its bytes if it is a small file (see `shareable`), else are answered each in turn.
+   * meanwhile get its bytes if it is a small file (see `shareable`), else each goes to the router
+   * (the first of them leading the rest).
    */
-  async function leading(c: Context, answer: () => Promise<Response>): Promise<Response> {
-    const lead = hotResponses?.lead(c)
+  async function leading(c: Context, route: 'store' | 'site', answer: () => Promise<Response>): Promise<Response> {
+    const lead = hotResponses?.lead(c, route)
     if (lead === undefined) return answer()
+    // Its client may leave before the answer: the others then go on by themselves, each holding
+    // the NAR it waits for (a NAR too big to keep is abandoned when nobody does).
+    const outgoing = outgoingOf(c)
+    if (outgoing !== undefined) whenResponseEnds(outgoing, () => lead.settle())
     try {
       const response = await answer()
       const shared = shareable.get(c)
@@ -311,7 +316,7 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
   }
 
   return {
-    store: (c) => leading(c, async () => {
+    store: (c) => leading(c, 'store', async () => {
       const req = parseStoreRequest(storeRequestRest(requestPath(c), storeDir))
       const info = await findInfo(req)
       const hot = serveHot(c, req, info, false)
@@ -323,7 +328,7 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
         location: (l) => l,
       })
     }),
-    site: (c, hash) => leading(c, async () => {
+    site: (c, hash) => leading(c, 'site', async () => {
       const path = requestPath(c).replace(/^\/+/, '')
       const req = parseStoreRequest(path === '' ? `${hash}/` : `${hash}/${path}`)
       const info = await findInfo(req)

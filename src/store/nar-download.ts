@@ -36,11 +36,12 @@ export interface NarDownloadOptions {
 const UNUSED_GRACE_MS = 1000
 
 /**
- * Bytes this close to the end of what is written were written a moment ago: still in the page
- * cache, so they are read without a round trip through libuv's pool, whose thread waits for a core
- * while the decoder is busy (bench/ row 3a: 2-7 ms for the last file of a NAR, against ~50 µs).
+ * Bytes this close to the end of what a running download has written were written moments ago
+ * (16 s at 1 MB/s): still in the page cache, so they are read without a round trip through libuv's
+ * pool, whose thread waits for a core while the decoder is busy (bench/ row 3a: 2-7 ms for the
+ * last file of a NAR, against ~50 µs).
  */
-const RECENT_BYTES = 64 * 1024 * 1024
+const RECENT_BYTES = 16 * 1024 * 1024
 
 export class NarDownload implements NarSource {
   readonly info: PathInfo
@@ -61,7 +62,7 @@ export class NarDownload implements NarSource {
   readonly #byteWaiters: ByteWaiter[] = []
   readonly #root: { node: ListingNode | undefined } = { node: undefined }
   readonly #nodeWaiters = new Map<string, Array<(node: ListingNode | undefined) => void>>()
-  /** Where the listing says the contents of each awaited node end, for those that had a hint. */
+  /** Where the listing says the contents of each awaited node start, for those that had a hint. */
   readonly #nodeHints = new Map<string, number>()
   /** Wakes the follower early (a reader started waiting): see followDecodedFile. */
   #nudge: (() => void) | undefined
@@ -91,7 +92,7 @@ export class NarDownload implements NarSource {
     this.#abort.abort(reason)
   }
 
-  async node(segments: readonly string[], expectedEnd?: number): Promise<ListingNode | undefined> {
+  async node(segments: readonly string[], expectedAt?: number): Promise<ListingNode | undefined> {
     const found = this.#locate(segments)
     if (found !== undefined || this.#complete || this.#failure !== undefined) {
       if (this.#failure !== undefined && found === undefined) throw this.#failure
@@ -103,7 +104,7 @@ export class NarDownload implements NarSource {
       list.push(resolve)
       this.#nodeWaiters.set(key, list)
       // A waiter without a hint makes the hints of the others for this key moot.
-      if (expectedEnd !== undefined && (list.length === 1 || this.#nodeHints.has(key))) this.#nodeHints.set(key, Math.max(expectedEnd, this.#nodeHints.get(key) ?? 0))
+      if (expectedAt !== undefined && (list.length === 1 || this.#nodeHints.has(key))) this.#nodeHints.set(key, Math.max(expectedAt, this.#nodeHints.get(key) ?? 0))
       else this.#nodeHints.delete(key)
       this.#nudge?.()
     }).then((node) => {
@@ -150,7 +151,7 @@ export class NarDownload implements NarSource {
   #rangeSource(): RangeSource {
     return {
       readAt: async (buffer, length, position) =>
-        position >= this.#written - RECENT_BYTES ? readSync(this.#file.fd, buffer, 0, length, position) : (await this.#file.read(buffer, 0, length, position)).bytesRead,
+        !this.#finished && position >= this.#written - RECENT_BYTES ? readSync(this.#file.fd, buffer, 0, length, position) : (await this.#file.read(buffer, 0, length, position)).bytesRead,
       waitFor: (target) => this.#waitForBytes(target),
       release: this.hold(),
     }

@@ -4,10 +4,10 @@ import type { Listing, ListingNode } from '../formats/listing.js'
 export interface NarSource {
   /**
    * The node at `segments`, without following symlinks; waits for the NAR's index when downloading.
-   * `expectedEnd`: where the upstream's listing says its contents end, a hint for when to look
-   * (the answer is always the NAR's own).
+   * `expectedAt`: where the upstream's listing says its contents start (the entry is known once the
+   * NAR is written up to there), a hint for when to look; the answer is always the NAR's own.
    */
-  node(segments: readonly string[], expectedEnd?: number): Promise<ListingNode | undefined>
+  node(segments: readonly string[], expectedAt?: number): Promise<ListingNode | undefined>
   /** The complete listing (with offsets); waits for the whole NAR when downloading. */
   listing(): Promise<Listing>
   /** Bytes `[start, end)` of the uncompressed NAR, streamed as they become available. */

@@ -56,6 +56,21 @@ export interface PathInfoLookupOptions {
 
 export const MAX_NARINFO_BYTES = 1024 * 1024
 export const MAX_LISTING_BYTES = 64 * 1024 * 1024
+/**
+ * A `.ls` requested beside its narinfo is kept at most this big (~3,000 files; bigger ones are
+ * asked for again with the limit their NarSize allows), this many at once, for this long: a burst
+ * of lookups whose listings nobody reads holds at most PREFETCH_MAX × PREFETCH_MAX_BYTES.
+ */
+export const PREFETCH_MAX_BYTES = 256 * 1024
+const PREFETCH_MAX = 64
+const PREFETCH_TTL_MS = 10_000
+
+/**
+ * An early `.ls` answer: its body, undefined when there is none, `too-big` when its Content-Length
+ * is over PREFETCH_MAX_BYTES, `retry` when the request failed (listing() asks again, and judges
+ * that answer).
+ */
+type EarlyListing = Buffer | undefined | 'too-big' | 'retry'
 
 /** What the landing page and `/api/upstreams` show about one upstream, from its last narinfo request. */
 export interface UpstreamHealth {
@@ -97,10 +112,10 @@ export class PathInfoLookup {
   readonly #skippedWith = new Map<Upstream, number>()
   readonly #parallel: boolean
   /**
-   * `.ls` bodies requested beside their narinfo, waiting for listing() (see #fetchNarInfo). Weak:
-   * one that is never asked for (its NAR is on disk already) goes with its PathInfo.
+   * `.ls` answers requested beside their narinfo, waiting for listing() (see #fetchNarInfo). One
+   * that is never asked for (its NAR is on disk, the request was a 404) is dropped soon.
    */
-  readonly #prefetched = new WeakMap<PathInfo, Promise<Buffer | undefined>>()
+  readonly #prefetched = new LRUCache<PathInfo, Promise<EarlyListing>>({ max: PREFETCH_MAX, ttl: PREFETCH_TTL_MS, ttlAutopurge: true })
 
   constructor(upstreams: readonly Upstream[], options: PathInfoLookupOptions) {
     this.#upstreams = upstreams
@@ -268,8 +283,7 @@ export class PathInfoLookup {
    */
   async #fetchNarInfo(upstream: Upstream, hash: string, signal?: AbortSignal, withListing = false): Promise<PathInfo | undefined> {
     const key = `${hash}.narinfo`
-    const listingBody = withListing ? this.#readListing(upstream, hash, MAX_LISTING_BYTES) : undefined
-    listingBody?.catch(() => {}) // its failure matters only to listing(), if it is ever asked
+    const listingBody = withListing ? this.#readEarlyListing(upstream, hash) : undefined
     const res = await upstream.get(key, signal)
     if (res === undefined) return undefined
     const text = (await readSmallBody(res, MAX_NARINFO_BYTES, upstream.name, key)).toString('utf8')
@@ -305,6 +319,20 @@ export class PathInfoLookup {
   }
 
   /** The (decoded) body of the upstream's `.ls`, or undefined when it has none. */
+  async #readEarlyListing(upstream: Upstream, hash: string): Promise<EarlyListing> {
+    try {
+      const res = await upstream.get(`${hash}.ls`)
+      if (res === undefined) return undefined
+      if (res.size !== undefined && res.size > PREFETCH_MAX_BYTES) {
+        res.body.destroy()
+        return 'too-big'
+      }
+      return await readSmallBody(res, PREFETCH_MAX_BYTES, upstream.name, `${hash}.ls`)
+    } catch {
+      return 'retry'
+    }
+  }
+
   async #readListing(upstream: Upstream, hash: string, maxBytes: number): Promise<Buffer | undefined> {
     const key = `${hash}.ls`
     const res = await upstream.get(key)
@@ -318,7 +346,10 @@ export class PathInfoLookup {
     const prefetched = this.#prefetched.get(info)
     this.#prefetched.delete(info)
     try {
-      const body = await (prefetched ?? this.#readListing(info.upstream, info.storePath.hash, maxBytes))
+      const early = prefetched === undefined ? 'retry' : await prefetched
+      // Over the prefetch limit and the NarSize limit alike: no need to ask again to refuse it.
+      if (early === 'too-big' && maxBytes <= PREFETCH_MAX_BYTES) throw new UpstreamError(info.upstream.name, 'bad-response', `${key} is over the ${maxBytes}-byte limit`)
+      const body = early === 'retry' || early === 'too-big' ? await this.#readListing(info.upstream, info.storePath.hash, maxBytes) : early
       if (body === undefined) return { listing: undefined, upstreamFailed: false }
       // A prefetched body was read before the narinfo said how big the NAR is.
       if (body.length > maxBytes) throw new UpstreamError(info.upstream.name, 'bad-response', `${key} is over the ${maxBytes}-byte limit`)

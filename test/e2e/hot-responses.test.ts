@@ -1,6 +1,7 @@
 /** The hot-response lane in front of the app: the same answers as the app, only for requests it may repeat. */
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
+import http from 'node:http'
 import path from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { cacheDir, fixturePath } from '../helpers/fixtures.js'
@@ -173,6 +174,32 @@ describe('identical requests for a file of a cold NAR', { timeout: 60_000 }, () 
       }
       assert.equal(await sharedAnswers(unnar), N - 1, 'all but the first README request got its bytes (libfoo is over 256 KiB)')
       assert.equal(upstream.count(/\.nar(\.zst)?$/), 1)
+    } finally {
+      await unnar.stop()
+      await upstream.close()
+    }
+  })
+})
+
+describe('identical requests when the first client leaves', { timeout: 60_000 }, () => {
+  it('go on by themselves at once, keeping a NAR too big to keep downloading: one NAR download', async () => {
+    const upstream = await startTestUpstream({ root: cacheDir('zstd') })
+    // Longer than the second a download nobody reads is given before it is abandoned.
+    upstream.setFault(/\.nar(\.zst)?$/, { kind: 'delay', ms: 1500 })
+    const unnar = await startUnnar([upstream.url], { UNNAR_MAX_NAR_SIZE: '1000' })
+    try {
+      const url = unnar.store(`${basicBase}/${README}`)
+      const leaving = http.get(url, () => {})
+      leaving.on('error', () => {})
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      const rest = Array.from({ length: 3 }, () => rawRequest(url))
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      leaving.destroy()
+      for (const res of await Promise.all(rest)) {
+        assert.equal(res.status, 200)
+        assert.equal(sha256(res.body), basic.entries[README]!.sha256)
+      }
+      assert.equal(upstream.count(/\.nar(\.zst)?$/), 1, 'the download the first client started was not abandoned')
     } finally {
       await unnar.stop()
       await upstream.close()

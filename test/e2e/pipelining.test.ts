@@ -5,6 +5,7 @@ import { connect } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { describe, it } from 'node:test'
 import { cacheDir, fixturePath } from '../helpers/fixtures.js'
+import { rawRequest } from '../helpers/raw-http.js'
 import { startTestUpstream } from '../helpers/test-upstream.js'
 import { startUnnar } from '../helpers/unnar.js'
 import { eventually } from '../helpers/wait.js'
@@ -54,6 +55,33 @@ describe('hang-ups', () => {
       assert.equal(logged.filter((line) => line.aborted === true).length >= 3, true)
     } finally {
       await unnar.stop()
+    }
+  })
+
+  it('pipelined requests waiting for an identical one on a connection that closes let go of their NAR too', async () => {
+    const upstream = await startTestUpstream({ root: cacheDir('none') })
+    upstream.setFault(/\.nar$/, { kind: 'delay', ms: 800 })
+    const unnar = await startUnnar([upstream.url], { UNNAR_CACHE_SIZE: '3500000', UNNAR_MAX_NAR_SIZE: '3400000', UNNAR_MEMORY_CACHE_SIZE: '0' })
+    try {
+      const port = Number(new URL(unnar.url).port)
+      // Without Accept-Encoding, like the raw requests below: the same request.
+      const first = rawRequest(unnar.url + BLOB).then((res) => res.body)
+      await sleep(100)
+      // Both wait for the first request's answer; the second is queued behind the first.
+      const get = `GET ${BLOB} HTTP/1.1\r\nHost: x\r\n\r\n`
+      const socket = connect(port, '127.0.0.1', () => socket.write(get + get))
+      socket.on('error', () => {})
+      await sleep(100)
+      socket.destroy()
+      assert.equal((await first).length, basic.entries['lib/blob.bin']!.size)
+      await (await fetch(`${unnar.url}/nix/store/${tricky.hash}-${tricky.name}/chain/target.txt`)).arrayBuffer() // evicts basic's NAR
+      await eventually(async () => (await readdir(`${unnar.cacheDir}/nar`)).filter((name) => name.endsWith('.nar')).length === 1, 'the evicted NAR to be unlinked')
+      const fds = await Promise.all((await readdir('/proc/self/fd')).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')))
+      assert.deepEqual(fds.filter((target) => target.startsWith(unnar.cacheDir) && target.includes(' (deleted)')), [])
+      await eventually(() => unnar.logs.filter((l) => l.msg === 'request' && l.path === BLOB && l.aborted === true).length === 2, 'both logged as aborted')
+    } finally {
+      await unnar.stop()
+      await upstream.close()
     }
   })
 

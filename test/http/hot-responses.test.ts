@@ -38,7 +38,7 @@ describe('HotResponses', () => {
     // As the store route does: the first of identical GETs leads; small 200s are shared.
     app.get('/slow/*', async (c) => {
       appCalls++
-      const lead = lane.lead(c)
+      const lead = lane.lead(c, 'store')
       try {
         await gate
         if (c.req.path.includes('fail')) throw new Error('the app failed')

@@ -8,7 +8,7 @@ import { after, describe, it } from 'node:test'
 import { maxListingBytes } from '../../src/formats/listing.js'
 import { createLogger } from '../../src/log.js'
 import { HttpUpstream } from '../../src/upstream/http-upstream.js'
-import { PathInfoLookup } from '../../src/upstream/path-info-lookup.js'
+import { PathInfoLookup, PREFETCH_MAX_BYTES } from '../../src/upstream/path-info-lookup.js'
 import { cacheDir, fixturePath } from '../helpers/fixtures.js'
 import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
 
@@ -23,8 +23,10 @@ describe('PathInfoLookup caches', () => {
     upstreams.push(upstream)
     return { upstream, http: new HttpUpstream(new URL(upstream.url), { userAgent: 'test', timeoutMs: 2000 }) }
   }
+  const dirs: string[] = []
   after(async () => {
     for (const upstream of upstreams) await upstream.close()
+    for (const dir of dirs) await rm(dir, { recursive: true })
   })
 
   it('asks for a `.ls` again once the upstream that failed it may have recovered', async () => {
@@ -68,26 +70,36 @@ describe('PathInfoLookup caches', () => {
     assert.equal(upstream.count(`/${basic.hash}.ls`), 1, 'the second, once its narinfo answered')
   })
 
-  it('refuses a `.ls` fetched beside the narinfo that is too long for the NAR the narinfo describes', async () => {
+  /** A copy of the xz cache with `kind`'s `.ls` padded (still valid JSON) to `bytes(NarSize)` bytes, served over HTTP. */
+  const padded = async (kind: string, bytes: (narSize: number) => number) => {
+    const hash = fixturePath(kind).hash
     const dir = await mkdtemp(path.join(os.tmpdir(), 'unnar-long-ls-'))
-    try {
-      await cp(cacheDir('xz'), dir, { recursive: true })
-      const narSize = Number(/^NarSize: (\d+)$/m.exec(await readFile(path.join(dir, `${basic.hash}.narinfo`), 'utf8'))![1])
-      const ls = path.join(dir, `${basic.hash}.ls`)
-      // Valid JSON, one byte over maxListingBytes(NarSize) once padded.
-      const text = await readFile(ls, 'utf8')
-      await writeFile(ls, text + ' '.repeat(maxListingBytes(narSize) + 1 - Buffer.byteLength(text)))
-      const upstream = await startTestUpstream({ root: dir })
-      upstreams.push(upstream)
-      const http = new HttpUpstream(new URL(upstream.url), { userAgent: 'test', timeoutMs: 2000 })
-      const lookup = new PathInfoLookup([http], { log, negativeTtlMs: 60_000, maxEntries: 100, trustedKeys: () => undefined })
-      const info = await lookup.find(basic.hash)
-      assert.ok(info !== undefined)
-      assert.equal(await lookup.listing(info), undefined)
-      assert.equal(upstream.count(`/${basic.hash}.ls`), 1, 'the body fetched beside the narinfo was the one refused')
-    } finally {
-      await rm(dir, { recursive: true })
-    }
+    dirs.push(dir)
+    await cp(cacheDir('xz'), dir, { recursive: true })
+    const narSize = Number(/^NarSize: (\d+)$/m.exec(await readFile(path.join(dir, `${hash}.narinfo`), 'utf8'))![1])
+    const ls = path.join(dir, `${hash}.ls`)
+    const text = await readFile(ls, 'utf8')
+    await writeFile(ls, text + ' '.repeat(bytes(narSize) - Buffer.byteLength(text)))
+    const upstream = await startTestUpstream({ root: dir })
+    upstreams.push(upstream)
+    const http = new HttpUpstream(new URL(upstream.url), { userAgent: 'test', timeoutMs: 2000 })
+    return { hash, upstream, lookup: new PathInfoLookup([http], { log, negativeTtlMs: 60_000, maxEntries: 100, trustedKeys: () => undefined }) }
+  }
+
+  it('refuses a `.ls` fetched beside the narinfo that is too long for the NAR the narinfo describes', async () => {
+    const { hash, upstream, lookup } = await padded('dep', (narSize) => maxListingBytes(narSize) + 1)
+    const info = await lookup.find(hash)
+    assert.ok(info !== undefined)
+    assert.equal(await lookup.listing(info), undefined)
+    assert.equal(upstream.count(`/${hash}.ls`), 1, 'the body fetched beside the narinfo was the one refused')
+  })
+
+  it('asks again for a `.ls` too big to be kept beside its narinfo, and takes it when its NarSize allows', async () => {
+    const { hash, upstream, lookup } = await padded('basic', () => PREFETCH_MAX_BYTES + 1)
+    const info = await lookup.find(hash)
+    assert.ok(info !== undefined)
+    assert.equal((await lookup.listing(info))?.root.type, 'directory')
+    assert.equal(upstream.count(`/${hash}.ls`), 2)
   })
 
   it('still answers the requests waiting for a lookup whose entry was pushed out of the cache meanwhile', async () => {
