@@ -115,8 +115,9 @@ export class HotResponses {
   }
 
   /**
-   * Makes the request in `c` (on `route`, for the metrics) the one identical GETs arriving from now on wait for, unless another
-   * already is (or it is not a plain GET): then undefined, and the caller answers it as usual.
+   * Makes the request in `c` (on `route`, for the metrics) the one identical GETs arriving from now
+   * on wait for, unless another already is (or it is not a plain GET): then undefined, and the
+   * caller answers it as usual.
    */
   lead(c: Context, route: string): Lead | undefined {
     const incoming = incomingOf(c)

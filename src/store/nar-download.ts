@@ -295,10 +295,10 @@ export class NarDownload implements NarSource {
     let at: number | undefined
     for (const waiter of this.#byteWaiters) at = Math.min(at ?? Infinity, waiter.end)
     let unplaced = this.#nodeWaiters.size > this.#nodeHints.size
-    for (const end of this.#nodeHints.values()) {
+    for (const offset of this.#nodeHints.values()) {
       // Written already and still not indexed: the listing was wrong about it.
-      if (end <= this.#written) unplaced = true
-      else at = Math.min(at ?? Infinity, end)
+      if (offset <= this.#written) unplaced = true
+      else at = Math.min(at ?? Infinity, offset)
     }
     return { at, unplaced }
   }
