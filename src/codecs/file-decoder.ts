@@ -125,6 +125,13 @@ export interface FileDecoder {
   readonly exited: Promise<void>
   /** Stops the program (and stops reading its input); safe to call at any time. */
   kill(): void
+  /**
+   * The whole NAR is on disk: stops the program (once its input has ended, for a body it reads from
+   * a pipe), whose exit then counts as a success unless it had already failed. All it would still do is check its own trailer (the NarHash check covers that)
+   * and free its memory: ~10 ms of CPU (zstd, 100 MB) beside the answers to the last file on two
+   * cores, which reached the client ~5 ms sooner without it (bench/ row 3a).
+   */
+  finish(): void
 }
 
 /**
@@ -167,6 +174,8 @@ export function spawnFileDecoder(program: DecoderProgram, input: DecoderInput, o
   let inputError: Error | undefined
   // Set once the body is let go of on purpose, whose "premature close" is then no input error.
   let stopped = false
+  // Set once finish() stopped the program, whose SIGKILL is then its success.
+  let completed = false
   const stopInput = () => {
     stopped = true
     body.destroy()
@@ -187,7 +196,7 @@ export function spawnFileDecoder(program: DecoderProgram, input: DecoderInput, o
       // A broken body is the failure, not what the program made of its truncated input.
       if (inputError !== undefined) reject(inputError)
       else if (signal === 'SIGXFSZ') reject(new DecodedTooLargeError(`the decoded NAR is larger than ${maxBytes} bytes`))
-      else if (code === 0) resolve()
+      else if (code === 0 || (completed && signal === 'SIGKILL')) resolve()
       // Without the shell's message: it names a local path, and this error reaches the client.
       else if (code === INPUT_FAILURE) reject(new Error('the NAR file cannot be read'))
       else if (code !== null && START_FAILURES.has(code)) reject(new DecoderStartError(`cannot start ${name} (exit ${code}): ${said}`))
@@ -219,5 +228,12 @@ export function spawnFileDecoder(program: DecoderProgram, input: DecoderInput, o
     }
   }
   exited.catch(() => {}) // the caller may stop listening once it has failed for another reason
-  return { exited, kill }
+  // A body still being read waits for its end: destroying it earlier would close an upstream
+  // connection that could have been kept alive (only a trailer is left to arrive).
+  const finish = () => {
+    completed = true
+    if (input.file !== undefined || body.readableEnded) kill()
+    else body.once('end', kill)
+  }
+  return { exited, kill, finish }
 }

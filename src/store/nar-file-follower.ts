@@ -98,6 +98,7 @@ export async function followDecodedFile(options: FollowOptions): Promise<number>
         options.hasher.written(now)
         options.onWritten(now - size, [])
         size = now
+        if (size === narSize) decoder.finish()
       }
       stalled = growing ? POLL_MIN_MS : Math.min(stalled * 2, POLL_MAX_MS)
       while (indexer.position < size) {

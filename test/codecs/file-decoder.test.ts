@@ -189,6 +189,35 @@ describe('spawnFileDecoder', { skip, timeout: 60_000 }, () => {
     assert.equal(body.destroyed, true)
   })
 
+  it('counts a program stopped by finish() as a success', async () => {
+    // Writes its whole output, then lingers (as a decoder freeing its memory does).
+    const lingering: DecoderProgram = { executable: '/bin/sh', args: ['-c', 'printf nar; exec sleep 30'] }
+    const target = path.join(dir, 'finished')
+    await writeFile(target, '')
+    const decoder = spawnFileDecoder(lingering, { body: Readable.from([]) }, target, 1000)
+    while ((await stat(target)).size < 3) await new Promise((resolve) => setTimeout(resolve, 5))
+    decoder.finish()
+    await decoder.exited
+    assert.equal(await readFile(target, 'utf8'), 'nar')
+  })
+
+  it('lets a body it reads from a pipe end before finish() stops the program (its connection may be kept)', async () => {
+    const reading: DecoderProgram = { executable: '/bin/sh', args: ['-c', 'printf nar; exec cat >/dev/null'] }
+    const target = path.join(dir, 'finished-piped')
+    await writeFile(target, '')
+    const body = new PassThrough()
+    const decoder = spawnFileDecoder(reading, { body }, target, 1000)
+    while ((await stat(target)).size < 3) await new Promise((resolve) => setTimeout(resolve, 5))
+    decoder.finish()
+    let settled = false
+    void decoder.exited.finally(() => (settled = true))
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    assert.equal(settled, false, 'still reading its input')
+    assert.equal(body.destroyed, false)
+    body.end('trailer')
+    await decoder.exited
+  })
+
   it('tells a full disk from a corrupt NAR', async (t) => {
     const mount = path.join(dir, 'full')
     await mkdir(mount)

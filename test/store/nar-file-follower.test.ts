@@ -39,6 +39,10 @@ class FakeDecoder implements FileDecoder {
   kill(): void {
     this.killed = true
   }
+  /** As the real one: the program is stopped, and that counts as a success. */
+  finish(): void {
+    this.exit()
+  }
 }
 
 const hasher: NarHasher = { update() {}, written() {}, digest: async () => Buffer.alloc(32), dispose() {} }
@@ -173,6 +177,13 @@ describe('followDecodedFile', { timeout: 30_000 }, () => {
     )
     assert.ok(outcome instanceof DiskError, String(outcome))
     assert.match(outcome.message, /^watching the NAR being written: [A-Z_]+$/)
+  })
+
+  it('stops the decoder once the whole NAR is on disk, without waiting for it to exit by itself', async () => {
+    const { outcome } = await follow(nar.length, async (file) => {
+      await file.write(nar, 0, nar.length, 0) // and the decoder never exits on its own
+    })
+    assert.deepEqual(outcome, { size: nar.length })
   })
 
   it('looks at the file rarely while the bytes readers wait for are far off, and often for an entry it cannot place', async () => {
