@@ -13,7 +13,7 @@ import { CACHE_NIXOS_ORG_KEY, parsePublicKey, type PublicKey } from './formats/s
 import { DEFAULT_STORE_DIR } from './formats/store-path.js'
 import { createApp, metricsHandler } from './http/app.js'
 import type { HotStoreFile } from './http/store-route.js'
-import { HotResponses } from './http/hot-responses.js'
+import { HotResponses, type Dispatch } from './http/hot-responses.js'
 import { closeWithConnection } from './http/node-env.js'
 import { createRequestReporter, type RequestReporter } from './http/request-log.js'
 import { OtherStoreDirs } from './http/store-dirs.js'
@@ -170,7 +170,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
 /** What the main listener adds in front of the app: the hot-response lane, and the request log for requests the app never sees. */
 interface Front {
   /** True when the request was answered, or taken to be handed to the app later through `dispatch`. */
-  readonly answer: (req: IncomingMessage, res: ServerResponse, dispatch: () => void) => boolean
+  readonly answer: (req: IncomingMessage, res: ServerResponse, dispatch: Dispatch) => boolean
   readonly reporter: RequestReporter
   /** While the NAR store is still reading its directory (just after listen), what requests wait for. */
   readonly pending: () => Promise<void> | undefined
@@ -194,6 +194,12 @@ function createHttpServer(fetch: (request: Request, env: never) => Response | Pr
       return new Response(text, { status: bad ? 400 : 500, headers: { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' } })
     },
   })
+  const dispatch: Dispatch = (req, res) => {
+    arriving = { req, res, started: performance.now() }
+    const handled = app(req, res)
+    arriving = undefined
+    void handled
+  }
   const listener = (req: IncomingMessage, res: ServerResponse): void => {
     const waiting = front?.pending()
     if (waiting !== undefined) {
@@ -208,14 +214,8 @@ function createHttpServer(fetch: (request: Request, env: never) => Response | Pr
     // Before the lane may hold it back: a request queued behind another on a connection that dies
     // while it waits must see its response closed, or whatever the app takes for it is never let go.
     closeWithConnection(res)
-    const dispatch = () => {
-      arriving = { req, res, started: performance.now() }
-      const handled = app(req, res)
-      arriving = undefined
-      void handled
-    }
     if (front?.answer(req, res, dispatch) === true) return
-    dispatch()
+    dispatch(req, res)
   }
   const server = createServer(
     {

@@ -126,10 +126,11 @@ export interface FileDecoder {
   /** Stops the program (and stops reading its input); safe to call at any time. */
   kill(): void
   /**
-   * The whole NAR is on disk: stops the program (once its input has ended, for a body it reads from
-   * a pipe), whose exit then counts as a success unless it had already failed. All it would still do is check its own trailer (the NarHash check covers that)
-   * and free its memory: ~10 ms of CPU (zstd, 100 MB) beside the answers to the last file on two
-   * cores, which reached the client ~5 ms sooner without it (bench/ row 3a).
+   * The whole NAR is on disk: stops the program (once its input has ended, for a body it reads
+   * from a pipe), whose exit then counts as a success unless it had already failed. All it would
+   * still do is check its own trailer (the NarHash check covers that) and free its memory: ~10 ms
+   * of CPU (zstd, 100 MB) beside the answers to the last file on two cores, which reached the
+   * client ~5 ms sooner without it (bench/ row 3a).
    */
   finish(): void
 }

@@ -44,8 +44,11 @@ interface Follower {
   readonly res: ServerResponse
   readonly started: number
   /** Hands the request to the app after all. */
-  readonly dispatch: () => void
+  readonly dispatch: Dispatch
 }
+
+/** Hands a request the lane held back to the app. */
+export type Dispatch = (req: IncomingMessage, res: ServerResponse) => void
 
 /** What the store route hands over for the requests that waited on it (see lead()). */
 export interface SharedAnswer extends HotAnswer {
@@ -137,7 +140,7 @@ export class HotResponses {
         for (const follower of followers) {
           if (entry !== undefined) this.#answer(entry, follower.req, follower.res, follower.started, this.#options.onShared)
           else if (follower.res.destroyed) this.#reportLeft(follower, route)
-          else follower.dispatch()
+          else follower.dispatch(follower.req, follower.res)
         }
       },
     }
@@ -147,7 +150,7 @@ export class HotResponses {
    * Answers `req` when an answer is kept for it, or holds it back while the app answers an
    * identical request (`dispatch` hands it to the app later); false leaves the request to the app.
    */
-  serve(req: IncomingMessage, res: ServerResponse, dispatch: () => void): boolean {
+  serve(req: IncomingMessage, res: ServerResponse, dispatch: Dispatch): boolean {
     if ((this.#cache.size === 0 && this.#leaders.size === 0) || !this.#repeatable(req)) return false
     const started = performance.now()
     const key = this.#key(req)

@@ -71,8 +71,11 @@ export interface StoreRoutes {
 
 export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
   const { lookup, store, log, storeDir, domain, hotFiles, hotResponses } = deps
-  /** The whole body of the small file a request was answered with, for the identical requests that waited on it. */
-  const shareable = new WeakMap<Context, Omit<SharedAnswer, 'response'>>()
+  /**
+   * Requests that lead identical ones (see `leading`), with the whole body of the small file each
+   * was answered with, once it is (null until then): only a leader's answer is worth keeping.
+   */
+  const shareable = new WeakMap<Context, Omit<SharedAnswer, 'response'> | null>()
   const prefix = `${storeDir}/`
   const prefixSegments = storeDir.split('/').filter(Boolean)
   /** Upstreams that answered a Range request with the whole object. */
@@ -171,7 +174,7 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     const response = fileResponse(c, hot, { sandbox: !site, log })
     const answer = { body: hot.bytes, route: site ? 'site' : 'store', notes: { cache: 'hit', upstream: info.upstream.name }, current: () => lookup.peek(info.storePath.hash) === info } as const
     hotResponses?.remember(c, response, hot.bytes, answer)
-    shareable.set(c, answer)
+    if (shareable.has(c)) shareable.set(c, answer)
     return response
   }
 
@@ -224,7 +227,7 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
       openWhole: () => source.read(offset, offset + node.size),
     }
     const response = fileResponse(c, file, { sandbox: !view.site, log })
-    if (bytes !== undefined) {
+    if (bytes !== undefined && shareable.has(c)) {
       shareable.set(c, { body: bytes, route: view.site ? 'site' : 'store', notes: requestNotes(c), current: () => lookup.peek(info.storePath.hash) === info })
     }
     return response
@@ -305,10 +308,11 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     // the NAR it waits for (a NAR too big to keep is abandoned when nobody does).
     const outgoing = outgoingOf(c)
     if (outgoing !== undefined) whenResponseEnds(outgoing, () => lead.settle())
+    shareable.set(c, null)
     try {
       const response = await answer()
       const shared = shareable.get(c)
-      lead.settle(shared === undefined ? undefined : { ...shared, response })
+      lead.settle(shared == null ? undefined : { ...shared, response })
       return response
     } finally {
       lead.settle() // an error: each follower gets its own answer from the app

@@ -59,7 +59,7 @@ describe('HotResponses', () => {
       return res
     })
     const listener = getRequestListener(app.fetch)
-    server = createServer((req, res) => lane.serve(req, res, () => void listener(req, res)) || void listener(req, res))
+    server = createServer((req, res) => lane.serve(req, res, (r, s) => void listener(r, s)) || void listener(req, res))
     return new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => {
       url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
       resolve()

@@ -18,11 +18,13 @@ const log = createLogger('silent')
 
 describe('PathInfoLookup caches', () => {
   const upstreams: TestUpstream[] = []
-  const start = async () => {
-    const upstream = await startTestUpstream({ root: cacheDir('xz') })
+  const start = async (root = cacheDir('xz')) => {
+    const upstream = await startTestUpstream({ root })
     upstreams.push(upstream)
     return { upstream, http: new HttpUpstream(new URL(upstream.url), { userAgent: 'test', timeoutMs: 2000 }) }
   }
+  const lookupOf = (http: readonly HttpUpstream[], options: { negativeTtlMs?: number; maxEntries?: number } = {}) =>
+    new PathInfoLookup(http, { log, negativeTtlMs: options.negativeTtlMs ?? 60_000, maxEntries: options.maxEntries ?? 100, trustedKeys: () => undefined })
   const dirs: string[] = []
   after(async () => {
     for (const upstream of upstreams) await upstream.close()
@@ -31,7 +33,7 @@ describe('PathInfoLookup caches', () => {
 
   it('asks for a `.ls` again once the upstream that failed it may have recovered', async () => {
     const { upstream, http } = await start()
-    const lookup = new PathInfoLookup([http], { log, negativeTtlMs: 200, maxEntries: 100, trustedKeys: () => undefined })
+    const lookup = lookupOf([http], { negativeTtlMs: 200 })
     // Before the lookup: its `.ls` is requested beside the narinfo.
     upstream.setFault(`/${basic.hash}.ls`, { kind: 'status', status: 503 })
     const info = await lookup.find(basic.hash)
@@ -44,7 +46,7 @@ describe('PathInfoLookup caches', () => {
 
   it('requests the `.ls` beside the narinfo, once, and listing() uses that answer', async () => {
     const { upstream, http } = await start()
-    const lookup = new PathInfoLookup([http], { log, negativeTtlMs: 60_000, maxEntries: 100, trustedKeys: () => undefined })
+    const lookup = lookupOf([http])
     upstream.setFault(`/${basic.hash}.narinfo`, { kind: 'delay', ms: 300 })
     const finding = lookup.find(basic.hash)
     await sleep(150)
@@ -57,12 +59,10 @@ describe('PathInfoLookup caches', () => {
   })
 
   it('asks only the first upstream for a `.ls` beside the narinfo, and takes the listing from the one that has the path', async () => {
-    const empty = await startTestUpstream({ root: cacheDir('zstd') })
-    upstreams.push(empty)
+    const { upstream: empty, http: first } = await start(cacheDir('zstd'))
     empty.setFault(/\.(narinfo|ls)$/, { kind: 'status', status: 404 })
     const { upstream, http } = await start()
-    const first = new HttpUpstream(new URL(empty.url), { userAgent: 'test', timeoutMs: 2000 })
-    const lookup = new PathInfoLookup([first, http], { log, negativeTtlMs: 60_000, maxEntries: 100, trustedKeys: () => undefined })
+    const lookup = lookupOf([first, http])
     const info = await lookup.find(basic.hash)
     assert.equal(info?.upstream, http)
     assert.equal((await lookup.listing(info))?.root.type, 'directory')
@@ -80,10 +80,8 @@ describe('PathInfoLookup caches', () => {
     const ls = path.join(dir, `${hash}.ls`)
     const text = await readFile(ls, 'utf8')
     await writeFile(ls, text + ' '.repeat(bytes(narSize) - Buffer.byteLength(text)))
-    const upstream = await startTestUpstream({ root: dir })
-    upstreams.push(upstream)
-    const http = new HttpUpstream(new URL(upstream.url), { userAgent: 'test', timeoutMs: 2000 })
-    return { hash, upstream, lookup: new PathInfoLookup([http], { log, negativeTtlMs: 60_000, maxEntries: 100, trustedKeys: () => undefined }) }
+    const { upstream, http } = await start(dir)
+    return { hash, upstream, lookup: lookupOf([http]) }
   }
 
   it('refuses a `.ls` fetched beside the narinfo that is too long for the NAR the narinfo describes', async () => {
@@ -104,7 +102,7 @@ describe('PathInfoLookup caches', () => {
 
   it('still answers the requests waiting for a lookup whose entry was pushed out of the cache meanwhile', async () => {
     const { upstream, http } = await start()
-    const lookup = new PathInfoLookup([http], { log, negativeTtlMs: 60_000, maxEntries: 1, trustedKeys: () => undefined })
+    const lookup = lookupOf([http], { maxEntries: 1 })
     upstream.setFault(`/${basic.hash}.narinfo`, { kind: 'delay', ms: 300 })
     const slow = lookup.find(basic.hash)
     await sleep(50)
