@@ -110,6 +110,8 @@ function errorRow(id: string, name: string, target: string, err: unknown): void 
 }
 
 const fmtMs = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(ms < 10 ? 2 : 0)} ms`)
+/** A median and, in parentheses, the fastest and slowest run: for rows whose ratio lands near its target from run to run. */
+const fmtSpread = (values: readonly number[]) => `${fmtMs(median(values))} (${fmtMs(Math.min(...values))}–${fmtMs(Math.max(...values))})`
 const fmtMB = (bytes: number) => (bytes < 1024 * 1024 ? `${(bytes / 1024).toFixed(0)} KiB` : `${(bytes / 1024 / 1024).toFixed(0)} MiB`)
 const fmtRate = (bytesPerSec: number) => (bytesPerSec >= 1e9 ? `${(bytesPerSec / 1e9).toFixed(2)} GB/s` : `${(bytesPerSec / 1e6).toFixed(0)} MB/s`)
 const fmtReqs = (n: number) => `${Math.round(n).toLocaleString('en-US')} req/s`
@@ -296,7 +298,7 @@ async function benchColdLast(c: Compression): Promise<void> {
     const m = median(unnar)
     coldLast[c] = m
     const limit = 1.15
-    if (tools[cli]) addRow({ id: `${id}a`, name: `${name} vs \`${cli} -dc\` of the whole NAR`, unnar: fmtMs(m), reference: fmtMs(median(ref)), ratio: m / median(ref), target: `≤ ${limit}×`, check: (r) => r <= limit })
+    if (tools[cli]) addRow({ id: `${id}a`, name: `${name} vs \`${cli} -dc\` of the whole NAR`, unnar: fmtSpread(unnar), reference: fmtSpread(ref), ratio: m / median(ref), target: `≤ ${limit}×`, check: (r) => r <= limit })
     else skipRow(`${id}a`, `${name} vs \`${cli} -dc\``, `≤ ${limit}×`, `${cli} not installed`)
     if (tools.nix) addRow({ id: `${id}b`, name: `${name} vs \`nix store cat\``, unnar: fmtMs(m), reference: fmtMs(median(nixCat)), ratio: m / median(nixCat), target: '< 1 (faster)', check: (r) => r < 1 })
     else skipRow(`${id}b`, `${name} vs \`nix store cat\``, '< 1 (faster)', 'nix not installed')
@@ -364,7 +366,7 @@ async function benchConcurrent(): Promise<void> {
         const maxGets = Math.max(...gets)
         addRow({ id: `8${c === 'xz' ? 'a' : 'c'}`, name: `${name}: upstream NAR GETs`, unnar: gets.join(', '), reference: '1 per run', ratio: maxGets, target: '= 1', check: (r) => r === 1 })
         const m = median(many)
-        addRow({ id: `8${c === 'xz' ? 'b' : 'd'}`, name: `${name}: wall time vs 1 cold request`, unnar: fmtMs(m), reference: fmtMs(median(single)), ratio: m / median(single), target: '≤ 1.2×', check: (r) => r <= 1.2 })
+        addRow({ id: `8${c === 'xz' ? 'b' : 'd'}`, name: `${name}: wall time vs 1 cold request`, unnar: fmtSpread(many), reference: fmtSpread(single), ratio: m / median(single), target: '≤ 1.2×', check: (r) => r <= 1.2 })
         if (c === 'zstd' && floor !== undefined) {
           addRow({
             id: '8f',
@@ -670,7 +672,7 @@ function renderReport(seconds: number): string {
     '',
     `Machine: ${machine.join(', ')}.`,
     '',
-    `Fixture ${fixture.key}: \`${bigName}\`, NAR ${fmtMB(fixture.big.narSize)} of real shared libraries (xz ${fmtMB(fixture.caches.xz.fileSize.big)}, zstd ${fmtMB(fixture.caches.zstd.fileSize.big)}), first file \`${fixture.firstRel}\`, last file \`${fixture.lastRel}\` (${fmtMB(lastSize)}); \`${hugeName}\`: one 64 MiB file. Times are medians of ${REPS} runs (${FAST_REPS} for sub-second ones: rows 1, 3, 4, 8 zstd), after a warm-up; cold = fresh server and empty cache directory, compressed NARs in the page cache; "ratio" = unnar ÷ reference.`,
+    `Fixture ${fixture.key}: \`${bigName}\`, NAR ${fmtMB(fixture.big.narSize)} of real shared libraries (xz ${fmtMB(fixture.caches.xz.fileSize.big)}, zstd ${fmtMB(fixture.caches.zstd.fileSize.big)}), first file \`${fixture.firstRel}\`, last file \`${fixture.lastRel}\` (${fmtMB(lastSize)}); \`${hugeName}\`: one 64 MiB file. Times are medians of ${REPS} runs (${FAST_REPS} for sub-second ones: rows 1, 3, 4, 8 zstd), after a warm-up (rows 2a, 3a, 8b, 8d add the fastest and slowest run in parentheses); cold = fresh server and empty cache directory, compressed NARs in the page cache; "ratio" = unnar ÷ reference.`,
     '',
     '| # | benchmark | unnar | reference | ratio | target | met? |',
     '|---|---|---|---|---|---|---|',

@@ -180,18 +180,17 @@ function parseNode(value: unknown, path: string, depth: number): ListingNode {
     case 'directory': {
       const entries = own(value, 'entries')
       if (!isObject(entries)) throw new ListingError(`"entries" must be an object, got ${show(entries)}`, path)
-      const named: { name: string; bytes: Buffer }[] = []
-      for (const name of Object.keys(entries)) {
+      const names = Object.keys(entries)
+      let belowSurrogates = true
+      for (const name of names) {
         const childPath = path === '' ? name : `${path}/${name}`
         if (!isValidEntryName(name)) throw new ListingError(`invalid entry name ${quote(name)}`, childPath)
         // A lone surrogate has no UTF-8 form; it would turn into U+FFFD and could collide with another name.
         if (hasLoneSurrogate(name)) throw new ListingError(`entry name ${quote(name)} is not valid Unicode`, childPath)
-        named.push({ name, bytes: Buffer.from(name, 'utf8') })
+        if (belowSurrogates && FROM_SURROGATES.test(name)) belowSurrogates = false
       }
-      // NAR order is byte order, and JS string order differs from it for astral characters.
-      named.sort((a, b) => Buffer.compare(a.bytes, b.bytes))
       const map = new Map<string, ListingNode>()
-      for (const { name } of named) map.set(name, parseNode(entries[name], path === '' ? name : `${path}/${name}`, depth + 1))
+      for (const name of byteOrder(names, belowSurrogates)) map.set(name, parseNode(entries[name], path === '' ? name : `${path}/${name}`, depth + 1))
       return { type: 'directory', entries: map }
     }
     default:
@@ -226,6 +225,24 @@ function own(object: Record<string, unknown>, key: string): unknown {
 
 function isSize(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0
+}
+
+/** A UTF-16 code unit from U+D800 on: past it, UTF-16 order and UTF-8 byte order disagree. */
+const FROM_SURROGATES = /[\uD800-\uFFFF]/
+
+/**
+ * `names` in UTF-8 byte order, which is NAR order. Below U+D800 that is JS string order, so the
+ * usual directory (Nix writes names sorted; integer-like keys come first from Object.keys) costs a
+ * comparison per name and no UTF-8 copies.
+ */
+function byteOrder(names: string[], belowSurrogates: boolean): string[] {
+  if (!belowSurrogates) {
+    const named = names.map((name) => ({ name, bytes: Buffer.from(name, 'utf8') }))
+    named.sort((a, b) => Buffer.compare(a.bytes, b.bytes))
+    return named.map(({ name }) => name)
+  }
+  for (let i = 1; i < names.length; i++) if (names[i - 1]! >= names[i]!) return names.sort()
+  return names
 }
 
 function hasLoneSurrogate(text: string): boolean {

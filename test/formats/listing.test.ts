@@ -114,6 +114,20 @@ describe('parseListing', () => {
     assert.deepEqual(['ｚ', '😀'].sort(), ['😀', 'ｚ'])
   })
 
+  it('puts names below U+D800 in byte order too: integer-like names, which Object.keys puts first, and unsorted JSON', () => {
+    const dir = (names: string[]) => `{"version":1,"root":{"type":"directory","entries":{${names.map((n) => `${JSON.stringify(n)}:{"type":"symlink","target":"x"}`).join(',')}}}}`
+    const keysOf = (names: string[]) => {
+      const root = parseListing(dir(names)).root
+      assert.equal(root.type, 'directory')
+      return [...root.entries.keys()]
+    }
+    // Object.keys gives ['2', '10', 'a'] for this; byte order has '10' first ('1' < '2').
+    assert.deepEqual(keysOf(['a', '10', '2']), ['10', '2', 'a'])
+    // 'é' (C3 A9) and U+4E2D (E4 B8 AD) after 'z'; already sorted JSON is kept as is.
+    assert.deepEqual(keysOf(['é', 'z', '中', 'A']), ['A', 'z', 'é', '中'])
+    assert.deepEqual(keysOf(['A', 'z', 'é', '中']), ['A', 'z', 'é', '中'])
+  })
+
   it('accepts a listing without narOffset, which hasAllOffsets reports', () => {
     const listing = parseListing(withoutOffsets(TREE_LS))
     assert.equal(hasAllOffsets(listing.root), false)

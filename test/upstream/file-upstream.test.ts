@@ -1,0 +1,89 @@
+/** file:// upstreams: the same answers whether small files are read synchronously (local filesystems) or through libuv's pool. */
+import assert from 'node:assert/strict'
+import { existsSync } from 'node:fs'
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import path from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { after, describe, it } from 'node:test'
+import type { Readable } from 'node:stream'
+import { FileUpstream } from '../../src/upstream/file-upstream.js'
+import { cacheDir } from '../helpers/fixtures.js'
+import { eventually } from '../helpers/wait.js'
+
+async function bytesOf(body: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  for await (const chunk of body) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks)
+}
+
+describe('FileUpstream', () => {
+  const root = cacheDir('xz')
+  const url = pathToFileURL(root)
+
+  for (const syncReads of [true, false]) {
+    describe(syncReads ? 'reading small files synchronously' : 'reading every file through the pool', () => {
+      const upstream = new FileUpstream(url, { syncReads })
+
+      it('returns a narinfo, a listing and a NAR (small and over 256 KiB) byte for byte, with their size and path', async () => {
+        const names = await readdir(root)
+        const nars = (await readdir(path.join(root, 'nar'))).map((n) => `nar/${n}`)
+        const keys = [names.find((n) => n.endsWith('.narinfo'))!, names.find((n) => n.endsWith('.ls'))!, ...nars]
+        let big = 0
+        for (const key of keys) {
+          const expected = await readFile(path.join(root, key))
+          if (expected.length > 256 * 1024) big++
+          const res = await upstream.get(key)
+          assert.ok(res !== undefined, key)
+          assert.equal(res.size, expected.length, key)
+          assert.equal(res.file, path.join(root, key), key)
+          assert.equal(res.partial, undefined, key)
+          assert.ok((await bytesOf(res.body)).equals(expected), key)
+        }
+        assert.ok(big > 0, 'a NAR over 256 KiB was read')
+      })
+
+      it('answers a byte range as partial, clipped to the file', async () => {
+        const key = (await readdir(root)).find((n) => n.endsWith('.narinfo'))!
+        const expected = await readFile(path.join(root, key))
+        const res = await upstream.get(key, undefined, { start: 5, end: 1_000_000 })
+        assert.ok(res !== undefined)
+        assert.equal(res.partial, true)
+        assert.equal(res.size, expected.length - 5)
+        assert.ok((await bytesOf(res.body)).equals(expected.subarray(5)))
+      })
+
+      it('has nothing for a missing file, a directory, or a key that leaves the root', async () => {
+        assert.equal(await upstream.get('00000000000000000000000000000000.narinfo'), undefined)
+        assert.equal(await upstream.get('nar'), undefined)
+        assert.equal(await upstream.get('nar/missing/x.nar'), undefined)
+        assert.equal(await upstream.get('../zstd/nix-cache-info'), undefined)
+      })
+    })
+  }
+
+  describe('choosing by filesystem', () => {
+    const dirs: string[] = []
+    after(async () => {
+      for (const dir of dirs) await rm(dir, { recursive: true, force: true })
+    })
+
+    it('reads synchronously on tmpfs once its type is known', { skip: !existsSync('/dev/shm') }, async () => {
+      const dir = await mkdtemp('/dev/shm/unnar-file-upstream-')
+      dirs.push(dir)
+      await mkdir(path.join(dir, 'nar'))
+      await writeFile(path.join(dir, 'x.narinfo'), 'StorePath: x\n')
+      const upstream = new FileUpstream(pathToFileURL(dir))
+      // Not known yet: the first reads go through the pool, and answer the same.
+      assert.equal(upstream.syncReads, undefined)
+      assert.equal((await bytesOf((await upstream.get('x.narinfo'))!.body)).toString(), 'StorePath: x\n')
+      await eventually(async () => upstream.syncReads === true, 'tmpfs is a local filesystem')
+      assert.equal((await bytesOf((await upstream.get('x.narinfo'))!.body)).toString(), 'StorePath: x\n')
+    })
+
+    it('reads through the pool when the root cannot be examined', async () => {
+      const upstream = new FileUpstream(pathToFileURL('/nonexistent-unnar-root'))
+      await eventually(async () => upstream.syncReads === false, 'an unknown filesystem is treated as remote')
+      assert.equal(await upstream.get('x.narinfo'), undefined)
+    })
+  })
+})
