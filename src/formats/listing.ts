@@ -181,16 +181,16 @@ function parseNode(value: unknown, path: string, depth: number): ListingNode {
       const entries = own(value, 'entries')
       if (!isObject(entries)) throw new ListingError(`"entries" must be an object, got ${show(entries)}`, path)
       const names = Object.keys(entries)
-      let belowSurrogates = true
+      let surrogates = false
       for (const name of names) {
         const childPath = path === '' ? name : `${path}/${name}`
         if (!isValidEntryName(name)) throw new ListingError(`invalid entry name ${quote(name)}`, childPath)
         // A lone surrogate has no UTF-8 form; it would turn into U+FFFD and could collide with another name.
         if (hasLoneSurrogate(name)) throw new ListingError(`entry name ${quote(name)} is not valid Unicode`, childPath)
-        if (belowSurrogates && FROM_SURROGATES.test(name)) belowSurrogates = false
+        if (!surrogates && SURROGATE.test(name)) surrogates = true
       }
       const map = new Map<string, ListingNode>()
-      for (const name of byteOrder(names, belowSurrogates)) map.set(name, parseNode(entries[name], path === '' ? name : `${path}/${name}`, depth + 1))
+      for (const name of byteOrder(names, surrogates)) map.set(name, parseNode(entries[name], path === '' ? name : `${path}/${name}`, depth + 1))
       return { type: 'directory', entries: map }
     }
     default:
@@ -227,16 +227,16 @@ function isSize(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0
 }
 
-/** A UTF-16 code unit from U+D800 on: past it, UTF-16 order and UTF-8 byte order disagree. */
-const FROM_SURROGATES = /[\uD800-\uFFFF]/
+/** Half of an astral character: only these sort differently in UTF-16 than in UTF-8 (before U+E000–U+FFFF). */
+const SURROGATE = /[\uD800-\uDFFF]/
 
 /**
- * `names` in UTF-8 byte order, which is NAR order. Below U+D800 that is JS string order, so the
- * usual directory (Nix writes names sorted; integer-like keys come first from Object.keys) costs a
- * comparison per name and no UTF-8 copies.
+ * `names` in UTF-8 byte order, which is NAR order. Without astral characters that is JS string
+ * order, so the usual directory (Nix writes names sorted; integer-like keys come first from
+ * Object.keys) costs a comparison per name and no UTF-8 copies.
  */
-function byteOrder(names: string[], belowSurrogates: boolean): string[] {
-  if (!belowSurrogates) {
+function byteOrder(names: string[], surrogates: boolean): string[] {
+  if (surrogates) {
     const named = names.map((name) => ({ name, bytes: Buffer.from(name, 'utf8') }))
     named.sort((a, b) => Buffer.compare(a.bytes, b.bytes))
     return named.map(({ name }) => name)

@@ -114,7 +114,7 @@ describe('parseListing', () => {
     assert.deepEqual(['ｚ', '😀'].sort(), ['😀', 'ｚ'])
   })
 
-  it('puts names below U+D800 in byte order too: integer-like names, which Object.keys puts first, and unsorted JSON', () => {
+  it('puts names without astral characters in byte order too: integer-like names, which Object.keys puts first, and unsorted JSON', () => {
     const dir = (names: string[]) => `{"version":1,"root":{"type":"directory","entries":{${names.map((n) => `${JSON.stringify(n)}:{"type":"symlink","target":"x"}`).join(',')}}}}`
     const keysOf = (names: string[]) => {
       const root = parseListing(dir(names)).root
@@ -126,6 +126,8 @@ describe('parseListing', () => {
     // 'é' (C3 A9) and U+4E2D (E4 B8 AD) after 'z'; already sorted JSON is kept as is.
     assert.deepEqual(keysOf(['é', 'z', '中', 'A']), ['A', 'z', 'é', '中'])
     assert.deepEqual(keysOf(['A', 'z', 'é', '中']), ['A', 'z', 'é', '中'])
+    // U+FFFD (EF BF BD) after U+E000 (EE 80 80), both above the surrogates in UTF-16 too.
+    assert.deepEqual(keysOf(['\uFFFD', '\uE000']), ['\uE000', '\uFFFD'])
   })
 
   it('accepts a listing without narOffset, which hasAllOffsets reports', () => {

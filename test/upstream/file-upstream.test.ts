@@ -1,7 +1,7 @@
 /** file:// upstreams: the same answers whether small files are read synchronously (local filesystems) or through libuv's pool. */
 import assert from 'node:assert/strict'
-import { existsSync } from 'node:fs'
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { existsSync, ReadStream } from 'node:fs'
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { after, describe, it } from 'node:test'
@@ -24,7 +24,7 @@ describe('FileUpstream', () => {
     describe(syncReads ? 'reading small files synchronously' : 'reading every file through the pool', () => {
       const upstream = new FileUpstream(url, { syncReads })
 
-      it('returns a narinfo, a listing and a NAR (small and over 256 KiB) byte for byte, with their size and path', async () => {
+      it('returns a narinfo, a listing and NARs byte for byte, with their size and path; only the first two read on this thread', async () => {
         const names = await readdir(root)
         const nars = (await readdir(path.join(root, 'nar'))).map((n) => `nar/${n}`)
         const keys = [names.find((n) => n.endsWith('.narinfo'))!, names.find((n) => n.endsWith('.ls'))!, ...nars]
@@ -37,6 +37,7 @@ describe('FileUpstream', () => {
           assert.equal(res.size, expected.length, key)
           assert.equal(res.file, path.join(root, key), key)
           assert.equal(res.partial, undefined, key)
+          assert.equal(res.body instanceof ReadStream, !(syncReads && !key.startsWith('nar/')), `${key}: read through the pool`)
           assert.ok((await bytesOf(res.body)).equals(expected), key)
         }
         assert.ok(big > 0, 'a NAR over 256 KiB was read')
@@ -67,17 +68,30 @@ describe('FileUpstream', () => {
       for (const dir of dirs) await rm(dir, { recursive: true, force: true })
     })
 
-    it('reads synchronously on tmpfs once its type is known', { skip: !existsSync('/dev/shm') }, async () => {
+    it('reads small metadata files synchronously on tmpfs once its type is known, unless they are on another device', { skip: !existsSync('/dev/shm') }, async () => {
       const dir = await mkdtemp('/dev/shm/unnar-file-upstream-')
       dirs.push(dir)
       await mkdir(path.join(dir, 'nar'))
       await writeFile(path.join(dir, 'x.narinfo'), 'StorePath: x\n')
+      const big = Buffer.alloc(64 * 1024 + 1, 'a')
+      await writeFile(path.join(dir, 'big.ls'), big)
+      // The fixtures are not on /dev/shm's tmpfs.
+      const elsewhere = path.join(root, (await readdir(root)).find((n) => n.endsWith('.narinfo'))!)
+      await symlink(elsewhere, path.join(dir, 'linked.narinfo'))
       const upstream = new FileUpstream(pathToFileURL(dir))
+      const read = async (key: string) => {
+        const res = (await upstream.get(key))!
+        return { pool: res.body instanceof ReadStream, bytes: await bytesOf(res.body) }
+      }
       // Not known yet: the first reads go through the pool, and answer the same.
       assert.equal(upstream.syncReads, undefined)
-      assert.equal((await bytesOf((await upstream.get('x.narinfo'))!.body)).toString(), 'StorePath: x\n')
+      assert.deepEqual(await read('x.narinfo'), { pool: true, bytes: Buffer.from('StorePath: x\n') })
       await eventually(async () => upstream.syncReads === true, 'tmpfs is a local filesystem')
-      assert.equal((await bytesOf((await upstream.get('x.narinfo'))!.body)).toString(), 'StorePath: x\n')
+      assert.deepEqual(await read('x.narinfo'), { pool: false, bytes: Buffer.from('StorePath: x\n') })
+      assert.deepEqual(await read('big.ls'), { pool: true, bytes: big }, 'over 64 KiB')
+      assert.deepEqual(await read('linked.narinfo'), { pool: true, bytes: await readFile(elsewhere) }, 'on another device')
+      assert.equal(await upstream.get('nar'), undefined)
+      assert.equal(await upstream.get('missing.ls'), undefined)
     })
 
     it('reads through the pool when the root cannot be examined', async () => {
