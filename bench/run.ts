@@ -317,8 +317,8 @@ async function benchColdLast(c: Compression): Promise<void> {
     if (tools[cli]) addRow({ id: `${id}a`, name: `${name} vs \`${cli} -dc\` of the whole NAR`, unnar: fmtSpread(unnar), reference: fmtSpread(ref), ratio: m / median(ref), target: `≤ ${limit}×`, check: (r) => r <= limit })
     else skipRow(`${id}a`, `${name} vs \`${cli} -dc\``, `≤ ${limit}×`, `${cli} not installed`)
     if (tools.nix) addRow({ id: `${id}b`, name: `${name} vs \`nix store cat\``, unnar: fmtMs(m), reference: fmtMs(median(nixCat)), ratio: m / median(nixCat), target: '< 1 (faster)', check: (r) => r < 1 })
-    if (tools[cli]) addRow({ id: `${id}c`, ...pairedRow(`row ${id}a`, `the \`${cli} -dc\` run beside it`, unnar, ref) })
     else skipRow(`${id}b`, `${name} vs \`nix store cat\``, '< 1 (faster)', 'nix not installed')
+    if (tools[cli]) addRow({ id: `${id}c`, ...pairedRow(`row ${id}a`, `the \`${cli} -dc\` run beside it`, unnar, ref) })
   } catch (err) {
     errorRow(id, name, `≤ 1.15× / < 1`, err)
   }
@@ -690,7 +690,7 @@ function renderReport(seconds: number): string {
     '',
     `Machine: ${machine.join(', ')}.`,
     '',
-    `Fixture ${fixture.key}: \`${bigName}\`, NAR ${fmtMB(fixture.big.narSize)} of real shared libraries (xz ${fmtMB(fixture.caches.xz.fileSize.big)}, zstd ${fmtMB(fixture.caches.zstd.fileSize.big)}), first file \`${fixture.firstRel}\`, last file \`${fixture.lastRel}\` (${fmtMB(lastSize)}); \`${hugeName}\`: one 64 MiB file. Times are medians of ${REPS} runs (${FAST_REPS} for sub-second ones: rows 1, 3, 4, 8 zstd), after a warm-up (rows 2a, 3a, 8b, 8d add the fastest and slowest run in parentheses); cold = fresh server and empty cache directory, compressed NARs in the page cache; "ratio" = unnar ÷ reference.`,
+    `Fixture ${fixture.key}: \`${bigName}\`, NAR ${fmtMB(fixture.big.narSize)} of real shared libraries (xz ${fmtMB(fixture.caches.xz.fileSize.big)}, zstd ${fmtMB(fixture.caches.zstd.fileSize.big)}), first file \`${fixture.firstRel}\`, last file \`${fixture.lastRel}\` (${fmtMB(lastSize)}); \`${hugeName}\`: one 64 MiB file. Times are medians of ${REPS} runs (${FAST_REPS} for sub-second ones: rows 1, 3, 4, 8 zstd), after a warm-up (rows 2a, 3a, 8b, 8d add the fastest and slowest run in parentheses; rows 2c, 3c, 8g, 8h give the median of per-run ratios instead); cold = fresh server and empty cache directory, compressed NARs in the page cache; "ratio" = unnar ÷ reference.`,
     '',
     '| # | benchmark | unnar | reference | ratio | target | met? |',
     '|---|---|---|---|---|---|---|',
