@@ -181,16 +181,14 @@ function parseNode(value: unknown, path: string, depth: number): ListingNode {
       const entries = own(value, 'entries')
       if (!isObject(entries)) throw new ListingError(`"entries" must be an object, got ${show(entries)}`, path)
       const names = Object.keys(entries)
-      let surrogates = false
       for (const name of names) {
         const childPath = path === '' ? name : `${path}/${name}`
         if (!isValidEntryName(name)) throw new ListingError(`invalid entry name ${quote(name)}`, childPath)
         // A lone surrogate has no UTF-8 form; it would turn into U+FFFD and could collide with another name.
         if (hasLoneSurrogate(name)) throw new ListingError(`entry name ${quote(name)} is not valid Unicode`, childPath)
-        if (!surrogates && SURROGATE.test(name)) surrogates = true
       }
       const map = new Map<string, ListingNode>()
-      for (const name of byteOrder(names, surrogates)) map.set(name, parseNode(entries[name], path === '' ? name : `${path}/${name}`, depth + 1))
+      for (const name of byteOrder(names)) map.set(name, parseNode(entries[name], path === '' ? name : `${path}/${name}`, depth + 1))
       return { type: 'directory', entries: map }
     }
     default:
@@ -235,8 +233,8 @@ const SURROGATE = /[\uD800-\uDFFF]/
  * order, so the usual directory (Nix writes names sorted; integer-like keys come first from
  * Object.keys) costs a comparison per name and no UTF-8 copies.
  */
-function byteOrder(names: string[], surrogates: boolean): string[] {
-  if (surrogates) {
+function byteOrder(names: string[]): string[] {
+  if (names.some((name) => SURROGATE.test(name))) {
     const named = names.map((name) => ({ name, bytes: Buffer.from(name, 'utf8') }))
     named.sort((a, b) => Buffer.compare(a.bytes, b.bytes))
     return named.map(({ name }) => name)

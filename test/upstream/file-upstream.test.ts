@@ -5,16 +5,10 @@ import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { after, describe, it } from 'node:test'
-import type { Readable } from 'node:stream'
+import { buffer as bytesOf } from 'node:stream/consumers'
 import { FileUpstream } from '../../src/upstream/file-upstream.js'
 import { cacheDir } from '../helpers/fixtures.js'
 import { eventually } from '../helpers/wait.js'
-
-async function bytesOf(body: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  for await (const chunk of body) chunks.push(chunk as Buffer)
-  return Buffer.concat(chunks)
-}
 
 describe('FileUpstream', () => {
   const root = cacheDir('xz')
