@@ -43,6 +43,7 @@
             nix # the reference tests (nix store cat)
             nginx # the scale-out test
             wrk # npm run bench
+            nghttp2 # h2load, npm run bench (row 8)
           ];
         };
       });

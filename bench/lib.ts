@@ -330,6 +330,30 @@ export async function runWrk(url: string, threads: number, connections: number, 
   }
 }
 
+export interface H2loadResult {
+  /** From h2load's start to its last response (h2load's own "finished in"; no process start-up). */
+  readonly ms: number
+  /** Responses with a 2xx status. */
+  readonly ok: number
+  /** Body bytes received, all responses together. */
+  readonly bodyBytes: number
+}
+
+/**
+ * `n` GETs of `url` at once, one per connection, over HTTP/1.1 from h2load's single thread. A C
+ * client on epoll: on two cores, the bench's own Node client spent 60–280 ms of CPU on 200
+ * requests of 254 KiB, beside the server it measured (bench/ row 8i).
+ */
+export async function runH2load(url: string, n: number): Promise<H2loadResult> {
+  const { stdout } = await execFileP('h2load', ['--h1', '-t', '1', '-c', String(n), '-n', String(n), url], { maxBuffer: 1024 * 1024 })
+  const finished = /^finished in ([\d.]+)(us|ms|s),/m.exec(stdout)
+  const ok = /^status codes: (\d+) 2xx/m.exec(stdout)
+  const body = /\((\d+)\) data$/m.exec(stdout)
+  if (finished === null || ok === null || body === null) throw new Error(`h2load printed no summary:\n${stdout}`)
+  const unit = { us: 0.001, ms: 1, s: 1000 }[finished[2] as 'us' | 'ms' | 's']
+  return { ms: Number(finished[1]) * unit, ok: Number(ok[1]), bodyBytes: Number(body[1]) }
+}
+
 export async function freshDir(name: string): Promise<string> {
   const dir = path.join(WORK, 'runs', name)
   await rm(dir, { recursive: true, force: true })

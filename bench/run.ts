@@ -34,6 +34,7 @@ import {
   log,
   median,
   memoryOf,
+  runH2load,
   runWrk,
   sha256File,
   spawnUnnar,
@@ -121,7 +122,7 @@ const fmtReqs = (n: number) => `${Math.round(n).toLocaleString('en-US')} req/s`
 const started = performance.now()
 const cpuStart = await cpuSnapshot()
 const tools = Object.fromEntries(
-  await Promise.all(['nix', 'nix-store', 'xz', 'zstd', 'wrk', 'nginx'].map(async (t) => [t, await hasTool(t)] as const)),
+  await Promise.all(['nix', 'nix-store', 'xz', 'zstd', 'wrk', 'nginx', 'h2load'].map(async (t) => [t, await hasTool(t)] as const)),
 ) as Record<string, boolean>
 const machine = await describeMachine()
 log(machine.join(' | '))
@@ -242,8 +243,8 @@ async function coldRequest(upstream: string, urlPath: string, options: { waitFor
  * directory (each client on its own connection, as in row 8). No cold request for the last file
  * can end sooner than one cold request plus this.
  */
-async function concurrentFloor(): Promise<number | undefined> {
-  const name = `floor: ${CONCURRENT} concurrent requests for the last file, hot, answered by nginx`
+async function concurrentFloor(client: Client): Promise<number | undefined> {
+  const name = `floor: ${CONCURRENT} concurrent requests (${client}) for the last file, hot, answered by nginx`
   if (!tools.nginx) {
     skipRow('8e', name, 'info', 'nginx not installed')
     return undefined
@@ -256,11 +257,8 @@ async function concurrentFloor(): Promise<number | undefined> {
   try {
     const times: number[] = []
     for (let i = 0; i <= FAST_REPS; i++) {
-      const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity })
-      const t0 = performance.now()
-      const results = await Promise.all(Array.from({ length: CONCURRENT }, () => fetchBody(`${nginx.url}/last.bin`, { agent })))
-      if (results.some((r) => r.status !== 200 || r.bytes !== lastSize)) throw new Error('nginx sent a wrong response')
-      if (i > 0) times.push(performance.now() - t0) // the first round is a warm-up
+      const ms = await concurrentGets(`${nginx.url}/last.bin`, CONCURRENT, client)
+      if (i > 0) times.push(ms) // the first round is a warm-up
     }
     const m = median(times)
     addRow({ id: '8e', name, unnar: '—', reference: fmtMs(m), ratio: undefined, target: 'info' })
@@ -270,6 +268,40 @@ async function concurrentFloor(): Promise<number | undefined> {
     return undefined
   } finally {
     await stopProcess(nginx.proc, 'SIGQUIT')
+  }
+}
+
+/** Who sends row 8's requests: h2load when installed, else the bench's own Node client. */
+type Client = 'h2load' | 'node'
+
+/** `n` GETs of the last file at `url` at once, each on its own connection; the time, unless an answer is wrong. */
+async function concurrentGets(url: string, n: number, client: Client): Promise<number> {
+  if (client === 'h2load') {
+    const r = await runH2load(url, n)
+    if (r.ok !== n || r.bodyBytes !== n * lastSize) throw new Error(`h2load got ${r.ok} of ${n} 2xx answers with ${r.bodyBytes} body bytes, expected ${n * lastSize}`)
+    return r.ms
+  }
+  const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity })
+  const t0 = performance.now()
+  const results = await Promise.all(Array.from({ length: n }, () => fetchBody(url, { agent })))
+  const ms = performance.now() - t0
+  const bad = results.filter((r) => r.status !== 200 || r.bytes !== lastSize)
+  if (bad.length > 0) throw new Error(`${bad.length} of ${n} responses were wrong (e.g. HTTP ${bad[0]!.status}, ${bad[0]!.bytes} bytes)`)
+  return ms
+}
+
+/** `n` cold requests at once for the last file, on a fresh server and cache directory: their time, and the NAR GETs the upstream saw. */
+async function coldConcurrent(upstream: string, n: number, client: Client, countGets: () => Promise<number>): Promise<{ ms: number; gets: number }> {
+  const cacheDir = await freshDir('concurrent')
+  const { url } = (await unnarChild.request({ type: 'start', upstream, cacheDir })) as { url: string }
+  try {
+    const before = await countGets()
+    const ms = await concurrentGets(url + lastUrlPath, n, client)
+    await waitForCommit(cacheDir)
+    return { ms, gets: (await countGets()) - before }
+  } finally {
+    await unnarChild.request({ type: 'stop' })
+    await rm(cacheDir, { recursive: true, force: true })
   }
 }
 
@@ -345,39 +377,40 @@ async function benchFirstByte(): Promise<void> {
   }
 }
 
-/** Row 8: many cold requests on one NAR through an HTTP upstream: one NAR GET, little extra time. */
+/**
+ * Row 8: many cold requests on one NAR through an HTTP upstream: one NAR GET, little extra time.
+ * Single and concurrent runs use the same client; row 8i repeats 8d with the bench's own Node
+ * client, whose CPU on the same two cores is part of what it measures.
+ */
 async function benchConcurrent(): Promise<void> {
   const upstreamChild = await IpcChild.spawn(path.join(BENCH, 'upstream-child.ts'))
   const narGets = '^/nar/[^/]+\\.nar(\\.[a-z0-9]+)?$'
-  const floor = await concurrentFloor()
+  const client: Client = tools.h2load ? 'h2load' : 'node'
+  const floor = await concurrentFloor(client)
   try {
     for (const c of COMPRESSIONS) {
-      const name = `${CONCURRENT} concurrent cold requests, last file, HTTP upstream, ${c}`
+      const name = `${CONCURRENT} concurrent cold requests (${client}), last file, HTTP upstream, ${c}`
       try {
         log(`row 8: ${CONCURRENT} concurrent cold requests, ${c}`)
         const { url: upstream } = (await upstreamChild.request({ type: 'start', root: fixture.caches[c].dir })) as { url: string }
         const count = async () => ((await upstreamChild.request({ type: 'count', pattern: narGets })) as { n: number }).n
-        await coldRequest(upstream, lastUrlPath, { waitForCommit: true }) // warm-up
+        // Row 8i, beside 8d: the same runs with the Node client.
+        const withNode = c === 'zstd' && client !== 'node'
+        await coldConcurrent(upstream, 1, client, count) // warm-up of both paths, not counted
+        await coldConcurrent(upstream, CONCURRENT, client, count)
         const single: number[] = []
         const many: number[] = []
         const gets: number[] = []
+        const nodeSingle: number[] = []
+        const nodeMany: number[] = []
         for (let i = 0; i < (c === 'zstd' ? FAST_REPS : REPS); i++) {
-          single.push((await coldRequest(upstream, lastUrlPath, { waitForCommit: true })).totalMs)
-          const cacheDir = await freshDir('concurrent')
-          const { url } = (await unnarChild.request({ type: 'start', upstream, cacheDir })) as { url: string }
-          try {
-            const before = await count()
-            const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity })
-            const t0 = performance.now()
-            const results = await Promise.all(Array.from({ length: CONCURRENT }, () => fetchBody(url + lastUrlPath, { agent })))
-            many.push(performance.now() - t0)
-            const bad = results.filter((r) => r.status !== 200 || r.bytes !== lastSize)
-            if (bad.length > 0) throw new Error(`${bad.length} of ${CONCURRENT} responses were wrong (e.g. HTTP ${bad[0]!.status}, ${bad[0]!.bytes} bytes)`)
-            await waitForCommit(cacheDir)
-            gets.push((await count()) - before)
-          } finally {
-            await unnarChild.request({ type: 'stop' })
-            await rm(cacheDir, { recursive: true, force: true })
+          single.push((await coldConcurrent(upstream, 1, client, count)).ms)
+          const run = await coldConcurrent(upstream, CONCURRENT, client, count)
+          many.push(run.ms)
+          gets.push(run.gets)
+          if (withNode) {
+            nodeSingle.push((await coldConcurrent(upstream, 1, 'node', count)).ms)
+            nodeMany.push((await coldConcurrent(upstream, CONCURRENT, 'node', count)).ms)
           }
         }
         const maxGets = Math.max(...gets)
@@ -392,6 +425,16 @@ async function benchConcurrent(): Promise<void> {
             unnar: fmtMs(m),
             reference: `${fmtMs(median(single))} + ${fmtMs(floor)}`,
             ratio: m / (median(single) + floor),
+            target: 'info',
+          })
+        }
+        if (withNode) {
+          addRow({
+            id: '8i',
+            name: `row 8d with the bench's own Node client (\`http.Agent\`, in the bench process) instead of ${client}, in the same rounds`,
+            unnar: fmtSpread(nodeMany),
+            reference: fmtSpread(nodeSingle),
+            ratio: median(nodeMany) / median(nodeSingle),
             target: 'info',
           })
         }
@@ -672,6 +715,7 @@ async function describeMachine(): Promise<string[]> {
     `zstd: ${version('zstd', ['--version'])}`,
     `wrk: ${version('wrk', ['--version'])}`,
     `nginx: ${version('nginx', ['-v'])}`,
+    `h2load: ${version('h2load', ['--version'])}`,
   ]
 }
 
