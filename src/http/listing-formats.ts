@@ -37,13 +37,29 @@ function shallow(node: ListingNode): Record<string, unknown> {
   }
 }
 
-/** One entry per line: mode as Nix shows it, size, name (directories end in `/`), `-> target`. */
+/**
+ * One entry per line: mode as Nix shows it, size, name (directories end in `/`), `-> target`.
+ * Names and targets are escaped as GNU `ls -b` does in a UTF-8 locale, so a name cannot make a
+ * line of its own (a newline in a name is `\n`) or pass for another entry.
+ */
 export function formatDirectoryText(directory: DirectoryNode): string {
   const lines: string[] = []
-  for (const [name, node] of directory.entries) {
+  for (const [entry, node] of directory.entries) {
+    const name = escapeLikeLs(entry)
     if (node.type === 'regular') lines.push(`${node.executable ? '-r-xr-xr-x' : '-r--r--r--'} ${String(node.size).padStart(12)} ${name}`)
-    else if (node.type === 'symlink') lines.push(`lrwxrwxrwx ${'-'.padStart(12)} ${name} -> ${node.target}`)
+    else if (node.type === 'symlink') lines.push(`lrwxrwxrwx ${'-'.padStart(12)} ${name} -> ${escapeLikeLs(node.target)}`)
     else lines.push(`dr-xr-xr-x ${'-'.padStart(12)} ${name}/`)
   }
   return lines.join('\n') + (lines.length > 0 ? '\n' : '')
+}
+
+const C_ESCAPES: Readonly<Record<string, string>> = { '\\': '\\\\', ' ': '\\ ', '\x07': '\\a', '\b': '\\b', '\f': '\\f', '\n': '\\n', '\r': '\\r', '\t': '\\t', '\v': '\\v' }
+
+/**
+ * GNU `ls -b`: backslash, space and the C escapes (`\n`, `\t`…) as such; other characters a
+ * terminal does not print as themselves (C0 and C1 controls, DEL, U+2028/U+2029) as the octal
+ * of their UTF-8 bytes (`\033`, `\302\205`).
+ */
+export function escapeLikeLs(text: string): string {
+  return text.replace(/[\\ \x00-\x1f\x7f-\x9f\u2028\u2029]/g, (char) => C_ESCAPES[char] ?? [...Buffer.from(char, 'utf8')].map((byte) => `\\${byte.toString(8).padStart(3, '0')}`).join(''))
 }

@@ -1,6 +1,7 @@
 /** Resolves a path inside a store path, following symlinks like a filesystem would, within limits. */
 import path from 'node:path/posix'
 import type { ListingNode } from '../formats/listing.js'
+import { isStoreHash, isStoreName, STORE_HASH_LENGTH } from '../formats/store-path.js'
 
 /** Linux's MAXSYMLINKS: more hops than this is treated as a loop. */
 export const MAX_SYMLINK_HOPS = 40
@@ -30,7 +31,7 @@ export async function resolveStorePath(lookup: NodeLookup, base: string, storeDi
     // The store path itself is a symlink; like any entry of the store dir, it is relative to it.
     const target = linkTarget(storeDir, node.target)
     if (target === base || target.startsWith(base + '/')) return { kind: 'missing', reason: `the store path is a symlink into itself (${shorten(node.target)})` }
-    if (target.startsWith(storeDir + '/')) return { kind: 'redirect', location: encodeAbsolute([...splitPath(target), ...remaining]) }
+    if (isInStorePath(storeDir, target)) return { kind: 'redirect', location: encodeAbsolute([...splitPath(target), ...remaining]) }
     return { kind: 'missing', reason: `the store path is a symlink outside the Nix store (${shorten(node.target)})` }
   }
   while (remaining.length > 0) {
@@ -55,7 +56,7 @@ export async function resolveStorePath(lookup: NodeLookup, base: string, storeDi
       if (node === undefined) return { kind: 'missing', reason: 'the NAR has no root' }
       continue
     }
-    if (target.startsWith(storeDir + '/')) {
+    if (isInStorePath(storeDir, target)) {
       // Another store path: its narinfo may live elsewhere, so let the client ask for it.
       return { kind: 'redirect', location: encodeAbsolute([...splitPath(target), ...remaining]) }
     }
@@ -66,6 +67,16 @@ export async function resolveStorePath(lookup: NodeLookup, base: string, storeDi
     return { kind: 'redirect', location: encodeAbsolute([...splitPath(base), ...current]) + suffix }
   }
   return { kind: 'found', segments: current, node }
+}
+
+/**
+ * Whether `target` (normalized) is a store path or a path inside one: a link that climbs out of
+ * its store path to `/nix/store/build-essential/list` leaves the store as surely as `/etc/passwd`.
+ */
+function isInStorePath(storeDir: string, target: string): boolean {
+  if (!target.startsWith(storeDir + '/')) return false
+  const base = target.slice(storeDir.length + 1).split('/', 1)[0]!
+  return isStoreHash(base.slice(0, STORE_HASH_LENGTH)) && base[STORE_HASH_LENGTH] === '-' && isStoreName(base.slice(STORE_HASH_LENGTH + 1))
 }
 
 /** Where a symlink in `dir` points: normalized and without a trailing slash, so `/nix/store/` is the store dir, not a path in it. */

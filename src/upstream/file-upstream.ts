@@ -1,10 +1,11 @@
 /** A file:// binary cache: a directory on a local or network filesystem. */
-import { closeSync, createReadStream, fstatSync, openSync, readSync } from 'node:fs'
-import { stat, statfs } from 'node:fs/promises'
+import { closeSync, createReadStream, fstatSync, openSync, readSync, realpathSync } from 'node:fs'
+import { realpath, stat, statfs } from 'node:fs/promises'
 import path from 'node:path'
 import { Readable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
-import { type ByteRange, type Upstream, UpstreamError, type UpstreamResponse } from './upstream.js'
+import { keyProblem } from './cache-key.js'
+import { type ByteRange, outsideCache, type Upstream, UpstreamError, type UpstreamResponse } from './upstream.js'
 
 const MISSING_CODES = new Set(['ENOENT', 'ENOTDIR', 'EISDIR'])
 
@@ -31,6 +32,8 @@ export interface FileUpstreamOptions {
 export class FileUpstream implements Upstream {
   readonly name: string
   readonly #root: string
+  /** The root with its symlinks resolved, once it exists. */
+  #realRoot: string | undefined
   /** Undefined until the root's filesystem type is known (asynchronous reads meanwhile). */
   #syncReads: boolean | undefined
   /**
@@ -61,25 +64,50 @@ export class FileUpstream implements Upstream {
   }
 
   async get(key: string, _signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {
-    const file = path.resolve(this.#root, key)
-    if (!file.startsWith(this.#root + path.sep)) return undefined
+    const file = this.#locate(key)
     try {
-      if (range === undefined && this.#syncReads === true && METADATA_KEY.test(key)) {
-        const whole = this.#readSync(file)
+      const metadata = range === undefined && this.#syncReads === true && METADATA_KEY.test(key)
+      const real = this.#confine(key, metadata ? realpathSync.native(file) : await realpath(file))
+      if (metadata) {
+        const whole = this.#readSync(real)
         if (whole !== 'stream') return whole
       }
-      const info = await stat(file)
+      const info = await stat(real)
       if (!info.isFile()) return undefined
       if (range !== undefined) {
         const end = Math.min(range.end, info.size - 1)
-        return { body: createReadStream(file, { start: range.start, end }), size: Math.max(0, end - range.start + 1), contentEncoding: undefined, partial: true }
+        return { body: createReadStream(real, { start: range.start, end }), size: Math.max(0, end - range.start + 1), contentEncoding: undefined, partial: true }
       }
-      return { body: createReadStream(file, { highWaterMark: 256 * 1024 }), size: info.size, contentEncoding: undefined, file }
+      return { body: createReadStream(real, { highWaterMark: 256 * 1024 }), size: info.size, contentEncoding: undefined, file: real }
     } catch (err) {
+      if (err instanceof UpstreamError) throw err
       const code = (err as NodeJS.ErrnoException).code
       if (code !== undefined && MISSING_CODES.has(code)) return undefined
       throw new UpstreamError(this.name, 'network', `${code ?? 'error'} reading ${key}`, { cause: err })
     }
+  }
+
+  /** The file `key` names, below the root by its path alone (its real path is checked once it exists, see #confine). */
+  #locate(key: string): string {
+    const problem = keyProblem(key)
+    if (problem !== undefined) throw outsideCache(this.name, key, problem)
+    const file = path.resolve(this.#root, key)
+    if (!file.startsWith(this.#root + path.sep)) throw outsideCache(this.name, key, 'it resolves outside the cache directory')
+    return file
+  }
+
+  /** `real` (a file's path with every symlink resolved) when it is below the root's real path; else outsideCache(). */
+  #confine(key: string, real: string): string {
+    if (this.#realRoot === undefined) {
+      try {
+        this.#realRoot = realpathSync.native(this.#root)
+      } catch {
+        // The root itself is gone: nothing below it resolved either.
+      }
+    }
+    const root = this.#realRoot ?? this.#root
+    if (!real.startsWith(root + path.sep)) throw outsideCache(this.name, key, 'a symlink leads outside the cache directory')
+    return real
   }
 
   /** The whole file, read on this thread; 'stream' when it is too big or on another device. Throws like fs. */

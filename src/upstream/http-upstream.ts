@@ -5,7 +5,8 @@ import type { LookupFunction } from 'node:net'
 import { formatMs, guardBody } from './body-guard.js'
 import type { CredentialSource } from './credential-files.js'
 import { type Authorization, authorizationFor, type UpstreamCredentials } from './credentials.js'
-import { type ByteRange, isExactRange, retryTransient, type Upstream, UpstreamError, type UpstreamResponse, type UpstreamTimeouts } from './upstream.js'
+import { keyProblem } from './cache-key.js'
+import { type ByteRange, isExactRange, outsideCache, retryTransient, type Upstream, UpstreamError, type UpstreamResponse, type UpstreamTimeouts } from './upstream.js'
 
 export interface HttpUpstreamOptions extends UpstreamTimeouts {
   readonly userAgent: string
@@ -70,12 +71,36 @@ export class HttpUpstream implements Upstream {
    * Transient failures (connection errors, 5xx, 408, 429) are retried with exponential backoff, or
    * after the server's Retry-After (capped), at most twice (retryTransient); a timeout is not retried.
    */
-  get(key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {
-    return retryTransient(() => this.#getOnce(key, signal, range), signal)
+  async get(key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {
+    const url = this.#locate(key)
+    return retryTransient(() => this.#getOnce(url, key, signal, range), signal)
   }
 
-  async #getOnce(key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {
-    let url = new URL(key, this.#base)
+  /**
+   * `key` resolved by the parser that makes the request, and checked where it points: the cache's
+   * own scheme, host, port and (no) credentials, a path below its base path with no dot segment
+   * left, no fragment. Throws outsideCache() otherwise.
+   */
+  #locate(key: string): URL {
+    const problem = keyProblem(key)
+    if (problem !== undefined) throw outsideCache(this.name, key, problem)
+    const url = new URL(key, this.#base)
+    const base = this.#base
+    const rest = url.pathname.startsWith(base.pathname) ? url.pathname.slice(base.pathname.length) : undefined
+    const inside =
+      url.protocol === base.protocol &&
+      url.host === base.host &&
+      url.username === '' &&
+      url.password === '' &&
+      url.hash === '' &&
+      rest !== undefined &&
+      rest.split('/').every((segment) => segment !== '' && !/^(\.|%2e){1,2}$/i.test(segment))
+    if (!inside) throw outsideCache(this.name, key, `it resolves to ${url.protocol}//${url.host}${url.pathname}`)
+    return url
+  }
+
+  async #getOnce(target: URL, key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {
+    let url = target
     for (let hop = 0; ; hop++) {
       // Credentials go only to the cache's own origin, never to a host it redirects to.
       const authorization = url.origin === this.#base.origin ? this.#currentAuthorization() : undefined

@@ -6,14 +6,15 @@ import { isContentAddressed, verifyNarInfo, type PublicKey } from '../formats/si
 import { DEFAULT_STORE_DIR, parseStorePath, type StorePath } from '../formats/store-path.js'
 import type { Logger } from '../log.js'
 import { readSmallBody } from './read-body.js'
-import { resolveNarKey, type Upstream, UpstreamError } from './upstream.js'
+import { keyProblem } from './cache-key.js'
+import { type Upstream, UpstreamError } from './upstream.js'
 
 /** What one upstream knows about one store path. */
 export interface PathInfo {
   readonly storePath: StorePath
   readonly narInfo: NarInfo
   readonly upstream: Upstream
-  /** The NAR's key relative to that upstream's root (already checked not to leave it). */
+  /** The NAR's key relative to that upstream's root (a plain relative path, see cache-key.ts; the upstream checks where it leads again on every request). */
   readonly narKey: string
   /** Which trusted key signed it, `content-address`, or undefined when the upstream is not checked. */
   readonly trustedBy: string | undefined
@@ -260,7 +261,8 @@ export class PathInfoLookup {
 
   #recordFailure(upstream: Upstream, err: UpstreamError): void {
     const failures = (this.#health.get(upstream)?.failures ?? 0) + 1
-    const skip = failures >= FAILURES_BEFORE_SKIP
+    // Every FAILURES_BEFORE_SKIP-th failure in a row (after a skip, the next ones count on from there).
+    const skip = failures % FAILURES_BEFORE_SKIP === 0
     if (skip) {
       this.#log.warn('skipping a failing upstream', { upstream: upstream.name, failures, seconds: SKIP_MS / 1000 })
       this.#skippedWith.set(upstream, upstream.credentialsVersion?.() ?? 0)
@@ -269,7 +271,7 @@ export class PathInfoLookup {
       name: upstream.name,
       state: 'failing',
       lastError: err.message,
-      failures: skip ? 0 : failures,
+      failures,
       ...(skip ? { skippedUntil: new Date(Date.now() + SKIP_MS).toISOString() } : {}),
     })
   }
@@ -298,11 +300,12 @@ export class PathInfoLookup {
     if (storePath.hash !== hash) {
       throw new UpstreamError(upstream.name, 'bad-response', `${key} describes another path (${narInfo.storePath})`)
     }
-    const narKey = resolveNarKey(narInfo.url)
-    if (narKey === undefined) {
-      throw new UpstreamError(upstream.name, 'bad-response', `${key} has a URL outside the cache (${JSON.stringify(narInfo.url)})`)
+    // Refused before the NAR is asked for: its signature (if any) does not cover URL.
+    const problem = keyProblem(narInfo.url)
+    if (problem !== undefined) {
+      throw new UpstreamError(upstream.name, 'bad-response', `${key} has a URL outside the cache (${JSON.stringify(narInfo.url.slice(0, 200))}: ${problem})`)
     }
-    const info: PathInfo = { storePath, narInfo, upstream, narKey, trustedBy: this.#checkTrust(upstream, narInfo, key) }
+    const info: PathInfo = { storePath, narInfo, upstream, narKey: narInfo.url, trustedBy: this.#checkTrust(upstream, narInfo, key) }
     if (listingBody !== undefined) this.#prefetched.set(info, listingBody)
     return info
   }

@@ -11,7 +11,8 @@ import https from 'node:https'
 import { Readable } from 'node:stream'
 import type { GetObjectCommand, S3Client, S3ClientConfig } from '@aws-sdk/client-s3'
 import { formatMs, guardBody } from './body-guard.js'
-import { type ByteRange, isExactRange, retryTransient, type Upstream, UpstreamError, type UpstreamResponse, type UpstreamTimeouts } from './upstream.js'
+import { keyProblem } from './cache-key.js'
+import { type ByteRange, isExactRange, outsideCache, retryTransient, type Upstream, UpstreamError, type UpstreamResponse, type UpstreamTimeouts } from './upstream.js'
 
 export interface S3UpstreamOptions extends UpstreamTimeouts {
   readonly userAgent?: string | undefined
@@ -144,6 +145,22 @@ function parseEndpoint(bucket: string, text: string, scheme: 'http' | 'https' | 
   return url.pathname === '/' ? url.origin : url.origin + url.pathname.replace(/\/$/, '')
 }
 
+/** The parts of the SDK's HttpRequest that say where it goes. */
+interface SdkRequest {
+  readonly protocol: string
+  readonly hostname: string
+  readonly port?: number | undefined
+  readonly path: string
+}
+
+function decodeSegment(segment: string): string | undefined {
+  try {
+    return decodeURIComponent(segment)
+  } catch {
+    return undefined
+  }
+}
+
 interface SdkError {
   name?: string
   code?: string
@@ -199,13 +216,48 @@ export class S3Upstream implements Upstream {
   #sdk(): Promise<{ client: S3Client; GetObjectCommand: typeof GetObjectCommand }> {
     this.#client ??= import('@aws-sdk/client-s3').then((sdk) => {
       this.#loaded = new sdk.S3Client(this.#config)
+      // After the SDK built the request and before it is signed and sent: where it really goes.
+      this.#loaded.middlewareStack.add(
+        (next) => async (args) => {
+          const key = (args.input as { Key?: unknown }).Key
+          this.#checkRequest(args.request as SdkRequest, typeof key === 'string' ? key : '')
+          return next(args)
+        },
+        { step: 'build', name: 'unnarConfineToBucket' },
+      )
       return { client: this.#loaded, GetObjectCommand: sdk.GetObjectCommand }
     })
     return this.#client
   }
 
-  get(key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {
+  async get(key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {
+    const problem = keyProblem(key)
+    if (problem !== undefined) throw outsideCache(this.name, key, problem)
     return retryTransient(() => this.#getOnce(key, signal, range), signal)
+  }
+
+  /**
+   * The request the SDK built for `key` must go to the bucket's endpoint (path-style: its host with
+   * the bucket as first segment; virtual-hosted: `<bucket>.` before it) and name exactly the key's
+   * segments; else outsideCache(), and it is never sent.
+   */
+  #checkRequest(request: SdkRequest, key: string): void {
+    const segments = request.path.split('/').slice(1).map(decodeSegment)
+    const keySegments = key.split('/')
+    const endpoint = this.location.endpoint === undefined ? undefined : new URL(this.location.endpoint)
+    const prefix = endpoint === undefined ? [] : endpoint.pathname.split('/').filter((s) => s !== '')
+    const { bucket } = this.location
+    const sameSegments = (expected: readonly string[]) => segments.length === expected.length && segments.every((s, i) => s === expected[i])
+    const host = request.hostname.toLowerCase()
+    const endpointHost = endpoint?.hostname.toLowerCase()
+    const port = (protocol: string, given: string) => given || (protocol === 'https:' ? '443' : '80')
+    const onEndpoint =
+      endpoint === undefined
+        ? request.protocol === 'https:' && /\.amazonaws\.com(\.cn)?$/.test(host)
+        : request.protocol === endpoint.protocol && port(request.protocol, request.port === undefined ? '' : String(request.port)) === port(endpoint.protocol, endpoint.port)
+    const pathStyle = (endpointHost === undefined ? /^s3[.-]/.test(host) : host === endpointHost) && sameSegments([...prefix, bucket, ...keySegments])
+    const virtual = (endpointHost === undefined ? host.startsWith(`${bucket.toLowerCase()}.s3`) : host === `${bucket.toLowerCase()}.${endpointHost}`) && sameSegments([...prefix, ...keySegments])
+    if (!onEndpoint || !(pathStyle || virtual)) throw outsideCache(this.name, key, `the S3 request would go to ${request.protocol}//${request.hostname}${request.path}`)
   }
 
   async #getOnce(key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {

@@ -73,26 +73,12 @@ export class UpstreamError extends Error {
 }
 
 /**
- * Resolves a narinfo `URL` against the cache root, refusing anything that would leave the cache
- * (an absolute URL, a scheme, `..` segments, a leading `/`): a narinfo must not make unnar fetch
- * from another host. Returns the cache-relative key, or undefined when refused.
+ * The error every upstream throws for a key that would lead outside its cache (see cache-key.ts):
+ * nothing is requested.
  */
-export function resolveNarKey(narUrl: string): string | undefined {
-  if (narUrl === '' || /^[a-zA-Z][a-zA-Z0-9+.-]*:/.test(narUrl) || narUrl.startsWith('/') || narUrl.includes('\\')) {
-    return undefined
-  }
-  const [path] = narUrl.split(/[?#]/, 1) as [string]
-  const segments = path.split('/')
-  for (const segment of segments) {
-    let decoded: string
-    try {
-      decoded = decodeURIComponent(segment)
-    } catch {
-      return undefined
-    }
-    if (decoded === '' || decoded === '.' || decoded === '..' || decoded.includes('/') || decoded.includes('\0')) return undefined
-  }
-  return narUrl
+export function outsideCache(upstream: string, key: string, why: string): UpstreamError {
+  const shown = JSON.stringify(key.length > 200 ? `${key.slice(0, 200)}…` : key)
+  return new UpstreamError(upstream, 'bad-response', `refusing ${shown}, a URL outside the cache: ${why}`)
 }
 
 const RETRIES = 2

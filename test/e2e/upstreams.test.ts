@@ -88,9 +88,27 @@ describe('upstream selection and failures', { timeout: 60_000 }, () => {
       // 3 lookups × 3 attempts reach the failing upstream; then it is skipped.
       assert.equal(failing.count(/\.narinfo$/), 9)
       assert.equal(healthy.count(/\.narinfo$/), 5)
-      const health = (await (await fetch(`${unnar.url}/api/upstreams`)).json()) as Array<{ state: string; skippedUntil?: string }>
+      const health = (await (await fetch(`${unnar.url}/api/upstreams`)).json()) as Array<{ state: string; skippedUntil?: string; failures?: number }>
       assert.equal(health[0]!.state, 'failing')
       assert.ok(health[0]!.skippedUntil !== undefined)
+      assert.equal(health[0]!.failures, 3, 'the real count, not reset when skipping starts')
+    } finally {
+      await unnar.stop()
+    }
+  })
+
+  it('says how many failures in a row made it skip an upstream', async () => {
+    const failing = await start()
+    failing.setFault(/\.narinfo$/, { kind: 'status', status: 500 })
+    const unnar = await startUnnar([failing.url])
+    try {
+      const texts: string[] = []
+      for (let i = 0; i < 4; i++) {
+        const res = await fetch(unnar.store(`${basicBase}/bin/hello`).replace(basic.hash, basic.hash.slice(0, 31) + String(i)))
+        assert.equal(res.status, 502)
+        texts.push(await res.text())
+      }
+      assert.match(texts[3]!, /skipped until \S+ after 3 failures in a row \(last: .*HTTP 500/)
     } finally {
       await unnar.stop()
     }

@@ -15,6 +15,7 @@ import { SignatureError, parsePublicKey, verifyNarInfo } from '../../src/formats
 import { StorePathError, formatStorePath, isStoreHash, isStoreName, parseStoreBaseName, parseStorePath } from '../../src/formats/store-path.js'
 import { HttpError } from '../../src/http/errors.js'
 import { parseStoreRequest, storeRequestRest, targetPath, type StoreRequest } from '../../src/http/request-path.js'
+import { formatDirectoryText } from '../../src/http/listing-formats.js'
 import { MAX_SYMLINK_HOPS, resolveStorePath } from '../../src/http/resolve-path.js'
 import { buildNar, type NarTree } from '../formats/nar-builder.js'
 import { fixtureFiles, uncompressedNars } from '../formats/fixtures.js'
@@ -213,7 +214,17 @@ const symlinkResolution = fc.asyncProperty(symlinkTree(OWN_BASE, OTHER_BASE), fc
     assert.equal(new URL(resolution.location, 'http://example.org').pathname, resolution.location, 'no dot segments in a redirect')
     const inside = resolution.location.slice(storeDir.length + 1).replace(/\/$/, '').split('/').map(decodeURIComponent)
     for (const segment of inside) assert.ok(isValidEntryName(segment), resolution.location)
+    // A link that climbs out of its store path to `/nix/store/x` is a 404, never a redirect there.
+    assert.doesNotThrow(() => parseStoreBaseName(inside[0]!), resolution.location)
   }
+})
+
+/** Whatever the names and targets, the plain-text listing is one line per entry, with nothing a terminal or a line reader would act on. */
+const textListing = fc.property(fc.uniqueArray(fc.tuple(entryName, fc.string({ unit: 'binary', maxLength: 20 })), { selector: ([name]) => name, maxLength: 20 }), (entries) => {
+  const directory: Extract<ListingNode, { type: 'directory' }> = { type: 'directory', entries: new Map(entries.map(([name, target]) => [name, { type: 'symlink', target }])) }
+  const text = formatDirectoryText(directory)
+  assert.equal(text.split('\n').length - 1, entries.length)
+  assert.doesNotMatch(text.replaceAll('\n', ''), /[\x00-\x1f\x7f-\x9f\u2028\u2029]/)
 })
 
 /** Every property, in the order they run. */
@@ -231,6 +242,7 @@ export const FUZZ_PROPERTIES: readonly FuzzProperty[] = [
   { name: 'public key parsing and signature checks', property: signatures },
   { name: 'request targets never leave the store path they name', property: requestPaths },
   { name: 'symlink resolution stays in the store and terminates', property: symlinkResolution },
+  { name: 'plain-text listings keep one line per entry', property: textListing },
 ]
 
 interface Indexed {

@@ -65,6 +65,23 @@ describe('resolveStorePath', () => {
     assert.match((r as { reason: string }).reason, /outside the Nix store/)
   })
 
+  it('treats a link that climbs out of its store path to something that is no store path like one leaving the store', async () => {
+    const entry = (target: string) => ({ type: 'directory', entries: { doc: { type: 'directory', entries: { l: { type: 'symlink', target } } } } })
+    const at = async (target: string) => {
+      const root = parseListing(JSON.stringify({ version: 1, root: entry(target) })).root
+      return resolveStorePath(async (s) => locate(root, s), base, '/nix/store', ['doc', 'l'])
+    }
+    // `../../build-essential/list` from /usr/share/doc/<pkg>/ copied into a store path.
+    for (const target of ['../../build-essential/list', '../../../x', '/nix/store/build-essential', '/nix/store/.links/abc', `../../${'1'.repeat(32)}`, `../../${'1'.repeat(32)}-`, `../../${'e'.repeat(32)}-y/z`]) {
+      const r = await at(target)
+      assert.equal(r.kind, 'missing', target)
+      assert.match((r as { reason: string }).reason, /^symlink doc\/l points outside the Nix store/, target)
+    }
+    assert.deepEqual(await at(`../../${'1'.repeat(32)}-y/z`), { kind: 'redirect', location: `/nix/store/${'1'.repeat(32)}-y/z` })
+    const root = await resolveStorePath(async (s) => (s.length === 0 ? { type: 'symlink', target: 'not-a-store-path' } : undefined), base, '/nix/store', [])
+    assert.match((root as { reason: string }).reason, /symlink outside the Nix store/)
+  })
+
   it('resolves a store path that is itself a symlink relative to the store dir', async () => {
     const at = async (target: string, segments: string[]) =>
       resolveStorePath(async (s) => (s.length === 0 ? { type: 'symlink', target } : undefined), base, '/nix/store', segments)
