@@ -89,6 +89,13 @@ let
       example = [ "/nix/store" ];
       description = "Store directories served. Null = unnar's default: `/nix/store` plus every `StoreDir` an upstream declares.";
     };
+    verify = {
+      flag = "--verify";
+      env = "UNNAR_VERIFY";
+      kind = "enum";
+      values = [ "strict" "stream" ];
+      description = "`strict`: no response completes before its bytes matched the NAR's NarHash (the last byte of a file from a NAR still downloading waits for it; a mismatch cuts the connection); `stream`: responses may complete with unverified bytes (byte-range fetches of uncompressed NARs, files sent before their NAR is checked). Null = unnar's default (`strict`).";
+    };
     cacheDir = {
       flag = "--cache-dir";
       env = "UNNAR_CACHE_DIR";

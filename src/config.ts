@@ -61,6 +61,11 @@ export interface Config {
   readonly lookup: 'sequential' | 'parallel'
   /** Store directories served; undefined = /nix/store plus every StoreDir an upstream declares. */
   readonly storeDirs: readonly string[] | undefined
+  /**
+   * `strict`: no response completes before its bytes are verified against NarHash; `stream`: a
+   * response may complete with bytes its NAR has not yet (or never) proved.
+   */
+  readonly verify: 'strict' | 'stream'
 }
 
 /** A bad setting: the message names the setting and the value, in one line. */
@@ -101,6 +106,7 @@ export const FLAGS: Record<string, string> = {
   '--upstream-idle-timeout': 'UNNAR_UPSTREAM_IDLE_TIMEOUT',
   '--lookup': 'UNNAR_LOOKUP',
   '--store-dirs': 'UNNAR_STORE_DIRS',
+  '--verify': 'UNNAR_VERIFY',
 }
 
 /** Settings whose values are secrets: redacted wherever the configuration is shown. */
@@ -171,6 +177,7 @@ export function loadConfig(env: Env): Config {
     upstreamIdleTimeoutMs: parseSeconds('UNNAR_UPSTREAM_IDLE_TIMEOUT', env.UNNAR_UPSTREAM_IDLE_TIMEOUT ?? '30'),
     lookup: parseLookup(env.UNNAR_LOOKUP),
     storeDirs: parseStoreDirs(env.UNNAR_STORE_DIRS),
+    verify: parseVerify(env.UNNAR_VERIFY),
   }
 }
 
@@ -324,6 +331,12 @@ function parseLookup(text: string | undefined): Config['lookup'] {
   if (text === undefined || text === '' || text === 'sequential') return 'sequential'
   if (text === 'parallel') return 'parallel'
   throw new ConfigError(`UNNAR_LOOKUP: "${text}" is not "sequential" or "parallel"`)
+}
+
+function parseVerify(text: string | undefined): Config['verify'] {
+  if (text === undefined || text === '' || text === 'strict') return 'strict'
+  if (text === 'stream') return 'stream'
+  throw new ConfigError(`UNNAR_VERIFY: "${text}" is not "strict" or "stream"`)
 }
 
 function parseStoreDirs(text: string | undefined): readonly string[] | undefined {

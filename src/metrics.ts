@@ -5,6 +5,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import { RequestTally } from './request-tally.js'
+import type { Verification } from './http/request-log.js'
 import type { NarStoreEvents } from './store/nar-store.js'
 import type { UpstreamRequestEvent } from './upstream/instrument.js'
 import type { UpstreamHealth } from './upstream/path-info-lookup.js'
@@ -20,7 +21,8 @@ export interface Metrics {
   /** Every metric in Prometheus' text format. */
   text(): Promise<string>
   readonly storeEvents: NarStoreEvents
-  request(route: string, status: number, bytes: number, seconds: number): void
+  /** `verification`: for a file answer, how its bytes were verified (see RequestNotes). */
+  request(route: string, status: number, bytes: number, seconds: number, verification?: Verification): void
   upstream(event: UpstreamRequestEvent): void
   /** A request answered from memory before routing (src/http/hot-responses.ts). */
   hotAnswer(): void
@@ -28,6 +30,8 @@ export interface Metrics {
   sharedAnswer(): void
   /** A narinfo rejected for want of a trusted signature. */
   untrusted(): void
+  /** An upstream `.ls` that its NAR contradicted (it is then not used). */
+  listingMismatch(upstream: string): void
   /** Connects the scrape-time gauges to their sources (they exist only after the metrics). */
   watch(sources: MetricSources): void
 }
@@ -46,6 +50,7 @@ export function createMetrics(): Metrics {
   const evictedBytes = new Counter({ name: 'unnar_cache_evicted_bytes_total', help: 'Bytes of NARs evicted from the cache', registers })
   const downloads = new Counter({ name: 'unnar_nar_downloads_total', help: 'Finished NAR downloads by result', labelNames: ['result'], registers })
   const verification = new Counter({ name: 'unnar_verification_failures_total', help: 'NARs or narinfos rejected: hash or size mismatch, or no trusted signature', labelNames: ['what'], registers })
+  const listingMismatches = new Counter({ name: 'unnar_listing_mismatches_total', help: 'Upstream .ls listings contradicted by their NAR (then not used)', labelNames: ['upstream'], registers })
   const upstreamRequests = new Counter({ name: 'unnar_upstream_requests_total', help: 'Requests to upstreams', labelNames: ['upstream', 'kind', 'status'], registers })
   const upstreamErrors = new Counter({ name: 'unnar_upstream_errors_total', help: 'Failed upstream requests by error kind', labelNames: ['upstream', 'kind', 'error'], registers })
   const upstreamLatency = new Histogram({
@@ -97,8 +102,8 @@ export function createMetrics(): Metrics {
         if (result === 'verification-failed') verification.inc({ what: 'nar' })
       },
     },
-    request(route, status, sent, seconds) {
-      requests.observe(route, status, sent, seconds)
+    request(route, status, sent, seconds, verification) {
+      requests.observe(route, status, sent, seconds, verification)
     },
     upstream(event) {
       upstreamRequests.inc({ upstream: event.upstream, kind: event.kind, status: event.status })
@@ -113,6 +118,9 @@ export function createMetrics(): Metrics {
     },
     untrusted() {
       verification.inc({ what: 'narinfo-signature' })
+    },
+    listingMismatch(upstream) {
+      listingMismatches.inc({ upstream })
     },
     watch(s) {
       sources = s

@@ -22,7 +22,11 @@ export class RequestTally {
   #hotAnswers = 0
   #sharedAnswers = 0
 
-  observe(route: string, status: number, bytes: number, seconds: number): void {
+  /** File answers by how their bytes were verified (see RequestNotes.verification). */
+  readonly #verifications = new Map<string, number>()
+
+  observe(route: string, status: number, bytes: number, seconds: number, verification?: string): void {
+    if (verification !== undefined) this.#verifications.set(verification, (this.#verifications.get(verification) ?? 0) + 1)
     let tally = this.#routes.get(route)
     if (tally === undefined) {
       tally = { byStatus: new Map(), bytes: 0, buckets: new Array<number>(DURATION_BUCKETS.length + 1).fill(0), seconds: 0, count: 0 }
@@ -66,6 +70,9 @@ export class RequestTally {
       '# HELP unnar_shared_responses_total Requests that arrived while an identical one was being answered, and got its answer',
       '# TYPE unnar_shared_responses_total counter',
       `unnar_shared_responses_total ${this.#sharedAnswers}`,
+      '# HELP unnar_file_responses_total File answers by verification: verified (before the first byte), held (last byte waited for it), unverified (stream mode)',
+      '# TYPE unnar_file_responses_total counter',
+      ...[...this.#verifications].map(([verification, n]) => `unnar_file_responses_total{verification="${escape(verification)}"} ${n}`),
     ]
     return lines.join('\n') + '\n'
   }

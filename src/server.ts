@@ -60,13 +60,18 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     maxBytes,
     maxNarBytes: config.maxNarSize ?? Math.floor(maxBytes / 4),
     maxDownloads: config.maxDownloads,
-    events: { ...metrics.storeEvents, upstreamNarFailed: (info) => lookupFor(info.storePath.storeDir)?.reportBrokenNar(info) },
+    events: {
+      ...metrics.storeEvents,
+      upstreamNarFailed: (info) => lookupFor(info.storePath.storeDir)?.reportBrokenNar(info),
+      narVerified: (info, listing) => lookupFor(info.storePath.storeDir)?.confirmListing(info, listing),
+    },
+    verify: config.verify,
     log,
   })
   // Read (and tidied: temp files of a crash deleted) only once the listen address is ours: a second
   // instance started by mistake on the same cache directory must fail before touching it.
   let storeInit: Promise<void> | undefined
-  const lookupOptions = { log, negativeTtlMs: config.negativeTtlMs, maxEntries: 10_000, trustedKeys: trustPolicy(config), strategy: config.lookup, onUntrusted: () => metrics.untrusted() }
+  const lookupOptions = { log, negativeTtlMs: config.negativeTtlMs, maxEntries: 10_000, trustedKeys: trustPolicy(config), strategy: config.lookup, onUntrusted: () => metrics.untrusted(), onListingMismatch: (upstream: string) => metrics.listingMismatch(upstream) }
   const lookup = new PathInfoLookup(upstreams, { ...lookupOptions, storeDir: DEFAULT_STORE_DIR })
   const hotFiles = new HotFiles<HotStoreFile>({ maxBytes: config.memoryCacheBytes })
   const otherStores = new OtherStoreDirs({ defaultStoreDir: DEFAULT_STORE_DIR, allowed: config.storeDirs, lookup: lookupOptions, store, hotFiles, log })

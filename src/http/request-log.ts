@@ -14,7 +14,15 @@ export interface RequestNotes {
   /** `hit`: the NAR was cached; `miss`: it was (being) downloaded; `bypass`: streamed without the cache. */
   cache?: 'hit' | 'miss' | 'bypass'
   upstream?: string
+  /**
+   * For a file: `verified`, its NAR matched NarHash before the answer began; `held`, the answer's
+   * last byte waited for that (strict mode); `unverified`, it may have completed before or without
+   * it (stream mode).
+   */
+  verification?: Verification
 }
+
+export type Verification = 'verified' | 'held' | 'unverified'
 
 /** One finished request, as logged and counted. */
 export interface RequestRecord {
@@ -53,7 +61,7 @@ export function createRequestReporter(log: Logger, metrics: Metrics): RequestRep
   const logRequests = log.enabled('info')
   const report = (record: RequestRecord) => {
     const seconds = (performance.now() - record.started) / 1000
-    metrics.request(record.route, record.status, record.bytes ?? 0, seconds)
+    metrics.request(record.route, record.status, record.bytes ?? 0, seconds, record.notes.verification)
     if (!logRequests) return
     log.info('request', {
       id: record.id,

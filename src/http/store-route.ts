@@ -118,26 +118,38 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     return info
   }
 
-  async function serve(c: Context, req: StoreRequest, info: PathInfo, view: View): Promise<Response> {
+  /** `given`: the tree to resolve in (the NAR, after its upstream's `.ls` was caught lying). */
+  async function serve(c: Context, req: StoreRequest, info: PathInfo, view: View, given?: Tree): Promise<Response> {
     const base = `${prefix}${info.storePath.hash}-${info.storePath.name}`
     noteRequest(c, { cache: store.has(info) ? 'hit' : 'miss', upstream: info.upstream.name })
-    const tree = await treeFor(c, info)
+    const tree = given ?? (await treeFor(c, info))
     if (tree === undefined) return serveDirect(c, info, req.segments, view)
-    const resolution = await resolveStorePath(tree.lookup, base, storeDir, req.segments)
-    if (resolution.kind === 'missing') throw new HttpError(404, resolution.reason)
-    if (resolution.kind === 'redirect') return redirect(c, view.location(resolution.location) + querySuffix(c))
-    const { node, segments } = resolution
-    if (node.type === 'directory') {
-      if (!req.trailingSlash) return redirect(c, view.url(segments) + '/' + querySuffix(c))
-      if (view.site) {
-        const index = await tree.lookup([...segments, 'index.html'])
-        if (index?.type === 'regular') return serveFile(c, info, [...segments, 'index.html'], index, tree.source, view)
+    try {
+      const resolution = await resolveStorePath(tree.lookup, base, storeDir, req.segments)
+      if (resolution.kind === 'missing') throw new HttpError(404, resolution.reason)
+      // Read from data not verified yet (the `.ls`, a NAR still arriving): not for a year.
+      const settled = tree.source?.verified === true
+      if (resolution.kind === 'redirect') return redirect(c, view.location(resolution.location) + querySuffix(c), settled)
+      const { node, segments } = resolution
+      if (node.type === 'directory') {
+        if (!req.trailingSlash) return redirect(c, view.url(segments) + '/' + querySuffix(c), settled)
+        if (view.site) {
+          const index = await tree.lookup([...segments, 'index.html'])
+          if (index?.type === 'regular') return await serveFile(c, info, [...segments, 'index.html'], index, tree, view)
+        }
+        return listingResponse(c, info, base, segments, tree.source === undefined ? node : await completeDirectory(tree.source, segments), view)
       }
-      return listingResponse(c, info, base, segments, tree.source === undefined ? node : await completeDirectory(tree.source, segments), view)
+      if (node.type === 'symlink') throw new HttpError(404, 'unresolved symlink')
+      if (req.trailingSlash) return redirect(c, view.url(segments) + querySuffix(c), settled)
+      return await serveFile(c, info, segments, node, tree, view, req.segments)
+    } catch (err) {
+      if (!(err instanceof ListingMismatch) || tree.source !== undefined) throw err
+      // The NAR wins: this request and the next ones are answered from it alone.
+      lookup.distrustListing(info, err.message)
+      const source = await openSource(c, info)
+      if (source === undefined) return serveDirect(c, info, req.segments, view)
+      return serve(c, req, info, view, { lookup: (s) => source.node(s), source })
     }
-    if (node.type === 'symlink') throw new HttpError(404, 'unresolved symlink')
-    if (req.trailingSlash) return redirect(c, view.url(segments) + querySuffix(c))
-    return serveFile(c, info, segments, node, tree.source, view, req.segments)
   }
 
   function listingResponse(c: Context, info: PathInfo, base: string, segments: readonly string[], directory: DirectoryNode, view: View): Response {
@@ -169,17 +181,22 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
   function serveHot(c: Context, req: StoreRequest, info: PathInfo, site: boolean): Response | undefined {
     const hot = req.trailingSlash ? undefined : hotFiles.get(info.narInfo, req.segments)
     if (hot === undefined) return undefined
-    noteRequest(c, { cache: 'hit', upstream: info.upstream.name })
+    const notes = { cache: 'hit', upstream: info.upstream.name, verification: 'verified' } as const
+    noteRequest(c, notes)
     if (matchesEtag(c.req.header('if-none-match'), hot.etag)) return notModified(c, hot.etag, hot.name, hot.size)
     const response = fileResponse(c, hot, { sandbox: !site, log })
-    const answer = { body: hot.bytes, route: site ? 'site' : 'store', notes: { cache: 'hit', upstream: info.upstream.name }, current: () => lookup.peek(info.storePath.hash) === info } as const
+    const answer = { body: hot.bytes, route: site ? 'site' : 'store', notes, current: () => lookup.peek(info.storePath.hash) === info } as const
     hotResponses?.remember(c, response, hot.bytes, answer)
     if (shareable.has(c)) shareable.set(c, answer)
     return response
   }
 
-  /** `requested`: the request's own segments when they name this file (the key of `hotFiles`). */
-  async function serveFile(c: Context, info: PathInfo, segments: readonly string[], listed: RegularNode, known: NarSource | undefined, view: View, requested?: readonly string[]): Promise<Response> {
+  /**
+   * `listed`: the node as `tree` has it (from the upstream's `.ls` when tree.source is undefined:
+   * a hint, whose every claim the NAR's own node must confirm). `requested`: the request's own
+   * segments when they name this file (the key of `hotFiles`).
+   */
+  async function serveFile(c: Context, info: PathInfo, segments: readonly string[], listed: RegularNode, tree: Tree, view: View, requested?: readonly string[]): Promise<Response> {
     const name = segments[segments.length - 1] ?? info.storePath.name
     const etag = fileEtag(info, segments)
     const byName = contentTypeByName(name)
@@ -192,19 +209,24 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
       }
       return fileResponse(c, { ...base, contentType: byName, openRange: noBody, openWhole: noBody }, { sandbox: !view.site, log })
     }
-    if (known === undefined && listed.narOffset !== undefined && rangedFetchFits(info)) {
-      const ranged = await serveRanged(c, info, { ...listed, narOffset: listed.narOffset }, base, byName, view)
+    if (tree.source === undefined && listed.narOffset !== undefined && rangedFetchFits(info)) {
+      const ranged = await serveRanged(c, info, { ...listed, narOffset: listed.narOffset }, segments.length === 0 ? undefined : name, base, byName, view)
       if (ranged !== undefined) return ranged
     }
-    const source = known ?? (await openSource(c, info))
+    const source = tree.source ?? (await openSource(c, info))
     if (source === undefined) return serveDirect(c, info, segments, view)
     const node = await source.node(segments, listed.narOffset)
     if (node?.type !== 'regular' || node.narOffset === undefined) {
-      throw new HttpError(502, `the NAR from ${info.upstream.name} disagrees with its listing at ${segments.join('/')}`)
+      if (tree.source === undefined) throw new ListingMismatch(`the listing has a regular file at ${display(segments)}, the NAR ${node === undefined ? 'nothing' : `a ${node.type}`}`)
+      throw new HttpError(502, `the NAR from ${info.upstream.name} has no regular file at ${display(segments)}`)
+    }
+    if (tree.source === undefined && (node.size !== listed.size || node.executable !== listed.executable)) {
+      throw new ListingMismatch(`the listing says ${display(segments)} is ${describeFile(listed)}, the NAR ${describeFile(node)}`)
     }
     const offset = node.narOffset
+    noteRequest(c, { verification: source.verified ? 'verified' : source.holdsBack ? 'held' : 'unverified' })
     const bytes = c.req.method !== 'HEAD' && node.size <= SMALL_FILE_BYTES ? await source.readBytes(offset, offset + node.size) : undefined
-    const contentType = byName ?? contentTypeBySniffing(bytes?.subarray(0, SNIFF_BYTES) ?? (await readHead(source, offset, node.size)))
+    const contentType = byName ?? contentTypeBySniffing(bytes?.subarray(0, SNIFF_BYTES) ?? (await source.readBytes(offset, offset + Math.min(SNIFF_BYTES, node.size))))
     // Checked after the read: bytes of a NAR verified by then are verified bytes.
     const keep = (kept: Uint8Array<ArrayBuffer>) =>
       hotFiles.set(info.narInfo, requested!, { name, etag, size: node.size, executable: node.executable, contentType, bytes: kept, openRange: inMemory, openWhole: inMemory })
@@ -217,8 +239,12 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
         log.debug('could not keep a hot file in memory', { storePath: info.narInfo.storePath, path: segments.join('/'), error: err })
       })
     }
+    // Strict verification of a NAR still arriving: the file is streamed, its last byte held back
+    // until the NAR is verified (an empty file has no byte to hold: its answer waits instead).
+    const whole = bytes !== undefined && !source.holdsBack ? bytes : undefined
+    if (node.size === 0 && source.holdsBack && c.req.method !== 'HEAD') await source.verification()
     const file: StoreFile = {
-      ...(bytes === undefined ? {} : { bytes }),
+      ...(whole === undefined ? {} : { bytes: whole }),
       ...base,
       size: node.size,
       executable: node.executable,
@@ -227,22 +253,23 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
       openWhole: () => source.read(offset, offset + node.size),
     }
     const response = fileResponse(c, file, { sandbox: !view.site, log })
-    if (bytes !== undefined && shareable.has(c)) {
-      shareable.set(c, { body: bytes, route: view.site ? 'site' : 'store', notes: requestNotes(c), current: () => lookup.peek(info.storePath.hash) === info })
+    if (whole !== undefined && shareable.has(c)) {
+      shareable.set(c, { body: whole, route: view.site ? 'site' : 'store', notes: requestNotes(c), current: () => lookup.peek(info.storePath.hash) === info })
     }
     return response
   }
 
   /** An uncompressed NAR too big to keep, not cached and not being downloaded, on an upstream that honours Range. */
   function rangedFetchFits(info: PathInfo): boolean {
-    return info.narInfo.compression === 'none' && !rangeless.has(info.upstream) && !store.keeps(info) && !store.has(info) && !store.downloading(info)
+    // Bytes by range are never verified against NarHash: `stream` mode only.
+    return store.verify === 'stream' && info.narInfo.compression === 'none' && !rangeless.has(info.upstream) && !store.keeps(info) && !store.has(info) && !store.downloading(info)
   }
 
   /**
    * Fetches only this file's bytes from the upstream (Range); no peer does this. Undefined when the
    * upstream ignores Range or the listing's offset does not match the NAR: the caller then streams the NAR.
    */
-  async function serveRanged(c: Context, info: PathInfo, node: RangedNode, base: Omit<StoreFile, 'contentType' | 'openRange' | 'openWhole'>, byName: string | undefined, view: View): Promise<Response | undefined> {
+  async function serveRanged(c: Context, info: PathInfo, node: RangedNode, name: string | undefined, base: Omit<StoreFile, 'contentType' | 'openRange' | 'openWhole'>, byName: string | undefined, view: View): Promise<Response | undefined> {
     const fetchRange: FetchRange = async (start, end, signal) => {
       const res = await info.upstream.get(info.narKey, signal, { start, end })
       if (res === undefined) throw new UpstreamError(info.upstream.name, 'bad-status', `NAR ${info.narKey} is missing`)
@@ -255,13 +282,14 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     }
     let head: Buffer
     try {
-      head = await probeRangedFile(node, byName === undefined ? SNIFF_BYTES : 0, fetchRange)
+      head = await probeRangedFile(node, name, byName === undefined ? SNIFF_BYTES : 0, fetchRange)
     } catch (err) {
       if (!(err instanceof RangeMismatchError)) throw err
-      log.warn('cannot fetch a file by range; streaming the NAR', { upstream: info.upstream.name, storePath: info.narInfo.storePath, error: err })
+      if (rangeless.has(info.upstream)) log.warn('cannot fetch a file by range; streaming the NAR', { upstream: info.upstream.name, storePath: info.narInfo.storePath, error: err })
+      else lookup.distrustListing(info, err.message)
       return undefined
     }
-    noteRequest(c, { cache: 'bypass' })
+    noteRequest(c, { cache: 'bypass', verification: 'unverified' })
     const open = (start: number, end: number) => Readable.toWeb(openRangedFile(node, start, end, fetchRange)) as ReadableStream<Uint8Array>
     const file: StoreFile = { ...base, contentType: byName ?? contentTypeBySniffing(head), openRange: open, openWhole: () => open(0, node.size) }
     return fileResponse(c, file, { sandbox: !view.site, log })
@@ -269,13 +297,16 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
 
   async function serveDirect(c: Context, info: PathInfo, segments: readonly string[], view: View): Promise<Response> {
     log.warn('serving without the NAR cache', { storePath: info.narInfo.storePath, path: segments.join('/') })
-    noteRequest(c, { cache: 'bypass' })
-    const direct = await openDirectFile(info, segments.join('/'), c.req.raw.signal)
+    const verify = store.verify === 'strict'
+    noteRequest(c, { cache: 'bypass', verification: verify ? 'held' : 'unverified' })
+    const direct = await openDirectFile(info, segments.join('/'), { signal: c.req.raw.signal, verify })
     if (direct === undefined) {
       throw new HttpError(503, `cannot serve ${segments.join('/') || '/'} while the NAR cache is unavailable (only regular files can be streamed without it)`)
     }
     const name = segments[segments.length - 1] ?? info.storePath.name
     let body = direct.body
+    // No byte to hold back: the (empty) answer waits for the NAR's verification itself.
+    if (verify && direct.node.size === 0) await body.pipeTo(new WritableStream())
     let contentType = contentTypeByName(name)
     if (contentType === undefined) {
       const peeked = await peekStream(body, Math.min(SNIFF_BYTES, direct.node.size))
@@ -385,16 +416,27 @@ function notModified(c: Context, etag: string, name: string, size: number): Resp
   return c.body(null, 304)
 }
 
-/** The first bytes of a file, to tell text from binary when its name does not. */
-async function readHead(source: NarSource, offset: number, size: number): Promise<Uint8Array> {
-  const { head, stream } = await peekStream(source.read(offset, offset + Math.min(SNIFF_BYTES, size)), SNIFF_BYTES)
-  await stream.cancel()
-  return head
+/** `settled`: read from a verified NAR, so the redirect holds for as long as the store path. */
+function redirect(c: Context, location: string, settled: boolean): Response {
+  c.header('Cache-Control', settled ? IMMUTABLE : UNSETTLED)
+  return c.redirect(location, 301)
 }
 
-function redirect(c: Context, location: string): Response {
-  c.header('Cache-Control', IMMUTABLE)
-  return c.redirect(location, 301)
+/** For what unverified data says (a `.ls`, a NAR not verified yet): good for a minute, like a negative answer. */
+const UNSETTLED = 'public, max-age=60'
+
+/** A `.ls` claim the NAR contradicts (see serve). */
+class ListingMismatch extends Error {
+  override readonly name = 'ListingMismatch'
+}
+
+function describeFile(node: RegularNode): string {
+  return `${node.size} bytes${node.executable ? ', executable' : ''}`
+}
+
+function display(segments: readonly string[]): string {
+  const text = segments.join('/') || '/'
+  return text.length > 200 ? `${text.slice(0, 200)}…` : text
 }
 
 /** Strong: the NarHash fixes every byte of the NAR, and the path picks the file in it. */

@@ -31,6 +31,8 @@ export interface NarDownloadOptions {
   readonly abortWhenUnused: boolean
   /** Where decoder programs come from (started ahead of need), if anywhere. */
   readonly decoderLauncher?: DecoderLauncher | undefined
+  /** Strict verification: a read's last byte waits for the NarHash check (see NarSource.read). */
+  readonly holdBack?: boolean | undefined
 }
 
 const UNUSED_GRACE_MS = 1000
@@ -59,6 +61,7 @@ export class NarDownload implements NarSource {
   readonly #abort = new AbortController()
   readonly #abortWhenUnused: boolean
   readonly #decoderLauncher: DecoderLauncher | undefined
+  readonly #holdBack: boolean
   readonly #byteWaiters: ByteWaiter[] = []
   readonly #root: { node: ListingNode | undefined } = { node: undefined }
   readonly #nodeWaiters = new Map<string, Array<(node: ListingNode | undefined) => void>>()
@@ -74,6 +77,7 @@ export class NarDownload implements NarSource {
     this.#path = options.path
     this.#abortWhenUnused = options.abortWhenUnused
     this.#decoderLauncher = options.decoderLauncher
+    this.#holdBack = options.holdBack ?? false
     this.done = this.#run()
     this.done.catch(() => {}) // observed through readers and the store; never an unhandled rejection
   }
@@ -85,6 +89,14 @@ export class NarDownload implements NarSource {
   /** Set only after the whole NAR matched its NarHash (bytes on disk never change afterwards). */
   get verified(): boolean {
     return this.#complete
+  }
+
+  get holdsBack(): boolean {
+    return this.#holdBack && !this.#complete
+  }
+
+  async verification(): Promise<void> {
+    await this.done
   }
 
   /** Stops the download (the store calls this on shutdown). */
@@ -118,7 +130,9 @@ export class NarDownload implements NarSource {
   }
 
   read(start: number, end: number): ReadableStream<Uint8Array> {
-    return createRangeStream(this.#rangeSource(), start, end)
+    const source = this.#rangeSource()
+    if (this.holdsBack) source.beforeLastByte = () => this.verification()
+    return createRangeStream(source, start, end)
   }
 
   /**

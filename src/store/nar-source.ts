@@ -10,12 +10,23 @@ export interface NarSource {
   node(segments: readonly string[], expectedAt?: number): Promise<ListingNode | undefined>
   /** The complete listing (with offsets); waits for the whole NAR when downloading. */
   listing(): Promise<Listing>
-  /** Bytes `[start, end)` of the uncompressed NAR, streamed as they become available. */
+  /**
+   * Bytes `[start, end)` of the uncompressed NAR, streamed as they become available. While
+   * `holdsBack`, the last byte waits until the NAR is verified, and the stream fails instead if it
+   * is not: a response never completes with unverified bytes (strict verification).
+   */
   read(start: number, end: number): ReadableStream<Uint8Array>
-  /** Bytes `[start, end)` in one buffer, for small files (no stream machinery on the hot path). */
+  /**
+   * Bytes `[start, end)` in one buffer, never held back: for sniffing, for memory, and for small
+   * responses when `holdsBack` is false (no stream machinery on the hot path).
+   */
   readBytes(start: number, end: number): Promise<Uint8Array<ArrayBuffer>>
   /** True once every byte matched NarHash (always, for a cached NAR); bytes read before may not. */
   readonly verified: boolean
+  /** True while read() holds the last byte of a range back (strict verification, NAR not verified yet). */
+  readonly holdsBack: boolean
+  /** Resolves once the NAR is verified (at once for a cached NAR); rejects with why when it never will be. */
+  verification(): Promise<void>
 }
 
 /**
@@ -39,6 +50,8 @@ export interface RangeSource {
   waitFor(end: number): Promise<number>
   /** Called exactly once when the stream is done or cancelled. */
   release(): void
+  /** What the last byte of a stream waits for (the NAR's verification, in strict mode); none: nothing. */
+  beforeLastByte?: (() => Promise<void>) | undefined
 }
 
 /** One positioned read of a small range, through the same source a stream would use. */
@@ -69,7 +82,8 @@ export const READ_MAX_BYTES = 512 * 1024
 /**
  * A pull-based web stream of positioned reads: nothing is read before the client wants it, and
  * each chunk is a fresh buffer handed over without copying (Readable.toWeb would copy every chunk).
- * On a NAR still downloading, a read takes what has arrived (see READ_WAIT_BYTES).
+ * On a NAR still downloading, a read takes what has arrived (see READ_WAIT_BYTES). With
+ * `beforeLastByte`, everything but the range's last byte flows at once and that byte waits for it.
  */
 export function createRangeStream(source: RangeSource, start: number, end: number): ReadableStream<Uint8Array> {
   let position = start
@@ -96,7 +110,13 @@ export function createRangeStream(source: RangeSource, start: number, end: numbe
           const bytesRead = await source.readAt(buffer, length, position)
           if (bytesRead !== length) throw new Error(`NAR file ended at ${position + bytesRead}, expected ${end}`)
           position += length
-          controller.enqueue(buffer)
+          if (position >= end && source.beforeLastByte !== undefined) {
+            if (length > 1) controller.enqueue(buffer.subarray(0, length - 1))
+            await source.beforeLastByte()
+            controller.enqueue(buffer.subarray(length - 1))
+          } else {
+            controller.enqueue(buffer)
+          }
           if (position >= end) {
             release()
             controller.close()

@@ -28,7 +28,14 @@ export interface NarStoreOptions {
   readonly events?: NarStoreEvents
   /** Starts decoder programs ahead of need (without one, each download starts its own). */
   readonly decoderLauncher?: DecoderLauncher
+  /**
+   * `strict` (default): a read of a NAR still downloading keeps its last byte until the NAR matched
+   * NarSize and NarHash (see NarSource.read); `stream`: it does not wait.
+   */
+  readonly verify?: VerifyMode
 }
+
+export type VerifyMode = 'strict' | 'stream'
 
 /** What metrics count; every callback is optional. */
 export interface NarStoreEvents {
@@ -43,6 +50,8 @@ export interface NarStoreEvents {
   downloadEnded?(result: 'cached' | 'not-kept' | 'failed' | 'verification-failed' | 'disk-error'): void
   /** A download failed because of what the upstream sent (not the disk, not a shutdown). */
   upstreamNarFailed?(info: PathInfo): void
+  /** A download matched NarSize and NarHash; `listing` is the NAR's own. */
+  narVerified?(info: PathInfo, listing: Listing): void
 }
 
 interface Entry {
@@ -82,6 +91,7 @@ export class NarStore {
   readonly #maxNarBytes: number
   readonly #log: Logger
   readonly #decoderLauncher: DecoderLauncher | undefined
+  readonly #verify: VerifyMode
   readonly #lru: LRUCache<string, Entry>
   readonly #inflight = new Map<string, NarDownload>()
   /** Downloads being set up or waiting for a slot, so concurrent requests share them. */
@@ -108,6 +118,7 @@ export class NarStore {
     this.#slots = new DownloadSlots(options.maxDownloads ?? 8)
     this.#events = options.events ?? {}
     this.#decoderLauncher = options.decoderLauncher
+    this.#verify = options.verify ?? 'strict'
     this.#lru = new LRUCache<string, Entry>({
       maxSize: Math.max(1, options.maxBytes),
       sizeCalculation: (entry) => Math.max(1, entry.size),
@@ -176,6 +187,11 @@ export class NarStore {
   /** Downloads running, and waiting for a slot. */
   get downloads(): { readonly active: number; readonly queued: number } {
     return { active: this.#slots.active, queued: this.#slots.queued }
+  }
+
+  /** How responses are verified (see NarStoreOptions.verify). */
+  get verify(): VerifyMode {
+    return this.#verify
   }
 
   /** Whether a download of this NAR would be kept (else it is streamed through a temp file). */
@@ -277,7 +293,7 @@ export class NarStore {
     }
     const file: FileHandle = opened.value
     if (keep) this.#makeRoom(info.narInfo.narSize)
-    const download = new NarDownload({ info, file, path: tmp, abortWhenUnused: !keep, decoderLauncher: this.#decoderLauncher })
+    const download = new NarDownload({ info, file, path: tmp, abortWhenUnused: !keep, decoderLauncher: this.#decoderLauncher, holdBack: this.#verify === 'strict' })
     this.#inflight.set(key, download)
     // close() ran while this one waited for a slot or its temp file: it stops with the others.
     if (this.#closing) download.abort(new Error('shutting down'))
@@ -290,6 +306,7 @@ export class NarStore {
     const settled = download.done
       .then(
         async (listing) => {
+          this.#events.narVerified?.(info, listing)
           // Stays in flight until committed, so no request starts a second download meanwhile.
           let result: 'cached' | 'disk-error' | 'not-kept' = 'not-kept'
           try {
@@ -377,6 +394,8 @@ export class NarStore {
       read: (start, end) => createRangeStream(this.#rangeSource(entry), start, end),
       readBytes: (start, end) => readRangeBytes(this.#rangeSource(entry), start, end),
       verified: true,
+      holdsBack: false,
+      verification: async () => {},
     }
   }
 

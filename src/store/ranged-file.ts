@@ -4,6 +4,7 @@
  */
 import { Readable } from 'node:stream'
 import type { ListingNode } from '../formats/listing.js'
+import { regularFileFrame } from '../formats/nar-frame.js'
 
 export type RangedNode = Extract<ListingNode, { type: 'regular' }> & { readonly narOffset: number }
 
@@ -16,18 +17,21 @@ export class RangeMismatchError extends Error {
 }
 
 /**
- * Fetches the 8 bytes before the file's contents, plus its first `headBytes` (for sniffing), and
- * returns that head. The offsets come from the upstream's `.ls`, which unnar cannot verify without
- * the whole NAR; but in a NAR those 8 bytes are the contents' length, little-endian, so an offset
- * that is wrong (or a NAR that changed) fails here, before any byte is served.
+ * Fetches the NAR bytes that frame the file (regularFileFrame: its entry's name, type, executable
+ * flag and size) plus its first `headBytes` (for sniffing), and returns that head. The offset comes
+ * from the upstream's `.ls`, which cannot be verified without the whole NAR; a wrong one fails here
+ * before any byte is served, unless it points at a file of the same name, mode and size elsewhere
+ * in the NAR (so this path is for `stream` verification only). `name`: the entry's name,
+ * undefined for a NAR that is the file itself.
  */
-export async function probeRangedFile(node: RangedNode, headBytes: number, fetchRange: FetchRange): Promise<Buffer> {
+export async function probeRangedFile(node: RangedNode, name: string | undefined, headBytes: number, fetchRange: FetchRange): Promise<Buffer> {
+  const frame = regularFileFrame(name, node.executable, node.size)
+  const from = node.narOffset - frame.length
+  if (from < 0) throw new RangeMismatchError(`the listing puts a ${node.size}-byte file at offset ${node.narOffset}, where no NAR can frame it`)
   const head = Math.min(headBytes, node.size)
-  const bytes = await readAll(await fetchRange(node.narOffset - 8, node.narOffset + Math.max(head, 1) - 1), 8 + head)
-  const expected = Buffer.alloc(8)
-  expected.writeBigUInt64LE(BigInt(node.size))
-  if (!bytes.subarray(0, 8).equals(expected)) throw new RangeMismatchError(`the NAR does not frame a ${node.size}-byte file at offset ${node.narOffset}`)
-  return bytes.subarray(8, 8 + head)
+  const bytes = await readAll(await fetchRange(from, node.narOffset + Math.max(head, 1) - 1), frame.length + head)
+  if (!bytes.subarray(0, frame.length).equals(frame)) throw new RangeMismatchError(`the NAR does not frame a ${node.size}-byte file named ${JSON.stringify(name ?? '')} at offset ${node.narOffset}`)
+  return bytes.subarray(frame.length, frame.length + head)
 }
 
 /** Streams bytes [start, end) of the file (after probeRangedFile checked where it is). */

@@ -1,6 +1,6 @@
 /** Finds a store path's narinfo (and `.ls`) in the prioritized upstreams, with caching and coalescing. */
 import { LRUCache } from 'lru-cache'
-import { checkListingFits, maxListingBytes, parseListing, type Listing } from '../formats/listing.js'
+import { checkListingFits, maxListingBytes, parseListing, type Listing, type ListingNode } from '../formats/listing.js'
 import { parseNarInfo, type NarInfo } from '../formats/narinfo.js'
 import { isContentAddressed, verifyNarInfo, type PublicKey } from '../formats/signature.js'
 import { DEFAULT_STORE_DIR, parseStorePath, type StorePath } from '../formats/store-path.js'
@@ -53,6 +53,8 @@ export interface PathInfoLookupOptions {
   readonly storeDir?: string | undefined
   /** Called for each narinfo rejected for want of a trusted signature (metrics). */
   readonly onUntrusted?: ((upstream: string) => void) | undefined
+  /** Called for each upstream `.ls` that its NAR contradicted (metrics). */
+  readonly onListingMismatch?: ((upstream: string) => void) | undefined
 }
 
 export const MAX_NARINFO_BYTES = 1024 * 1024
@@ -106,6 +108,7 @@ export class PathInfoLookup {
   readonly #negativeTtlMs: number
   readonly #trustedKeys: PathInfoLookupOptions['trustedKeys']
   readonly #onUntrusted: PathInfoLookupOptions['onUntrusted']
+  readonly #onListingMismatch: PathInfoLookupOptions['onListingMismatch']
   readonly #storeDir: string
   readonly #brokenNars = new LRUCache<string, true>({ max: 10_000, ttl: BROKEN_NAR_MS })
   readonly #health = new Map<Upstream, UpstreamHealth>()
@@ -125,6 +128,7 @@ export class PathInfoLookup {
     this.#negativeTtlMs = options.negativeTtlMs
     this.#trustedKeys = options.trustedKeys
     this.#onUntrusted = options.onUntrusted
+    this.#onListingMismatch = options.onListingMismatch
     this.#storeDir = options.storeDir ?? DEFAULT_STORE_DIR
     // lru-cache's fetch() coalesces concurrent lookups of one key into one upstream round.
     // ignoreFetchAbort: a key evicted or deleted while its lookup runs must not fail the requests
@@ -174,6 +178,27 @@ export class PathInfoLookup {
     this.#brokenNars.set(brokenKey(info.upstream, info.storePath.hash), true)
     this.#narInfos.delete(info.storePath.hash)
     this.#listings.delete(info)
+  }
+
+  /**
+   * The NAR of `info` contradicted its upstream's `.ls` (`why`): the NAR wins, so the listing is
+   * no longer used for this path, and the upstream gets a counted fault.
+   */
+  distrustListing(info: PathInfo, why: string): void {
+    this.#log.warn('upstream listing disagrees with its NAR; using the NAR', { upstream: info.upstream.name, storePath: info.narInfo.storePath, error: why })
+    this.#onListingMismatch?.(info.upstream.name)
+    this.#listings.set(info, { listing: undefined })
+  }
+
+  /**
+   * The NAR of `info` was verified, with `verified` as its listing: an upstream `.ls` of it in use
+   * that says otherwise (an entry, type, size, mode, target or offset) is replaced by that listing.
+   */
+  confirmListing(info: PathInfo, verified: Listing): void {
+    const listed = this.#listings.peek(info)?.listing
+    if (listed === undefined || sameNode(listed.root, verified.root)) return
+    this.distrustListing(info, 'the listing differs from the NAR')
+    this.#listings.set(info, { listing: verified })
   }
 
   /** The narinfo of `hash` from the first upstream that has it; undefined when none has it. */
@@ -364,5 +389,27 @@ export class PathInfoLookup {
       this.#log.warn('ignoring unusable listing', { upstream: info.upstream.name, key, error: err })
       return { listing: undefined, upstreamFailed: err instanceof UpstreamError && err.kind !== 'bad-response' }
     }
+  }
+}
+
+/** Whether a `.ls` node says what the NAR's own says (its offsets, where it has any, included). */
+function sameNode(listed: ListingNode, actual: ListingNode): boolean {
+  switch (listed.type) {
+    case 'regular':
+      return (
+        actual.type === 'regular' &&
+        listed.size === actual.size &&
+        listed.executable === actual.executable &&
+        (listed.narOffset === undefined || listed.narOffset === actual.narOffset)
+      )
+    case 'symlink':
+      return actual.type === 'symlink' && listed.target === actual.target
+    case 'directory':
+      if (actual.type !== 'directory' || listed.entries.size !== actual.entries.size) return false
+      for (const [name, node] of listed.entries) {
+        const other = actual.entries.get(name)
+        if (other === undefined || !sameNode(node, other)) return false
+      }
+      return true
   }
 }

@@ -6,13 +6,15 @@
  * The parsers themselves are fuzzed in test/fuzz/.
  */
 import assert from 'node:assert/strict'
-import { execFileSync } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import http from 'node:http'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { after, before, describe, it } from 'node:test'
+import { promisify } from 'node:util'
 import fc from 'fast-check'
 import { formatListing, listingFromEntries, type ListingNode } from '../../src/formats/listing.js'
 import { NarIndexer } from '../../src/formats/nar-indexer.js'
@@ -26,6 +28,7 @@ import { startUnnar, type TestUnnar } from '../helpers/unnar.js'
 import { eventually } from '../helpers/wait.js'
 
 const summary = { cases: 0, failures: 0 }
+const execFileAsync = promisify(execFile)
 
 /** it() that counts itself (and any extra cases it reports) into the summary line. */
 function hostileCase(name: string, fn: () => Promise<number | void>): void {
@@ -155,7 +158,6 @@ describe('hostile upstream data', { timeout: 120_000 }, () => {
   hostileCase('stops an xz bomb at its NarSize: 502, the decoder killed, nothing kept', async () => {
     const GiB = 2 ** 30
     const header = concat([tokens('nix-archive-1', '(', 'type', 'directory', 'entry', '(', 'name', 'big', 'node', '(', 'type', 'regular', 'contents'), u64(GiB)])
-    const xz = (data: Uint8Array) => new Uint8Array(execFileSync('xz', ['--compress', '--stdout', '-1'], { input: data }))
     // xz decodes concatenated streams: 64 copies of 16 MiB of zeros is 1 GiB out of ~160 KB in.
     const zeros = xz(new Uint8Array(16 * 2 ** 20))
     const bomb = concat([xz(header), ...Array.from({ length: 64 }, () => zeros)])
@@ -254,6 +256,163 @@ describe('hostile upstream data', { timeout: 120_000 }, () => {
       assert.ok(unnar.logs.some((l) => l.msg === 'ignoring unusable listing' && /over the \d+-byte limit/.test(String(l.error))))
       assert.equal(upstream.count(`/${published.hash}.ls`), 1)
     })
+  })
+})
+
+function xz(data: Uint8Array): Uint8Array {
+  return new Uint8Array(execFileSync('xz', ['--compress', '--stdout', '-1'], { input: data }))
+}
+
+/** What a client got: whether the message arrived whole (Content-Length met, or the last chunk), or the connection was cut. */
+interface Received {
+  readonly status: number
+  readonly headers: http.IncomingHttpHeaders
+  readonly body: Buffer
+  readonly complete: boolean
+}
+
+function receive(url: string, headers: Record<string, string> = {}): Promise<Received> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { headers, agent: false }, (res) => {
+      const chunks: Buffer[] = []
+      let settled = false
+      const done = () => {
+        if (settled) return
+        settled = true
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), complete: res.complete })
+      }
+      res.on('data', (chunk: Buffer) => chunks.push(chunk))
+      res.on('end', done)
+      res.on('error', done)
+      res.on('close', done)
+    })
+    req.on('error', reject)
+  })
+}
+
+/** Small trees of regular files (a few bigger than the 256 KiB read whole), links and directories. */
+const tamperTree: fc.Arbitrary<NarTree> = fc.letrec<{ node: NarTree; file: NarTree }>((tie) => ({
+  file: fc
+    .tuple(fc.oneof({ weight: 4, arbitrary: fc.uint8Array({ maxLength: 3000 }) }, { weight: 1, arbitrary: fc.integer({ min: 256 * 1024, max: 600 * 1024 }).map((n) => new Uint8Array(n).map((_, i) => (i * 31 + n) % 251)) }), fc.boolean())
+    .map(([contents, executable]) => regular(contents, executable)),
+  node: fc.oneof(
+    { depthSize: 'small', maxDepth: 2 },
+    tie('file'),
+    fc.constantFrom('a', '../x', '/nix/store/x').map((target) => symlink(target)),
+    fc.uniqueArray(fc.tuple(fc.constantFrom('a', 'b', 'c.txt', 'd e', 'f\nx'), tie('node')), { selector: ([name]) => name, minLength: 1, maxLength: 4 }).map((pairs) => directory(pairs)),
+  ),
+})).node
+
+interface RegularEntry {
+  readonly path: string
+  readonly narOffset: number
+  readonly size: number
+}
+
+function regularEntries(nar: Uint8Array): RegularEntry[] {
+  const indexer = new NarIndexer()
+  const entries = indexer.push(nar)
+  indexer.end()
+  return entries.flatMap((e) => (e.type === 'regular' ? [{ path: e.path, narOffset: e.narOffset, size: e.size }] : []))
+}
+
+describe('bytes a NAR has not proved never complete a response (--verify strict)', { timeout: 300_000 }, () => {
+  let root: string
+  let upstream: TestUpstream
+  const unnars: TestUnnar[] = []
+  after(async () => {
+    for (const unnar of unnars) await unnar.stop()
+    await upstream?.close()
+    if (root !== undefined) await rm(root, { recursive: true, force: true })
+  })
+  before(async () => {
+    root = await mkdtemp(path.join(os.tmpdir(), 'unnar-hostile-strict-'))
+    await mkdir(path.join(root, 'nar'))
+    await writeFile(path.join(root, 'nix-cache-info'), 'StoreDir: /nix/store\n')
+    upstream = await startTestUpstream({ root })
+  })
+
+  /** Where the bytes go: into the cache, through a temp file not kept, or straight from the upstream (no usable disk). */
+  const PATHS = ['kept', 'not kept', 'no disk'] as const
+  async function fresh(how: (typeof PATHS)[number], env: Record<string, string> = {}): Promise<TestUnnar> {
+    const unnar = await startUnnar([upstream.url], { TRUSTED_PUBLIC_KEYS: '', ...(how === 'not kept' ? { UNNAR_MAX_NAR_SIZE: '1' } : {}), ...env })
+    unnars.push(unnar)
+    if (how === 'no disk') {
+      await rm(path.join(unnar.cacheDir, 'tmp'), { recursive: true })
+      await writeFile(path.join(unnar.cacheDir, 'tmp'), 'not a directory')
+    }
+    return unnar
+  }
+
+  const url = (unnar: TestUnnar, base: string, file: string) => unnar.store(`${base}/${file.split('/').map(encodeURIComponent).join('/')}`)
+
+  hostileCase('cuts every answer, ranges included, from a NAR that fails NarHash, whether kept, not kept or streamed without a disk, every time it is asked', async () => {
+    const trees = fc.sample(tamperTree.filter((tree) => regularEntries(buildNar(tree)).some((e) => e.size > 0)), { numRuns: 4, seed: 1919 })
+    let cases = 0
+    for (const [t, tree] of trees.entries()) {
+      const nar = buildNar(tree)
+      const files = regularEntries(nar)
+      for (const compression of ['none', 'xz'] as const) {
+        // One flipped byte in one file's contents: the NAR still parses, only NarHash can tell.
+        const victim = files.filter((e) => e.size > 0)[t % files.filter((e) => e.size > 0).length]!
+        const tampered = Uint8Array.from(nar)
+        tampered[victim.narOffset + Math.floor(victim.size / 2)]! ^= 0x01
+        const good = await publish(root, { name: `strict-good-${t}-${compression}`, nar, file: compression === 'xz' ? xz(nar) : nar, compression })
+        const bad = await publish(root, { name: `strict-bad-${t}-${compression}`, nar, file: compression === 'xz' ? xz(tampered) : tampered, compression })
+        for (const how of PATHS) {
+          const unnar = await fresh(how)
+          for (const file of files) {
+            for (let attempt = 0; attempt < 2; attempt++) {
+              for (const headers of [{}, { 'accept-encoding': 'br' }, ...(file.size >= 2 ? [{ range: `bytes=1-${file.size - 1}` }] : [])]) {
+                const got = await receive(url(unnar, bad.base, file.path), headers)
+                cases++
+                const what = `${how} ${compression} ${file.path} (${file.size} bytes) ${JSON.stringify(headers)}, attempt ${attempt + 1}`
+                assert.ok(!((got.status === 200 || got.status === 206) && got.complete), `${what}: a ${got.status} arrived whole`)
+                assert.ok(got.status === 200 || got.status === 206 || got.status === 502, `${what}: ${got.status}`)
+              }
+            }
+          }
+          await eventually(async () => (await storeFiles(unnar)).length === 0, `${how}: nothing kept, no temp file left`)
+          assert.ok(unnar.logs.some((l) => l.msg === 'request' && l.verification === 'held'), 'the log says the answers were held back')
+          // The same files of the honest NAR (same NarHash) arrive whole: the cuts above were not everything failing.
+          for (const file of files) {
+            const whole = await receive(url(unnar, good.base, file.path), { 'accept-encoding': 'identity' })
+            assert.equal(whole.status, 200, `${how} ${compression} ${file.path}`)
+            assert.ok(whole.complete, `${how} ${compression} ${file.path}: the honest NAR's file arrives whole`)
+            assert.deepEqual(whole.body, Buffer.from(nar.subarray(file.narOffset, file.narOffset + file.size)))
+          }
+        }
+      }
+    }
+    return cases
+  })
+
+  hostileCase('makes curl exit 18 (partial file) on a file whose NAR fails NarHash, even the last file of the NAR', async () => {
+    const nar = buildNar(directory({ 'first.txt': regular('first file\n'), 'last.bin': regular(new Uint8Array(100_000).fill(7)) }))
+    const files = regularEntries(nar)
+    const tampered = Uint8Array.from(nar)
+    tampered[files[1]!.narOffset + 10]! ^= 0x80
+    const bad = await publish(root, { name: 'strict-curl', nar, file: tampered })
+    const unnar = await fresh('kept')
+    for (const file of ['first.txt', 'last.bin']) {
+      // Not spawnSync: the server runs in this process.
+      const curl = await execFileAsync('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', url(unnar, bad.base, file)]).then(() => ({ code: 0, stdout: '', stderr: '' }), (err: { code: number; stdout: string; stderr: string }) => err)
+      assert.equal(curl.code, 18, `${file}: curl said ${curl.stdout} ${curl.stderr}`)
+      assert.equal(curl.stdout, '200')
+    }
+    return 2
+  })
+
+  hostileCase('lets --verify stream complete such answers, and says so in the log', async () => {
+    const nar = buildNar(directory({ 'a.txt': regular('hello there\n') }))
+    const tampered = Uint8Array.from(nar)
+    tampered[regularEntries(nar)[0]!.narOffset]! ^= 0x01
+    const bad = await publish(root, { name: 'stream-mode', nar, file: tampered })
+    const unnar = await fresh('kept', { UNNAR_VERIFY: 'stream' })
+    const got = await receive(url(unnar, bad.base, 'a.txt'))
+    assert.equal(got.status, 200)
+    assert.ok(got.complete)
+    await eventually(() => unnar.logs.some((l) => l.msg === 'request' && l.verification === 'unverified'), 'an unverified answer logged as such')
   })
 })
 

@@ -257,6 +257,13 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
           await eventually(async () => (await readdir(path.join(fresh.cacheDir, 'nar'))).some((n) => n.endsWith('.nar')), 'the NAR is committed')
           await rawRequest(fresh.store(file)) // now read from a verified NAR: the file becomes hot
           const hot = await rawRequest(fresh.store(file) + query, { headers, method: method ?? 'GET' })
+          // Cold, the NAR is not verified yet: a compressed answer is streamed (its last byte held
+          // back until it is), so its framing differs from the hot answer's one-go body.
+          if (cold.headers['content-encoding'] !== undefined && cold.headers['transfer-encoding'] === 'chunked') {
+            assert.equal(hot.headers['content-length'], String(hot.body.length))
+            delete cold.headers['transfer-encoding']
+            delete hot.headers['content-length']
+          }
           assert.deepEqual(strip(hot), strip(cold), `${what}${query}`)
         } finally {
           await fresh.stop()

@@ -1,4 +1,7 @@
-/** One file of a big uncompressed NAR that is not worth caching: fetched from the upstream as a byte range. */
+/**
+ * One file of a big uncompressed NAR that is not worth caching: fetched from the upstream as a byte
+ * range, in `stream` verification only (such bytes are never checked against NarHash).
+ */
 import assert from 'node:assert/strict'
 import { readdir } from 'node:fs/promises'
 import path from 'node:path'
@@ -24,7 +27,7 @@ describe('ranged fetch from Compression: none NARs', { timeout: 60_000 }, () => 
   after(async () => {
     for (const cleanup of cleanups.reverse()) await cleanup()
   })
-  const setup = async (cache: string, env: Record<string, string> = { UNNAR_MAX_NAR_SIZE: '1M' }) => {
+  const setup = async (cache: string, env: Record<string, string> = { UNNAR_MAX_NAR_SIZE: '1M', UNNAR_VERIFY: 'stream' }) => {
     const u = await startTestUpstream({ root: cacheDir(cache) })
     const unnar = await startUnnar([u.url], env)
     cleanups.push(() => u.close(), () => unnar.stop())
@@ -54,17 +57,27 @@ describe('ranged fetch from Compression: none NARs', { timeout: 60_000 }, () => 
     assert.ok(narBytes(u) < 4096, `the upstream sent ${narBytes(u)} bytes for 100`)
   })
 
+  it('never fetches by range in strict verification: the whole NAR is read and verified', async () => {
+    const { u, unnar } = await setup('none', { UNNAR_MAX_NAR_SIZE: '1M' })
+    const res = await fetch(unnar.store(`${basicBase}/${LIB}`))
+    assert.equal(await sha256Hex(await res.arrayBuffer()), basic.entries[LIB]!.sha256)
+    assert.ok(u.requests.every((r) => r.range === undefined))
+    assert.ok(unnar.logs.some((l) => l.msg === 'request' && l.verification === 'held'))
+    await eventually(() => u.requests.filter((r) => NAR.test(r.path)).every((r) => r.bytes !== undefined), 'upstream responses over')
+    assert.ok(narBytes(u) >= NAR_SIZE)
+  })
+
   it('downloads the whole NAR when it is worth keeping, or compressed', async () => {
-    const kept = await setup('none', {})
+    const kept = await setup('none', { UNNAR_VERIFY: 'stream' })
     assert.equal((await fetch(kept.unnar.store(`${basicBase}/${LIB}`))).status, 200)
     await eventually(() => kept.unnar.narStore.entries === 1, 'the NAR kept')
     assert.ok(narBytes(kept.u) >= NAR_SIZE)
-    const xz = await setup('xz')
+    const xz = await setup('xz', { UNNAR_MAX_NAR_SIZE: '1M', UNNAR_VERIFY: 'stream' })
     assert.equal(await sha256Hex(await (await fetch(xz.unnar.store(`${basicBase}/${LIB}`))).arrayBuffer()), basic.entries[LIB]!.sha256)
     assert.ok(xz.u.requests.every((r) => r.range === undefined))
   })
 
-  it('falls back to streaming the NAR when the listing offset is wrong', async () => {
+  it('falls back to streaming the NAR when the listing offset is wrong, and stops using that listing', async () => {
     const { u, unnar } = await setup('none')
     const ls = JSON.parse(await (await fetch(`${u.url}/${basic.hash}.ls`)).text()) as { root: { entries: Record<string, { entries: Record<string, { narOffset: number }> }> } }
     ls.root.entries.lib!.entries['libfoo.so.1.2']!.narOffset += 8
@@ -72,6 +85,7 @@ describe('ranged fetch from Compression: none NARs', { timeout: 60_000 }, () => 
     const res = await fetch(unnar.store(`${basicBase}/${LIB}`))
     assert.equal(res.status, 200)
     assert.equal(await sha256Hex(await res.arrayBuffer()), basic.entries[LIB]!.sha256)
-    assert.ok(unnar.logs.some((l) => l.msg === 'cannot fetch a file by range; streaming the NAR'))
+    assert.ok(unnar.logs.some((l) => l.msg === 'upstream listing disagrees with its NAR; using the NAR' && /does not frame/.test(String(l.error))))
+    assert.match(await (await fetch(`${unnar.url}/metrics`)).text(), /^unnar_listing_mismatches_total\{upstream="[^"]+"\} 1$/m)
   })
 })
