@@ -231,7 +231,8 @@ export class S3Upstream implements Upstream {
   }
 
   async get(key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {
-    const problem = keyProblem(key)
+    // An S3 key has no query: a `?` and all after it are part of the object's name and path.
+    const problem = keyProblem(key.replaceAll('?', '%3F'))
     if (problem !== undefined) throw outsideCache(this.name, key, problem)
     return retryTransient(() => this.#getOnce(key, signal, range), signal)
   }
@@ -247,7 +248,8 @@ export class S3Upstream implements Upstream {
     const endpoint = this.location.endpoint === undefined ? undefined : new URL(this.location.endpoint)
     const prefix = endpoint === undefined ? [] : endpoint.pathname.split('/').filter((s) => s !== '')
     const { bucket } = this.location
-    const sameSegments = (expected: readonly string[]) => segments.length === expected.length && segments.every((s, i) => s === expected[i])
+    const sameSegments = (expected: readonly string[]) =>
+      segments.length === expected.length && segments.every((s, i) => s === expected[i] && s !== '' && s !== '.' && s !== '..')
     const host = request.hostname.toLowerCase()
     const endpointHost = endpoint?.hostname.toLowerCase()
     const port = (protocol: string, given: string) => given || (protocol === 'https:' ? '443' : '80')

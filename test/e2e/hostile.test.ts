@@ -17,6 +17,7 @@ import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
 import fc from 'fast-check'
 import { formatListing, listingFromEntries, type ListingNode } from '../../src/formats/listing.js'
+import { formatDirectoryJson } from '../../src/http/listing-formats.js'
 import { NarIndexer } from '../../src/formats/nar-indexer.js'
 import { formatNarInfo } from '../../src/formats/narinfo.js'
 import { encodeNix32 } from '../../src/formats/nixbase32.js'
@@ -271,9 +272,13 @@ interface Received {
   readonly complete: boolean
 }
 
-function receive(url: string, headers: Record<string, string> = {}): Promise<Received> {
+function receiveHead(url: string): Promise<Received> {
+  return receive(url, {}, 'HEAD')
+}
+
+function receive(url: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Received> {
   return new Promise((resolve, reject) => {
-    const req = http.get(url, { headers, agent: false }, (res) => {
+    const req = http.request(url, { method, headers, agent: false }, (res) => {
       const chunks: Buffer[] = []
       let settled = false
       const done = () => {
@@ -287,6 +292,7 @@ function receive(url: string, headers: Record<string, string> = {}): Promise<Rec
       res.on('close', done)
     })
     req.on('error', reject)
+    req.end()
   })
 }
 
@@ -413,6 +419,139 @@ describe('bytes a NAR has not proved never complete a response (--verify strict)
     assert.equal(got.status, 200)
     assert.ok(got.complete)
     await eventually(() => unnar.logs.some((l) => l.msg === 'request' && l.verification === 'unverified'), 'an unverified answer logged as such')
+  })
+})
+
+type Lie = 'same-size neighbour' | 'offset' | 'size' | 'executable' | 'phantom' | 'missing' | 'type'
+const LIES: readonly Lie[] = ['same-size neighbour', 'offset', 'size', 'executable', 'phantom', 'missing', 'type']
+
+/** A copy of `root` (a directory) with one lie about its regular files `files` told. */
+function tellLie(root: ListingNode, files: readonly RegularEntry[], lie: Lie, pick: number): ListingNode {
+  const copy = structuredClone(root)
+  const victim = files[pick % files.length]!
+  const other = files[(pick + 1) % files.length]!
+  const parentOf = (p: string) => {
+    let node = copy
+    for (const segment of p.split('/').slice(0, -1)) node = (node as Extract<ListingNode, { type: 'directory' }>).entries.get(segment)!
+    return (node as Extract<ListingNode, { type: 'directory' }>).entries
+  }
+  const name = victim.path.split('/').at(-1)!
+  const entries = parentOf(victim.path)
+  const node = entries.get(name) as Extract<ListingNode, { type: 'regular' }>
+  switch (lie) {
+    case 'same-size neighbour': {
+      const theirs = parentOf(other.path).get(other.path.split('/').at(-1)!) as Extract<ListingNode, { type: 'regular' }>
+      entries.set(name, { ...theirs })
+      break
+    }
+    case 'offset':
+      entries.set(name, { ...node, narOffset: (node.narOffset ?? 0) + 8 })
+      break
+    case 'size':
+      entries.set(name, { ...node, size: node.size + 1 })
+      break
+    case 'executable':
+      entries.set(name, { ...node, executable: !node.executable })
+      break
+    case 'phantom':
+      entries.set(`${name}.phantom`, { ...node })
+      break
+    case 'missing':
+      entries.delete(name)
+      break
+    case 'type':
+      entries.set(name, { type: 'symlink', target: other.path.split('/').at(-1)! })
+      break
+  }
+  return copy
+}
+
+describe('lying .ls files: the NAR wins', { timeout: 300_000 }, () => {
+  let root: string
+  let upstream: TestUpstream
+  const unnars: TestUnnar[] = []
+  after(async () => {
+    for (const unnar of unnars) await unnar.stop()
+    await upstream?.close()
+    if (root !== undefined) await rm(root, { recursive: true, force: true })
+  })
+  before(async () => {
+    root = await mkdtemp(path.join(os.tmpdir(), 'unnar-hostile-listing-'))
+    await mkdir(path.join(root, 'nar'))
+    await writeFile(path.join(root, 'nix-cache-info'), 'StoreDir: /nix/store\n')
+    upstream = await startTestUpstream({ root })
+  })
+  const url = (unnar: TestUnnar, base: string, file: string) => unnar.store(`${base}/${file.split('/').map(encodeURIComponent).join('/')}`)
+
+  hostileCase('never serves another file, a file the NAR lacks, or the listing\'s size or mode, kept or not (generated lies, Compression: none)', async () => {
+    const trees = fc.sample(tamperTree.filter((tree) => tree.type === 'directory' && regularEntries(buildNar(tree)).length >= 2), { numRuns: 3, seed: 25 })
+    let cases = 0
+    for (const [t, tree] of trees.entries()) {
+      const nar = buildNar(tree)
+      const files = regularEntries(nar)
+      const truth = listingOf(nar)
+      const executable = new Map(new NarIndexer().push(nar).flatMap((e) => (e.type === 'regular' ? [[e.path, e.executable] as const] : [])))
+      for (const lie of LIES) {
+        const told = tellLie(truth, files, lie, t)
+        const published = await publish(root, { name: `lie-${t}-${lie.replace(/ /g, '-')}`, nar, listing: formatListing({ version: 1, root: told }) })
+        const victim = files[t % files.length]!
+        const neighbour = files[(t + 1) % files.length]!
+        // Stream mode fetches a NAR too big to keep by ranges at the listing's offsets, checking the
+        // frame (name, mode, size): a file of the same name elsewhere in the NAR is the one lie it
+        // cannot see, documented as such.
+        const sameName = victim.path.split('/').at(-1) === neighbour.path.split('/').at(-1)
+        const envs = [{}, { UNNAR_MAX_NAR_SIZE: '1' }, ...(lie === 'same-size neighbour' && sameName ? [] : [{ UNNAR_MAX_NAR_SIZE: '1', UNNAR_VERIFY: 'stream' }])]
+        for (const env of envs) {
+          const unnar = await startUnnar([upstream.url], { TRUSTED_PUBLIC_KEYS: '', ...env })
+          const what = (file: string) => `${lie}, ${JSON.stringify(env)}, ${JSON.stringify(file)}`
+          for (const file of [...files.map((f) => f.path), ...(lie === 'phantom' ? [`${files[t % files.length]!.path}.phantom`] : [])]) {
+            const real = files.find((f) => f.path === file)
+            const got = await receive(url(unnar, published.base, file), { 'accept-encoding': 'identity' })
+            cases++
+            if (real === undefined) {
+              assert.ok(got.status === 404, `${what(file)}: a file the NAR lacks got ${got.status}`)
+              continue
+            }
+            // The listing may still steer a request away (a 301 or 404 from it is a hint gone wrong), but bytes and headers are the NAR's.
+            if (got.status === 301 || got.status === 404) continue
+            assert.equal(got.status, 200, what(file))
+            assert.ok(got.complete, what(file))
+            assert.deepEqual(got.body, Buffer.from(nar.subarray(real.narOffset, real.narOffset + real.size)), what(file))
+            assert.equal(got.headers['content-length'], String(real.size), what(file))
+            assert.equal(got.headers['nar-executable'], executable.get(file) === true ? '1' : undefined, what(file))
+          }
+          // Stream mode answers a NAR too big to keep by ranges, never downloading it whole: only
+          // the frame check sees a lie, and only one about a file's place, size or mode.
+          if ('UNNAR_VERIFY' in env && !['same-size neighbour', 'offset', 'size', 'executable'].includes(lie)) {
+            await unnar.stop()
+            continue
+          }
+          // Once the NAR is verified, what the listing said is checked against it, and a lie counted.
+          await eventually(async () => /^unnar_listing_mismatches_total\{upstream="[^"]+"\} [1-9]/m.test(await (await fetch(`${unnar.url}/metrics`)).text()), `${lie}, ${JSON.stringify(env)}: the lie counted`)
+          const listed = (await (await fetch(`${unnar.store(`${published.base}/`)}?json`)).json()) as unknown
+          if (!('UNNAR_VERIFY' in env)) assert.deepEqual(listed, JSON.parse(formatDirectoryJson(truth as Extract<ListingNode, { type: 'directory' }>)), `${lie}, ${JSON.stringify(env)}: the listing is the NAR's now`)
+          await unnar.stop()
+        }
+      }
+    }
+    return cases
+  })
+
+  hostileCase('answers HEAD from an honest .ls exactly as GET, without a NAR byte', async () => {
+    const nar = buildNar(directory({ 'a.txt': regular('hello\n'), bin: directory({ 'run.sh': regular('#!/bin/sh\n', true) }), 'data.bin': regular(new Uint8Array(5000).fill(3)) }))
+    const published = await publish(root, { name: 'honest-listing', nar, listing: formatListing({ version: 1, root: listingOf(nar) }) })
+    const unnar = await startUnnar([upstream.url], { TRUSTED_PUBLIC_KEYS: '' })
+    unnars.push(unnar)
+    const pick = (r: Received) => ({ status: r.status, length: r.headers['content-length'], executable: r.headers['nar-executable'], type: r.headers['content-type'], etag: r.headers.etag })
+    const heads = []
+    const nars = upstream.count(/^\/nar\//)
+    // Types told by the name: a HEAD of an extensionless file needs its first bytes to sniff.
+    for (const file of ['a.txt', 'bin/run.sh', 'data.bin']) heads.push(pick(await receiveHead(url(unnar, published.base, file))))
+    assert.equal(upstream.count(/^\/nar\//), nars, 'no NAR byte for HEAD')
+    for (const [i, file] of ['a.txt', 'bin/run.sh', 'data.bin'].entries()) {
+      assert.deepEqual(heads[i], pick(await receive(url(unnar, published.base, file), { 'accept-encoding': 'identity' })), file)
+    }
+    return 3
   })
 })
 

@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test'
 import { cacheDir, fixturePath } from '../helpers/fixtures.js'
 import { rawRequest, type RawResponse } from '../helpers/raw-http.js'
 import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
+import { eventually } from '../helpers/wait.js'
 import { startUnnar, type TestUnnar } from '../helpers/unnar.js'
 
 const basic = fixturePath('basic')
@@ -162,7 +163,9 @@ describe('identical requests for a file of a cold NAR', { timeout: 60_000 }, () 
     const upstream = await startTestUpstream({ root: cacheDir('zstd') })
     // Every request below has arrived long before the NAR does.
     upstream.setFault(/\.nar(\.zst)?$/, { kind: 'delay', ms: 1000 })
-    const unnar = await startUnnar([upstream.url])
+    // Stream mode: in strict mode a small file of a NAR not verified yet is streamed with its last
+    // byte held back, so there are no bytes to share (the test below).
+    const unnar = await startUnnar([upstream.url], { UNNAR_VERIFY: 'stream' })
     try {
       const N = 10
       const get = (rel: string, i: number) => rawRequest(unnar.store(`${basicBase}/${rel}`), { headers: { 'X-Request-Id': `${path.basename(rel)}-${i}` } })
@@ -174,6 +177,25 @@ describe('identical requests for a file of a cold NAR', { timeout: 60_000 }, () 
       }
       assert.equal(await sharedAnswers(unnar), N - 1, 'all but the first README request got its bytes (libfoo is over 256 KiB)')
       assert.equal(upstream.count(/\.nar(\.zst)?$/), 1)
+    } finally {
+      await unnar.stop()
+      await upstream.close()
+    }
+  })
+
+  it('in strict mode each is read from the one download, its last byte held until the NAR is verified', async () => {
+    const upstream = await startTestUpstream({ root: cacheDir('zstd') })
+    upstream.setFault(/\.nar(\.zst)?$/, { kind: 'delay', ms: 1000 })
+    const unnar = await startUnnar([upstream.url])
+    try {
+      const answers = await Promise.all(Array.from({ length: 10 }, () => rawRequest(unnar.store(`${basicBase}/${README}`))))
+      for (const res of answers) {
+        assert.equal(res.status, 200)
+        assert.equal(sha256(res.body), basic.entries[README]!.sha256)
+      }
+      assert.equal(await sharedAnswers(unnar), 0)
+      assert.equal(upstream.count(/\.nar(\.zst)?$/), 1)
+      await eventually(() => unnar.logs.filter((l) => l.msg === 'request' && l.verification === 'held').length === 10, 'ten answers held back')
     } finally {
       await unnar.stop()
       await upstream.close()

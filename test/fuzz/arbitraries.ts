@@ -336,3 +336,104 @@ export function symlinkTree(base: string, other: string): fc.Arbitrary<ListingNo
 function isStrictlySorted(items: readonly string[]): boolean {
   return items.every((item, i) => i === 0 || (items[i - 1] as string) < item)
 }
+
+/**
+ * Where a narinfo `URL:` (chosen by whoever controls or intercepts an upstream) could try to send
+ * unnar: hosts and keys of the harness that runs it (test/fuzz/confinement.ts).
+ */
+export interface NarUrlTargets {
+  /** `host:port` of listeners that must never be contacted. */
+  readonly decoyHosts: readonly string[]
+  /** The upstream's own `host:port`, in every spelling that reaches it (`127.0.0.1:p`, `localhost:p`). */
+  readonly selfHosts: readonly string[]
+  /** Keys that name a real object in the cache (`nar/good.nar`): near-misses are built around them. */
+  readonly goodKeys: readonly string[]
+  /** More names to mix in (symlinks out of a file:// cache, a sibling directory, the base path). */
+  readonly names?: readonly string[]
+}
+
+/** Spellings of 127.0.0.2 the WHATWG host parser also reads as it (decimal, hex, octal, short forms). */
+const LOOPBACK2_SPELLINGS = ['127.0.0.2', '2130706434', '0x7f000002', '0x7f.0.0.2', '0177.0.0.2', '127.2', '127.0.2', '[::ffff:127.0.0.2]']
+const SCHEMES = ['http:', 'https:', 'HTTPS:', 'HtTp:', 'file:', 's3:', 'ftp:', 'javascript:', 'data:', 'ws:', 'blob:', 'nar:']
+const DOT_PIECES = ['.', '..', '...', '%2e', '%2E', '%2e%2e', '.%2e', '%2E.', '%252e', '%c0%ae']
+const SEPARATOR_PIECES = ['/', '//', '///', '\\', '\\\\', '/\\', '%2f', '%2F', '%5c', '%5C', '%252f']
+const ESCAPE_PIECES = ['%', '%2', '%zz', '%00', '%0a', '%0d', '%09', '%20', '%7f', '%80', '%ff', '%3a', '%3f', '%23', '%40']
+/** What the WHATWG parser drops anywhere (TAB, LF, CR), strips at the ends (C0 and space), or leaves for a server to trip on. */
+const INVISIBLE_PIECES = ['\t', '\n', '\r', '\r\n', ' ', '\0', '\x01', '\x08', '\x0b', '\x0c', '\x1b', '\x1f', '\x7f', '\u00a0', '\u2028', '\u2029', '\ufeff', '\u200b', '\u3000', '\uff0e', '\uff0f']
+const PUNCTUATION_PIECES = [':', '@', '?', '#', ';', '&', '=', '+', '~', '[', ']']
+const ORDINARY_PIECES = ['nar', 'x.nar', 'nar/x.nar.xz', 'nar/', '?hash=abc', 'abc', 'cache', 'x']
+
+/**
+ * Hostile narinfo URLs: concatenations of dot segments, separators (and their escapes), the
+ * characters URL parsers drop or strip, schemes, userinfo and hosts (the decoys', the upstream's own,
+ * other spellings of loopback, the metadata address), with a good share of near-misses (a good key
+ * with one or two hostile pieces inserted or swapped in), some plain good keys (accepted: the
+ * harness checks that what is accepted is fetched), and now and then arbitrary Unicode.
+ */
+export function hostileNarUrl(targets: NarUrlTargets): fc.Arbitrary<string> {
+  const names = targets.names ?? []
+  const goodKey = fc.constantFrom(...targets.goodKeys)
+  const hostname = fc.oneof(
+    { arbitrary: fc.constantFrom(...targets.decoyHosts), weight: 4 },
+    { arbitrary: fc.constantFrom(...targets.selfHosts), weight: 3 },
+    {
+      arbitrary: fc.tuple(fc.constantFrom(...LOOPBACK2_SPELLINGS), fc.constantFrom(...targets.decoyHosts.map((h) => h.slice(h.lastIndexOf(':'))), '')).map(([h, port]) => h + port),
+      weight: 2,
+    },
+    { arbitrary: fc.constantFrom('169.254.169.254', '169.254.169.254:80', '[::1]', 'localhost', '127.0.0.1', '0', '0.0.0.0'), weight: 1 },
+  )
+  const userinfo = fc.constantFrom('', '', '', 'user:pass@', 'user@', ':@', '@', 'a%40b:c@', `${targets.selfHosts[0]}@`)
+  const host = fc.tuple(userinfo, hostname).map(([u, h]) => u + h)
+  const scheme = fc.constantFrom(...SCHEMES)
+  const invisible = fc.constantFrom(...INVISIBLE_PIECES)
+  const hostileFragment: fc.Arbitrary<string> = fc.oneof(
+    { arbitrary: fc.constantFrom(...DOT_PIECES), weight: 3 },
+    { arbitrary: fc.constantFrom(...SEPARATOR_PIECES), weight: 3 },
+    { arbitrary: fc.constantFrom(...ESCAPE_PIECES), weight: 2 },
+    { arbitrary: invisible, weight: 3 },
+    { arbitrary: fc.constantFrom(...PUNCTUATION_PIECES), weight: 2 },
+    { arbitrary: scheme, weight: 2 },
+    { arbitrary: host, weight: 2 },
+    { arbitrary: fc.constantFrom('../', '..\\', '%2e%2e/', '..%2f', '.%2e/', '/..', '//', `//${targets.decoyHosts[0]}/`), weight: 2 },
+  )
+  const ordinary = fc.oneof(fc.constantFrom(...ORDINARY_PIECES), goodKey, ...(names.length > 0 ? [fc.constantFrom(...names)] : []))
+  const fragment = fc.oneof({ arbitrary: hostileFragment, weight: 3 }, { arbitrary: ordinary, weight: 2 })
+
+  // A good key, at most slightly changed: pieces inserted at, or swapped in for, characters anywhere.
+  const edit = fc.record({ at: fc.nat(), remove: fc.nat({ max: 2 }), insert: hostileFragment })
+  const nearMiss = fc.tuple(goodKey, fc.array(edit, { minLength: 1, maxLength: 2 })).map(([key, edits]) => applyTextEdits(key, edits))
+  // Scheme, slashes, userinfo, host, path: absolute URLs as lenient parsers read them, with junk before.
+  const absolute = fc
+    .tuple(
+      fc.array(invisible, { maxLength: 2 }),
+      fc.oneof(scheme, fc.constant('')),
+      fc.constantFrom('//', '', '/', '///', '\\\\', '/\\', '\\/', '\t//', '/\n/'),
+      host,
+      fc.oneof(goodKey.map((k) => `/${k}`), fc.constantFrom('', '/', '/cache/nar/good.nar', '/latest/meta-data/', '/..', '\\nar\\x.nar', '?x', '#x')),
+    )
+    .map(([junk, s, slashes, h, rest]) => junk.join('') + s + slashes + h + rest)
+  // Dot segments in every spelling, then somewhere to land.
+  const traversal = fc
+    .tuple(
+      fc.constantFrom('', 'nar/', './', 'nar/x/'),
+      fc.array(fc.tuple(fc.constantFrom('..', '%2e%2e', '.%2e', '%2E.', '.', '%2e', '...'), fc.constantFrom('/', '\\', '%2f', '%5c', '//')), { minLength: 1, maxLength: 4 }),
+      fc.oneof(goodKey, ordinary, fc.constantFrom('etc/passwd', 'cache/nar/good.nar', 'decoy.nar', '')),
+    )
+    .map(([start, steps, end]) => start + steps.map(([d, s]) => d + s).join('') + end)
+  const soup = fc.array(fragment, { minLength: 1, maxLength: 8 }).map((parts) => parts.join(''))
+  // A query is allowed (harmonia's `?hash=`): what follows `?` is a query to http(s) only.
+  const query = fc.oneof(
+    fc.constantFrom('?hash=abc', '?hash=x&y=z', '?', '??', '?a/../b', '?/../../..', '?%2e%2e', '?x=/..', '?:@/', '?%3f'),
+    fc.array(fc.constantFrom('/', '..', '.', 'x', '=', '&', ':', '@', '?', 'cache', 'other'), { minLength: 1, maxLength: 8 }).map((parts) => `?${parts.join('')}`),
+  )
+  const accepted = fc.oneof(goodKey, fc.tuple(goodKey, query).map(([k, q]) => k + q))
+  const unicode = fc.oneof(fc.string({ unit: 'grapheme', maxLength: 12 }), fc.string({ unit: 'binary', maxLength: 12 }), fc.tuple(goodKey, fc.string({ unit: 'binary', maxLength: 3 })).map(([k, s]) => k + s))
+  return fc.oneof(
+    { arbitrary: nearMiss, weight: 6 },
+    { arbitrary: soup, weight: 5 },
+    { arbitrary: absolute, weight: 4 },
+    { arbitrary: traversal, weight: 3 },
+    { arbitrary: accepted, weight: 2 },
+    { arbitrary: unicode, weight: 1 },
+  )
+}
