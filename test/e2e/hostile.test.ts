@@ -223,6 +223,43 @@ describe('hostile upstream data', { timeout: 120_000 }, () => {
     })
   })
 
+  hostileCase('answers a link that climbs out of its store path with 404, like one to /etc/passwd, and never a redirect there', async () => {
+    const other = '1'.repeat(32)
+    const targets = [...fc.sample(fc.array(fc.constantFrom('..', '.', 'x', 'build-essential', 'list', other, `${other}-y`, '/nix/store', '/etc'), { minLength: 1, maxLength: 6 }).map((parts) => parts.join('/')), { numRuns: 40, seed: 6 }), '../../build-essential/list', '../../../../etc/passwd']
+    const unique = [...new Set(targets)].filter((t) => t !== '' && !t.includes('\0'))
+    const nar = buildNar(directory({ share: directory({ doc: directory(Object.fromEntries(unique.map((target, i) => [`l${i}`, symlink(target)]))) }) }))
+    const published = await publish(root, { name: 'climbing-links', nar })
+    const unnar = await fresh()
+    for (const [i, target] of unique.entries()) {
+      const res = await fetch(unnar.store(`${published.base}/share/doc/l${i}`), { redirect: 'manual' })
+      const text = await res.text()
+      const resolved = path.posix.normalize(target.startsWith('/') ? target : `/nix/store/${published.base}/share/doc/${target}`).replace(/\/+$/, '')
+      const intoStorePath = new RegExp(`^/nix/store/([0-9a-z]{32}-[^/]+)`).exec(resolved)
+      if (res.status === 301) {
+        const location = decodeURIComponent(res.headers.get('location')!)
+        assert.ok(intoStorePath !== null, `${target}: redirected to ${location}`)
+        assert.ok(location.startsWith(`/nix/store/${intoStorePath[1]}`), `${target}: ${location}`)
+      } else if (intoStorePath === null || intoStorePath[1]!.startsWith(published.hash)) {
+        assert.equal(res.status, 404, `${target}: ${res.status} ${text}`)
+        if (intoStorePath === null) assert.match(text, /points outside the Nix store/, target)
+      }
+    }
+    return unique.length
+  })
+
+  hostileCase('keeps the plain-text listing one line per entry for names with newlines and controls', async () => {
+    const names = ['a\n-r-xr-xr-x           99 forged', 'tab\tname', 'esc\x1b[2J', 'nel\u0085x', 'ls\u2028x', 'back\\slash', 'plain']
+    const nar = buildNar(directory(Object.fromEntries(names.map((name) => [name, regular('x')]))))
+    const published = await publish(root, { name: 'newline-names', nar })
+    const unnar = await fresh()
+    const text = await (await fetch(unnar.store(`${published.base}/`), { headers: { accept: '*/*' } })).text()
+    const lines = text.trimEnd().split('\n')
+    assert.equal(lines.length, names.length, text)
+    assert.ok(lines.some((line) => line.endsWith(' a\\n-r-xr-xr-x\\ \\ \\ \\ \\ \\ \\ \\ \\ \\ \\ 99\\ forged')), text)
+    assert.doesNotMatch(text.replaceAll('\n', ''), /[\x00-\x1f\x7f-\x9f\u2028\u2029]/)
+    return names.length
+  })
+
   describe('.ls files', () => {
     const nar = buildNar(directory({ 'a.txt': regular('hello'), 'b.txt': regular('world!') }))
 
