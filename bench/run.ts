@@ -144,6 +144,7 @@ const firstUrlPath = `/nix/store/${bigName}/${fixture.firstRel}`
 const hugeUrlPath = `/nix/store/${hugeName}/${fixture.hugeRel}`
 const lastFile = path.join(fixture.big.tree, fixture.lastRel)
 const lastSha = await sha256File(lastFile)
+const firstSha = await sha256File(path.join(fixture.big.tree, fixture.firstRel))
 const lastSize = (await readFile(lastFile)).length
 log(`NAR ${bigName}: ${fmtMB(fixture.big.narSize)} (xz ${fmtMB(fixture.caches.xz.fileSize.big)}, zstd ${fmtMB(fixture.caches.zstd.fileSize.big)}); last file ${fmtMB(lastSize)}`)
 // Page cache: every run reads the compressed NARs from memory, unnar and references alike.
@@ -156,6 +157,7 @@ const unnarChild = await IpcChild.spawn(path.join(BENCH, 'unnar-child.ts'))
 try {
   for (const c of COMPRESSIONS) if (runs(c === 'xz' ? 2 : 3)) await benchColdLast(c)
   if (runs(4)) await benchFirstByte()
+  if (runs(4)) await benchStrictCost()
   if (runs(8)) await benchConcurrent()
 } finally {
   await unnarChild.kill()
@@ -224,9 +226,9 @@ async function benchCodecs(): Promise<void> {
 }
 
 /** Runs `use` against a fresh server on a fresh, empty cache directory, then stops it. */
-async function withFreshServer<T>(upstream: string, use: (url: string, cacheDir: string) => Promise<T>): Promise<T> {
+async function withFreshServer<T>(upstream: string, use: (url: string, cacheDir: string) => Promise<T>, verify: 'strict' | 'stream' = 'strict'): Promise<T> {
   const cacheDir = await freshDir('cold')
-  const { url } = (await unnarChild.request({ type: 'start', upstream, cacheDir })) as { url: string }
+  const { url } = (await unnarChild.request({ type: 'start', upstream, cacheDir, verify })) as { url: string }
   try {
     return await use(url, cacheDir)
   } finally {
@@ -236,13 +238,17 @@ async function withFreshServer<T>(upstream: string, use: (url: string, cacheDir:
 }
 
 /** One cold request for `urlPath` on a fresh server and a fresh cache directory. */
-async function coldRequest(upstream: string, urlPath: string, options: { waitForCommit: boolean; hash?: boolean }) {
-  return withFreshServer(upstream, async (url, cacheDir) => {
-    const result = await fetchBody(url + urlPath, { hash: options.hash ?? false })
-    if (result.status !== 200) throw new Error(`GET ${urlPath}: HTTP ${result.status}`)
-    if (options.waitForCommit) await waitForCommit(cacheDir)
-    return result
-  })
+async function coldRequest(upstream: string, urlPath: string, options: { waitForCommit: boolean; hash?: boolean; verify?: 'strict' | 'stream' }) {
+  return withFreshServer(
+    upstream,
+    async (url, cacheDir) => {
+      const result = await fetchBody(url + urlPath, { hash: options.hash ?? false })
+      if (result.status !== 200) throw new Error(`GET ${urlPath}: HTTP ${result.status}`)
+      if (options.waitForCommit) await waitForCommit(cacheDir)
+      return result
+    },
+    options.verify,
+  )
 }
 
 /**
@@ -355,6 +361,33 @@ async function benchColdLast(c: Compression): Promise<void> {
     if (tools[cli]) addRow({ id: `${id}c`, ...pairedRow(`row ${id}a`, `the \`${cli} -dc\` run beside it`, unnar, ref) })
   } catch (err) {
     errorRow(id, name, `≤ 1.15× / < 1`, err)
+  }
+}
+
+/**
+ * Rows 4b and 4c: what strict verification costs. The first file of the cold ≈100 MB xz NAR, whole:
+ * in strict mode its last byte waits for the whole NAR's NarHash, in stream mode it does not; and
+ * its first byte, which must not move. Strict and stream runs alternate.
+ */
+async function benchStrictCost(): Promise<void> {
+  const name = 'cold FIRST file (xz) of ≈100 MB NAR'
+  try {
+    log('row 4b: strict vs stream verification, first file')
+    const upstream = `file://${fixture.caches.xz.dir}`
+    const runs: Record<'strict' | 'stream', { total: number[]; ttfb: number[] }> = { strict: { total: [], ttfb: [] }, stream: { total: [], ttfb: [] } }
+    for (let i = 0; i < FAST_REPS; i++) {
+      for (const verify of i % 2 === 0 ? (['strict', 'stream'] as const) : (['stream', 'strict'] as const)) {
+        const r = await coldRequest(upstream, firstUrlPath, { waitForCommit: false, hash: true, verify })
+        if (r.sha256 !== firstSha) throw new Error(`unnar sent ${r.bytes} bytes that differ from ${fixture.firstRel}`)
+        runs[verify].total.push(r.totalMs)
+        runs[verify].ttfb.push(r.ttfbMs)
+      }
+    }
+    const { strict, stream } = runs
+    addRow({ id: '4b', name: `${name}, complete: --verify strict vs stream (the last byte waits for the NAR's NarHash)`, unnar: fmtSpread(strict.total), reference: fmtSpread(stream.total), ratio: median(strict.total) / median(stream.total), target: 'info' })
+    addRow({ id: '4c', name: `${name}, time to first byte: --verify strict vs stream`, unnar: fmtMs(median(strict.ttfb)), reference: fmtMs(median(stream.ttfb)), ratio: median(strict.ttfb) / median(stream.ttfb), target: '≤ 1.2×', check: (r) => r <= 1.2 })
+  } catch (err) {
+    errorRow('4b', name, 'info / ≤ 1.2×', err)
   }
 }
 

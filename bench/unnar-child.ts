@@ -3,14 +3,14 @@
  * a fresh server and a fresh, empty cache directory without paying Node start-up each time, and
  * the server never shares an event loop with the bench client. Driven over IPC by bench/lib.ts.
  *
- *   → { type: 'start', upstream, cacheDir }   ← { type: 'started', url }
+ *   → { type: 'start', upstream, cacheDir, verify? }   ← { type: 'started', url }
  *   → { type: 'stop' }                        ← { type: 'stopped' }
  */
 import { loadConfig } from '../src/config.js'
 import { createLogger, type LogLevel } from '../src/log.js'
 import { startServer, type RunningServer } from '../src/server.js'
 
-type Message = { type: 'start'; upstream: string; cacheDir: string; logLevel?: LogLevel } | { type: 'stop' }
+type Message = { type: 'start'; upstream: string; cacheDir: string; logLevel?: LogLevel; verify?: 'strict' | 'stream' } | { type: 'stop' }
 
 let server: RunningServer | undefined
 
@@ -35,6 +35,7 @@ process.on('message', (message: Message) => {
             UNNAR_CACHE_DIR: message.cacheDir,
             UNNAR_CACHE_SIZE: '20G',
             LOG_LEVEL: level,
+            UNNAR_VERIFY: message.verify ?? 'strict',
           }),
           createLogger(level),
         )

@@ -24,7 +24,8 @@ export function findExecutable(command: string, searchPath = process.env.PATH ??
 
 /**
  * stdin ← compressed bytes, stdout → decoded bytes, with the pipes' own backpressure. A non-zero
- * exit (corrupt input) fails the stream; destroying the stream kills the process.
+ * exit (corrupt input) fails the stream; destroying the stream kills the process, and it reports
+ * its close (or error) once the process is gone.
  */
 export function createProcessDecoder(executable: string, args: readonly string[]): Duplex {
   // Its own process group: a Ctrl-C in unnar's terminal is for unnar, which then shuts down
@@ -48,8 +49,12 @@ export function createProcessDecoder(executable: string, args: readonly string[]
       child.stdout.resume()
     },
     destroy(err, callback) {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-      callback(err)
+      // A paused stdout would otherwise keep its pipe open for good.
+      child.stdout.destroy()
+      child.stdin.destroy()
+      if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return callback(err)
+      child.once('exit', () => callback(err))
+      child.kill('SIGKILL')
     },
   })
   child.stdout.on('data', (chunk: Buffer) => {

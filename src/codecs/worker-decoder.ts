@@ -3,6 +3,7 @@ import { createRequire } from 'node:module'
 import { Duplex } from 'node:stream'
 import type { MessagePort } from 'node:worker_threads'
 import { WorkerPool, type PooledJob } from '../worker-pool.js'
+import { DecodedTooLargeError } from './decompress.js'
 
 /**
  * Decoded bytes come back in batches of this size (or less, when the worker has no input left):
@@ -32,15 +33,18 @@ const MAX_SPARE_INPUTS = Math.ceil(MAX_QUEUED_INPUT / INPUT_BYTES) + 1
  * V8 to collect when it saw fit, and the ≈1 GB NAR's peak RSS rose from 166 to 209 MiB (bench/ 5c).
  *
  *   main → worker: { input, length } (transferred) | { credit: n } | { end: true } | { recycle } (transferred)
- *   worker → main: { output?, consumed, returned? } | { done: true, consumed, returned? } | { error }
+ *   worker → main: { output?, consumed, returned? } | { done: true, consumed, returned? } | { error } | { tooLarge: true }
  *   (`returned`: input buffers fully decoded, transferred back)
+ *
+ * The worker decodes at most `maxOutput` + 1 bytes (it never offers the decoder more room), and
+ * stops at that extra byte, whatever the main side has taken.
  */
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads')
 const { DCtx } = require(workerData.binding)
 const BATCH = workerData.batchBytes
 const EMPTY = new Uint8Array(0)
-parentPort.on('message', ({ port, credits: initialCredits }) => {
+parentPort.on('message', ({ port, credits: initialCredits, maxOutput }) => {
   const dctx = new DCtx()
   const queue = []
   const spare = []
@@ -58,6 +62,8 @@ parentPort.on('message', ({ port, credits: initialCredits }) => {
   let out = Buffer.allocUnsafeSlow(BATCH)
   let filled = 0
   let consumed = 0
+  // Bytes the decoder may still produce before the stream is too large.
+  let allowed = maxOutput + 1
   let outputFull = false
   let inFrame = false
   let ended = false
@@ -96,8 +102,14 @@ parentPort.on('message', ({ port, credits: initialCredits }) => {
         return
       }
       const input = queue[0] ?? EMPTY
-      const space = BATCH - filled
-      const [remaining, produced, used] = dctx.decompressStream(out.subarray(filled), input)
+      const space = Math.min(BATCH - filled, allowed)
+      const [remaining, produced, used] = dctx.decompressStream(out.subarray(filled, filled + space), input)
+      allowed -= produced
+      if (allowed === 0) {
+        port.postMessage({ tooLarge: true })
+        stop()
+        return
+      }
       // A full output buffer may leave decoded bytes inside the decoder: call again, input or not
       // (unless the frame just ended: without input the decoder would then wait for the next one).
       outputFull = produced === space && remaining !== 0
@@ -138,6 +150,7 @@ interface WorkerMessage {
   readonly returned?: readonly ArrayBuffer[]
   readonly done?: true
   readonly error?: string
+  readonly tooLarge?: true
 }
 
 const pool = new WorkerPool(WORKER_SOURCE, {
@@ -155,7 +168,8 @@ export function warmZstdWorker(): void {
  * Compressed chunks go to the worker and decoded batches come back, both transferred. Backpressure
  * both ways: write() waits while MAX_QUEUED_INPUT bytes are undecoded, and the worker stops
  * decoding while MAX_BATCHES_IN_FLIGHT batches have not been passed to the consumer. The stream
- * ends only after the decoder saw the end of a complete frame.
+ * ends only after the decoder saw the end of a complete frame, and fails with DecodedTooLargeError
+ * once the decoder produced more than `maxOutputBytes`.
  */
 export class WorkerZstdDecoder extends Duplex {
   readonly #port: MessagePort
@@ -174,10 +188,12 @@ export class WorkerZstdDecoder extends Duplex {
   #done = false
   #ended = false
   #closed = false
+  readonly #maxOutputBytes: number
 
-  constructor() {
+  constructor(maxOutputBytes = Infinity) {
     super()
-    this.#job = pool.start({ credits: MAX_BATCHES_IN_FLIGHT })
+    this.#maxOutputBytes = maxOutputBytes
+    this.#job = pool.start({ credits: MAX_BATCHES_IN_FLIGHT, maxOutput: maxOutputBytes })
     this.#port = this.#job.port
     this.#port.on('message', (message: WorkerMessage) => this.#onMessage(message))
     this.#port.on('close', () => {
@@ -245,8 +261,8 @@ export class WorkerZstdDecoder extends Duplex {
   }
 
   #onMessage(message: WorkerMessage): void {
-    if (message.error !== undefined) {
-      this.destroy(new Error(`zstd decoding failed: ${message.error}`))
+    if (message.error !== undefined || message.tooLarge === true) {
+      this.destroy(message.error !== undefined ? new Error(`zstd decoding failed: ${message.error}`) : new DecodedTooLargeError(this.#maxOutputBytes))
       return
     }
     this.#queuedInput -= message.consumed ?? 0

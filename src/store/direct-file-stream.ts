@@ -1,7 +1,7 @@
 /** The no-disk fallback: stream one file straight out of an upstream NAR, nothing kept. */
 import { createHash, type Hash } from 'node:crypto'
 import { pipeline, type Readable } from 'node:stream'
-import { createNarDecoders } from '../codecs/decompress.js'
+import { createNarDecoders, DecodedTooLargeError } from '../codecs/decompress.js'
 import { hashEquals } from '../formats/hash.js'
 import type { ListingNode } from '../formats/listing.js'
 import { NarIndexer } from '../formats/nar-indexer.js'
@@ -62,6 +62,7 @@ export async function openDirectFile(info: PathInfo, path: string, options: Dire
     }
   } catch (err) {
     stop()
+    if (err instanceof DecodedTooLargeError) throw new NarVerificationError(upstream.name, err.message)
     throw err instanceof UpstreamError || err instanceof NarVerificationError ? err : new UpstreamError(upstream.name, 'bad-response', `reading NAR ${narKey}: ${(err as Error).message}`, { cause: err })
   }
 }

@@ -514,6 +514,7 @@ class NarSink extends Writable {
 
 function classify(err: unknown, upstream: string, signal: AbortSignal): Error {
   if (err instanceof NarVerificationError) return err
+  if (err instanceof DecodedTooLargeError) return new NarVerificationError(upstream, err.message)
   // Stopped on purpose (every reader left, shutdown): that is the reason, whatever the decoding
   // step made of being stopped, and no upstream is to blame; unless the NAR had already proved
   // bad (its hash is checked after the last reader may have left).

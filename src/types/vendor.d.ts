@@ -4,8 +4,3 @@ declare module 'lzma-native' {
   const lzma: { createDecompressor(options?: { synchronous?: boolean }): Transform }
   export default lzma
 }
-
-declare module 'unbzip2-stream' {
-  import type { Duplex } from 'node:stream'
-  export default function unbzip2Stream(): Duplex
-}

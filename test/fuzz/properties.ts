@@ -16,6 +16,9 @@ import { StorePathError, formatStorePath, isStoreHash, isStoreName, parseStoreBa
 import { HttpError } from '../../src/http/errors.js'
 import { parseStoreRequest, storeRequestRest, targetPath, type StoreRequest } from '../../src/http/request-path.js'
 import { formatDirectoryText } from '../../src/http/listing-formats.js'
+import { createRangeStream } from '../../src/store/nar-source.js'
+import { probeRangedFile, RangeMismatchError } from '../../src/store/ranged-file.js'
+import { Readable } from 'node:stream'
 import { MAX_SYMLINK_HOPS, resolveStorePath } from '../../src/http/resolve-path.js'
 import { buildNar, type NarTree } from '../formats/nar-builder.js'
 import { fixtureFiles, uncompressedNars } from '../formats/fixtures.js'
@@ -227,6 +230,89 @@ const textListing = fc.property(fc.uniqueArray(fc.tuple(entryName, fc.string({ u
   assert.doesNotMatch(text.replaceAll('\n', ''), /[\x00-\x1f\x7f-\x9f\u2028\u2029]/)
 })
 
+/**
+ * A byte-range probe at a place a `.ls` claims (any offset, name, mode and size, true or not)
+ * succeeds only where the NAR really has such a file: a regular entry of that name, mode and size
+ * whose contents start there.
+ */
+const rangedProbe = fc.asyncProperty(
+  narTree,
+  fc.record({ entry: fc.nat(), name: fc.oneof(fc.constant(undefined), fc.nat(), entryName), offset: fc.oneof(fc.nat(), fc.integer({ min: -16, max: 16 })), size: fc.oneof(fc.nat(), fc.nat({ max: 64 })), executable: fc.boolean() }),
+  async (tree, claim) => {
+    const nar = Buffer.from(buildNar(tree))
+    const files = index([nar]).entries.filter((e): e is Extract<NarEntry, { type: 'regular' }> => e.type === 'regular')
+    const base = files.length === 0 ? undefined : files[claim.entry % files.length]!
+    const nameOf = (e: NarEntry) => (e.path === '' ? undefined : e.path.split('/').at(-1))
+    const name = typeof claim.name === 'number' ? (files.length === 0 ? undefined : nameOf(files[claim.name % files.length]!)) : claim.name
+    const narOffset = base === undefined ? claim.offset : claim.offset <= 16 && claim.offset >= -16 ? base.narOffset + claim.offset : claim.offset % (nar.length + 1)
+    const size = claim.size <= 64 && base !== undefined && claim.size % 2 === 0 ? base.size : claim.size
+    const node = { type: 'regular' as const, size, executable: claim.executable, narOffset }
+    const fetchRange = async (start: number, end: number) => Readable.from([nar.subarray(start, end + 1)])
+    let head: Buffer | undefined
+    try {
+      head = await probeRangedFile(node, name, 16, fetchRange)
+    } catch (error) {
+      if (!(error instanceof RangeMismatchError)) throw error
+      return
+    }
+    const real = files.find((e) => e.narOffset === narOffset && e.size === size && e.executable === claim.executable && nameOf(e) === name)
+    assert.ok(real !== undefined, `a probe passed for ${JSON.stringify({ name, size, narOffset, executable: claim.executable })}`)
+    assert.deepEqual(head, nar.subarray(narOffset, narOffset + Math.min(16, size)))
+  },
+)
+
+/**
+ * Strict verification: whatever the range and however the verification ends, a stream gives all
+ * but the last byte, then waits; the last byte comes only once it succeeded, else the stream fails.
+ */
+const heldLastByte = fc.asyncProperty(fc.uint8Array({ minLength: 1, maxLength: 3000 }), fc.nat(), fc.nat(), fc.boolean(), async (bytes, a, b, verified) => {
+  const start = a % bytes.length
+  const end = start + 1 + (b % (bytes.length - start))
+  let settle!: (ok: boolean) => void
+  let asked!: () => void
+  const askedFor = new Promise<void>((resolve) => (asked = resolve))
+  const verification = new Promise<void>((resolve, reject) => (settle = (ok) => (ok ? resolve() : reject(new Error('NAR does not match its NarHash')))))
+  const stream = createRangeStream(
+    {
+      readAt: async (buffer, length, position) => {
+        buffer.set(bytes.subarray(position, position + length))
+        return Math.min(length, bytes.length - position)
+      },
+      waitFor: async () => bytes.length,
+      release: () => {},
+      beforeLastByte: () => {
+        asked()
+        return verification
+      },
+    },
+    start,
+    end,
+  )
+  const received: number[] = []
+  let outcome: 'pending' | 'done' | 'failed' = 'pending'
+  const reading = (async () => {
+    const reader = stream.getReader()
+    try {
+      for (;;) {
+        const { done, value } = await reader.read()
+        if (done) break
+        received.push(...value)
+      }
+      outcome = 'done'
+    } catch {
+      outcome = 'failed'
+    }
+  })()
+  await askedFor
+  await new Promise((resolve) => setImmediate(resolve)) // the reader takes what was enqueued before the wait
+  assert.equal(outcome, 'pending')
+  assert.deepEqual(received, [...bytes.subarray(start, end - 1)])
+  settle(verified)
+  await reading
+  assert.equal(outcome, verified ? 'done' : 'failed')
+  assert.deepEqual(received, [...bytes.subarray(start, verified ? end : end - 1)])
+})
+
 /** Every property, in the order they run. */
 export const FUZZ_PROPERTIES: readonly FuzzProperty[] = [
   { name: 'nix32 decode of any text', property: nix32Decode },
@@ -243,6 +329,8 @@ export const FUZZ_PROPERTIES: readonly FuzzProperty[] = [
   { name: 'request targets never leave the store path they name', property: requestPaths },
   { name: 'symlink resolution stays in the store and terminates', property: symlinkResolution },
   { name: 'plain-text listings keep one line per entry', property: textListing },
+  { name: 'a byte-range probe passes only where the NAR has the claimed file', property: rangedProbe },
+  { name: 'strict verification holds the last byte of any range until the NAR is verified', property: heldLastByte },
 ]
 
 interface Indexed {
