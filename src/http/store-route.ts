@@ -225,7 +225,9 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     }
     const offset = node.narOffset
     noteRequest(c, { verification: source.verified ? 'verified' : source.holdsBack ? 'held' : 'unverified' })
-    const bytes = c.req.method !== 'HEAD' && node.size <= SMALL_FILE_BYTES ? await source.readBytes(offset, offset + node.size) : undefined
+    // Strict verification of a NAR still arriving: the file is streamed, its last byte held back
+    // until the NAR is verified, rather than read whole and sent in one write.
+    const bytes = c.req.method !== 'HEAD' && node.size <= SMALL_FILE_BYTES && !source.holdsBack ? await source.readBytes(offset, offset + node.size) : undefined
     const contentType = byName ?? contentTypeBySniffing(bytes?.subarray(0, SNIFF_BYTES) ?? (await source.readBytes(offset, offset + Math.min(SNIFF_BYTES, node.size))))
     // Checked after the read: bytes of a NAR verified by then are verified bytes.
     const keep = (kept: Uint8Array<ArrayBuffer>) =>
@@ -239,12 +241,10 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
         log.debug('could not keep a hot file in memory', { storePath: info.narInfo.storePath, path: segments.join('/'), error: err })
       })
     }
-    // Strict verification of a NAR still arriving: the file is streamed, its last byte held back
-    // until the NAR is verified (an empty file has no byte to hold: its answer waits instead).
-    const whole = bytes !== undefined && !source.holdsBack ? bytes : undefined
+    // An empty file has no byte to hold back: its answer waits for the verification instead.
     if (node.size === 0 && source.holdsBack && c.req.method !== 'HEAD') await source.verification()
     const file: StoreFile = {
-      ...(whole === undefined ? {} : { bytes: whole }),
+      ...(bytes === undefined ? {} : { bytes }),
       ...base,
       size: node.size,
       executable: node.executable,
@@ -253,8 +253,8 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
       openWhole: () => source.read(offset, offset + node.size),
     }
     const response = fileResponse(c, file, { sandbox: !view.site, log })
-    if (whole !== undefined && shareable.has(c)) {
-      shareable.set(c, { body: whole, route: view.site ? 'site' : 'store', notes: requestNotes(c), current: () => lookup.peek(info.storePath.hash) === info })
+    if (bytes !== undefined && shareable.has(c)) {
+      shareable.set(c, { body: bytes, route: view.site ? 'site' : 'store', notes: requestNotes(c), current: () => lookup.peek(info.storePath.hash) === info })
     }
     return response
   }
