@@ -23,6 +23,7 @@ import { formatNarInfo } from '../../src/formats/narinfo.js'
 import { encodeNix32 } from '../../src/formats/nixbase32.js'
 import { buildNar, bytes, concat, directory, regular, symlink, tokens, u64, type NarTree } from '../formats/nar-builder.js'
 import { storeRequestTargets, wireSegment } from '../fuzz/arbitraries.js'
+import { listen } from '../helpers/listen.js'
 import { rawRequest } from '../helpers/raw-http.js'
 import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
 import { startUnnar, type TestUnnar } from '../helpers/unnar.js'
@@ -83,6 +84,33 @@ async function publish(root: string, spec: StorePathSpec): Promise<Published> {
   return { hash, base: `${hash}-${spec.name}` }
 }
 
+/**
+ * A cache directory of hand-made store paths served by a test upstream, for the describe() it is
+ * called in (created before its tests, removed after).
+ */
+function hostileCache(prefix: string): { readonly root: string; readonly upstream: TestUpstream } {
+  let root: string | undefined
+  let upstream: TestUpstream | undefined
+  before(async () => {
+    root = await mkdtemp(path.join(os.tmpdir(), prefix))
+    await mkdir(path.join(root, 'nar'))
+    await writeFile(path.join(root, 'nix-cache-info'), 'StoreDir: /nix/store\n')
+    upstream = await startTestUpstream({ root })
+  })
+  after(async () => {
+    await upstream?.close()
+    if (root !== undefined) await rm(root, { recursive: true, force: true })
+  })
+  return {
+    get root() {
+      return root!
+    },
+    get upstream() {
+      return upstream!
+    },
+  }
+}
+
 /** Everything under the store's `nar/` and `tmp/`: a failed download must leave neither. */
 async function storeFiles(unnar: TestUnnar): Promise<string[]> {
   const list = (dir: string) => readdir(path.join(unnar.cacheDir, dir)).catch(() => [] as string[])
@@ -115,24 +143,15 @@ const BAD_NARS: ReadonlyArray<readonly [what: string, nar: Uint8Array, problem: 
 ]
 
 describe('hostile upstream data', { timeout: 120_000 }, () => {
-  let root: string
-  let upstream: TestUpstream
+  const cache = hostileCache('unnar-hostile-')
   const unnars: TestUnnar[] = []
   after(async () => {
     for (const unnar of unnars) await unnar.stop()
-    await upstream?.close()
-    if (root !== undefined) await rm(root, { recursive: true, force: true })
-  })
-  before(async () => {
-    root = await mkdtemp(path.join(os.tmpdir(), 'unnar-hostile-'))
-    await mkdir(path.join(root, 'nar'))
-    await writeFile(path.join(root, 'nix-cache-info'), 'StoreDir: /nix/store\n')
-    upstream = await startTestUpstream({ root })
   })
   // One unnar per case: failed narinfo lookups trip the upstream's circuit breaker, and the cache
   // directory of each must be checked on its own.
   const fresh = async (): Promise<TestUnnar> => {
-    const unnar = await startUnnar([upstream.url], { TRUSTED_PUBLIC_KEYS: '' })
+    const unnar = await startUnnar([cache.upstream.url], { TRUSTED_PUBLIC_KEYS: '' })
     unnars.push(unnar)
     return unnar
   }
@@ -151,7 +170,7 @@ describe('hostile upstream data', { timeout: 120_000 }, () => {
 
   for (const [what, nar, problem] of BAD_NARS) {
     hostileCase(`answers 502 for a NAR with ${what}, logs it and keeps nothing`, async () => {
-      const published = await publish(root, { name: `bad-nar-${what.replace(/[^a-z0-9]+/gi, '-')}`, nar })
+      const published = await publish(cache.root, { name: `bad-nar-${what.replace(/[^a-z0-9]+/gi, '-')}`, nar })
       await expectBadNar(await fresh(), published.base, problem)
     })
   }
@@ -163,7 +182,7 @@ describe('hostile upstream data', { timeout: 120_000 }, () => {
     const zeros = xz(new Uint8Array(16 * 2 ** 20))
     const bomb = concat([xz(header), ...Array.from({ length: 64 }, () => zeros)])
     assert.ok(bomb.length < 200_000)
-    const published = await publish(root, { name: 'xz-bomb', nar: header, file: bomb, compression: 'xz', narSize: 4096 })
+    const published = await publish(cache.root, { name: 'xz-bomb', nar: header, file: bomb, compression: 'xz', narSize: 4096 })
     const unnar = await fresh()
     await expectBadNar(unnar, published.base, /NAR is larger than its NarSize 4096/)
     await eventually(() => childProcesses('xz') === 0, 'no xz decoder left running')
@@ -205,14 +224,14 @@ describe('hostile upstream data', { timeout: 120_000 }, () => {
     hostileCase('answers 502 and fetches nothing but the narinfo and its `.ls`, from no other host', async () => {
       const list = urls()
       for (const [i, url] of list.entries()) {
-        const published = await publish(root, { name: `bad-url-${i}`, nar: buildNar(file), url })
+        const published = await publish(cache.root, { name: `bad-url-${i}`, nar: buildNar(file), url })
         const unnar = await fresh()
-        const before = upstream.requests.length
+        const before = cache.upstream.requests.length
         const res = await fetch(unnar.store(`${published.base}/`))
         const text = await res.text()
         assert.equal(res.status, 502, `${url}: ${text}`)
         assert.match(text, /URL outside the cache/)
-        const asked = upstream.requests.slice(before).map((r) => r.path).filter((p) => p !== '/nix-cache-info')
+        const asked = cache.upstream.requests.slice(before).map((r) => r.path).filter((p) => p !== '/nix-cache-info')
         // The `.ls` is asked for beside the narinfo; the NAR never is.
         assert.deepEqual(asked.sort(), [`/${published.hash}.ls`, `/${published.hash}.narinfo`], url)
         assert.ok(unnar.logs.some((l) => l.msg === 'upstream failed' && /URL outside the cache/.test(String(l.error))), url)
@@ -228,7 +247,7 @@ describe('hostile upstream data', { timeout: 120_000 }, () => {
     const targets = [...fc.sample(fc.array(fc.constantFrom('..', '.', 'x', 'build-essential', 'list', other, `${other}-y`, '/nix/store', '/etc'), { minLength: 1, maxLength: 6 }).map((parts) => parts.join('/')), { numRuns: 40, seed: 6 }), '../../build-essential/list', '../../../../etc/passwd']
     const unique = [...new Set(targets)].filter((t) => t !== '' && !t.includes('\0'))
     const nar = buildNar(directory({ share: directory({ doc: directory(Object.fromEntries(unique.map((target, i) => [`l${i}`, symlink(target)]))) }) }))
-    const published = await publish(root, { name: 'climbing-links', nar })
+    const published = await publish(cache.root, { name: 'climbing-links', nar })
     const unnar = await fresh()
     for (const [i, target] of unique.entries()) {
       const res = await fetch(unnar.store(`${published.base}/share/doc/l${i}`), { redirect: 'manual' })
@@ -250,7 +269,7 @@ describe('hostile upstream data', { timeout: 120_000 }, () => {
   hostileCase('keeps the plain-text listing one line per entry for names with newlines and controls', async () => {
     const names = ['a\n-r-xr-xr-x           99 forged', 'tab\tname', 'esc\x1b[2J', 'nel\u0085x', 'ls\u2028x', 'back\\slash', 'plain']
     const nar = buildNar(directory(Object.fromEntries(names.map((name) => [name, regular('x')]))))
-    const published = await publish(root, { name: 'newline-names', nar })
+    const published = await publish(cache.root, { name: 'newline-names', nar })
     const unnar = await fresh()
     const text = await (await fetch(unnar.store(`${published.base}/`), { headers: { accept: '*/*' } })).text()
     const lines = text.trimEnd().split('\n')
@@ -269,7 +288,7 @@ describe('hostile upstream data', { timeout: 120_000 }, () => {
       const entries = (root0 as Extract<ListingNode, { type: 'directory' }>).entries
       entries.set('a.txt', { type: 'regular', size: 5, executable: false, narOffset: 10 ** 9 })
       entries.set('b.txt', { type: 'regular', size: 10 ** 12, executable: false, narOffset: 96 })
-      const published = await publish(root, { name: 'lying-listing', nar, listing: formatListing({ version: 1, root: root0 }) })
+      const published = await publish(cache.root, { name: 'lying-listing', nar, listing: formatListing({ version: 1, root: root0 }) })
       const unnar = await fresh()
       // HEAD first: it is answered from the listing alone when the listing is used.
       const head = await fetch(unnar.store(`${published.base}/b.txt`), { method: 'HEAD' })
@@ -285,14 +304,14 @@ describe('hostile upstream data', { timeout: 120_000 }, () => {
       const count = Math.ceil((50 * 2 ** 20) / entry(0).length)
       const listing = `{"version":1,"root":{"type":"directory","entries":{${Array.from({ length: count }, (_, i) => entry(i)).join(',')}}}}`
       assert.ok(listing.length >= 50 * 2 ** 20)
-      const published = await publish(root, { name: 'huge-listing', nar, listing })
+      const published = await publish(cache.root, { name: 'huge-listing', nar, listing })
       const unnar = await fresh()
       const res = await fetch(unnar.store(`${published.base}/b.txt`))
       assert.equal(await res.text(), 'world!')
       const json = (await (await fetch(unnar.store(`${published.base}/?json`))).json()) as { entries: Record<string, unknown> }
       assert.deepEqual(Object.keys(json.entries), ['a.txt', 'b.txt'])
       assert.ok(unnar.logs.some((l) => l.msg === 'ignoring unusable listing' && /over the \d+-byte limit/.test(String(l.error))))
-      assert.equal(upstream.count(`/${published.hash}.ls`), 1)
+      assert.equal(cache.upstream.count(`/${published.hash}.ls`), 1)
     })
   })
 })
@@ -360,25 +379,16 @@ function regularEntries(nar: Uint8Array): RegularEntry[] {
 }
 
 describe('bytes a NAR has not proved never complete a response (--verify strict)', { timeout: 300_000 }, () => {
-  let root: string
-  let upstream: TestUpstream
+  const cache = hostileCache('unnar-hostile-strict-')
   const unnars: TestUnnar[] = []
   after(async () => {
     for (const unnar of unnars) await unnar.stop()
-    await upstream?.close()
-    if (root !== undefined) await rm(root, { recursive: true, force: true })
-  })
-  before(async () => {
-    root = await mkdtemp(path.join(os.tmpdir(), 'unnar-hostile-strict-'))
-    await mkdir(path.join(root, 'nar'))
-    await writeFile(path.join(root, 'nix-cache-info'), 'StoreDir: /nix/store\n')
-    upstream = await startTestUpstream({ root })
   })
 
   /** Where the bytes go: into the cache, through a temp file not kept, or straight from the upstream (no usable disk). */
   const PATHS = ['kept', 'not kept', 'no disk'] as const
   async function fresh(how: (typeof PATHS)[number], env: Record<string, string> = {}): Promise<TestUnnar> {
-    const unnar = await startUnnar([upstream.url], { TRUSTED_PUBLIC_KEYS: '', ...(how === 'not kept' ? { UNNAR_MAX_NAR_SIZE: '1' } : {}), ...env })
+    const unnar = await startUnnar([cache.upstream.url], { TRUSTED_PUBLIC_KEYS: '', ...(how === 'not kept' ? { UNNAR_MAX_NAR_SIZE: '1' } : {}), ...env })
     unnars.push(unnar)
     if (how === 'no disk') {
       await rm(path.join(unnar.cacheDir, 'tmp'), { recursive: true })
@@ -400,8 +410,8 @@ describe('bytes a NAR has not proved never complete a response (--verify strict)
         const victim = files.filter((e) => e.size > 0)[t % files.filter((e) => e.size > 0).length]!
         const tampered = Uint8Array.from(nar)
         tampered[victim.narOffset + Math.floor(victim.size / 2)]! ^= 0x01
-        const good = await publish(root, { name: `strict-good-${t}-${compression}`, nar, file: compression === 'xz' ? xz(nar) : nar, compression })
-        const bad = await publish(root, { name: `strict-bad-${t}-${compression}`, nar, file: compression === 'xz' ? xz(tampered) : tampered, compression })
+        const good = await publish(cache.root, { name: `strict-good-${t}-${compression}`, nar, file: compression === 'xz' ? xz(nar) : nar, compression })
+        const bad = await publish(cache.root, { name: `strict-bad-${t}-${compression}`, nar, file: compression === 'xz' ? xz(tampered) : tampered, compression })
         for (const how of PATHS) {
           const unnar = await fresh(how)
           for (const file of files) {
@@ -435,7 +445,7 @@ describe('bytes a NAR has not proved never complete a response (--verify strict)
     const files = regularEntries(nar)
     const tampered = Uint8Array.from(nar)
     tampered[files[1]!.narOffset + 10]! ^= 0x80
-    const bad = await publish(root, { name: 'strict-curl', nar, file: tampered })
+    const bad = await publish(cache.root, { name: 'strict-curl', nar, file: tampered })
     const unnar = await fresh('kept')
     for (const file of ['first.txt', 'last.bin']) {
       // Not spawnSync: the server runs in this process.
@@ -450,7 +460,7 @@ describe('bytes a NAR has not proved never complete a response (--verify strict)
     const nar = buildNar(directory({ 'a.txt': regular('hello there\n') }))
     const tampered = Uint8Array.from(nar)
     tampered[regularEntries(nar)[0]!.narOffset]! ^= 0x01
-    const bad = await publish(root, { name: 'stream-mode', nar, file: tampered })
+    const bad = await publish(cache.root, { name: 'stream-mode', nar, file: tampered })
     const unnar = await fresh('kept', { UNNAR_VERIFY: 'stream' })
     const got = await receive(url(unnar, bad.base, 'a.txt'))
     assert.equal(got.status, 200)
@@ -504,19 +514,10 @@ function tellLie(root: ListingNode, files: readonly RegularEntry[], lie: Lie, pi
 }
 
 describe('lying .ls files: the NAR wins', { timeout: 300_000 }, () => {
-  let root: string
-  let upstream: TestUpstream
+  const cache = hostileCache('unnar-hostile-listing-')
   const unnars: TestUnnar[] = []
   after(async () => {
     for (const unnar of unnars) await unnar.stop()
-    await upstream?.close()
-    if (root !== undefined) await rm(root, { recursive: true, force: true })
-  })
-  before(async () => {
-    root = await mkdtemp(path.join(os.tmpdir(), 'unnar-hostile-listing-'))
-    await mkdir(path.join(root, 'nar'))
-    await writeFile(path.join(root, 'nix-cache-info'), 'StoreDir: /nix/store\n')
-    upstream = await startTestUpstream({ root })
   })
   const url = (unnar: TestUnnar, base: string, file: string) => unnar.store(`${base}/${file.split('/').map(encodeURIComponent).join('/')}`)
 
@@ -530,7 +531,7 @@ describe('lying .ls files: the NAR wins', { timeout: 300_000 }, () => {
       const executable = new Map(new NarIndexer().push(nar).flatMap((e) => (e.type === 'regular' ? [[e.path, e.executable] as const] : [])))
       for (const lie of LIES) {
         const told = tellLie(truth, files, lie, t)
-        const published = await publish(root, { name: `lie-${t}-${lie.replace(/ /g, '-')}`, nar, listing: formatListing({ version: 1, root: told }) })
+        const published = await publish(cache.root, { name: `lie-${t}-${lie.replace(/ /g, '-')}`, nar, listing: formatListing({ version: 1, root: told }) })
         const victim = files[t % files.length]!
         const neighbour = files[(t + 1) % files.length]!
         // Stream mode fetches a NAR too big to keep by ranges at the listing's offsets, checking the
@@ -539,7 +540,7 @@ describe('lying .ls files: the NAR wins', { timeout: 300_000 }, () => {
         const sameName = victim.path.split('/').at(-1) === neighbour.path.split('/').at(-1)
         const envs = [{}, { UNNAR_MAX_NAR_SIZE: '1' }, ...(lie === 'same-size neighbour' && sameName ? [] : [{ UNNAR_MAX_NAR_SIZE: '1', UNNAR_VERIFY: 'stream' }])]
         for (const env of envs) {
-          const unnar = await startUnnar([upstream.url], { TRUSTED_PUBLIC_KEYS: '', ...env })
+          const unnar = await startUnnar([cache.upstream.url], { TRUSTED_PUBLIC_KEYS: '', ...env })
           const what = (file: string) => `${lie}, ${JSON.stringify(env)}, ${JSON.stringify(file)}`
           for (const file of [...files.map((f) => f.path), ...(lie === 'phantom' ? [`${files[t % files.length]!.path}.phantom`] : [])]) {
             const real = files.find((f) => f.path === file)
@@ -576,15 +577,15 @@ describe('lying .ls files: the NAR wins', { timeout: 300_000 }, () => {
 
   hostileCase('answers HEAD from an honest .ls exactly as GET, without a NAR byte', async () => {
     const nar = buildNar(directory({ 'a.txt': regular('hello\n'), bin: directory({ 'run.sh': regular('#!/bin/sh\n', true) }), 'data.bin': regular(new Uint8Array(5000).fill(3)) }))
-    const published = await publish(root, { name: 'honest-listing', nar, listing: formatListing({ version: 1, root: listingOf(nar) }) })
-    const unnar = await startUnnar([upstream.url], { TRUSTED_PUBLIC_KEYS: '' })
+    const published = await publish(cache.root, { name: 'honest-listing', nar, listing: formatListing({ version: 1, root: listingOf(nar) }) })
+    const unnar = await startUnnar([cache.upstream.url], { TRUSTED_PUBLIC_KEYS: '' })
     unnars.push(unnar)
     const pick = (r: Received) => ({ status: r.status, length: r.headers['content-length'], executable: r.headers['nar-executable'], type: r.headers['content-type'], etag: r.headers.etag })
     const heads = []
-    const nars = upstream.count(/^\/nar\//)
+    const nars = cache.upstream.count(/^\/nar\//)
     // Types told by the name: a HEAD of an extensionless file needs its first bytes to sniff.
     for (const file of ['a.txt', 'bin/run.sh', 'data.bin']) heads.push(pick(await receiveHead(url(unnar, published.base, file))))
-    assert.equal(upstream.count(/^\/nar\//), nars, 'no NAR byte for HEAD')
+    assert.equal(cache.upstream.count(/^\/nar\//), nars, 'no NAR byte for HEAD')
     for (const [i, file] of ['a.txt', 'bin/run.sh', 'data.bin'].entries()) {
       assert.deepEqual(heads[i], pick(await receive(url(unnar, published.base, file), { 'accept-encoding': 'identity' })), file)
     }
@@ -689,16 +690,6 @@ function listingOf(nar: Uint8Array): ListingNode {
   const entries = indexer.push(nar)
   indexer.end()
   return listingFromEntries(entries).root
-}
-
-function listen(server: net.Server, host: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(0, host, () => {
-      server.off('error', reject)
-      resolve()
-    })
-  })
 }
 
 /** Child processes of this test process running `command` (Linux `ps`). */

@@ -36,6 +36,7 @@ import { S3Upstream } from '../../src/upstream/s3-upstream.js'
 import { type ByteRange, type Upstream, UpstreamError } from '../../src/upstream/upstream.js'
 import { buildNar, directory, regular } from '../formats/nar-builder.js'
 import { startUnnar } from '../helpers/unnar.js'
+import { listen } from '../helpers/listen.js'
 import { hostileNarUrl } from './arbitraries.js'
 import type { Harness, HarnessedProperty } from './runner.js'
 
@@ -798,13 +799,3 @@ export const s3Confinement: HarnessedProperty = {
 
 /** The confinement properties, in the order they run; `runs.fuzz` adds up to 107,000 cases in `npm run fuzz`. */
 export const CONFINEMENT_PROPERTIES: readonly HarnessedProperty[] = [httpConfinement, serverConfinement, fileConfinement, s3Confinement]
-
-function listen(server: net.Server, host: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(0, host, () => {
-      server.off('error', reject)
-      resolve()
-    })
-  })
-}
