@@ -30,22 +30,25 @@ export const WORKER_HASH_MIN_BYTES = 1024 * 1024
 const WORKER_ADVANCE_BYTES = 8 * 1024 * 1024
 
 /**
- * With fewer cores than busy threads (the zstd decoder worker, the event loop, libuv's writes), a
- * hash worker running alongside takes CPU from the download itself: on two cores, hashing while
- * writing put ~100 ms of a 100 MB NAR's ~430 ms of CPU on the critical path (bench/ row 3a). There
- * the worker hashes the file once it is complete (still in the page cache): the last byte reaches
- * clients sooner, and only the commit waits for the digest.
+ * Whether the worker hashes the file while it is written, or once it is complete (still in the
+ * page cache). With fewer cores than busy threads (the decoder, the event loop, libuv's writes) a
+ * hash worker running alongside takes CPU from the download itself: on two cores that put ~100 ms
+ * of a 100 MB NAR's ~430 ms of CPU on the critical path of a file's last byte in stream
+ * verification (bench/ cold last file, zstd). In strict verification the last byte waits for the
+ * digest, and hashing afterwards added those ~100 ms to it instead: there it always runs alongside.
  */
-const HASH_WHILE_WRITING = availableParallelism() >= 4
+export function hashWhileWriting(strict: boolean): boolean {
+  return strict || availableParallelism() >= 4
+}
 
 /** A hasher for a NAR of `narSize` bytes being written to `file`. */
-export function createNarHasher(algorithm: string, file: string, narSize: number): NarHasher {
-  return narSize >= WORKER_HASH_MIN_BYTES ? new WorkerFileHasher(algorithm, file) : new InProcessHasher(algorithm)
+export function createNarHasher(algorithm: string, file: string, narSize: number, whileWriting: boolean): NarHasher {
+  return narSize >= WORKER_HASH_MIN_BYTES ? new WorkerFileHasher(algorithm, file, whileWriting) : new InProcessHasher(algorithm)
 }
 
 /** A hasher that only reads the file back (for NARs a decoder program writes, never seen in chunks). */
-export function createFileHasher(algorithm: string, file: string): NarHasher {
-  return new WorkerFileHasher(algorithm, file)
+export function createFileHasher(algorithm: string, file: string, whileWriting: boolean): NarHasher {
+  return new WorkerFileHasher(algorithm, file, whileWriting)
 }
 
 class InProcessHasher implements NarHasher {
@@ -121,8 +124,10 @@ class WorkerFileHasher implements NarHasher {
   #end = 0
   #posted = 0
   #done = false
+  readonly #whileWriting: boolean
 
-  constructor(algorithm: string, file: string) {
+  constructor(algorithm: string, file: string, whileWriting: boolean) {
+    this.#whileWriting = whileWriting
     this.#job = pool.start({ file, algorithm })
     const port = this.#job.port
     this.#port = port
@@ -142,7 +147,7 @@ class WorkerFileHasher implements NarHasher {
 
   written(end: number): void {
     this.#end = end
-    if (this.#done || !HASH_WHILE_WRITING || end - this.#posted < WORKER_ADVANCE_BYTES) return
+    if (this.#done || !this.#whileWriting || end - this.#posted < WORKER_ADVANCE_BYTES) return
     this.#posted = end
     this.#port.postMessage({ type: 'advance', end })
   }

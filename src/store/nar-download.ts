@@ -10,7 +10,7 @@ import { createNarDecoders, DecodedTooLargeError, recyclerOf } from '../codecs/d
 import { DecoderOutputError, decoderProgramFor, DecoderStartError, spawnFileDecoder, type DecoderLauncher, type DecoderProgram, type FileDecoder } from '../codecs/file-decoder.js'
 import type { PathInfo } from '../upstream/path-info-lookup.js'
 import { UpstreamError, type UpstreamResponse } from '../upstream/upstream.js'
-import { createFileHasher, createNarHasher, type NarHasher } from './file-hasher.js'
+import { createFileHasher, createNarHasher, hashWhileWriting, type NarHasher } from './file-hasher.js'
 import { DiskError, NarAbandonedError, NarVerificationError } from './nar-errors.js'
 import { followDecodedFile } from './nar-file-follower.js'
 import { createRangeStream, readRangeBytes, type NarSource, type RangeSource } from './nar-source.js'
@@ -52,6 +52,10 @@ export class NarDownload implements NarSource {
   #written = 0
   #failure: Error | undefined
   #complete = false
+  /** The whole NAR matched NarSize and NarHash. */
+  #matched = false
+  readonly #verification: Promise<void>
+  #settleVerification: (err?: Error) => void = () => {}
   #readers = 0
   #finished = false
   #closed = false
@@ -78,6 +82,8 @@ export class NarDownload implements NarSource {
     this.#abortWhenUnused = options.abortWhenUnused
     this.#decoderLauncher = options.decoderLauncher
     this.#holdBack = options.holdBack ?? false
+    this.#verification = new Promise<void>((resolve, reject) => (this.#settleVerification = (err) => (err === undefined ? resolve() : reject(err))))
+    this.#verification.catch(() => {}) // observed by readers that hold their last byte, if any
     this.done = this.#run()
     this.done.catch(() => {}) // observed through readers and the store; never an unhandled rejection
   }
@@ -88,15 +94,16 @@ export class NarDownload implements NarSource {
 
   /** Set only after the whole NAR matched its NarHash (bytes on disk never change afterwards). */
   get verified(): boolean {
-    return this.#complete
+    return this.#matched
   }
 
   get holdsBack(): boolean {
-    return this.#holdBack && !this.#complete
+    return this.#holdBack && !this.#matched
   }
 
-  async verification(): Promise<void> {
-    await this.done
+  /** Settles with the NarHash check, before the file is synced for the store (not part of it). */
+  verification(): Promise<void> {
+    return this.#verification
   }
 
   /** Stops the download (the store calls this on shutdown). */
@@ -179,13 +186,20 @@ export class NarDownload implements NarSource {
       if (res === undefined) throw new UpstreamError(upstream.name, 'bad-status', `NAR ${narKey} is missing`)
       const program = decoderProgramFor(narInfo.compression, res.contentEncoding, narInfo.narSize)
       const indexer = new NarIndexer()
-      const hasher = program !== undefined ? createFileHasher(narInfo.narHash.algorithm, this.#path) : createNarHasher(narInfo.narHash.algorithm, this.#path, narInfo.narSize)
+      const whileWriting = hashWhileWriting(this.#holdBack)
+      const hasher = program !== undefined ? createFileHasher(narInfo.narHash.algorithm, this.#path, whileWriting) : createNarHasher(narInfo.narHash.algorithm, this.#path, narInfo.narSize, whileWriting)
       try {
         const size = program !== undefined ? await this.#decodeByProgram(res, program, indexer, hasher) : await this.#decodeHere(res, indexer, hasher)
         await this.#verify(size, indexer, hasher)
       } finally {
         hasher.dispose()
       }
+      // Verified: held last bytes go out now; the sync below is for the store, not for them.
+      this.#matched = true
+      this.#settleVerification()
+      await this.#file.sync().catch((err: NodeJS.ErrnoException) => {
+        throw new DiskError(`syncing the NAR: ${err.code ?? err.message}`)
+      })
       // The tree onWritten() built entry by entry: the NAR is complete, so it is too.
       const root = this.#root.node
       if (root === undefined) throw new NarVerificationError(upstream.name, 'the NAR has no root entry')
@@ -195,6 +209,7 @@ export class NarDownload implements NarSource {
       return listing
     } catch (err) {
       this.#failure = classify(err, upstream.name, signal)
+      this.#settleVerification(this.#failure)
       this.#settleWaiters()
       throw this.#failure
     } finally {
@@ -240,7 +255,7 @@ export class NarDownload implements NarSource {
     }
   }
 
-  /** The whole NAR is on disk: it must be NarSize bytes, a complete NAR, and match NarHash; then it is synced. */
+  /** The whole NAR is on disk: it must be NarSize bytes, a complete NAR, and match NarHash. */
   async #verify(size: number, indexer: NarIndexer, hasher: NarHasher): Promise<void> {
     const { upstream, narInfo } = this.info
     if (size !== narInfo.narSize) throw new NarVerificationError(upstream.name, `NAR is ${size} bytes, NarSize says ${narInfo.narSize}`)
@@ -255,9 +270,6 @@ export class NarDownload implements NarSource {
     if (!hashEquals({ algorithm: narInfo.narHash.algorithm, digest }, narInfo.narHash)) {
       throw new NarVerificationError(upstream.name, 'NAR does not match its NarHash')
     }
-    await this.#file.sync().catch((err: NodeJS.ErrnoException) => {
-      throw new DiskError(`syncing the NAR: ${err.code ?? err.message}`)
-    })
   }
 
   /** Called after each piece of the NAR has been written to disk, with the entries indexed in it. */

@@ -17,9 +17,9 @@ describe('createNarHasher', () => {
   })
 
   /** Writes `data` in pieces of `piece` bytes, telling the hasher after each like NarSink does. */
-  async function hashWhileWriting(file: string, data: Buffer, piece: number, algorithm = 'sha256'): Promise<Buffer> {
+  async function hashWhileWriting(file: string, data: Buffer, piece: number, algorithm = 'sha256', alongside = true): Promise<Buffer> {
     const handle = await open(file, 'w+')
-    const hasher = createNarHasher(algorithm, file, data.length)
+    const hasher = createNarHasher(algorithm, file, data.length, alongside)
     try {
       for (let at = 0; at < data.length; at += piece) {
         const chunk = data.subarray(at, at + piece)
@@ -35,11 +35,13 @@ describe('createNarHasher', () => {
 
   for (const size of [1000, WORKER_HASH_MIN_BYTES + 12345]) {
     for (const algorithm of ['sha256', 'sha512']) {
-      it(`gives the digest of the bytes written, ${size} bytes, ${algorithm}`, async () => {
-        const data = randomBytes(size)
-        const digest = await hashWhileWriting(path.join(dir, `f-${size}-${algorithm}`), data, 300_001, algorithm)
-        assert.deepEqual(digest, createHash(algorithm).update(data).digest())
-      })
+      for (const alongside of [true, false]) {
+        it(`gives the digest of the bytes written, ${size} bytes, ${algorithm}, hashed ${alongside ? 'while writing' : 'at the end'}`, async () => {
+          const data = randomBytes(size)
+          const digest = await hashWhileWriting(path.join(dir, `f-${size}-${algorithm}-${alongside}`), data, 300_001, algorithm, alongside)
+          assert.deepEqual(digest, createHash(algorithm).update(data).digest())
+        })
+      }
     }
   }
 
@@ -54,7 +56,7 @@ describe('createNarHasher', () => {
     const handle = await open(file, 'w+')
     await handle.write(randomBytes(1000), 0, 1000, 0)
     await handle.close()
-    const hasher = createNarHasher('sha256', file, WORKER_HASH_MIN_BYTES)
+    const hasher = createNarHasher('sha256', file, WORKER_HASH_MIN_BYTES, true)
     hasher.written(2000)
     await assert.rejects(hasher.digest(), /file ended at 1000/)
   })
@@ -65,7 +67,7 @@ describe('createNarHasher', () => {
     const handle = await open(file, 'w+')
     await handle.write(data, 0, data.length, 0)
     await handle.close()
-    const hasher = createNarHasher('sha256', file, data.length)
+    const hasher = createNarHasher('sha256', file, data.length, true)
     hasher.written(data.length)
     hasher.dispose()
     await assert.rejects(hasher.digest(), /stopped/)
