@@ -8,7 +8,8 @@
 
   const rows = Array.from(body.rows)
   // Read once: names (for filtering, lower-cased) and sizes (for sorting). NAR order is name order.
-  const names = rows.map((row) => (row.cells[1].querySelector('a') || row.cells[1]).textContent.replace(/\/$/, '').toLowerCase())
+  // A symlink's name is a span (its target is the link): see listing-page.ts.
+  const names = rows.map((row) => (row.cells[1].querySelector('a:not(.target), .link') || row.cells[1]).textContent.replace(/\/$/, '').toLowerCase())
   const sizes = rows.map((row) => Number(row.getAttribute('data-size')))
   const order = rows.map((_, index) => index)
 

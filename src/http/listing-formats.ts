@@ -4,15 +4,74 @@ import type { ListingNode } from '../formats/listing.js'
 type DirectoryNode = Extract<ListingNode, { type: 'directory' }>
 export type ListingFormat = 'html' | 'json' | 'text'
 
-/** `?json` wins; then whichever of HTML and JSON the Accept header names; curl's `*\/*` gets text. */
-export function negotiateListingFormat(accept: string | undefined, jsonQuery: boolean): ListingFormat {
+/** Clients whose users read listings in a terminal: they get text for `*\/*` (as wttr.in-style services do). */
+const TEXT_CLIENTS = /^(curl|HTTPie|xh)\//i
+
+/** Offered formats in the order that wins a tie on quality between wildcard matches. */
+const FORMATS: ReadonlyArray<readonly [ListingFormat, string]> = [
+  ['html', 'text/html'],
+  ['json', 'application/json'],
+  ['text', 'text/plain'],
+]
+
+/**
+ * `?json` wins. Otherwise the Accept header decides, by quality (RFC 9110 12.5.1): a format named
+ * outright beats one a wildcard covers at the same quality, and among those named the first listed
+ * wins. What only a wildcard (or no Accept at all) allows is HTML, as nginx's and Apache's
+ * autoindex send every client, so wget, rclone and lftp can walk the tree; except for curl, HTTPie
+ * and xh, whose users read the answer in a terminal: plain text. Nothing acceptable: the same default.
+ */
+export function negotiateListingFormat(accept: string | undefined, userAgent: string | undefined, jsonQuery: boolean): ListingFormat {
   if (jsonQuery) return 'json'
-  if (accept === undefined) return 'text'
-  const html = accept.indexOf('text/html')
-  const json = accept.indexOf('application/json')
-  if (html >= 0 && (json < 0 || html < json)) return 'html'
-  if (json >= 0) return 'json'
-  return 'text'
+  const ranges = parseAccept(accept ?? '*/*')
+  let best: { format: ListingFormat; q: number; named: boolean; at: number } | undefined
+  for (const [format, type] of FORMATS) {
+    const match = bestRange(ranges, type)
+    if (match === undefined || match.q <= 0) continue
+    const candidate = { format, q: match.q, named: match.named, at: match.at }
+    if (best === undefined || candidate.q > best.q || (candidate.q === best.q && candidate.named && (!best.named || candidate.at < best.at))) best = candidate
+  }
+  const byClient: ListingFormat = TEXT_CLIENTS.test(userAgent ?? '') ? 'text' : 'html'
+  if (best === undefined) return byClient
+  if (best.named) return best.format
+  // Only wildcards matched: the client's default, if the wildcards allow it as much as the best.
+  const fallback = bestRange(ranges, byClient === 'text' ? 'text/plain' : 'text/html')
+  return fallback !== undefined && fallback.q >= best.q ? byClient : best.format
+}
+
+interface MediaRange {
+  readonly type: string
+  readonly subtype: string
+  readonly q: number
+  readonly at: number
+}
+
+function parseAccept(header: string): MediaRange[] {
+  const ranges: MediaRange[] = []
+  for (const [at, part] of header.split(',').entries()) {
+    const [range = '', ...params] = part.split(';').map((p) => p.trim())
+    const slash = range.indexOf('/')
+    if (slash <= 0) continue
+    let q = 1
+    for (const param of params) {
+      const match = /^q\s*=\s*([01](?:\.\d{0,3})?)$/i.exec(param)
+      if (match !== null) q = Number(match[1])
+    }
+    ranges.push({ type: range.slice(0, slash).toLowerCase(), subtype: range.slice(slash + 1).toLowerCase(), q, at })
+  }
+  return ranges
+}
+
+/** The most specific range that covers `mediaType` (its quality decides, RFC 9110 12.5.1). */
+function bestRange(ranges: readonly MediaRange[], mediaType: string): { q: number; named: boolean; at: number } | undefined {
+  const [type, subtype] = mediaType.split('/') as [string, string]
+  let found: { q: number; specificity: number; at: number } | undefined
+  for (const range of ranges) {
+    const specificity = range.type === type && range.subtype === subtype ? 2 : range.type === type && range.subtype === '*' ? 1 : range.type === '*' && range.subtype === '*' ? 0 : -1
+    if (specificity < 0 || (found !== undefined && found.specificity >= specificity)) continue
+    found = { q: range.q, specificity, at: range.at }
+  }
+  return found === undefined ? undefined : { q: found.q, named: found.specificity === 2, at: found.at }
 }
 
 /**

@@ -6,7 +6,7 @@
 import { formatHashNix32 } from '../formats/hash.js'
 import type { ListingNode } from '../formats/listing.js'
 import type { PathInfo } from '../upstream/path-info-lookup.js'
-import { encodePath, escapeHtml } from './html.js'
+import { encodePath, encodeSegment, escapeHtml } from './html.js'
 
 type DirectoryNode = Extract<ListingNode, { type: 'directory' }>
 
@@ -20,6 +20,8 @@ export interface ListingPageOptions {
   readonly info: PathInfo
   /** Where a percent-encoded `/nix/store/…` URL path is served (another host, in subdomain mode); default: there. */
   readonly storeHref?: (storePath: string) => string
+  /** Where each symlink's chain ends, as a link (none: dangling, looping or leaving the store). */
+  readonly symlinkHrefs?: ReadonlyMap<string, string>
 }
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'] as const
@@ -47,7 +49,7 @@ export function formatBytes(bytes: number): string {
   return `${bytes.toLocaleString('en-US')} ${bytes === 1 ? 'byte' : 'bytes'}`
 }
 
-export function renderListingPage({ base, segments, directory, info, storeHref = (path) => path }: ListingPageOptions): string {
+export function renderListingPage({ base, segments, directory, info, storeHref = (path) => path, symlinkHrefs = new Map() }: ListingPageOptions): string {
   const slash = base.lastIndexOf('/')
   const storeDir = base.slice(0, slash)
   const baseName = base.slice(slash + 1)
@@ -60,7 +62,7 @@ export function renderListingPage({ base, segments, directory, info, storeHref =
   let symlinks = 0
   let fileBytes = 0
   for (const [name, node] of directory.entries) {
-    const href = escapeHtml(encodeURIComponent(name))
+    const href = escapeHtml(encodeSegment(name))
     const label = escapeHtml(name)
     if (node.type === 'directory') {
       directories += 1
@@ -80,14 +82,16 @@ export function renderListingPage({ base, segments, directory, info, storeHref =
       )
     } else {
       symlinks += 1
-      const targetHref = symlinkHref(node.target, storeDir, [baseName, ...segments], storeHref)
+      // Only the target is a link: a mirroring tool (wget, rclone, lftp) then finds what it points
+      // to where it really is, and makes no copy of it under the link's name.
+      const targetHref = symlinkHrefs.get(name)
       const target =
         targetHref === undefined
           ? `<span class="target">${escapeHtml(node.target)}</span>`
           : `<a class="target" href="${escapeHtml(targetHref)}">${escapeHtml(node.target)}</a>`
       rows.push(
         `<tr class="l" data-size="-1"><td class="t"><i class="i" role="img" aria-label="symbolic link"></i></td>` +
-          `<td class="n"><a href="${href}">${label}</a> <span class="arrow" aria-label="points to">→</span> ${target}</td>` +
+          `<td class="n"><span class="link">${label}</span> <span class="arrow" aria-label="points to">→</span> ${target}</td>` +
           `<td class="s"></td><td class="m">lrwxrwxrwx</td><td class="c"></td></tr>`,
       )
     }
@@ -117,7 +121,9 @@ export function renderListingPage({ base, segments, directory, info, storeHref =
     `<h1 class="crumbs">${breadcrumbs(storeDir, baseName, segments)}</h1>` +
     `<section class="files" aria-label="Directory entries">` +
     `<div class="bar"><p class="summary">${summary}</p>` +
-    `<p class="alt">as <a href="?json">JSON</a></p></div>` +
+    // A form, not a link: mirroring tools follow links (wget saves `index.html?json` in every
+    // directory), never forms. Submitted, it asks for `?json=`, the same thing.
+    `<form class="alt" method="get" action=""><input type="hidden" name="json" value="">as <button type="submit" class="as-link">JSON</button></form></div>` +
     `<div class="toolbar" hidden><label for="filter">Filter</label>` +
     `<input id="filter" type="search" autocomplete="off" spellcheck="false" placeholder="name contains…">` +
     `<output id="count" for="filter" aria-live="polite"></output></div>` +
@@ -181,36 +187,11 @@ function breadcrumbs(storeDir: string, baseName: string, segments: readonly stri
   const parts = [`<span class="store">${escapeHtml(storeDir)}/</span>`]
   const names = [baseName, ...segments]
   names.forEach((name, index) => {
-    const current = index === names.length - 1 ? ' aria-current="page"' : ''
-    parts.push(`<a href="${up(depth - index)}"${current}>${escapeHtml(name)}</a><span class="sep">/</span>`)
+    // The page itself is no link: a listing reader (lftp) would list it as an entry `.`.
+    const crumb = index === names.length - 1 ? `<span aria-current="page">${escapeHtml(name)}</span>` : `<a href="${up(depth - index)}">${escapeHtml(name)}</a>`
+    parts.push(`${crumb}<span class="sep">/</span>`)
   })
   return parts.join('')
-}
-
-/**
- * Where a symlink's target can be opened, or undefined when it cannot: an absolute target inside the
- * store directory, or a relative one that stays inside it once resolved against the link's directory
- * (`dir` is `[<hash>-<name>, ...segments]`). Each segment is percent-encoded, so a target such as
- * `javascript:alert(1)` stays a relative path.
- */
-function symlinkHref(target: string, storeDir: string, dir: readonly string[], storeHref: (storePath: string) => string): string | undefined {
-  const parts = target.split('/')
-  if (target.startsWith('/')) {
-    if (!target.startsWith(`${storeDir}/`) || target.length === storeDir.length + 1) return undefined
-    return storeHref(encodePath(parts))
-  }
-  const stack = [...dir]
-  for (const part of parts) {
-    if (part === '' || part === '.') continue
-    if (part === '..') {
-      if (stack.length === 0) return undefined
-      stack.pop()
-    } else {
-      stack.push(part)
-    }
-  }
-  if (stack.length === 0) return undefined
-  return encodePath(parts)
 }
 
 function sizeWithBytes(bytes: number): string {

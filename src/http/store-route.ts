@@ -137,7 +137,8 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
           const index = await tree.lookup([...segments, 'index.html'])
           if (index?.type === 'regular') return await serveFile(c, info, [...segments, 'index.html'], index, tree, view)
         }
-        return listingResponse(c, info, base, segments, tree.source === undefined ? node : await completeDirectory(tree.source, segments), view)
+        const directory = tree.source === undefined ? node : await completeDirectory(tree.source, segments)
+        return await listingResponse(c, info, base, segments, directory, tree, view)
       }
       if (node.type === 'symlink') throw new HttpError(404, 'unresolved symlink')
       if (req.trailingSlash) return redirect(c, view.url(segments) + querySuffix(c), settled)
@@ -152,11 +153,11 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     }
   }
 
-  function listingResponse(c: Context, info: PathInfo, base: string, segments: readonly string[], directory: DirectoryNode, view: View): Response {
-    const format = negotiateListingFormat(c.req.header('accept'), c.req.query('json') !== undefined)
+  async function listingResponse(c: Context, info: PathInfo, base: string, segments: readonly string[], directory: DirectoryNode, tree: Tree, view: View): Promise<Response> {
+    const format = negotiateListingFormat(c.req.header('accept'), c.req.header('user-agent'), c.req.query('json') !== undefined)
     const [type, body] =
       format === 'html'
-        ? ['text/html; charset=utf-8', renderListingPage({ base, segments, directory, info, storeHref: view.location })]
+        ? ['text/html; charset=utf-8', renderListingPage({ base, segments, directory, info, storeHref: view.location, symlinkHrefs: await symlinkHrefs(tree, base, segments, directory, view) })]
         : format === 'json'
           ? ['application/json', formatDirectoryJson(directory)]
           : ['text/plain; charset=utf-8', formatDirectoryText(directory)]
@@ -164,11 +165,26 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     if (format === 'html') c.header('Content-Security-Policy', OWN_PAGES_CSP)
     const bytes = Buffer.from(body)
     const encoding = chooseEncoding(c.req.header('accept-encoding'), bytes.length, true)
-    c.header('Vary', 'Accept, Accept-Encoding')
+    c.header('Vary', 'Accept, Accept-Encoding, User-Agent')
     if (encoding !== undefined) c.header('Content-Encoding', encoding)
     const payload = encoding === undefined ? new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) as Uint8Array<ArrayBuffer> : compressBuffer(bytes, encoding)
     c.header('Content-Length', String(payload.byteLength))
     return c.req.method === 'HEAD' ? c.body(null) : c.body(payload)
+  }
+
+  /**
+   * Where each symlink of `directory` ends, resolved as a request for it would be: a link to the
+   * end of its chain (with a slash for a directory, so that mirroring tools see the directory they
+   * already list), none for a dangling, looping or escaping one.
+   */
+  async function symlinkHrefs(tree: Tree, base: string, segments: readonly string[], directory: DirectoryNode, view: View): Promise<Map<string, string>> {
+    const hrefs = new Map<string, string>()
+    for (const [name, node] of directory.entries) {
+      if (node.type !== 'symlink') continue
+      const resolution = await resolveStorePath(tree.lookup, base, storeDir, [...segments, name])
+      if (resolution.kind === 'redirect') hrefs.set(name, view.location(resolution.location))
+    }
+    return hrefs
   }
 
   async function completeDirectory(source: NarSource, segments: readonly string[]): Promise<DirectoryNode> {

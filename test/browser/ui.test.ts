@@ -94,7 +94,7 @@ describe('the web UI in Chromium', { skip }, () => {
 
   const shot = (page: Page, name: string) => page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true })
   const visibleNames = (page: Page) =>
-    page.$$eval('#entries tr:not([hidden]) td.n > a:first-child', (links) => links.map((a) => a.textContent ?? ''))
+    page.$$eval('#entries tr:not([hidden]) td.n > :first-child', (names) => names.map((name) => name.textContent ?? ''))
 
   it('opens a pasted store path from the landing page, follows a reference and opens a file', async () => {
     const { page, problems, dialogs } = await open()
@@ -355,7 +355,8 @@ describe('the web UI in Chromium', { skip }, () => {
       italic: document.querySelectorAll('#entries i:not(.i)').length,
     }))
     assert.deepEqual(elements, { img: 0, svg: 0, scripts: ['/_unnar/listing.js'], italic: 0 })
-    assert.equal(await page.getAttribute('#entries tr:has(a:text-is("js-link")) a.target', 'href'), 'javascript%3Aalert(1)')
+    // A target that leads nowhere in the store is text, not a link (javascript: included).
+    assert.equal(await page.textContent('#entries tr:has(.link:text-is("js-link")) span.target'), 'javascript:alert(1)')
     await shot(page, 'listing-xss-light')
 
     // Filter, sort, and open every hostile name: each lands on its own URL.
@@ -459,8 +460,13 @@ describe('the web UI in Chromium', { skip }, () => {
     await page.goto(`${unnar.url}/nix/store/${appBase}/bin/`)
     assert.deepEqual(await visibleNames(page), ['dep-link', 'uses-dep'])
     assert.ok(!(await page.isVisible('.toolbar')))
-    assert.equal(await page.locator('button').count(), 0)
+    // The only button is the form's that asks for JSON, which works without a script.
+    assert.deepEqual(await page.$$eval('button', (buttons) => buttons.map((b) => (b.closest('form') === null ? 'inert' : b.textContent))), ['JSON'])
     await Promise.all([page.waitForURL(`${unnar.url}/nix/store/${depBase}/lib/dep.txt`), page.click('a.target')])
+    await page.goto(`${unnar.url}/nix/store/${appBase}/bin/`)
+    const [json] = await Promise.all([page.waitForResponse((r) => r.request().isNavigationRequest()), page.click('form.alt button')])
+    assert.equal(new URL(json.url()).search, '?json=')
+    assert.match(json.headers()['content-type'] ?? '', /^application\/json/)
   })
 
   it('renders in light and dark, and on a phone without overflowing', async () => {

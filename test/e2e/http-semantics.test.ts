@@ -205,20 +205,41 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
     })
 
     it('answers curl with a plain-text listing like ls -l', async () => {
-      const res = await get(`${basicBase}/bin/`, { accept: '*/*' })
+      const res = await get(`${basicBase}/bin/`, { accept: '*/*', 'user-agent': 'curl/7.88.1' })
       assert.match(res.headers['content-type']!, /^text\/plain/)
       assert.equal(
         res.body.toString(),
         'lrwxrwxrwx            - docs-link -> ../share/doc/index.html\n-r-xr-xr-x           21 hello\n',
       )
-      const root = (await get(`${basicBase}/`, { accept: '*/*' })).body.toString()
+      const root = (await get(`${basicBase}/`, { accept: '*/*', 'user-agent': 'curl/8.5.0' })).body.toString()
       assert.match(root, /^dr-xr-xr-x {12}- bin\/$/m)
+      assert.match(res.headers.vary!, /User-Agent/)
     })
 
-    it('answers browsers with HTML', async () => {
-      const res = await get(`${basicBase}/bin/`, { accept: 'text/html,application/xhtml+xml,*/*;q=0.8' })
-      assert.match(res.headers['content-type']!, /^text\/html/)
-      assert.equal(res.headers.vary, 'Accept, Accept-Encoding')
+    it('answers browsers, and every client that does not ask for something else, with HTML', async () => {
+      for (const headers of [
+        { accept: 'text/html,application/xhtml+xml,*/*;q=0.8', 'user-agent': 'Mozilla/5.0' },
+        { accept: '*/*', 'user-agent': 'Wget/1.21.3' },
+        { 'user-agent': 'rclone/v1.60.1' },
+        { accept: '*/*', 'user-agent': 'lftp/4.9.2' },
+        { accept: 'text/html', 'user-agent': 'curl/7.88.1' },
+      ]) {
+        const res = await get(`${basicBase}/bin/`, headers)
+        assert.match(res.headers['content-type']!, /^text\/html/, JSON.stringify(headers))
+        assert.equal(res.headers.vary, 'Accept, Accept-Encoding, User-Agent')
+      }
+    })
+
+    it('answers text or JSON to any client that asks for it', async () => {
+      for (const [headers, type] of [
+        [{ accept: 'text/plain', 'user-agent': 'Wget/1.21.3' }, 'text/plain'],
+        [{ accept: 'application/json' }, 'application/json'],
+        [{ accept: 'application/json', 'user-agent': 'curl/7.88.1' }, 'application/json'],
+        [{ accept: 'text/html;q=0.5, text/plain' }, 'text/plain'],
+      ] as const) {
+        const res = await get(`${basicBase}/bin/`, headers)
+        assert.match(res.headers['content-type']!, new RegExp(`^${type}`), JSON.stringify(headers))
+      }
     })
 
     it('compresses large listings for clients that accept it', async () => {

@@ -78,7 +78,7 @@ const HOSTILE = {
 describe('renderListingPage', () => {
   it('escapes hostile names so that they create no element and no attribute', () => {
     const html = render(HOSTILE)
-    const allowed = new Set(['html', 'head', 'meta', 'title', 'link', 'body', 'header', 'main', 'a', 'h1', 'h2', 'span', 'section', 'div', 'p',
+    const allowed = new Set(['html', 'head', 'meta', 'title', 'link', 'body', 'header', 'main', 'a', 'h1', 'h2', 'span', 'section', 'div', 'p', 'form', 'button',
       'label', 'input', 'output', 'table', 'thead', 'tbody', 'tr', 'th', 'td', 'i', 'aside', 'dl', 'dt', 'dd', 'code', 'ul', 'li', 'script'])
     const tags = startTags(html)
     for (const tag of tags) {
@@ -114,12 +114,12 @@ describe('renderListingPage', () => {
       '%C3%BCber%20caf%C3%A9.txt',
       '%E6%97%A5%E6%9C%AC%E8%AA%9E/',
       'a%2Bb%3Dc%3Bd%2Ce.txt',
-      "quote'.txt",
+      'quote%27.txt',
       'javascript%3Aalert(1)',
     ]) {
       assert.ok(links.includes(expected), `${expected} in ${JSON.stringify(links)}`)
     }
-    assert.ok(html.includes('href="quote&#39;.txt"'))
+    assert.ok(html.includes('href="quote%27.txt"'), 'a quote is percent-encoded, not an entity that lftp would not decode')
     // Resolved against the listing's URL, each link names exactly the entry.
     const page = `http://unnar.test${BASE}/`
     for (const name of ['#hash?.txt', '%41 100%.txt', 'über café.txt', 'javascript:alert(1)']) {
@@ -156,7 +156,7 @@ describe('renderListingPage', () => {
       '<span class="store">/nix/store/</span>' +
         `<a href="../../">${HASH}-fixture-app-1</a><span class="sep">/</span>` +
         '<a href="../">share</a><span class="sep">/</span>' +
-        '<a href="./" aria-current="page">my doc#1</a><span class="sep">/</span>',
+        '<span aria-current="page">my doc#1</span><span class="sep">/</span>',
     )
     assert.ok(html.includes(`<title>${BASE}/share/my doc#1/</title>`))
     const page = `http://unnar.test${BASE}/share/my%20doc%231/`
@@ -168,38 +168,33 @@ describe('renderListingPage', () => {
     assert.match(render({ a: file(1) }, ['bin']), /<tbody class="up">.*<a href="\.\.\/">\.\.<\/a>/)
     assert.doesNotMatch(render({ a: file(1) }), /href="\.\.\/"/)
     const root = /<h1 class="crumbs">(.*?)<\/h1>/.exec(render({ a: file(1) }))![1]!
-    assert.ok(root.includes(`<a href="./" aria-current="page">${HASH}-fixture-app-1</a>`))
+    assert.ok(root.includes(`<span aria-current="page">${HASH}-fixture-app-1</span>`))
   })
 
-  it('links symlink targets inside the store and shows the others as text', () => {
-    const html = render(
-      {
-        abs: link(`/nix/store/${DEP}/lib/dep file.txt`),
-        rel: link('../share/doc/index.html'),
-        other: link(`../../${DEP}/lib`),
-        escape: link('../../../../etc/passwd'),
-        outside: link('/etc/passwd'),
-        store: link('/nix/store/'),
-        scheme: link('javascript:alert(1)'),
-        sibling: link('libfoo.so.1.2'),
-      },
-      ['bin'],
-    )
+  it('links each symlink\'s target where its chain ends, and never the link itself', () => {
+    const hrefs = new Map([
+      ['abs', `/nix/store/${DEP}/lib/dep%20file.txt`],
+      ['rel', `${BASE}/share/doc/index.html`],
+      ['dir', `${BASE}/share/`],
+    ])
+    const directory = dir({ abs: link(`/nix/store/${DEP}/lib/dep file.txt`), rel: link('../share/doc/index.html'), dir: link('../share'), escape: link('../../../../etc/passwd'), scheme: link('javascript:alert(1)') })
+    const html = renderListingPage({ base: BASE, segments: ['bin'], directory, info: pathInfo(), symlinkHrefs: hrefs })
     const targets = [...html.matchAll(/<a class="target" href="([^"]*)">([^<]*)<\/a>/g)].map((m) => [m[2], m[1]])
     assert.deepEqual(new Map(targets as [string, string][]), new Map([
       [`/nix/store/${DEP}/lib/dep file.txt`, `/nix/store/${DEP}/lib/dep%20file.txt`],
-      ['../share/doc/index.html', '../share/doc/index.html'],
-      [`../../${DEP}/lib`, `../../${DEP}/lib`],
-      ['javascript:alert(1)', 'javascript%3Aalert(1)'],
-      ['libfoo.so.1.2', 'libfoo.so.1.2'],
+      ['../share/doc/index.html', `${BASE}/share/doc/index.html`],
+      ['../share', `${BASE}/share/`],
     ]))
-    for (const plain of ['../../../../etc/passwd', '/etc/passwd', '/nix/store/']) {
-      assert.ok(html.includes(`<span class="target">${plain}</span>`), plain)
-    }
-    // The link's own name always links to itself: unnar follows the chain on the server.
-    assert.ok(html.includes('<a href="escape">escape</a>'))
-    const page = `http://unnar.test${BASE}/bin/`
-    assert.equal(new URL(`../../${DEP}/lib`, page).pathname, `/nix/store/${DEP}/lib`)
+    for (const plain of ['../../../../etc/passwd', 'javascript:alert(1)']) assert.ok(html.includes(`<span class="target">${plain}</span>`), plain)
+    // A mirroring tool would save the link's target again under the link's name: the name is no link.
+    for (const name of ['abs', 'rel', 'dir', 'escape', 'scheme']) assert.ok(html.includes(`<span class="link">${name}</span>`), name)
+    assert.ok(!hrefs.has('escape') && !hrefs.has('scheme'))
+  })
+
+  it('offers JSON through a form, which mirroring tools do not follow', () => {
+    const html = render({ a: file(1) })
+    assert.match(html, /<form class="alt" method="get" action=""><input type="hidden" name="json" value="">as <button type="submit" class="as-link">JSON<\/button><\/form>/)
+    assert.ok(!hrefs(html).some((href) => href.includes('?')), 'no link with a query')
   })
 
   it('links every reference to its listing and marks the self-reference', () => {
