@@ -7,7 +7,7 @@ import path from 'node:path'
 import { describe, it } from 'node:test'
 import fc from 'fast-check'
 import type { ListingNode } from '../../src/formats/listing.js'
-import { escapeLikeLs, formatDirectoryText } from '../../src/http/listing-formats.js'
+import { escapeLikeLs, formatDirectoryText, negotiateListingFormat } from '../../src/http/listing-formats.js'
 
 type DirectoryNode = Extract<ListingNode, { type: 'directory' }>
 
@@ -95,5 +95,39 @@ describe('formatDirectoryText', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true })
     }
+  })
+})
+
+describe('negotiateListingFormat', () => {
+  const cases: ReadonlyArray<[accept: string | undefined, userAgent: string | undefined, expected: string]> = [
+    [undefined, undefined, 'html'],
+    ['*/*', 'Wget/1.21.3', 'html'],
+    [undefined, 'rclone/v1.60.1', 'html'],
+    ['*/*', 'lftp/4.9.2', 'html'],
+    ['text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8', 'Mozilla/5.0', 'html'],
+    ['*/*', 'curl/7.88.1', 'text'],
+    [undefined, 'HTTPie/3.2.1', 'text'],
+    ['*/*', 'xh/0.20.1', 'text'],
+    ['text/*', 'curl/8.5.0', 'text'],
+    ['text/*', 'Wget/1.21.3', 'html'],
+    ['text/plain', 'Wget/1.21.3', 'text'],
+    ['text/html', 'curl/7.88.1', 'html'],
+    ['application/json', 'curl/7.88.1', 'json'],
+    ['application/json, text/html', undefined, 'json'],
+    ['text/html, application/json', undefined, 'html'],
+    ['text/html;q=0.5, text/plain', undefined, 'text'],
+    ['application/json;q=0.9, */*;q=0.1', 'curl/7.88.1', 'json'],
+    ['text/html;q=0, */*', 'Mozilla/5.0', 'json'],
+    ['image/png', 'Mozilla/5.0', 'html'],
+    ['image/png', 'curl/7.88.1', 'text'],
+  ]
+  for (const [accept, userAgent, expected] of cases) {
+    it(`answers ${expected} to Accept ${JSON.stringify(accept)} from ${JSON.stringify(userAgent)}`, () => {
+      assert.equal(negotiateListingFormat(accept, userAgent, false), expected)
+    })
+  }
+
+  it('answers ?json with JSON whatever the headers say', () => {
+    assert.equal(negotiateListingFormat('text/html', 'Mozilla/5.0', true), 'json')
   })
 })
