@@ -4,6 +4,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { parsePublicKeys, type PublicKey } from './formats/signature.js'
 import { LOG_LEVELS, type LogLevel } from './log.js'
+import { FLAGS } from './settings.js'
 import { SUPPORTED_SCHEMES } from './upstream/create-upstream.js'
 import { parseTokens, readNetrcFile, readTokensFile } from './upstream/credentials.js'
 import { parseS3Url } from './upstream/s3-upstream.js'
@@ -75,47 +76,16 @@ export class ConfigError extends Error {
 
 type Env = Readonly<Record<string, string | undefined>>
 
-/** Flags (`--port 80`, `--port=80`) override environment variables of the same setting. */
-export const FLAGS: Record<string, string> = {
-  '--port': 'PORT',
-  '--listen': 'HTTP_ADDR',
-  '--upstream': 'NIX_CACHE_URL',
-  '--cache-dir': 'UNNAR_CACHE_DIR',
-  '--cache-size': 'UNNAR_CACHE_SIZE',
-  '--max-nar-size': 'UNNAR_MAX_NAR_SIZE',
-  '--memory-cache-size': 'UNNAR_MEMORY_CACHE_SIZE',
-  '--negative-ttl': 'UNNAR_NEGATIVE_TTL',
-  '--upstream-timeout': 'UNNAR_UPSTREAM_TIMEOUT',
-  '--log-level': 'LOG_LEVEL',
-  '--domain': 'DOMAIN',
-  '--trusted-public-keys': 'TRUSTED_PUBLIC_KEYS',
-  '--upstream-order': 'UNNAR_UPSTREAM_ORDER',
-  '--host': 'UNNAR_HOST',
-  '--socket': 'UNNAR_SOCKET',
-  '--metrics-listen': 'UNNAR_METRICS_ADDR',
-  '--max-downloads': 'UNNAR_MAX_DOWNLOADS',
-  '--max-connections': 'UNNAR_MAX_CONNECTIONS',
-  '--header-timeout': 'UNNAR_HEADER_TIMEOUT',
-  '--keep-alive-timeout': 'UNNAR_KEEP_ALIVE_TIMEOUT',
-  '--max-url-length': 'UNNAR_MAX_URL_LENGTH',
-  '--shutdown-timeout': 'UNNAR_SHUTDOWN_TIMEOUT',
-  '--netrc-file': 'NETRC',
-  '--upstream-tokens': 'UNNAR_UPSTREAM_TOKENS',
-  '--upstream-tokens-file': 'UNNAR_UPSTREAM_TOKENS_FILE',
-  '--upstream-connect-timeout': 'UNNAR_UPSTREAM_CONNECT_TIMEOUT',
-  '--upstream-idle-timeout': 'UNNAR_UPSTREAM_IDLE_TIMEOUT',
-  '--lookup': 'UNNAR_LOOKUP',
-  '--store-dirs': 'UNNAR_STORE_DIRS',
-  '--verify': 'UNNAR_VERIFY',
-}
+/** Flags (`--port 80`, `--port=80`) override environment variables of the same setting (src/settings.ts). */
+export { FLAGS } from './settings.js'
 
 /** Settings whose values are secrets: redacted wherever the configuration is shown. */
 export const SECRET_SETTINGS: ReadonlySet<string> = new Set(['UNNAR_UPSTREAM_TOKENS'])
 
-/** Applies command-line flags on top of the environment. */
 /** The settings that together make the listen address: a flag for any of them overrides all three from the environment. */
 const LISTEN_SETTINGS = ['PORT', 'HTTP_ADDR', 'UNNAR_HOST']
 
+/** Applies command-line flags on top of the environment. */
 export function applyFlags(env: Env, argv: readonly string[]): Env {
   const out: Record<string, string | undefined> = { ...env }
   let listenFromFlags = false
@@ -190,6 +160,19 @@ export function describeConfig(config: Config): Record<string, unknown> {
     upstreamTokensFromEnv: undefined, // already among upstreamTokens
     trustedPublicKeys: config.trustedPublicKeys?.map((k) => k.name),
   }
+}
+
+/**
+ * A ConfigError's message as the user wrote the setting: a value given as a flag is named by the
+ * flag (`--cache-size: "banana" is not a size`), not by the variable the flag sets.
+ */
+export function describeConfigError(error: ConfigError, argv: readonly string[]): string {
+  for (const arg of argv) {
+    const flag = arg.split('=', 1)[0]!
+    const env = FLAGS[flag]
+    if (env !== undefined && (error.message.startsWith(`${env}:`) || error.message.startsWith(`${env} `))) return flag + error.message.slice(env.length)
+  }
+  return error.message
 }
 
 /** `https://user:secret@host/` → `https://user:<redacted>@host/`. */

@@ -1,24 +1,13 @@
 #!/usr/bin/env node
 /** The `unnar` command: reads flags and environment, starts the server, stops on SIGTERM/SIGINT. */
-import { applyFlags, ConfigError, FLAGS, loadConfig } from './config.js'
+import { applyFlags, ConfigError, describeConfigError, loadConfig } from './config.js'
 import { createLogger } from './log.js'
 import { startServer, VERSION } from './server.js'
-
-const HELP = `unnar ${VERSION}: serve any file of a Nix binary cache over HTTP
-
-usage: unnar [options]   (each option can also be set by the environment variable shown)
-
-${Object.entries(FLAGS)
-  .map(([flag, env]) => `  ${flag.padEnd(20)} ${env}`)
-  .join('\n')}
-  --help, --version
-
-See README.md for what each setting means and its default.
-`
+import { helpText } from './settings.js'
 
 async function main(argv: readonly string[]): Promise<void> {
   if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(HELP)
+    process.stdout.write(helpText(VERSION))
     return
   }
   if (argv.includes('--version')) {
@@ -30,7 +19,7 @@ async function main(argv: readonly string[]): Promise<void> {
     config = loadConfig(applyFlags(process.env, argv))
   } catch (err) {
     if (!(err instanceof ConfigError || err instanceof TypeError)) throw err
-    process.stderr.write(`unnar: ${err.message}\n`)
+    process.stderr.write(`unnar: ${err instanceof ConfigError ? describeConfigError(err, argv) : err.message}\n`)
     process.exit(2)
   }
   const log = createLogger(config.logLevel)

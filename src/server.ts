@@ -1,6 +1,6 @@
 /** Composition root: builds every object from a Config and starts listening. Tests start many of these in one process. */
 import { existsSync } from 'node:fs'
-import { lstat, mkdir, rm, statfs } from 'node:fs/promises'
+import { lstat, mkdir, rm, stat, statfs } from 'node:fs/promises'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createConnection, type AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
@@ -117,7 +117,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     otherStore: (path) => otherStores.route(path),
   })
   const server = createHttpServer(app.fetch, config, log, { answer: (req, res, dispatch) => hotResponses.serve(req, res, dispatch), reporter, pending: () => storeInit })
-  const url = await listen(server, config)
+  const { url, address } = await listen(server, config)
   storeInit = store.init()
   try {
     await storeInit
@@ -126,6 +126,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     throw err
   }
   storeInit = undefined
+  warnAboutMissingDirectories(config.upstreams, log)
   warmZstdWorker()
   warmHashWorker()
   decoderLauncher.warm()
@@ -135,9 +136,10 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const metricsApp = new Hono()
     metricsApp.get('/metrics', metricsHandler(metrics))
     metricsServer = createHttpServer(metricsApp.fetch, config, log)
-    metricsUrl = await listen(metricsServer, { ...config, port: config.metrics.port, host: config.metrics.host, socket: undefined })
+    metricsUrl = (await listen(metricsServer, { ...config, port: config.metrics.port, host: config.metrics.host, socket: undefined })).url
   }
-  log.info('unnar listening', { url, metricsUrl, cacheBytes: maxBytes, config: describeConfig(config) })
+  // `listen` is the address really bound (all interfaces: `[::]`); `url` one that reaches it from here.
+  log.info('unnar listening', { listen: address, url, metricsUrl, cacheBytes: maxBytes, config: describeConfig(config) })
 
   const close = async () => {
     accepting = false
@@ -169,6 +171,20 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       await store.idle(Math.max(0, deadline - Date.now()))
       await close()
     },
+  }
+}
+
+/** A file:// upstream whose directory is not there (a typo, an unmounted disk) would only ever answer "not found". */
+function warnAboutMissingDirectories(upstreams: readonly string[], log: Logger): void {
+  for (const url of upstreams) {
+    if (!url.startsWith('file:')) continue
+    const dir = fileURLToPath(url)
+    stat(dir).then(
+      (info) => {
+        if (!info.isDirectory()) log.warn('a file:// upstream is not a directory: nothing will be found there', { upstream: url })
+      },
+      (err: NodeJS.ErrnoException) => log.warn('a file:// upstream directory cannot be read: nothing will be found there until it can', { upstream: url, error: err.code ?? err.message }),
+    )
   }
 }
 
@@ -243,7 +259,8 @@ const IDLE_SOCKET_MS = 300_000
 /** Memory for repeatable answers (their bodies are mostly shared with the store route's hot files). */
 const HOT_RESPONSES_BYTES = 16 * 1024 * 1024
 
-async function listen(server: Server, config: Pick<Config, 'port' | 'host' | 'socket'>): Promise<string> {
+/** `url` reaches the server from this machine; `address` is what it is bound to (`[::]:8383` for all interfaces). */
+async function listen(server: Server, config: Pick<Config, 'port' | 'host' | 'socket'>): Promise<{ url: string; address: string }> {
   if (config.socket !== undefined) await removeStaleSocket(config.socket)
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
@@ -255,10 +272,10 @@ async function listen(server: Server, config: Pick<Config, 'port' | 'host' | 'so
     else if (config.host === undefined) server.listen(config.port, done)
     else server.listen(config.port, config.host, done)
   })
-  if (config.socket !== undefined) return 'http://localhost'
-  const address = server.address() as AddressInfo
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
-  return `http://${host === '[::]' ? '[::1]' : host === '0.0.0.0' ? '127.0.0.1' : host}:${address.port}`
+  if (config.socket !== undefined) return { url: 'http://localhost', address: `unix:${config.socket}` }
+  const bound = server.address() as AddressInfo
+  const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address
+  return { url: `http://${host === '[::]' ? '[::1]' : host === '0.0.0.0' ? '127.0.0.1' : host}:${bound.port}`, address: `${host}:${bound.port}` }
 }
 
 /** A socket file left by a crashed instance is removed; one that still answers is not. */

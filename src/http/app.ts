@@ -72,7 +72,7 @@ function decodeSafe(segment: string): string {
   }
 }
 
-const KNOWN_ROUTES = new Set(['/', '/healthz', '/readyz', '/metrics', '/robots.txt', '/api/upstreams'])
+const KNOWN_ROUTES = new Set(['/', '/healthz', '/readyz', '/metrics', '/robots.txt', '/api/upstreams', '/favicon.ico'])
 
 /** `/metrics` in Prometheus' text format. */
 export function metricsHandler(metrics: Metrics): (c: Context) => Promise<Response> {
@@ -146,10 +146,14 @@ export function createApp(deps: AppDeps): Hono {
   })
   // `/_unnar/` also passes through subdomain sites, so their listings find their assets.
   app.get('/_unnar/:name', (c) => serveAsset(c.req.param('name'))(c))
+  // Browsers ask for it whatever the page says.
+  app.get('/favicon.ico', serveAsset('favicon.svg'))
 
   app.get('/api/upstreams', (c) => c.json(deps.lookup.health()))
   // Before the store route, whose pattern also matches the bare store directory.
-  app.get(storeDir, (c) => errorResponse(c, 404, 'unnar does not list the whole store; ask for a store path'))
+  const wholeStore = (c: Context) => errorResponse(c, 404, 'unnar does not list the whole store; ask for a store path')
+  app.get(storeDir, wholeStore)
+  app.get(`${storeDir}/`, wholeStore)
   app.get(`${storeDir}/*`, routes.store)
   app.get('*', (c, next) => deps.otherStore?.(c.req.path)?.(c) ?? next())
   return app
