@@ -12,6 +12,7 @@ import { DecodedTooLargeError } from '../../src/codecs/decompress.js'
 import { DecoderLauncher, DecoderOutputError, decoderProgramFor, DecoderStartError, spawnFileDecoder, type DecoderInput, type DecoderProgram } from '../../src/codecs/file-decoder.js'
 import { findExecutable } from '../../src/codecs/process-decoder.js'
 import { cacheDir } from '../helpers/fixtures.js'
+import { eventually } from '../helpers/wait.js'
 
 const PROGRAMS = ['xz', 'zstd', 'bzip2'] as const
 
@@ -124,7 +125,7 @@ describe('spawnFileDecoder', { skip, timeout: 60_000 }, () => {
     const body = new PassThrough()
     body.write(whole.subarray(0, 100))
     const broken = new Error('the upstream reset the connection')
-    setTimeout(() => body.destroy(broken), 50)
+    setTimeout(() => body.destroy(broken), 50) // mid-way or before the program reads: the same outcome either way
     const { outcome } = await run(programFor('xz'), { body }, 10_000_000)
     assert.equal(outcome, broken)
   })
@@ -216,23 +217,26 @@ describe('spawnFileDecoder', { skip, timeout: 60_000 }, () => {
     const target = path.join(dir, 'finished')
     await writeFile(target, '')
     const decoder = spawnFileDecoder(lingering, { body: Readable.from([]) }, target, 1000)
-    while ((await stat(target)).size < 3) await new Promise((resolve) => setTimeout(resolve, 5))
+    await eventually(async () => (await stat(target)).size >= 3, 'the program’s output')
     decoder.finish()
     await decoder.exited
     assert.equal(await readFile(target, 'utf8'), 'nar')
   })
 
   it('lets a body it reads from a pipe end before finish() stops the program (its connection may be kept)', async () => {
-    const reading: DecoderProgram = { executable: '/bin/sh', args: ['-c', 'printf nar; exec cat >/dev/null'] }
+    // Its input goes on to a side file, which shows it still reads after finish().
+    const side = path.join(dir, 'finished-piped-input')
+    const reading: DecoderProgram = { executable: '/bin/sh', args: ['-c', `printf nar; exec cat >${side}`] }
     const target = path.join(dir, 'finished-piped')
     await writeFile(target, '')
     const body = new PassThrough()
     const decoder = spawnFileDecoder(reading, { body }, target, 1000)
-    while ((await stat(target)).size < 3) await new Promise((resolve) => setTimeout(resolve, 5))
+    await eventually(async () => (await stat(target)).size >= 3, 'the program’s output')
     decoder.finish()
     let settled = false
     void decoder.exited.finally(() => (settled = true))
-    await new Promise((resolve) => setTimeout(resolve, 100))
+    body.write('more')
+    await eventually(async () => (await readFile(side, 'utf8').catch(() => '')) === 'more', 'the program reading input written after finish()')
     assert.equal(settled, false, 'still reading its input')
     assert.equal(body.destroyed, false)
     body.end('trailer')
@@ -266,16 +270,17 @@ describe('DecoderLauncher', { skip, timeout: 30_000 }, () => {
   })
   after(() => rm(dir, { recursive: true, force: true }))
 
+  /** Whether `pid` is gone (reaped: a zombie still answers signal 0), waiting for it up to the usual deadline. */
   const gone = async (pid: number) => {
-    for (let i = 0; i < 100; i++) {
+    const exists = () => {
       try {
         process.kill(pid, 0)
-      } catch {
         return true
+      } catch {
+        return false
       }
-      await new Promise((resolve) => setTimeout(resolve, 10))
     }
-    return false
+    return eventually(() => !exists(), `process ${pid} gone`).then(() => true)
   }
 
   it('hands out the shell it started ahead, which becomes the decoder, and starts the next one later', async () => {
@@ -292,8 +297,7 @@ describe('DecoderLauncher', { skip, timeout: 30_000 }, () => {
       const decoder = spawnFileDecoder(programFor('zstd'), { body }, target, nar.length, launcher)
       assert.equal(launcher.waitingPid, undefined, 'taken')
       // The waiting shell is now the program itself (it exec'd), reading the body.
-      for (let i = 0; i < 100 && (await readFile(`/proc/${pid}/comm`, 'utf8')).trim() !== 'zstd'; i++) await new Promise((resolve) => setTimeout(resolve, 10))
-      assert.equal((await readFile(`/proc/${pid}/comm`, 'utf8')).trim(), 'zstd')
+      await eventually(async () => (await readFile(`/proc/${pid}/comm`, 'utf8')).trim() === 'zstd', 'the waiting shell exec’d zstd')
       body.end(await readFile(compressed))
       await decoder.exited
       assert.ok((await readFile(target)).equals(nar))
@@ -302,8 +306,8 @@ describe('DecoderLauncher', { skip, timeout: 30_000 }, () => {
       await writeFile(second, '')
       await spawnFileDecoder(programFor('zstd'), { body: new PassThrough(), file: compressed }, second, nar.length, launcher).exited
       assert.ok((await readFile(second)).equals(nar))
-      for (let i = 0; i < 300 && launcher.waitingPid === undefined; i++) await new Promise((resolve) => setTimeout(resolve, 10))
-      assert.ok(launcher.waitingPid !== undefined && launcher.waitingPid !== pid, 'the next shell is started a moment later')
+      await eventually(() => launcher.waitingPid !== undefined, 'the next shell, started a moment later')
+      assert.notEqual(launcher.waitingPid, pid)
     } finally {
       launcher.close()
     }
@@ -314,8 +318,8 @@ describe('DecoderLauncher', { skip, timeout: 30_000 }, () => {
     launcher.warm()
     const dead = launcher.waitingPid!
     process.kill(dead, 'SIGKILL')
+    // Reaped means node has seen its exit: libuv reaps a child and reports its exit in one callback.
     assert.ok(await gone(dead))
-    await new Promise((resolve) => setTimeout(resolve, 50)) // node sees its exit
     const { compressed, nar } = (await pairs('xz'))[0]!
     const target = path.join(dir, 'after-death')
     await writeFile(target, '')

@@ -1,19 +1,37 @@
 /** Every file of every fixture store path, through every compression, byte-for-byte against the manifest. */
 import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
+import http from 'node:http'
 import { after, before, describe, it } from 'node:test'
 import { cacheDir, COMPRESSIONS, loadFixturePaths } from '../helpers/fixtures.js'
 import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
-import { encodeRel, sha256Hex, startUnnar, type TestUnnar } from '../helpers/unnar.js'
+import { encodeRel, startUnnar, type TestUnnar } from '../helpers/unnar.js'
+
+/** A GET over a kept-alive node:http connection: a third of fetch's CPU for these ~9000 requests. */
+function get(agent: http.Agent, url: string): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, { agent, headers: { 'accept-encoding': 'identity' } }, (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (chunk: Buffer) => chunks.push(chunk))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
+        res.on('error', reject)
+      })
+      .on('error', reject)
+  })
+}
 
 for (const compression of [...COMPRESSIONS, 'no-listing']) {
   describe(`a ${compression} cache`, { timeout: 120_000 }, () => {
     let upstream: TestUpstream
     let unnar: TestUnnar
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
     before(async () => {
       upstream = await startTestUpstream({ root: cacheDir(compression) })
       unnar = await startUnnar([upstream.url])
     })
     after(async () => {
+      agent.destroy()
       await unnar.stop()
       await upstream.close()
     })
@@ -32,24 +50,19 @@ for (const compression of [...COMPRESSIONS, 'no-listing']) {
         }
         async function checkEntry(rel: string, entry: (typeof fixture.entries)[string]): Promise<void> {
           const url = unnar.store(`${base}/${encodeRel(rel)}`)
-          const res = await fetch(url, { redirect: 'manual', headers: { 'accept-encoding': 'identity' } })
+          const res = await get(agent, url)
           if (entry.type === 'regular') {
             assert.equal(res.status, 200, `${rel}: status`)
-            const body = await res.arrayBuffer()
-            assert.equal(body.byteLength, entry.size, `${rel}: size`)
-            assert.equal(await sha256Hex(body), entry.sha256, `${rel}: sha256`)
-            assert.equal(res.headers.get('content-length'), String(entry.size), `${rel}: Content-Length`)
-            assert.equal(res.headers.get('nar-executable'), entry.executable === true ? '1' : null, `${rel}: NAR-Executable`)
-            assert.equal(res.headers.get('cache-control'), 'public, max-age=31536000, immutable')
-            assert.match(res.headers.get('etag') ?? '', /^"[A-Za-z0-9_-]{32}"$/)
+            assert.equal(res.body.byteLength, entry.size, `${rel}: size`)
+            assert.equal(createHash('sha256').update(res.body).digest('hex'), entry.sha256, `${rel}: sha256`)
+            assert.equal(res.headers['content-length'], String(entry.size), `${rel}: Content-Length`)
+            assert.equal(res.headers['nar-executable'], entry.executable === true ? '1' : undefined, `${rel}: NAR-Executable`)
+            assert.equal(res.headers['cache-control'], 'public, max-age=31536000, immutable')
+            assert.match(res.headers.etag ?? '', /^"[A-Za-z0-9_-]{32}"$/)
           } else if (entry.type === 'directory') {
-            // Bodies are read, not cancelled: a cancelled response is the suspected cause of a rare
-            // 'terminated' on the next request over the same keep-alive connection (CI runs only).
             assert.equal(res.status, 301, `${rel}: a directory without a slash redirects`)
-            assert.equal(new URL(res.headers.get('location')!, url).pathname, new URL(url).pathname + '/')
-            await res.arrayBuffer()
+            assert.equal(new URL(res.headers.location!, url).pathname, new URL(url).pathname + '/')
           } else {
-            await res.arrayBuffer()
             assert.ok([301, 404].includes(res.status), `${rel}: symlink answers ${res.status}`)
           }
         }

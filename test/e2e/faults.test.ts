@@ -23,7 +23,8 @@ import { buildNar, directory, regular } from '../formats/nar-builder.js'
 import { cacheDir, fixturePath, loadFixturePaths, type FixturePath } from '../helpers/fixtures.js'
 import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
 import { encodeRel, sha256Hex, startUnnar, type TestUnnar } from '../helpers/unnar.js'
-import { eventually, openFdsOf, rssOf, spawnUnnar, type UnnarProcess } from '../helpers/unnar-process.js'
+import { openFdsOf, rssOf, spawnUnnar, type UnnarProcess } from '../helpers/unnar-process.js'
+import { elapse, eventually } from '../helpers/wait.js'
 
 const basic = fixturePath('basic')
 const site = fixturePath('site')
@@ -512,16 +513,20 @@ describe('fault suite', { timeout: 300_000 }, () => {
 
     faultCase('slowloris clients are cut off after UNNAR_HEADER_TIMEOUT while other clients are served', { timeout: 45_000 }, async () => {
       const u0 = await upstream('xz')
-      const p = await child([u0], await tempDir('slowloris'), { UNNAR_HEADER_TIMEOUT: '2' })
+      const p = await child([u0], await tempDir('slowloris'), { UNNAR_HEADER_TIMEOUT: '1' })
       const { hostname, port } = new URL(p.url)
       const request = Buffer.from(`GET /nix/store/${siteBase}/index.html HTTP/1.1\r\nHost: ${hostname}\r\nX-Padding: ${'x'.repeat(40)}\r\n\r\n`)
+      let started = 0
       const slow = Array.from({ length: 20 }, () => {
-        const socket = net.connect(Number(port), hostname)
         let sent = 0
-        let response = ''
-        const timer = setInterval(() => {
+        const drip = () => {
           if (sent < request.length && socket.writable) socket.write(request.subarray(sent, ++sent))
-        }, 1000)
+        }
+        // Kept: a byte every 400 ms is what a slowloris client is; the header timeout is the subject.
+        const socket = net.connect(Number(port), hostname, drip)
+        let response = ''
+        const timer = setInterval(drip, 400)
+        socket.once('connect', () => started++)
         socket.on('data', (d: Buffer) => (response += d.toString('latin1')))
         socket.on('error', () => {})
         const closed = new Promise<{ sent: number; response: string }>((resolve) =>
@@ -536,13 +541,13 @@ describe('fault suite', { timeout: 300_000 }, () => {
         })
         return closed
       })
-      // Meanwhile, normal clients are served.
-      await sleep(1000)
+      // Meanwhile (each has sent its first byte), normal clients are served.
+      await eventually(() => started === slow.length, 'every slowloris client connected')
       for (let i = 0; i < 5; i++) assert.equal(await fetchSha(p.store(`${siteBase}/index.html`)), site.entries['index.html']!.sha256)
       const deadline = sleep(20_000, 'still open' as const, { ref: false })
       const outcomes = await Promise.all(slow.map((closed) => Promise.race([closed, deadline])))
       const open = outcomes.filter((o) => o === 'still open').length
-      assert.equal(open, 0, `${open} of ${slow.length} slowloris connections still open 20 s after they started (header timeout 2 s)`)
+      assert.equal(open, 0, `${open} of ${slow.length} slowloris connections still open 20 s after they started (header timeout 1 s)`)
       for (const o of outcomes) {
         if (o === 'still open') continue
         assert.ok(o.sent < request.length, 'cut off before the headers were complete')
@@ -565,7 +570,6 @@ describe('fault suite', { timeout: 300_000 }, () => {
       const target = `/nix/store/${big.base}/${big.rel}`
       const warm = await rawGet(p.url, `/nix/store/${big.base}/${big.small}`)
       assert.equal(warm.status, 200)
-      await sleep(200)
       const baseFds = await openFdsOf(p.pid)
       const baseRss = await rssOf(p.pid)
 
@@ -599,10 +603,11 @@ describe('fault suite', { timeout: 300_000 }, () => {
       // Hot: 40 clients stop reading. Buffering their responses would take 40 × 16 MiB; with
       // backpressure each holds about one read chunk beyond what the kernel's buffers take.
       const MiB = 1024 * 1024
-      await sleep(500)
       const before = await rssOf(p.pid)
       const stalled = await Promise.all(Array.from({ length: 40 }, () => careless(1, false)))
-      await sleep(1500)
+      // Kept: what is asserted is that memory does not grow meanwhile; buffering 40 × 16 MiB would
+      // take unnar far less than this.
+      await elapse(1500)
       const rss = await rssOf(p.pid)
       t.diagnostic(`unnar RSS: ${Math.round(baseRss / MiB)} MiB idle, ${Math.round(before / MiB)} MiB after the cold phase, ${Math.round(rss / MiB)} MiB with 40 stalled readers of a 16 MiB file`)
       assert.ok(rss - before < 200 * MiB, `RSS grew by ${Math.round((rss - before) / MiB)} MiB with 40 stalled readers of 16 MiB (from ${Math.round(before / MiB)} MiB)`)

@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test'
 import { cacheDir, fixturePath } from '../helpers/fixtures.js'
 import { rawRequest, type RawResponse } from '../helpers/raw-http.js'
 import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
-import { eventually } from '../helpers/wait.js'
+import { elapse, eventually, gate, within } from '../helpers/wait.js'
 import { startUnnar, type TestUnnar } from '../helpers/unnar.js'
 
 const basic = fixturePath('basic')
@@ -15,10 +15,48 @@ const basicBase = `${basic.hash}-${basic.name}`
 const README = 'share/doc/README'
 const HELLO = 'bin/hello'
 
-async function hotAnswers(unnar: TestUnnar): Promise<number> {
+/** The value of an unlabelled metric. */
+async function metric(unnar: TestUnnar, name: string): Promise<number> {
   const text = await (await fetch(`${unnar.url}/metrics`)).text()
-  const line = text.split('\n').find((l) => l.startsWith('unnar_hot_responses_total '))
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `))
   return Number(line?.split(' ')[1] ?? NaN)
+}
+
+function hotAnswers(unnar: TestUnnar): Promise<number> {
+  return metric(unnar, 'unnar_hot_responses_total')
+}
+
+/** The NAR of `basic` committed (verified, kept) in the background after its first answer. */
+function narCached(unnar: TestUnnar): Promise<unknown> {
+  return unnar.waitForLog((l) => l.msg === 'NAR cached' && String(l.storePath).includes(basic.hash), 'NAR cached (basic)')
+}
+
+const NAR = /\.nar(\.zst)?$/
+
+/**
+ * Sends `requests` while the upstream holds the NAR, and opens it once unnar has read them all: the
+ * upstream saw the first one's NAR request, and a later request on a fresh connection was answered
+ * (connections are accepted and read in the order they came).
+ */
+async function whileNarHeld<T>(unnar: TestUnnar, upstream: TestUpstream, requests: (sent: () => void) => Array<Promise<T>>): Promise<T[]> {
+  const held = gate()
+  upstream.setFault(NAR, { kind: 'hold', until: held.opened })
+  let count = 0
+  let all!: () => void
+  const allSent = new Promise<void>((resolve) => (all = resolve))
+  const pending = requests(() => {
+    if (++count === pending.length) all()
+  })
+  const answers = Promise.all(pending)
+  answers.catch(() => {})
+  try {
+    await upstream.arrived(NAR)
+    await within(allSent, 'every request sent')
+    assert.equal((await rawRequest(`${unnar.url}/healthz`)).status, 200)
+  } finally {
+    held.open()
+  }
+  return answers
 }
 
 function sha256(body: Buffer): string {
@@ -46,13 +84,14 @@ describe('hot responses', { timeout: 60_000 }, () => {
   /** Requests `rel` until the lane answers; returns the last answer of the app (if any) and the lane's first. */
   async function warm(rel: string, headers: Record<string, string> = {}): Promise<{ app: RawResponse | undefined; lane: RawResponse }> {
     let previous: RawResponse | undefined
-    for (let i = 0; i < 10; i++) {
+    // Once the NAR is kept: the app reads the file (and keeps it), answers from the kept file (and
+    // the lane keeps that answer), then the lane answers.
+    for (let i = 0; i < 4; i++) {
       const count = await hotAnswers(unnar)
       const res = await rawRequest(unnar.store(`${basicBase}/${rel}`), { headers })
       if ((await hotAnswers(unnar)) > count) return { app: previous, lane: res }
       previous = res
-      // The NAR is committed (verified) in the background after the first answer.
-      await new Promise((resolve) => setTimeout(resolve, 50))
+      await narCached(unnar)
     }
     throw new Error(`the lane never answered ${rel}`)
   }
@@ -136,13 +175,11 @@ describe('hot responses in subdomain mode', { timeout: 60_000 }, () => {
     try {
       const path = `/nix/store/${basicBase}/${README}`
       const url = unnar.url + path
-      let store: RawResponse | undefined
-      for (let i = 0; i < 6; i++) {
-        store = await rawRequest(url)
-        await new Promise((resolve) => setTimeout(resolve, 50))
-      }
+      let store = await rawRequest(url)
+      await narCached(unnar)
+      for (let i = 0; i < 3; i++) store = await rawRequest(url)
       assert.ok((await hotAnswers(unnar)) > 0, 'the lane answers /nix/store requests')
-      assert.equal(String(store!.headers['content-security-policy']).startsWith('sandbox'), true)
+      assert.equal(String(store.headers['content-security-policy']).startsWith('sandbox'), true)
       // On the store path's own origin the URL path is a path inside it: no such file there.
       const site = await rawRequest(url, { headers: { Host: `${basic.hash}.nix.test` } })
       assert.equal(site.status, 404)
@@ -161,15 +198,14 @@ describe('identical requests for a file of a cold NAR', { timeout: 60_000 }, () 
 
   it('wait for the first one: a small file goes out in its bytes, a big one is read by each; one NAR download', async () => {
     const upstream = await startTestUpstream({ root: cacheDir('zstd') })
-    // Every request below has arrived long before the NAR does.
-    upstream.setFault(/\.nar(\.zst)?$/, { kind: 'delay', ms: 1000 })
     // Stream mode: in strict mode a small file of a NAR not verified yet is streamed with its last
     // byte held back, so there are no bytes to share (the test below).
     const unnar = await startUnnar([upstream.url], { UNNAR_VERIFY: 'stream' })
     try {
       const N = 10
-      const get = (rel: string, i: number) => rawRequest(unnar.store(`${basicBase}/${rel}`), { headers: { 'X-Request-Id': `${path.basename(rel)}-${i}` } })
-      const answers = await Promise.all([README, 'lib/libfoo.so.1.2'].flatMap((rel) => Array.from({ length: N }, (_, i) => get(rel, i).then((res) => ({ rel, i, res })))))
+      const get = (rel: string, i: number, sent: () => void) => rawRequest(unnar.store(`${basicBase}/${rel}`), { headers: { 'X-Request-Id': `${path.basename(rel)}-${i}` }, sent })
+      // Every request has arrived before the NAR does.
+      const answers = await whileNarHeld(unnar, upstream, (sent) => [README, 'lib/libfoo.so.1.2'].flatMap((rel) => Array.from({ length: N }, (_, i) => get(rel, i, sent).then((res) => ({ rel, i, res })))))
       for (const { rel, i, res } of answers) {
         assert.equal(res.status, 200)
         assert.equal(sha256(res.body), basic.entries[rel]!.sha256, rel)
@@ -185,10 +221,9 @@ describe('identical requests for a file of a cold NAR', { timeout: 60_000 }, () 
 
   it('in strict mode each is read from the one download, its last byte held until the NAR is verified', async () => {
     const upstream = await startTestUpstream({ root: cacheDir('zstd') })
-    upstream.setFault(/\.nar(\.zst)?$/, { kind: 'delay', ms: 1000 })
     const unnar = await startUnnar([upstream.url])
     try {
-      const answers = await Promise.all(Array.from({ length: 10 }, () => rawRequest(unnar.store(`${basicBase}/${README}`))))
+      const answers = await whileNarHeld(unnar, upstream, (sent) => Array.from({ length: 10 }, () => rawRequest(unnar.store(`${basicBase}/${README}`), { sent })))
       for (const res of answers) {
         assert.equal(res.status, 200)
         assert.equal(sha256(res.body), basic.entries[README]!.sha256)
@@ -206,17 +241,24 @@ describe('identical requests for a file of a cold NAR', { timeout: 60_000 }, () 
 describe('identical requests when the first client leaves', { timeout: 60_000 }, () => {
   it('go on by themselves at once, keeping a NAR too big to keep downloading: one NAR download', async () => {
     const upstream = await startTestUpstream({ root: cacheDir('zstd') })
-    // Longer than the second a download nobody reads is given before it is abandoned.
-    upstream.setFault(/\.nar(\.zst)?$/, { kind: 'delay', ms: 1500 })
+    const held = gate()
+    upstream.setFault(NAR, { kind: 'hold', until: held.opened })
     const unnar = await startUnnar([upstream.url], { UNNAR_MAX_NAR_SIZE: '1000' })
     try {
       const url = unnar.store(`${basicBase}/${README}`)
       const leaving = http.get(url, () => {})
       leaving.on('error', () => {})
-      await new Promise((resolve) => setTimeout(resolve, 50))
-      const rest = Array.from({ length: 3 }, () => rawRequest(url))
-      await new Promise((resolve) => setTimeout(resolve, 50))
+      await upstream.arrived(NAR)
+      let sent = 0
+      const rest = Array.from({ length: 3 }, () => rawRequest(url, { sent: () => sent++ }))
+      await eventually(() => sent === 3, 'three identical requests sent')
+      assert.equal((await rawRequest(`${unnar.url}/healthz`)).status, 200) // read after those three
       leaving.destroy()
+      await eventually(async () => (await metric(unnar, 'unnar_nar_download_waiters_total')) === 3, 'the three joining the download once the first client left')
+      // Time is the subject here: a download nobody reads is abandoned after a second (UNUSED_GRACE_MS).
+      await elapse(1200)
+      assert.equal(upstream.requests.find((r) => NAR.test(r.path))?.aborted, undefined, 'the download was not abandoned')
+      held.open()
       for (const res of await Promise.all(rest)) {
         assert.equal(res.status, 200)
         assert.equal(sha256(res.body), basic.entries[README]!.sha256)
@@ -241,7 +283,7 @@ describe('hot files in memory (UNNAR_MEMORY_CACHE_SIZE)', { timeout: 60_000 }, (
    * Asks for the 3 MB blob three times, then once more and for a range: how often those two opened
    * the cached NAR (a file in memory needs no NAR at all).
    */
-  async function narOpensWhenHot(env: Record<string, string>): Promise<{ opens: number; body: Buffer; range: RawResponse }> {
+  async function narOpensWhenHot(env: Record<string, string>, expectHot: boolean): Promise<{ opens: number; body: Buffer; range: RawResponse }> {
     const upstream = await startTestUpstream({ root: cacheDir('zstd') })
     const unnar = await startUnnar([upstream.url], env)
     try {
@@ -249,8 +291,17 @@ describe('hot files in memory (UNNAR_MEMORY_CACHE_SIZE)', { timeout: 60_000 }, (
       for (let i = 0; i < 3; i++) {
         const res = await rawRequest(url)
         assert.equal(sha256(res.body), basic.entries[BLOB]!.sha256)
-        // The first answer's NAR is committed, and the second's copy read, in the background.
-        await new Promise((resolve) => setTimeout(resolve, 200))
+        // The first answer's NAR is committed in the background; the next two are read from it.
+        if (i === 0) await narCached(unnar)
+      }
+      if (expectHot) {
+        // The third answer's copy is read into memory in the background: a range of a file in
+        // memory opens no NAR (and asking for a range admits nothing).
+        await eventually(async () => {
+          const opened = await cacheHits(unnar)
+          await rawRequest(url, { headers: { Range: 'bytes=0-0' } })
+          return (await cacheHits(unnar)) === opened
+        }, 'the blob in memory')
       }
       const before = await cacheHits(unnar)
       const body = (await rawRequest(url)).body
@@ -263,7 +314,7 @@ describe('hot files in memory (UNNAR_MEMORY_CACHE_SIZE)', { timeout: 60_000 }, (
   }
 
   it('serves a big file asked for twice from memory, ranges included', async () => {
-    const { opens, body, range } = await narOpensWhenHot({})
+    const { opens, body, range } = await narOpensWhenHot({}, true)
     assert.equal(opens, 0, 'the cached NAR was not opened: the file came from memory')
     assert.equal(sha256(body), basic.entries[BLOB]!.sha256)
     assert.equal(range.status, 206)
@@ -272,14 +323,14 @@ describe('hot files in memory (UNNAR_MEMORY_CACHE_SIZE)', { timeout: 60_000 }, (
   })
 
   it('keeps nothing in memory when the size is 0', async () => {
-    const { opens, body, range } = await narOpensWhenHot({ UNNAR_MEMORY_CACHE_SIZE: '0' })
+    const { opens, body, range } = await narOpensWhenHot({ UNNAR_MEMORY_CACHE_SIZE: '0' }, false)
     assert.equal(opens, 2, 'both requests read the cached NAR')
     assert.equal(sha256(body), basic.entries[BLOB]!.sha256)
     assert.equal(range.body.length, 1000)
   })
 
   it('keeps no file bigger than half of the memory', async () => {
-    const { opens } = await narOpensWhenHot({ UNNAR_MEMORY_CACHE_SIZE: '5M' })
+    const { opens } = await narOpensWhenHot({ UNNAR_MEMORY_CACHE_SIZE: '5M' }, false)
     assert.equal(opens, 2, 'the 3 MB file was not kept in 5 MB')
   })
 })

@@ -1,14 +1,13 @@
 /** Clients that hang up on pipelined requests, or before the handler is done: nothing stays held, every request is logged. */
 import assert from 'node:assert/strict'
 import { readdir, readlink } from 'node:fs/promises'
-import { connect } from 'node:net'
-import { setTimeout as sleep } from 'node:timers/promises'
+import { connect, type Socket } from 'node:net'
 import { describe, it } from 'node:test'
 import { cacheDir, fixturePath } from '../helpers/fixtures.js'
 import { rawRequest } from '../helpers/raw-http.js'
 import { startTestUpstream } from '../helpers/test-upstream.js'
 import { startUnnar } from '../helpers/unnar.js'
-import { eventually } from '../helpers/wait.js'
+import { eventually, gate } from '../helpers/wait.js'
 
 const basic = fixturePath('basic')
 const tricky = fixturePath('tricky')
@@ -28,6 +27,22 @@ function sendAndHangUp(port: number, raw: string, bytes: number): Promise<void> 
     })
     socket.on('error', () => resolve())
     socket.on('close', () => resolve())
+  })
+}
+
+/**
+ * Resolves once unnar has read what was sent before: a request on a new connection answered after
+ * it (connections are accepted and read in the order they came).
+ */
+async function readSoFar(url: string): Promise<void> {
+  assert.equal((await rawRequest(`${url}/healthz`)).status, 200)
+}
+
+/** A connection that sends `raw`; resolves once it is written. */
+async function sending(port: number, raw: string): Promise<Socket> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1', () => socket.write(raw, () => resolve(socket)))
+    socket.on('error', () => {})
   })
 }
 
@@ -60,19 +75,21 @@ describe('hang-ups', () => {
 
   it('pipelined requests waiting for an identical one on a connection that closes let go of their NAR too', async () => {
     const upstream = await startTestUpstream({ root: cacheDir('none') })
-    upstream.setFault(/\.nar$/, { kind: 'delay', ms: 800 })
+    const held = gate()
+    upstream.setFault(/\.nar$/, { kind: 'hold', until: held.opened })
     const unnar = await startUnnar([upstream.url], { UNNAR_CACHE_SIZE: '3500000', UNNAR_MAX_NAR_SIZE: '3400000', UNNAR_MEMORY_CACHE_SIZE: '0' })
     try {
       const port = Number(new URL(unnar.url).port)
       // Without Accept-Encoding, like the raw requests below: the same request.
       const first = rawRequest(unnar.url + BLOB).then((res) => res.body)
-      await sleep(100)
+      await upstream.arrived(/\.nar$/)
       // Both wait for the first request's answer; the second is queued behind the first.
       const get = `GET ${BLOB} HTTP/1.1\r\nHost: x\r\n\r\n`
-      const socket = connect(port, '127.0.0.1', () => socket.write(get + get))
-      socket.on('error', () => {})
-      await sleep(100)
+      const socket = await sending(port, get + get)
+      await readSoFar(unnar.url)
       socket.destroy()
+      await readSoFar(unnar.url) // the hang-up seen before the NAR comes
+      held.open()
       assert.equal((await first).length, basic.entries['lib/blob.bin']!.size)
       await (await fetch(`${unnar.url}/nix/store/${tricky.hash}-${tricky.name}/chain/target.txt`)).arrayBuffer() // evicts basic's NAR
       await eventually(async () => (await readdir(`${unnar.cacheDir}/nar`)).filter((name) => name.endsWith('.nar')).length === 1, 'the evicted NAR to be unlinked')
@@ -87,14 +104,16 @@ describe('hang-ups', () => {
 
   it('a client gone before the handler answered still gets its log line', async () => {
     const upstream = await startTestUpstream({ root: cacheDir('none') })
-    upstream.setFault(/\.narinfo$/, { kind: 'delay', ms: 500 })
+    const held = gate()
+    upstream.setFault(/\.narinfo$/, { kind: 'hold', until: held.opened })
     const unnar = await startUnnar([upstream.url])
     try {
       const port = Number(new URL(unnar.url).port)
-      const socket = connect(port, '127.0.0.1', () => socket.write(`GET ${BLOB} HTTP/1.1\r\nHost: x\r\n\r\n`))
-      socket.on('error', () => {})
-      await sleep(100)
+      const socket = await sending(port, `GET ${BLOB} HTTP/1.1\r\nHost: x\r\n\r\n`)
+      await upstream.arrived(/\.narinfo$/) // the handler is at work
       socket.destroy()
+      await readSoFar(unnar.url) // the hang-up seen before the narinfo comes
+      held.open()
       await eventually(() => unnar.logs.some((l) => l.msg === 'request' && l.path === BLOB), 'the request line')
       assert.equal(unnar.logs.find((l) => l.msg === 'request' && l.path === BLOB)!.aborted, true)
     } finally {

@@ -243,10 +243,10 @@ describe('S3Upstream against a fake S3 endpoint', { timeout: 30_000 }, () => {
   })
 
   it('maps a server that never answers to a timeout', async () => {
-    handler = () => {} // headers never come
-    const started = Date.now()
+    let asked = 0
+    handler = () => void asked++ // headers never come
     await expectUpstreamError(upstream(300).get('x.narinfo'), 'timeout')
-    assert.ok(Date.now() - started < 5000, 'one attempt, no SDK retries')
+    assert.equal(asked, 1, 'one attempt, no SDK retries')
   })
 
   it('fails a body that stalls mid-way with a timeout', async () => {
@@ -280,10 +280,9 @@ describe('S3Upstream against a fake S3 endpoint', { timeout: 30_000 }, () => {
   })
 
   it('passes the abort signal through', async () => {
-    handler = () => {}
     const controller = new AbortController()
+    handler = () => controller.abort() // once the request is at the server, unanswered
     const pending = upstream(10_000).get('x.narinfo', controller.signal)
-    setTimeout(() => controller.abort(), 100)
     const started = Date.now()
     await assert.rejects(pending, (err: Error) => err.name === 'AbortError')
     assert.ok(Date.now() - started < 2000)

@@ -15,7 +15,8 @@ import { after, before, describe, it } from 'node:test'
 import { cacheDir, fixturePath, loadFixturePaths, type FixturePath } from '../helpers/fixtures.js'
 import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
 import { encodeRel, sha256Hex } from '../helpers/unnar.js'
-import { eventually, spawnUnnar, type UnnarProcess } from '../helpers/unnar-process.js'
+import { spawnUnnar, type UnnarProcess } from '../helpers/unnar-process.js'
+import { eventually, WAIT_MS } from '../helpers/wait.js'
 
 const EXAMPLE = fileURLToPath(new URL('../../examples/nginx-scale-out.conf', import.meta.url))
 const NGINX = ['/usr/sbin/nginx', '/usr/local/sbin/nginx', '/usr/bin/nginx'].find((p) => existsSync(p)) ?? whichNginx()
@@ -103,7 +104,7 @@ ${await site(prefix)}
   const exit = new Promise<void>((resolve) => proc.once('exit', () => resolve()))
   void exit.then(() => (exited = true))
   const errorLog = async () => `${output}${await readFile(path.join(prefix, 'error.log'), 'utf8').catch(() => '')}`
-  const deadline = Date.now() + 10_000
+  const deadline = Date.now() + WAIT_MS
   for (;;) {
     if (exited) assert.fail(`nginx exited at start:\n${await errorLog()}`)
     const up = await new Promise<boolean>((resolve) => {
@@ -116,7 +117,7 @@ ${await site(prefix)}
     if (up) break
     if (Date.now() > deadline) {
       proc.kill('SIGKILL')
-      assert.fail(`nginx did not listen within 10 s:\n${await errorLog()}`)
+      assert.fail(`nginx did not listen within ${WAIT_MS} ms:\n${await errorLog()}`)
     }
     await sleep(25)
   }

@@ -11,6 +11,7 @@ import { FAILURES_BEFORE_SKIP } from '../../src/upstream/path-info-lookup.js'
 import { cacheDir, fixturePath } from '../helpers/fixtures.js'
 import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
 import { sha256Hex, startUnnar, type TestUnnar } from '../helpers/unnar.js'
+import { elapse } from '../helpers/wait.js'
 
 const basic = fixturePath('basic')
 const file = `${basic.hash}-${basic.name}/bin/hello`
@@ -139,7 +140,7 @@ describe('authenticated upstreams', { timeout: 60_000 }, () => {
     // Secrets are usually rotated by writing a new file and renaming it over the old one.
     await writeFile(`${tokenFile}.new`, `127.0.0.1=${TOKEN}\n`)
     await rename(`${tokenFile}.new`, tokenFile)
-    await new Promise((resolve) => setTimeout(resolve, 1100)) // files are looked at once a second at most
+    await elapse(1100) // kept: files are looked at once a second at most (the subject)
     await serves(byToken) // new credentials: asked again at once, not after the breaker's minute
     assert.ok(byToken.logs.some((l) => l.msg === 'upstream credentials file changed: read again' && l.file === tokenFile))
     await assertNoSecret(byToken, '', TOKEN)
@@ -149,7 +150,7 @@ describe('authenticated upstreams', { timeout: 60_000 }, () => {
     const byNetrc = await unnarFor([b.url], { NETRC: netrcFile })
     assert.equal((await fetch(byNetrc.store(file))).status, 502)
     await writeFile(netrcFile, `machine 127.0.0.1 login ${USER} password ${PASSWORD}\n`)
-    await new Promise((resolve) => setTimeout(resolve, 1100))
+    await elapse(1100)
     await serves(byNetrc)
   })
 
@@ -188,7 +189,7 @@ describe('authenticated upstreams', { timeout: 60_000 }, () => {
     })
   }
 
-  it('refuses an unreadable netrc file at start with one line naming NETRC (exit status 2)', async () => {
+  it('refuses an unreadable netrc file at start with one line naming NETRC, or the flag given (exit status 2)', async () => {
     const missing = path.join(tmp, 'no-such-netrc')
     assert.throws(() => loadConfig({ NETRC: missing }), (err: unknown) => err instanceof ConfigError && err.message === `NETRC: cannot read "${missing}": ENOENT`)
     const badQuote = await netrc(`machine a login x password "${PASSWORD}`)
@@ -199,6 +200,6 @@ describe('authenticated upstreams', { timeout: 60_000 }, () => {
     const main = fileURLToPath(new URL('../../src/main.ts', import.meta.url))
     const run = spawnSync(process.execPath, ['--import', 'tsx', main, '--netrc-file', missing], { encoding: 'utf8', env: { ...process.env, PORT: '0' }, timeout: 30_000 })
     assert.equal(run.status, 2, run.stderr)
-    assert.equal(run.stderr, `unnar: NETRC: cannot read "${missing}": ENOENT\n`)
+    assert.equal(run.stderr, `unnar: --netrc-file: cannot read "${missing}": ENOENT\n`)
   })
 })

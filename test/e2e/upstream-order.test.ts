@@ -10,6 +10,7 @@ import { watchUpstreamOrder } from '../../src/upstream/upstream-order.js'
 import { type Upstream, UpstreamError, type UpstreamResponse } from '../../src/upstream/upstream.js'
 import { cacheDir, fixturePath } from '../helpers/fixtures.js'
 import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
+import { eventually } from '../helpers/wait.js'
 
 /** An upstream whose nix-cache-info the test rewrites (or breaks) at will. */
 class FakeUpstream implements Upstream {
@@ -27,14 +28,6 @@ class FakeUpstream implements Upstream {
     if (this.cacheInfo instanceof Error) throw this.cacheInfo
     if (this.cacheInfo === undefined) return undefined
     return { body: Readable.from([Buffer.from(this.cacheInfo)]), size: undefined, contentEncoding: undefined }
-  }
-}
-
-const eventually = async (check: () => boolean, what: string) => {
-  const deadline = Date.now() + 5000
-  while (!check()) {
-    if (Date.now() > deadline) assert.fail(what)
-    await new Promise((r) => setTimeout(r, 10))
   }
 }
 
@@ -80,7 +73,16 @@ describe('watchUpstreamOrder', () => {
       watch.stop()
     }
     const readsAtStop = a.reads + b.reads + c.reads
-    await new Promise((r) => setTimeout(r, 100))
+    // A watcher left running on the same interval shows the time in which re-reads would have happened.
+    const control = new FakeUpstream('http://d', 'StoreDir: /nix/store\n')
+    const running = watchUpstreamOrder([control], ['http://d'], { storeDir: '/nix/store', pinned: false, log, intervalMs: 20, onOrder: () => {} })
+    try {
+      await running.ready
+      const controlReads = control.reads
+      await eventually(() => control.reads >= controlReads + 5, 'five re-reads of a watcher still running')
+    } finally {
+      running.stop()
+    }
     assert.ok(a.reads + b.reads + c.reads <= readsAtStop + 3, 'stop() ends the re-reads (one round may be in flight)')
   })
 

@@ -9,6 +9,7 @@ import { UpstreamError, type UpstreamResponse } from '../../src/upstream/upstrea
 import { cacheDir, fixturePath } from '../helpers/fixtures.js'
 import { startBlackhole, startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
 import { sha256Hex, startUnnar, type TestUnnar } from '../helpers/unnar.js'
+import { elapse } from '../helpers/wait.js'
 
 const basic = fixturePath('basic')
 const basicBase = `${basic.hash}-${basic.name}`
@@ -120,9 +121,7 @@ describe('upstream timeouts', { timeout: 60_000 }, () => {
     const res = await fetch(unnar.store(`${basicBase}/lib/blob.bin`))
     if (res.status === 200) await assert.rejects(res.arrayBuffer(), 'the body must not look complete')
     else assert.equal(res.status, 504, await res.text())
-    const deadline = Date.now() + 5000
-    while (!unnar.logs.some((l) => l.msg === 'NAR download failed') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
-    const failure = unnar.logs.find((l) => l.msg === 'NAR download failed')
+    const failure = await unnar.waitForLog((l) => l.msg === 'NAR download failed', 'NAR download failed')
     assert.match(String(failure?.error), /idle timeout: the body of \/nar\/\S+ stalled for 400 ms/)
     u.clearFaults()
     const again = await fetch(unnar.store(`${basicBase}/lib/blob.bin`))
@@ -140,7 +139,9 @@ describe('upstream timeouts', { timeout: 60_000 }, () => {
 
   it('a reader that pauses longer than the idle timeout is not an idle upstream', async () => {
     const { res } = await uncompressedNar()
-    await new Promise((r) => setTimeout(r, 800)) // the NAR is 3 MB: far more than the buffers hold
+    // Time is the subject: a pause of twice the idle timeout. The NAR is 3 MB, far more than the
+    // buffers hold, so the upstream is held back meanwhile.
+    await elapse(400)
     const body = await readAll(res)
     assert.equal(body.length, res.size)
   })
@@ -172,8 +173,6 @@ describe('upstream timeouts', { timeout: 60_000 }, () => {
   it('a reader that stops early releases the connection without an error', async () => {
     const { u, res } = await uncompressedNar()
     for await (const _chunk of res.body) break
-    const deadline = Date.now() + 3000
-    while (u.requests.at(-1)?.aborted !== true && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
-    assert.equal(u.requests.at(-1)?.aborted, true)
+    await u.until(() => u.requests.at(-1)?.aborted === true, 'the NAR request aborted')
   })
 })

@@ -9,6 +9,7 @@ import { after, before, describe, it } from 'node:test'
 import { cacheDir, FIXTURE_CACHES, fixturePath } from '../helpers/fixtures.js'
 import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
 import { sha256Hex, startUnnar } from '../helpers/unnar.js'
+import { eventually } from '../helpers/wait.js'
 
 const basic = fixturePath('basic')
 const basicBase = `${basic.hash}-${basic.name}`
@@ -221,7 +222,7 @@ describe('upstream selection and failures', { timeout: 60_000 }, () => {
       const unnar = await startUnnar([low.url, high.url])
       const pinned = await startUnnar([low.url, high.url], { UNNAR_UPSTREAM_ORDER: 'configured' })
       try {
-        for (let i = 0; i < 100 && (await order(unnar.url))[0] !== high.url; i++) await new Promise((r) => setTimeout(r, 20))
+        await eventually(async () => (await order(unnar.url))[0] === high.url, 'the Priority read')
         assert.deepEqual(await order(unnar.url), [high.url, low.url])
         await (await fetch(unnar.store(`${basicBase}/bin/hello`))).arrayBuffer()
         assert.equal(low.count(narinfoPath), 0)
@@ -238,7 +239,7 @@ describe('upstream selection and failures', { timeout: 60_000 }, () => {
       const normal = await start()
       const unnar = await startUnnar([other.url, normal.url], { UNNAR_STORE_DIRS: '/nix/store' })
       try {
-        for (let i = 0; i < 100 && (await order(unnar.url)).length !== 1; i++) await new Promise((r) => setTimeout(r, 20))
+        await eventually(async () => (await order(unnar.url)).length === 1, 'the StoreDir read')
         assert.deepEqual(await order(unnar.url), [normal.url])
         assert.ok(unnar.logs.some((l) => l.msg === 'upstream is for a store dir that is not served (UNNAR_STORE_DIRS)' && l.storeDir === '/opt/store'))
       } finally {

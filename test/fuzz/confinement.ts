@@ -143,7 +143,7 @@ async function startRecordingServer(
     host,
     requests,
     violations,
-    asked: (target, since, ms = 5_000) => {
+    asked: (target, since, ms = 20_000) => {
       if (requests.slice(since).some((r) => r.target === target)) return Promise.resolve()
       return new Promise<void>((resolve, reject) => {
         const waiter = {

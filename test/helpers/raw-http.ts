@@ -7,7 +7,8 @@ export interface RawResponse {
   readonly body: Buffer
 }
 
-export function rawRequest(url: string, options: { method?: string; headers?: Record<string, string>; path?: string } = {}): Promise<RawResponse> {
+/** `sent`: called once the whole request has been handed to the kernel. */
+export function rawRequest(url: string, options: { method?: string; headers?: Record<string, string>; path?: string; sent?: () => void } = {}): Promise<RawResponse> {
   const target = new URL(url)
   return new Promise((resolve, reject) => {
     const req = http.request(
@@ -20,6 +21,7 @@ export function rawRequest(url: string, options: { method?: string; headers?: Re
       },
     )
     req.on('error', reject)
+    if (options.sent !== undefined) req.once('finish', options.sent)
     req.end()
   })
 }

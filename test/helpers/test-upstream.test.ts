@@ -10,7 +10,7 @@ import { cacheDir, fixturePath } from './fixtures.js'
 import { rawRequest } from './raw-http.js'
 import { startTestUpstream } from './test-upstream.js'
 import type { TestUpstream, TestUpstreamOptions } from './test-upstream.js'
-import { eventually } from './wait.js'
+import { eventually, gate } from './wait.js'
 
 const root = cacheDir('xz')
 const basic = fixturePath('basic')
@@ -116,11 +116,11 @@ test('A stall-after fault sends part of the body, then nothing, until close()', 
     req.on('error', reject)
     req.end()
   })
-  while (received < 1000) await new Promise((resolve) => setTimeout(resolve, 5))
-  await new Promise((resolve) => setTimeout(resolve, 200))
-  assert.equal(received, 1000, 'nothing after the first 1000 bytes')
+  await eventually(() => received >= 1000, 'the first 1000 bytes')
   await up.close()
+  // Everything sent before close() arrives before the close: nothing came after the first 1000 bytes.
   assert.deepEqual(await closed, { length: String(readFileSync(narFile).length), complete: false })
+  assert.equal(received, 1000, 'nothing after the first 1000 bytes')
 })
 
 test('A status fault with times=1 fails once and then serves normally', async () => {
@@ -149,7 +149,7 @@ test('A hanging request is ended by close()', async () => {
   const up = await startTestUpstream({ root })
   up.setFault(narinfoPath, { kind: 'hang' })
   const pending = fetch(`${up.url}${narinfoPath}`)
-  while (up.count(narinfoPath) === 0) await new Promise((resolve) => setTimeout(resolve, 5))
+  await up.arrived(narinfoPath)
   await up.close()
   await assert.rejects(pending)
   assert.deepEqual(
@@ -169,5 +169,26 @@ test('count() counts requests by exact path or pattern and by method', async () 
     assert.equal(up.count(/\.narinfo$/), 2)
     assert.equal(up.count(/./), 3)
     assert.equal(up.count('/missing'), 0)
+  })
+})
+
+test('A hold fault answers once its gate opens; arrived() and until() wait for requests', async () => {
+  await withUpstream({ root }, async (up) => {
+    const held = gate()
+    up.setFault(narinfoPath, { kind: 'hold', until: held.opened })
+    let answered = false
+    const pending = fetch(`${up.url}${narinfoPath}`).then(async (res) => {
+      answered = true
+      return res.text()
+    })
+    await up.arrived(narinfoPath)
+    // Another request is answered meanwhile: the held one waits for its gate alone.
+    assert.equal((await fetch(`${up.url}/nix-cache-info`)).status, 200)
+    assert.equal(answered, false)
+    assert.equal(up.requests[0]!.status, 0)
+    held.open()
+    assert.equal(await pending, narinfoText)
+    await up.until(() => up.requests[0]!.bytes !== undefined, 'the narinfo answer over')
+    await assert.rejects(up.until(() => false, 'nothing', 50), /^Error: timed out after 50 ms waiting for: nothing \(requests so far: GET \/\S+\.narinfo 200, GET \/nix-cache-info 200\)$/)
   })
 })

@@ -12,6 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
 import zlib from 'node:zlib'
 import { compress as zstdCompress } from '@mongodb-js/zstd'
+import { WAIT_MS, within } from './wait.js'
 
 export type Fault =
   | { kind: 'status'; status: number; times?: number }
@@ -19,10 +20,14 @@ export type Fault =
   | { kind: 'reset-after'; bytes: number }
   /** Sends the headers and the first `bytes` of the body, then nothing more, keeping the connection open. */
   | { kind: 'stall-after'; bytes: number }
+  /** As 'stall-after', then the rest of the body once `until` settles. */
+  | { kind: 'pause-after'; bytes: number; until: Promise<unknown> }
   | { kind: 'throttle'; bytesPerSecond: number }
   | { kind: 'replace'; body: Uint8Array }
   /** Answers as usual (including a 404), but only after `ms`. */
   | { kind: 'delay'; ms: number }
+  /** Answers as usual once `until` settles: a gate the test opens when it has seen what it waits for. */
+  | { kind: 'hold'; until: Promise<unknown> }
   /** Redirects to `location` (absolute, or a path on this server), 302 unless `status` is given. */
   | { kind: 'redirect'; location: string; status?: number }
 
@@ -53,6 +58,13 @@ export interface TestUpstream {
   count(match: string | RegExp, method?: string): number
   setFault(match: string | RegExp, fault: Fault): void
   clearFaults(): void
+  /**
+   * Resolves once `check` holds, looked at whenever a request arrives, gets its status or is over
+   * (no polling); fails naming `what` after `ms`.
+   */
+  until(check: () => boolean, what: string, ms?: number): Promise<void>
+  /** Resolves once `n` (1) requests matching `match` (and `method`, GET) have arrived. */
+  arrived(match: string | RegExp, n?: number, method?: string): Promise<void>
   close(): Promise<void>
 }
 
@@ -85,6 +97,10 @@ export async function startTestUpstream(options: TestUpstreamOptions): Promise<T
   let rules: Rule[] = []
   const sockets = new Set<Socket>()
   const encodedCache = new Map<string, Promise<Buffer>>()
+  const watchers = new Set<() => void>()
+  const changed = (): void => {
+    for (const watcher of [...watchers]) watcher()
+  }
 
   const server = createServer((req, res) => {
     handle(req, res).catch(() => {
@@ -115,11 +131,14 @@ export async function startTestUpstream(options: TestUpstreamOptions): Promise<T
     res.once('close', () => {
       if (!res.writableFinished) record.aborted = true
       if (socket != null) record.bytes = socket.bytesWritten - before
+      changed()
     })
     const head = (status: number, headers: OutgoingHttpHeaders): void => {
       record.status = status
       res.writeHead(status, headers)
+      changed()
     }
+    changed()
 
     if (method !== 'GET' && method !== 'HEAD') {
       head(405, { Allow: 'GET, HEAD', 'Content-Type': 'text/plain', 'Content-Length': 0 })
@@ -143,7 +162,11 @@ export async function startTestUpstream(options: TestUpstreamOptions): Promise<T
         return
       }
     }
-    const fault = taken?.kind === 'delay' ? undefined : taken
+    if (taken?.kind === 'hold') {
+      const gone = new Promise<'gone'>((resolve) => res.once('close', () => resolve('gone')))
+      if ((await Promise.race([taken.until.then(() => 'open', () => 'open'), gone])) === 'gone') return
+    }
+    const fault = taken?.kind === 'delay' || taken?.kind === 'hold' ? undefined : taken
     if (fault?.kind === 'redirect') {
       head(fault.status ?? 302, { Location: fault.location, 'Content-Length': 0 })
       res.end()
@@ -194,12 +217,18 @@ export async function startTestUpstream(options: TestUpstreamOptions): Promise<T
       await resetAfter(res, body, start, Math.min(end, start + bytes - 1))
       return
     }
-    if (fault?.kind === 'stall-after') {
+    if (fault?.kind === 'stall-after' || fault?.kind === 'pause-after') {
       const bytes = isHead ? 0 : Math.max(0, Math.floor(fault.bytes))
       const last = Math.min(end, start + bytes - 1)
       if (last >= start) await pipeline(body.open(start, last), res, { end: false }).catch(() => res.destroy())
       else res.flushHeaders()
-      return // never ended: the connection stays open, silent, until the client or close() ends it
+      // 'stall-after' never ends: the connection stays open, silent, until the client or close() ends it.
+      if (fault.kind === 'stall-after' || res.destroyed) return
+      const gone = new Promise<'gone'>((resolve) => res.once('close', () => resolve('gone')))
+      if ((await Promise.race([fault.until.then(() => 'open', () => 'open'), gone])) === 'gone') return
+      if (last >= end) res.end()
+      else await pipeline(body.open(last + 1, end), res).catch(() => res.destroy())
+      return
     }
     if (isHead || length === 0) {
       res.end()
@@ -253,6 +282,18 @@ export async function startTestUpstream(options: TestUpstreamOptions): Promise<T
     })
   })
   const { port } = server.address() as AddressInfo
+  const until = (check: () => boolean, what: string, ms = WAIT_MS): Promise<void> => {
+    if (check()) return Promise.resolve()
+    let watcher = (): void => {}
+    const held = new Promise<void>((resolve) => {
+      watcher = () => {
+        if (check()) resolve()
+      }
+      watchers.add(watcher)
+    })
+    const described = () => `${what} (requests so far: ${requests.map((r) => `${r.method} ${r.path} ${r.status}${r.aborted === true ? ' aborted' : ''}`).join(', ') || 'none'})`
+    return within(held, described, ms).finally(() => watchers.delete(watcher))
+  }
   let closing: Promise<void> | undefined
 
   return {
@@ -268,6 +309,9 @@ export async function startTestUpstream(options: TestUpstreamOptions): Promise<T
     clearFaults() {
       rules = []
     },
+    until,
+    arrived: (match, n = 1, method = 'GET') =>
+      until(() => requests.filter((r) => r.method === method && matches(match, r.path)).length >= n, `${n} ${method} request(s) for ${String(match)}`),
     close: () => {
       closing ??= new Promise<void>((resolve) => {
         server.close(() => resolve())
@@ -463,7 +507,9 @@ export async function startBlackhole(): Promise<Blackhole> {
     fillers.push(socket)
     const connected = await new Promise<boolean>((resolve) => {
       socket.once('connect', () => resolve(true))
-      setTimeout(() => resolve(false), 300)
+      // A connect the kernel completed is reported in the poll phase after this timer: looked at
+      // again after it (setImmediate), however late a loaded machine runs the timer.
+      setTimeout(() => setImmediate(() => resolve(!socket.connecting)), 300)
     })
     if (!connected) return { url: `http://127.0.0.1:${port}`, close }
   }

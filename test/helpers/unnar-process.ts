@@ -4,7 +4,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { readdir, readFile } from 'node:fs/promises'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
@@ -136,13 +135,4 @@ export async function rssOf(pid: number): Promise<number> {
 /** How many file descriptors a live process holds open (Linux). */
 export async function openFdsOf(pid: number): Promise<number> {
   return (await readdir(`/proc/${pid}/fd`)).length
-}
-
-/** Polls `check` every 25 ms until it holds; fails with `what` after `ms`. */
-export async function eventually(check: () => Promise<boolean> | boolean, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for: ${what}`)
-    await sleep(25)
-  }
 }

@@ -1,7 +1,6 @@
 /** HotResponses alone, in front of a tiny hono app: what it keeps, for whom, and when it lets go. */
 import assert from 'node:assert/strict'
-import http, { createServer, type Server } from 'node:http'
-import { setTimeout as sleep } from 'node:timers/promises'
+import http, { createServer, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { after, before, beforeEach, describe, it } from 'node:test'
 import { getRequestListener } from '@hono/node-server'
@@ -11,6 +10,7 @@ import { createRequestReporter, type RequestRecord } from '../../src/http/reques
 import { createLogger } from '../../src/log.js'
 import { createMetrics } from '../../src/metrics.js'
 import { rawRequest } from '../helpers/raw-http.js'
+import { eventually } from '../helpers/wait.js'
 
 describe('HotResponses', () => {
   let server: Server
@@ -19,6 +19,9 @@ describe('HotResponses', () => {
   let appCalls: number
   let current: boolean
   let shared: number
+  /** Requests the lane took (answered or held back), and the server side of each request by id. */
+  let taken: number
+  const responses = new Map<string, ServerResponse>()
   /** Holds every `/slow/` answer until the test opens it. */
   let open: () => void
   let gate: Promise<void>
@@ -59,7 +62,11 @@ describe('HotResponses', () => {
       return res
     })
     const listener = getRequestListener(app.fetch)
-    server = createServer((req, res) => lane.serve(req, res, (r, s) => void listener(r, s)) || void listener(req, res))
+    server = createServer((req, res) => {
+      responses.set(String(req.headers['x-request-id']), res)
+      if (lane.serve(req, res, (r, s) => void listener(r, s))) taken++
+      else void listener(req, res)
+    })
     return new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => {
       url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
       resolve()
@@ -71,6 +78,8 @@ describe('HotResponses', () => {
     appCalls = 0
     current = true
     shared = 0
+    taken = 0
+    responses.clear()
     logged.length = 0
     gate = new Promise((resolve) => (open = resolve))
   })
@@ -78,9 +87,10 @@ describe('HotResponses', () => {
   /** Starts the first request for `path`, then `n` more once the app is working on it. */
   const herd = async (path: string, n: number, headers: Record<string, string>[] = []) => {
     const first = rawRequest(url + path)
-    while (appCalls === 0) await sleep(5)
+    await eventually(() => appCalls === 1, 'the first request at the app')
+    const before = taken
     const rest = Array.from({ length: n }, (_, i) => rawRequest(url + path, { headers: { 'X-Request-Id': `follower-${i}`, ...headers[i] } }))
-    await sleep(100) // they have arrived, and wait
+    await eventually(() => taken === before + n, `${n} requests held back by the lane`)
     return { first, rest }
   }
 
@@ -119,14 +129,14 @@ describe('HotResponses', () => {
 
     it('are not held when they differ: another Accept-Encoding, a Range, a validator, HEAD', async () => {
       const first = rawRequest(`${url}/slow/b`)
-      while (appCalls === 0) await sleep(5)
+      await eventually(() => appCalls === 1, 'the first request at the app')
       const others = [
         rawRequest(`${url}/slow/b`, { headers: { 'Accept-Encoding': 'br' } }),
         rawRequest(`${url}/slow/b`, { headers: { Range: 'bytes=0-1' } }),
         rawRequest(`${url}/slow/b`, { headers: { 'If-None-Match': '"x"' } }),
         rawRequest(`${url}/slow/b`, { method: 'HEAD' }),
       ]
-      while (appCalls < 5) await sleep(5) // each reached the app while the first still waits
+      await eventually(() => appCalls === 5, 'each at the app while the first still waits')
       open()
       await Promise.all([first, ...others])
       assert.equal(shared, 0)
@@ -134,13 +144,13 @@ describe('HotResponses', () => {
 
     it('log a client that left while waiting, and answer the others', async () => {
       const { first, rest } = await herd('/slow/c', 2)
-      const leaving = new Promise<void>((resolve, reject) => {
-        const req = http.get(`${url}/slow/c`, { headers: { 'X-Request-Id': 'leaver' } }, () => reject(new Error('answered')))
-        req.on('error', () => resolve())
-        setTimeout(() => req.destroy(), 50)
-      })
-      await leaving
-      await sleep(20)
+      const before = taken
+      const leaving = http.get(`${url}/slow/c`, { headers: { 'X-Request-Id': 'leaver' } }, () => assert.fail('answered'))
+      leaving.on('error', () => {})
+      await eventually(() => taken === before + 1, 'the leaver held back by the lane')
+      const left = new Promise((resolve) => responses.get('leaver')!.once('close', resolve))
+      leaving.destroy()
+      await left // the server saw it go
       open()
       const answers = await Promise.all([first, ...rest])
       assert.ok(answers.every((a) => a.status === 200 && a.body.toString() === 'slow /slow/c 1'))

@@ -22,6 +22,7 @@ import { FileUpstream } from '../../src/upstream/file-upstream.js'
 import { PathInfoLookup, type PathInfo } from '../../src/upstream/path-info-lookup.js'
 import type { Upstream } from '../../src/upstream/upstream.js'
 import { cacheDir, fixturePath } from '../helpers/fixtures.js'
+import { eventually } from '../helpers/wait.js'
 
 const basic = fixturePath('basic') // its NAR is 3.2 MiB: several 1 MiB write batches
 
@@ -64,16 +65,21 @@ describe('NarDownload', () => {
       const info = { ...base, upstream: { name: 'test-upstream', get: async () => ({ body, size: undefined, contentEncoding: undefined }) } }
       info.narInfo.narHash.digest = Uint8Array.from(info.narInfo.narHash.digest)
       const real = await open(filePath, 'w+')
-      const slow = (write) => async (...args) => { await new Promise((r) => setTimeout(r, 300)); return write(...args) }
+      // Writes wait until the download was stopped; the first one says when it began.
+      let stopped, began
+      const stop = new Promise((r) => (stopped = r))
+      const writing = new Promise((r) => (began = r))
+      const slow = (write) => async (...args) => { began(); await stop; return write(...args) }
       const file = Object.assign(Object.create(real), { write: slow(real.write.bind(real)), writev: slow(real.writev.bind(real)), close: real.close.bind(real) })
       const download = new NarDownload({ info, file, path: filePath, abortWhenUnused: false })
-      body.write(nar.subarray(0, 1024 * 1024)) // one full batch, being written (slowly)
-      await new Promise((r) => setTimeout(r, 20))
+      body.write(nar.subarray(0, 1024 * 1024)) // one full batch, being written
+      await writing
       body.end(nar.subarray(1024 * 1024, 1024 * 1024 + 100 * 1024)) // a smaller batch waits, then the end
-      await new Promise((r) => setTimeout(r, 50))
+      if (!body.readableEnded) await new Promise((r) => body.once('end', r))
       download.abort(new Error('stopped'))
+      stopped()
       const outcome = await download.done.then(() => 'completed', (err) => 'failed: ' + err.message)
-      await new Promise((r) => setTimeout(r, 50)) // timers still run
+      await new Promise((r) => setTimeout(r, 1)) // timers still run
       console.log(outcome)
     `
     const infoJson = JSON.stringify({ ...info, upstream: undefined, narInfo: { ...info.narInfo, narHash: { ...info.narInfo.narHash, digest: [...info.narInfo.narHash.digest] } } })
@@ -140,8 +146,12 @@ describe('NarDownload with a decoder program writing the file', { timeout: 60_00
   })
 
   /** basic's NAR (3.2 MiB: zstd uses the program) as `compression` compresses it. */
+  const compressedOnce = new Map<string, Buffer>()
+  /** The NAR compressed by the program (once per compression: compressing costs more than the tests). */
   function compressed(compression: 'xz' | 'zstd'): Buffer {
-    return execFileSync(compression, ['-c', '-1'], { input: nar, maxBuffer: 1 << 30 })
+    let bytes = compressedOnce.get(compression)
+    if (bytes === undefined) compressedOnce.set(compression, (bytes = execFileSync(compression, ['-c', '-1'], { input: nar, maxBuffer: 1 << 30 })))
+    return bytes
   }
 
   async function download(name: string, pathInfo: PathInfo) {
@@ -211,7 +221,7 @@ describe('NarDownload with a decoder program writing the file', { timeout: 60_00
       const filePath = path.join(dir, `stopped-${how}.nar`)
       const d = new NarDownload({ info: fedBy(info, stalled, { compression: 'xz' }), file: await open(filePath, 'w+'), path: filePath, abortWhenUnused: how === 'abandoned' })
       const release = d.hold()
-      while (d.written === 0) await new Promise((resolve) => setTimeout(resolve, 10))
+      await eventually(() => d.written > 0, 'the first bytes written')
       const reason = new Error('unnar is shutting down')
       if (how === 'aborted') d.abort(reason)
       else release() // the last reader leaves a NAR that is not kept

@@ -6,7 +6,6 @@ import assert from 'node:assert/strict'
 import { mkdtemp, open, readFile, rm, type FileHandle } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { after, before, describe, it } from 'node:test'
 import type { FileDecoder } from '../../src/codecs/file-decoder.js'
 import { NarIndexer, type NarEntry } from '../../src/formats/nar-indexer.js'
@@ -15,6 +14,7 @@ import { DiskError, NarVerificationError } from '../../src/store/nar-errors.js'
 import { followDecodedFile } from '../../src/store/nar-file-follower.js'
 import { uncompressedNars } from '../formats/fixtures.js'
 import { buildNar, directory, regular } from '../formats/nar-builder.js'
+import { elapse, eventually } from '../helpers/wait.js'
 
 /** Bytes this process has read through read(2) and friends so far (Linux). */
 async function bytesRead(): Promise<number | undefined> {
@@ -64,14 +64,17 @@ describe('followDecodedFile', { timeout: 30_000 }, () => {
     return entries
   })()
 
-  async function follow(narSize: number, write: (file: FileHandle, decoder: FakeDecoder) => Promise<void>, signal = new AbortController().signal) {
+  type Progress = Array<{ bytes: number; entries: readonly NarEntry[] }>
+  const reported = (progress: Progress) => progress.reduce((sum, p) => sum + p.bytes, 0)
+
+  async function follow(narSize: number, write: (file: FileHandle, decoder: FakeDecoder, progress: Progress) => Promise<void>, signal = new AbortController().signal) {
     const file = await open(path.join(dir, `nar-${++n}`), 'w+')
     const decoder = new FakeDecoder()
-    const progress: Array<{ bytes: number; entries: readonly NarEntry[] }> = []
+    const progress: Progress = []
     const indexer = new NarIndexer()
     try {
       const following = followDecodedFile({ file, decoder, indexer, hasher, narSize, upstream: 'test-upstream', signal, onWritten: (bytes, entries) => progress.push({ bytes, entries }) })
-      const writing = write(file, decoder)
+      const writing = write(file, decoder, progress)
       const outcome = await following.then((size) => ({ size }), (err: Error) => ({ err }))
       await writing
       return { outcome, progress, indexer }
@@ -81,11 +84,12 @@ describe('followDecodedFile', { timeout: 30_000 }, () => {
   }
 
   it('reports the bytes as they land and each entry once its header is on disk, then the size once the decoder exits', async () => {
-    const { outcome, progress, indexer } = await follow(nar.length, async (file, decoder) => {
+    const { outcome, progress, indexer } = await follow(nar.length, async (file, decoder, progress) => {
       const step = Math.ceil(nar.length / 5)
       for (let at = 0; at < nar.length; at += step) {
-        await file.write(nar, at, Math.min(step, nar.length - at), at)
-        await sleep(60) // longer than the longest poll interval
+        const end = Math.min(nar.length, at + step)
+        await file.write(nar, at, end - at, at)
+        await eventually(() => reported(progress) === end, `bytes up to ${end} reported`)
       }
       decoder.exit()
     })
@@ -146,9 +150,9 @@ describe('followDecodedFile', { timeout: 30_000 }, () => {
 
   it('fails with the decoder’s error, even while the file keeps its bytes', async () => {
     const broken = new Error('zstd failed (exit 1): Data corruption detected')
-    const { outcome } = await follow(nar.length, async (file, decoder) => {
+    const { outcome } = await follow(nar.length, async (file, decoder, progress) => {
       await file.write(nar, 0, 1000, 0)
-      await sleep(20)
+      await eventually(() => reported(progress) === 1000, 'the bytes reported')
       decoder.exit(broken)
     })
     assert.deepEqual(outcome, { err: broken })
@@ -197,7 +201,7 @@ describe('followDecodedFile', { timeout: 30_000 }, () => {
         const piece = Math.ceil(nar.length / 100)
         for (let at = 0; at < nar.length; at += piece) {
           await file.write(nar, at, Math.min(piece, nar.length - at), at)
-          await sleep(3)
+          await elapse(3) // kept: how often the file is looked at over time is the subject
         }
         decoder.exit()
         assert.equal(await following, nar.length)

@@ -23,7 +23,8 @@ describe('HttpUpstream', () => {
           () => 'answered',
           (err: Error) => err,
         ),
-        sleep(3000).then(() => 'still waiting after 3 s'),
+        // Unreferenced: a passing test does not wait for it.
+        sleep(3000, undefined, { ref: false }).then(() => 'still waiting after 3 s'),
       ])
       assert.ok(outcome instanceof UpstreamError && outcome.kind === 'timeout' && /no free connection/.test(outcome.message), String(outcome))
     } finally {

@@ -3,7 +3,6 @@ import assert from 'node:assert/strict'
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { after, describe, it } from 'node:test'
 import { maxListingBytes } from '../../src/formats/listing.js'
 import { createLogger } from '../../src/log.js'
@@ -11,6 +10,7 @@ import { HttpUpstream } from '../../src/upstream/http-upstream.js'
 import { PathInfoLookup, PREFETCH_MAX_BYTES } from '../../src/upstream/path-info-lookup.js'
 import { cacheDir, fixturePath } from '../helpers/fixtures.js'
 import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
+import { elapse, gate } from '../helpers/wait.js'
 
 const basic = fixturePath('basic')
 const site = fixturePath('site')
@@ -33,24 +33,25 @@ describe('PathInfoLookup caches', () => {
 
   it('asks for a `.ls` again once the upstream that failed it may have recovered', async () => {
     const { upstream, http } = await start()
-    const lookup = lookupOf([http], { negativeTtlMs: 200 })
+    const lookup = lookupOf([http], { negativeTtlMs: 100 })
     // Before the lookup: its `.ls` is requested beside the narinfo.
     upstream.setFault(`/${basic.hash}.ls`, { kind: 'status', status: 503 })
     const info = await lookup.find(basic.hash)
     assert.ok(info !== undefined)
     assert.equal(await lookup.listing(info), undefined, 'no listing while the upstream fails')
     upstream.clearFaults()
-    await sleep(300)
+    await elapse(150) // time is the subject: past the negative TTL
     assert.ok((await lookup.listing(info)) !== undefined, 'the listing once it answers again')
   })
 
   it('requests the `.ls` beside the narinfo, once, and listing() uses that answer', async () => {
     const { upstream, http } = await start()
     const lookup = lookupOf([http])
-    upstream.setFault(`/${basic.hash}.narinfo`, { kind: 'delay', ms: 300 })
+    const held = gate()
+    upstream.setFault(`/${basic.hash}.narinfo`, { kind: 'hold', until: held.opened })
     const finding = lookup.find(basic.hash)
-    await sleep(150)
-    assert.equal(upstream.count(`/${basic.hash}.ls`), 1, 'asked while the narinfo is still on its way')
+    await upstream.arrived(`/${basic.hash}.ls`) // asked while the narinfo is still on its way
+    held.open()
     const info = await finding
     assert.ok(info !== undefined)
     const listing = await lookup.listing(info)
@@ -103,10 +104,12 @@ describe('PathInfoLookup caches', () => {
   it('still answers the requests waiting for a lookup whose entry was pushed out of the cache meanwhile', async () => {
     const { upstream, http } = await start()
     const lookup = lookupOf([http], { maxEntries: 1 })
-    upstream.setFault(`/${basic.hash}.narinfo`, { kind: 'delay', ms: 300 })
+    const held = gate()
+    upstream.setFault(`/${basic.hash}.narinfo`, { kind: 'hold', until: held.opened })
     const slow = lookup.find(basic.hash)
-    await sleep(50)
+    await upstream.arrived(`/${basic.hash}.narinfo`)
     await lookup.find(site.hash) // the only slot goes to another path while the first lookup runs
+    held.open()
     assert.equal((await slow)?.storePath.hash, basic.hash)
   })
 })
