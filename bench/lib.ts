@@ -345,7 +345,7 @@ const H2LOAD_TIMEOUT_MS = 120_000
 /**
  * `n` GETs of `url` at once, one per connection, over HTTP/1.1 from h2load's single thread: a C
  * client on epoll, whose own CPU (on the same cores as the server) stays small beside that of the
- * bench's Node client (README, row 8d). h2load exits 0 even when requests fail: callers check `ok`
+ * bench's Node client (docs/benchmarks.md, the concurrent-clients benchmark). h2load exits 0 even when requests fail: callers check `ok`
  * and `bodyBytes`.
  */
 export async function runH2load(url: string, n: number): Promise<H2loadResult> {

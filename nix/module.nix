@@ -2,7 +2,7 @@
 #
 # Every unnar setting is an option of the same name as in nix/settings.nix (the one table mapping
 # option -> flag -> environment variable); the service gets them as environment variables. Options
-# left null are not set, so unnar's own default applies (README "Configuration").
+# left null are not set, so unnar's own default applies (docs/configuration.md).
 #
 # Secrets only come from files, read by systemd at start (LoadCredential=, EnvironmentFile=) and
 # never copied into the world-readable Nix store: netrcFile, upstreamTokensFile, environmentFile.
@@ -19,11 +19,15 @@ let
     str = types.str;
     absolutePath = types.strMatching "/.*";
     count = types.ints.positive;
-    seconds = types.numbers.nonnegative;
+    # unnar's range (src/config.ts parseSeconds): at least 1 ms (0 is refused, it would turn limits off
+    # or fire at once), at most what node's timers hold (2^31 - 1 ms).
+    seconds = types.numbers.between 0.001 2147483;
     # `10G`, `20%`, or bytes; unnar checks the text and names it in its error.
     size = types.either types.ints.unsigned types.str;
     enum = types.enum (s.values or [ ]);
-    list = types.listOf types.str;
+    # `nonEmpty`: `[ ]` would set the variable empty, which unnar refuses (upstreams) or reads as its
+    # default (storeDirs); null is the way to ask for the default.
+    list = (if s.nonEmpty or false then types.nonEmptyListOf else types.listOf) types.str;
     # A string, not a Nix path: a path literal would be copied into the Nix store.
     credential = types.strMatching "/.*";
   }.${s.kind};
@@ -36,10 +40,14 @@ let
 
   settingOptions = lib.mapAttrs settingOption (lib.filterAttrs (name: _: lib.elem name table.optionNames) table.settings);
 
-  # The port in "host:port" / ":port" / "[v6]:port", or null.
+  # The port in "host:port" / ":port" / "[v6]:port", or null. Leading zeros are dropped, as unnar reads
+  # them (lib.toInt refuses "080" as ambiguous); more than 5 digits is out of range (65536, refused by
+  # an assertion below) rather than an overflow in toInt.
   portIn = addr:
-    let m = if addr == null then null else builtins.match ".*:([0-9]+)" addr;
-    in if m == null then null else lib.toInt (builtins.head m);
+    let m = if addr == null then null else builtins.match ".*:0*([0-9]+)" addr;
+    in if m == null then null
+    else if builtins.stringLength (builtins.head m) > 5 then 65536
+    else lib.toInt (builtins.head m);
   # The main listener's TCP port (none with `socket`) and a separate metrics listener's.
   httpPort = if portIn cfg.listen != null then portIn cfg.listen else cfg.port;
   tcpPorts = lib.optional (cfg.socket == null) httpPort;
@@ -103,8 +111,14 @@ in
         message = "services.unnar.socket must be in /run/unnar/ (the service may not write anywhere else), e.g. /run/unnar/unnar.sock.";
       }
       {
-        assertion = lib.intersectLists (lib.attrNames cfg.extraEnvironment) secretNames == [ ];
-        message = "services.unnar.extraEnvironment must not carry secrets (${lib.concatStringsSep ", " secretNames}): they would be world-readable in the Nix store. Use upstreamTokensFile or environmentFile.";
+        assertion = lib.all (p: p == null || p <= 65535) [ (portIn cfg.listen) (portIn cfg.metricsListen) ];
+        message = "services.unnar: the port in `listen` or `metricsListen` is not a port number (0 to 65535).";
+      }
+      {
+        # The unit's final environment, so also what other modules put into
+        # systemd.services.unnar.environment.
+        assertion = lib.intersectLists (lib.attrNames config.systemd.services.unnar.environment) secretNames == [ ];
+        message = "services.unnar.extraEnvironment must not carry secrets (${lib.concatStringsSep ", " secretNames}), nor may systemd.services.unnar.environment: they would be world-readable in the Nix store. Use upstreamTokensFile or environmentFile.";
       }
     ];
 

@@ -92,7 +92,7 @@ buildNpmPackage {
     cp -r public package.json node_modules "$dest/"
 
     # bzip2, xz and zstd on PATH: unnar decodes with them in a child process when present (faster than the
-    # in-process fallbacks, see README "Benchmarks").
+    # in-process fallbacks, see docs/benchmarks.md).
     makeWrapper ${nodejs_20}/bin/node "$out/bin/unnar" \
       --add-flags "$dest/dist/src/main.js" \
       --prefix PATH : ${lib.makeBinPath [ bzip2 xz zstd ]}

@@ -11,6 +11,7 @@
 #   kind          port | str | absolutePath | count | seconds | size | enum | list | credential | secret
 #   values        (enum) the accepted values
 #   separator     (list) how the list is joined into the variable
+#   nonEmpty      (list) true: `[ ]` is refused (the variable would be empty); null asks for unnar's default
 #   credential    (credential) the file is handed over with systemd's LoadCredential under this
 #                 name and the variable points at `$CREDENTIALS_DIRECTORY/<name>` (`%d/<name>`)
 #   nullable      false: the option always has a value (default: true, and null = unset, i.e. unnar's
@@ -54,6 +55,7 @@ let
       env = "NIX_CACHE_URL";
       kind = "list";
       separator = " ";
+      nonEmpty = true;
       nullable = false;
       default = [ "https://cache.nixos.org" ];
       example = [ "https://cache.nixos.org" "s3://my-cache?region=eu-west-1" "file:///srv/nix-cache" ];
@@ -86,6 +88,7 @@ let
       env = "UNNAR_STORE_DIRS";
       kind = "list";
       separator = " ";
+      nonEmpty = true;
       example = [ "/nix/store" ];
       description = "Store directories served. Null = unnar's default: `/nix/store` plus every `StoreDir` an upstream declares.";
     };
@@ -153,7 +156,7 @@ let
       flag = "--upstream-timeout";
       env = "UNNAR_UPSTREAM_TIMEOUT";
       kind = "seconds";
-      description = "Seconds of silence before an upstream request fails. Null = unnar's default (30).";
+      description = "Seconds from a request to an upstream to its response headers. Null = unnar's default (30).";
     };
     upstreamConnectTimeout = {
       flag = "--upstream-connect-timeout";

@@ -1,4 +1,4 @@
-/** Environment (and flags) → one validated Config. Every setting name here is documented in the README. */
+/** Environment (and flags) → one validated Config. Every setting is listed in src/settings.ts, the table docs/configuration.md and --help are made from. */
 import { accessSync, constants } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
