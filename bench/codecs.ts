@@ -50,7 +50,10 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
     process.stderr.write('usage: tsx bench/codecs.ts FILE.nar.zst\n')
     process.exit(2)
   }
-  for (const [name, fn] of [['zstd-napi DecompressStream', decodeWithZstdNapi], ['fzstd Decompress', decodeWithFzstd]] as const) {
+  for (const [name, fn] of [
+    ['zstd-napi DecompressStream', decodeWithZstdNapi],
+    ['fzstd Decompress', decodeWithFzstd],
+  ] as const) {
     const r = await fn(file)
     process.stdout.write(`${name.padEnd(28)} ${r.ms.toFixed(0).padStart(6)} ms  ${(r.bytes / 1e6).toFixed(1)} MB out\n`)
   }

@@ -43,7 +43,10 @@ export interface SoakFixture {
 }
 
 /** Distinct regular files (by device and inode) under `dirs`, in a stable order. */
-async function realFiles(dirs: readonly string[], accept: (size: number) => boolean): Promise<Array<{ file: string; size: number }>> {
+async function realFiles(
+  dirs: readonly string[],
+  accept: (size: number) => boolean,
+): Promise<Array<{ file: string; size: number }>> {
   const seen = new Set<string>()
   const out: Array<{ file: string; size: number }> = []
   const walk = async (dir: string): Promise<void> => {
@@ -67,9 +70,14 @@ async function realFiles(dirs: readonly string[], accept: (size: number) => bool
 
 async function nixAddAndCopy(trees: readonly string[], cache: string, say: (line: string) => void): Promise<string[]> {
   const env = { ...process.env, NIX_CONFIG }
-  const storePaths = (await run('nix-store', ['--add', ...trees], { env, maxBuffer: 64 * 1024 * 1024 })).stdout.trim().split('\n')
+  const storePaths = (await run('nix-store', ['--add', ...trees], { env, maxBuffer: 64 * 1024 * 1024 })).stdout
+    .trim()
+    .split('\n')
   say(`  nix copy → zstd cache (${storePaths.length} store paths)`)
-  await run('nix', ['copy', '--to', `file://${cache}?write-nar-listing=true&compression=zstd`, ...storePaths], { env, maxBuffer: 64 * 1024 * 1024 })
+  await run('nix', ['copy', '--to', `file://${cache}?write-nar-listing=true&compression=zstd`, ...storePaths], {
+    env,
+    maxBuffer: 64 * 1024 * 1024,
+  })
   return storePaths
 }
 
@@ -83,11 +91,17 @@ async function cached<T>(metaFile: string, check: (fixture: T) => Promise<unknow
   const text = await readFile(metaFile, 'utf8').catch(() => undefined)
   if (text === undefined) return undefined
   const fixture = JSON.parse(text) as T
-  return (await check(fixture).then(() => true, () => false)) ? fixture : undefined
+  return (await check(fixture).then(
+    () => true,
+    () => false,
+  ))
+    ? fixture
+    : undefined
 }
 
 async function freshFixtureDir(workDir: string, prefix: string): Promise<string> {
-  for (const name of await readdir(workDir)) if (name.startsWith(prefix)) await rm(path.join(workDir, name), { recursive: true, force: true })
+  for (const name of await readdir(workDir))
+    if (name.startsWith(prefix)) await rm(path.join(workDir, name), { recursive: true, force: true })
   const dir = path.join(workDir, `${prefix}${SCALE_FIXTURE_VERSION}`)
   await mkdir(dir, { recursive: true })
   return dir
@@ -129,7 +143,8 @@ export async function prepareGbFixture(workDir: string, say: (line: string) => v
     }
   }
   await out.close()
-  if (total < GB_TARGET_BYTES * 0.9) throw new Error(`only ${total} bytes of files under /usr; need ≈${GB_TARGET_BYTES}`)
+  if (total < GB_TARGET_BYTES * 0.9)
+    throw new Error(`only ${total} bytes of files under /usr; need ≈${GB_TARGET_BYTES}`)
   await writeFile(path.join(tree, 'zz', 'last.bin'), await readFile(lastCandidate.file))
   const cache = path.join(dir, 'cache')
   const [storePath] = await nixAddAndCopy([tree], cache, say)
@@ -151,7 +166,9 @@ export async function prepareGbFixture(workDir: string, say: (line: string) => v
 export async function prepareSoakFixture(workDir: string, say: (line: string) => void): Promise<SoakFixture> {
   const prefix = 'fixture-soak-'
   const metaFile = path.join(workDir, `${prefix}${SCALE_FIXTURE_VERSION}`, 'fixture.json')
-  const reuse = await cached<SoakFixture>(metaFile, async (f) => stat(path.join(f.cache, `${f.storePaths.at(-1)!.slice(0, 32)}.narinfo`)))
+  const reuse = await cached<SoakFixture>(metaFile, async (f) =>
+    stat(path.join(f.cache, `${f.storePaths.at(-1)!.slice(0, 32)}.narinfo`)),
+  )
   if (reuse !== undefined) {
     say(`soak fixture: reusing ${path.dirname(metaFile)}`)
     return reuse

@@ -82,7 +82,9 @@ interface Plan {
 function plan(candidates: Candidate[]): Plan {
   const byName = [...candidates].sort((a, b) => (path.basename(a.file) < path.basename(b.file) ? -1 : 1))
   // The last file: the library closest to 256 KiB.
-  const last = [...candidates].sort((a, b) => Math.abs(a.size - LAST_TARGET_BYTES) - Math.abs(b.size - LAST_TARGET_BYTES) || (a.file < b.file ? -1 : 1))[0]
+  const last = [...candidates].sort(
+    (a, b) => Math.abs(a.size - LAST_TARGET_BYTES) - Math.abs(b.size - LAST_TARGET_BYTES) || (a.file < b.file ? -1 : 1),
+  )[0]
   if (last === undefined) throw new Error('no shared libraries found in ' + LIB_DIRS.join(', '))
   const lib: Candidate[] = []
   let total = last.size
@@ -108,7 +110,8 @@ function plan(candidates: Candidate[]): Plan {
     huge.push(c)
     hugeTotal += c.size
   }
-  if (hugeTotal < HUGE_BYTES) throw new Error(`only ${hugeTotal} bytes of libraries found; need ${HUGE_BYTES} for big.bin`)
+  if (hugeTotal < HUGE_BYTES)
+    throw new Error(`only ${hugeTotal} bytes of libraries found; need ${HUGE_BYTES} for big.bin`)
   return { lib, last, huge }
 }
 
@@ -144,7 +147,8 @@ export async function prepareFixture(workDir: string, say: (line: string) => voi
 
   const p = plan(await findLibraries())
   say(`fixture ${key}: building in ${dir} (first run only; xz-compressing ≈170 MB takes a minute or two)`)
-  for (const name of await readdir(workDir)) if (name.startsWith('fixture-')) await rm(path.join(workDir, name), { recursive: true, force: true })
+  for (const name of await readdir(workDir))
+    if (name.startsWith('fixture-')) await rm(path.join(workDir, name), { recursive: true, force: true })
   const bigTree = path.join(dir, 'trees', 'bench-big')
   const hugeTree = path.join(dir, 'trees', 'bench-64m')
   await mkdir(path.join(bigTree, 'lib'), { recursive: true })
@@ -188,13 +192,20 @@ export async function prepareFixture(workDir: string, say: (line: string) => voi
   for (const compression of COMPRESSIONS) {
     const cacheDir = path.join(dir, 'caches', compression)
     say(`  nix copy → ${compression} cache`)
-    await run('nix', ['copy', '--to', `file://${cacheDir}?write-nar-listing=true&compression=${compression}`, bigPath, hugePath], {
-      env,
-      maxBuffer: 64 * 1024 * 1024,
-    })
+    await run(
+      'nix',
+      ['copy', '--to', `file://${cacheDir}?write-nar-listing=true&compression=${compression}`, bigPath, hugePath],
+      {
+        env,
+        maxBuffer: 64 * 1024 * 1024,
+      },
+    )
     const narFile = {} as Record<'big' | 'huge', string>
     const fileSize = {} as Record<'big' | 'huge', number>
-    for (const [which, storePath] of [['big', bigPath], ['huge', hugePath]] as const) {
+    for (const [which, storePath] of [
+      ['big', bigPath],
+      ['huge', hugePath],
+    ] as const) {
       const hash = path.basename(storePath).slice(0, 32)
       const narinfo = await readFile(path.join(cacheDir, `${hash}.narinfo`), 'utf8')
       narFile[which] = path.join(cacheDir, narinfoField(narinfo, 'URL'))

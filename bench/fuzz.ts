@@ -10,11 +10,15 @@ import { FUZZ_PROPERTIES } from '../test/fuzz/properties.js'
 import { formatFuzzSummary, fuzzSeed, harnessedRuns, positiveInteger, runFuzz } from '../test/fuzz/runner.js'
 
 const only = process.env.FUZZ_ONLY
-const pick = <T extends { readonly name: string }>(list: readonly T[]): T[] => list.filter((p) => only === undefined || p.name.includes(only))
+const pick = <T extends { readonly name: string }>(list: readonly T[]): T[] =>
+  list.filter((p) => only === undefined || p.name.includes(only))
 const properties = pick(FUZZ_PROPERTIES)
 const harnessed = pick(CONFINEMENT_PROPERTIES)
 const cases = positiveInteger('FUZZ_CASES', process.env.FUZZ_CASES ?? '120000')
-const confinementCases = process.env.FUZZ_CONFINEMENT_CASES === undefined ? undefined : positiveInteger('FUZZ_CONFINEMENT_CASES', process.env.FUZZ_CONFINEMENT_CASES)
+const confinementCases =
+  process.env.FUZZ_CONFINEMENT_CASES === undefined
+    ? undefined
+    : positiveInteger('FUZZ_CONFINEMENT_CASES', process.env.FUZZ_CONFINEMENT_CASES)
 const started = performance.now()
 const report = await runFuzz(properties, {
   cases,

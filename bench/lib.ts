@@ -40,7 +40,10 @@ export class IpcChild {
   #exited = false
 
   private constructor(script: string) {
-    this.proc = spawn(process.execPath, ['--import', 'tsx', script], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    this.proc = spawn(process.execPath, ['--import', 'tsx', script], {
+      cwd: ROOT,
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    })
     this.proc.on('message', (message: Record<string, unknown>) => this.#queue.shift()?.(message))
     this.proc.on('exit', () => {
       this.#exited = true
@@ -82,9 +85,16 @@ export interface CommandResult {
  * Runs a command to completion and times it (spawn to exit). stdout goes to /dev/null, or with
  * `capture` it is counted and hashed (for commands whose output is small enough to check).
  */
-export async function timeCommand(command: string, args: readonly string[], options: { env?: NodeJS.ProcessEnv; capture?: boolean } = {}): Promise<CommandResult> {
+export async function timeCommand(
+  command: string,
+  args: readonly string[],
+  options: { env?: NodeJS.ProcessEnv; capture?: boolean } = {},
+): Promise<CommandResult> {
   const start = performance.now()
-  const proc = spawn(command, args, { stdio: ['ignore', options.capture === true ? 'pipe' : 'ignore', 'pipe'], env: options.env ?? process.env })
+  const proc = spawn(command, args, {
+    stdio: ['ignore', options.capture === true ? 'pipe' : 'ignore', 'pipe'],
+    env: options.env ?? process.env,
+  })
   let stderr = ''
   proc.stderr?.on('data', (d: Buffer) => (stderr += d.toString()))
   let bytes = 0
@@ -129,7 +139,13 @@ export function fetchBody(url: string, options: { hash?: boolean; agent?: http.A
       })
       res.on('end', () => {
         const end = performance.now()
-        resolve({ status: res.statusCode ?? 0, bytes, ttfbMs: (first ?? end) - start, totalMs: end - start, sha256: hash?.digest('hex') })
+        resolve({
+          status: res.statusCode ?? 0,
+          bytes,
+          ttfbMs: (first ?? end) - start,
+          totalMs: end - start,
+          sha256: hash?.digest('hex'),
+        })
       })
       res.on('error', reject)
     })
@@ -138,7 +154,9 @@ export function fetchBody(url: string, options: { hash?: boolean; agent?: http.A
 }
 
 export async function sha256File(file: string): Promise<string> {
-  return createHash('sha256').update(await readFile(file)).digest('hex')
+  return createHash('sha256')
+    .update(await readFile(file))
+    .digest('hex')
 }
 
 /** Waits until unnar has committed a NAR into `cacheDir/nar/` (i.e. the download is verified and synced). */
@@ -199,18 +217,38 @@ export interface UnnarProcess {
 
 /** Compiles src/ to dist/ (`npm run build`), so spawnUnnar runs what the `unnar` command runs. */
 export async function buildUnnar(): Promise<void> {
-  await execFileP(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], { cwd: ROOT })
+  await execFileP(
+    process.execPath,
+    [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')],
+    { cwd: ROOT },
+  )
 }
 
 /**
  * unnar as its own process, exactly like the `unnar` command (compiled dist/src/main.js, see
  * buildUnnar; not through tsx, whose loader thread alone holds ~30 MiB), logging at warn.
  */
-export async function spawnUnnar(upstream: string, cacheDir: string, options: { cacheSize?: string } = {}): Promise<UnnarProcess> {
+export async function spawnUnnar(
+  upstream: string,
+  cacheDir: string,
+  options: { cacheSize?: string } = {},
+): Promise<UnnarProcess> {
   const port = await freePort()
   const proc = spawn(
     process.execPath,
-    ['dist/src/main.js', '--listen', `127.0.0.1:${port}`, '--upstream', upstream, '--cache-dir', cacheDir, '--cache-size', options.cacheSize ?? '20G', '--log-level', 'warn'],
+    [
+      'dist/src/main.js',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--upstream',
+      upstream,
+      '--cache-dir',
+      cacheDir,
+      '--cache-size',
+      options.cacheSize ?? '20G',
+      '--log-level',
+      'warn',
+    ],
     { cwd: ROOT, stdio: ['ignore', 'inherit', 'pipe'] },
   )
   const logLines: string[] = []
@@ -281,15 +319,24 @@ http {
 }
 `,
   )
-  const proc = spawn('nginx', ['-p', prefix, '-e', path.join(prefix, 'error.log'), '-c', conf, '-g', 'daemon off;'], { stdio: ['ignore', 'inherit', 'inherit'] })
+  const proc = spawn('nginx', ['-p', prefix, '-e', path.join(prefix, 'error.log'), '-c', conf, '-g', 'daemon off;'], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+  })
   await waitForPort(port, proc)
   return { proc, url: `http://127.0.0.1:${port}` }
 }
 
 /** bench/bare-http-server.ts answering every request with `headers` and the bytes of `bodyFile`. */
-export async function startBareHttp(bodyFile: string, headers: readonly string[]): Promise<{ proc: ChildProcess; url: string }> {
+export async function startBareHttp(
+  bodyFile: string,
+  headers: readonly string[],
+): Promise<{ proc: ChildProcess; url: string }> {
   const port = await freePort()
-  const proc = spawn(process.execPath, ['--import', 'tsx', path.join(BENCH, 'bare-http-server.ts'), String(port), bodyFile, JSON.stringify(headers)], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] })
+  const proc = spawn(
+    process.execPath,
+    ['--import', 'tsx', path.join(BENCH, 'bare-http-server.ts'), String(port), bodyFile, JSON.stringify(headers)],
+    { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] },
+  )
   await waitForPort(port, proc)
   return { proc, url: `http://127.0.0.1:${port}` }
 }
@@ -308,11 +355,31 @@ export interface WrkResult {
 }
 
 /** `script` (default: bench/wrk-report.lua) must define the report's done(); `args` go to its init(). */
-export async function runWrk(url: string, threads: number, connections: number, seconds: number, options: { script?: string; args?: readonly string[] } = {}): Promise<WrkResult> {
+export async function runWrk(
+  url: string,
+  threads: number,
+  connections: number,
+  seconds: number,
+  options: { script?: string; args?: readonly string[] } = {},
+): Promise<WrkResult> {
   const script = options.script ?? path.join(BENCH, 'wrk-report.lua')
-  const { stdout } = await execFileP('wrk', [`-t${threads}`, `-c${connections}`, `-d${seconds}s`, '--timeout', '30s', '-s', script, url, ...(options.args === undefined ? [] : ['--', ...options.args])], {
-    maxBuffer: 1024 * 1024,
-  })
+  const { stdout } = await execFileP(
+    'wrk',
+    [
+      `-t${threads}`,
+      `-c${connections}`,
+      `-d${seconds}s`,
+      '--timeout',
+      '30s',
+      '-s',
+      script,
+      url,
+      ...(options.args === undefined ? [] : ['--', ...options.args]),
+    ],
+    {
+      maxBuffer: 1024 * 1024,
+    },
+  )
   const line = stdout.split('\n').find((l) => l.startsWith('WRK_JSON '))
   if (line === undefined) throw new Error(`wrk printed no summary:\n${stdout}`)
   const r = JSON.parse(line.slice('WRK_JSON '.length)) as Record<string, number>
@@ -349,7 +416,10 @@ const H2LOAD_TIMEOUT_MS = 120_000
  * and `bodyBytes`.
  */
 export async function runH2load(url: string, n: number): Promise<H2loadResult> {
-  const { stdout } = await execFileP('h2load', ['--h1', '-t', '1', '-c', String(n), '-n', String(n), url], { maxBuffer: 1024 * 1024, timeout: H2LOAD_TIMEOUT_MS })
+  const { stdout } = await execFileP('h2load', ['--h1', '-t', '1', '-c', String(n), '-n', String(n), url], {
+    maxBuffer: 1024 * 1024,
+    timeout: H2LOAD_TIMEOUT_MS,
+  })
   const finished = /^finished in ([\d.]+)(us|ms|s),/m.exec(stdout)
   const ok = /^status codes: (\d+) 2xx/m.exec(stdout)
   const body = /\((\d+)\) data$/m.exec(stdout)

@@ -60,7 +60,15 @@ const RSS_BUDGET = 200 * 1024 * 1024
 
 /** A peak-RSS row: measured against the fixed budget rather than a reference run. */
 function addRssRow(id: string, name: string, hwm: number, shown: string): void {
-  addRow({ id, name, unnar: shown, reference: `${fmtMB(RSS_BUDGET)} budget`, ratio: hwm / RSS_BUDGET, target: '< 1 (< 200 MiB)', check: (ratio) => ratio < 1 })
+  addRow({
+    id,
+    name,
+    unnar: shown,
+    reference: `${fmtMB(RSS_BUDGET)} budget`,
+    ratio: hwm / RSS_BUDGET,
+    target: '< 1 (< 200 MiB)',
+    check: (ratio) => ratio < 1,
+  })
 }
 const SOAK_SECONDS = Math.max(10, Number(process.env.BENCH_SOAK_SECONDS ?? 120) || 120)
 /** RSS is compared with its value this far into the soak (a third of it for short soaks). */
@@ -69,7 +77,9 @@ const SOAK_CONNECTIONS = 256
 /** Small enough that the soak's cold store paths keep evicting each other (see benchSoak). */
 const SOAK_CACHE_SIZE = '4M'
 const SOAK_HOT_PATHS = 16
-const ONLY = process.env.BENCH_ONLY?.split(',').map((s) => s.trim()).filter((s) => s !== '')
+const ONLY = process.env.BENCH_ONLY?.split(',')
+  .map((s) => s.trim())
+  .filter((s) => s !== '')
 const runs = (...rowNumbers: number[]) => ONLY === undefined || rowNumbers.some((n) => ONLY.includes(String(n)))
 
 // ───────────────────────────── results ─────────────────────────────
@@ -94,9 +104,19 @@ function addRow(row: Omit<Row, 'verdict'> & { check?: (ratio: number) => boolean
   const { check, ...rest } = row
   // An info row may have no ratio (a reference measurement of its own).
   const verdict: Verdict =
-    check === undefined && row.ratio === undefined ? 'info' : row.ratio === undefined || !Number.isFinite(row.ratio) ? 'error' : check === undefined ? 'info' : check(row.ratio) ? 'yes' : 'NO'
+    check === undefined && row.ratio === undefined
+      ? 'info'
+      : row.ratio === undefined || !Number.isFinite(row.ratio)
+        ? 'error'
+        : check === undefined
+          ? 'info'
+          : check(row.ratio)
+            ? 'yes'
+            : 'NO'
   rows.push({ ...rest, verdict })
-  log(`${row.id} ${row.name}: ${row.unnar} vs ${row.reference} → ${row.ratio === undefined ? '—' : row.ratio.toFixed(2) + '×'} (${verdict})`)
+  log(
+    `${row.id} ${row.name}: ${row.unnar} vs ${row.reference} → ${row.ratio === undefined ? '—' : row.ratio.toFixed(2) + '×'} (${verdict})`,
+  )
 }
 
 function skipRow(id: string, name: string, target: string, why: string): void {
@@ -112,9 +132,12 @@ function errorRow(id: string, name: string, target: string, err: unknown): void 
 
 const fmtMs = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(ms < 10 ? 2 : 0)} ms`)
 /** A median and, in parentheses, the fastest and slowest run: for rows whose ratio lands near its target from run to run. */
-const fmtSpread = (values: readonly number[]) => `${fmtMs(median(values))} (${fmtMs(Math.min(...values))}–${fmtMs(Math.max(...values))})`
-const fmtMB = (bytes: number) => (bytes < 1024 * 1024 ? `${(bytes / 1024).toFixed(0)} KiB` : `${(bytes / 1024 / 1024).toFixed(0)} MiB`)
-const fmtRate = (bytesPerSec: number) => (bytesPerSec >= 1e9 ? `${(bytesPerSec / 1e9).toFixed(2)} GB/s` : `${(bytesPerSec / 1e6).toFixed(0)} MB/s`)
+const fmtSpread = (values: readonly number[]) =>
+  `${fmtMs(median(values))} (${fmtMs(Math.min(...values))}–${fmtMs(Math.max(...values))})`
+const fmtMB = (bytes: number) =>
+  bytes < 1024 * 1024 ? `${(bytes / 1024).toFixed(0)} KiB` : `${(bytes / 1024 / 1024).toFixed(0)} MiB`
+const fmtRate = (bytesPerSec: number) =>
+  bytesPerSec >= 1e9 ? `${(bytesPerSec / 1e9).toFixed(2)} GB/s` : `${(bytesPerSec / 1e6).toFixed(0)} MB/s`
 const fmtReqs = (n: number) => `${Math.round(n).toLocaleString('en-US')} req/s`
 
 // ───────────────────────────── the run ─────────────────────────────
@@ -122,7 +145,9 @@ const fmtReqs = (n: number) => `${Math.round(n).toLocaleString('en-US')} req/s`
 const started = performance.now()
 const cpuStart = await cpuSnapshot()
 const tools = Object.fromEntries(
-  await Promise.all(['nix', 'nix-store', 'xz', 'zstd', 'wrk', 'nginx', 'h2load'].map(async (t) => [t, await hasTool(t)] as const)),
+  await Promise.all(
+    ['nix', 'nix-store', 'xz', 'zstd', 'wrk', 'nginx', 'h2load'].map(async (t) => [t, await hasTool(t)] as const),
+  ),
 ) as Record<string, boolean>
 const machine = await describeMachine()
 log(machine.join(' | '))
@@ -146,7 +171,9 @@ const lastFile = path.join(fixture.big.tree, fixture.lastRel)
 const lastSha = await sha256File(lastFile)
 const firstSha = await sha256File(path.join(fixture.big.tree, fixture.firstRel))
 const lastSize = (await readFile(lastFile)).length
-log(`NAR ${bigName}: ${fmtMB(fixture.big.narSize)} (xz ${fmtMB(fixture.caches.xz.fileSize.big)}, zstd ${fmtMB(fixture.caches.zstd.fileSize.big)}); last file ${fmtMB(lastSize)}`)
+log(
+  `NAR ${bigName}: ${fmtMB(fixture.big.narSize)} (xz ${fmtMB(fixture.caches.xz.fileSize.big)}, zstd ${fmtMB(fixture.caches.zstd.fileSize.big)}); last file ${fmtMB(lastSize)}`,
+)
 // Page cache: every run reads the compressed NARs from memory, unnar and references alike.
 for (const c of COMPRESSIONS) for (const f of Object.values(fixture.caches[c].narFile)) await readFile(f)
 const nixEnv = { ...process.env, NIX_CONFIG }
@@ -170,7 +197,10 @@ await rm(path.join(WORK, 'runs'), { recursive: true, force: true })
 
 const totalSeconds = (performance.now() - started) / 1000
 const cpuEnd = await cpuSnapshot()
-const cpuOthers = cpuStart !== undefined && cpuEnd !== undefined ? Math.max(0, cpuEnd.machine - cpuStart.machine - (cpuEnd.ours - cpuStart.ours)) : undefined
+const cpuOthers =
+  cpuStart !== undefined && cpuEnd !== undefined
+    ? Math.max(0, cpuEnd.machine - cpuStart.machine - (cpuEnd.ours - cpuStart.ours))
+    : undefined
 const report = renderReport(totalSeconds)
 process.stdout.write('\n' + report)
 if (ONLY === undefined) {
@@ -187,7 +217,12 @@ if (ONLY === undefined) {
  * machine has phases in which everything runs up to 1.5x slower for a few seconds; a pair shares
  * its phase, so this moves less than the ratio of the two medians, which stays the target's.
  */
-function pairedRow(of: string, beside: string, runs: readonly number[], references: readonly number[]): Omit<Row, 'verdict' | 'id'> {
+function pairedRow(
+  of: string,
+  beside: string,
+  runs: readonly number[],
+  references: readonly number[],
+): Omit<Row, 'verdict' | 'id'> {
   const pairs = runs.map((run, i) => run / references[i]!)
   return {
     name: `${of} as the median of its ${pairs.length} pairs (each run ÷ ${beside})`,
@@ -211,14 +246,31 @@ async function benchCodecs(): Promise<void> {
     for (let i = 0; i < FAST_REPS; i++) {
       const a = await decodeWithZstdNapi(file)
       const b = await decodeWithFzstd(file)
-      if (a.bytes !== fixture.big.narSize || b.bytes !== fixture.big.narSize) throw new Error(`decoded ${a.bytes} / ${b.bytes} bytes, NarSize is ${fixture.big.narSize}`)
+      if (a.bytes !== fixture.big.narSize || b.bytes !== fixture.big.narSize)
+        throw new Error(`decoded ${a.bytes} / ${b.bytes} bytes, NarSize is ${fixture.big.narSize}`)
       napi.push(a.ms)
       fz.push(b.ms)
       if (tools.zstd) cli.push((await timeCommand('zstd', ['-dc', file])).ms)
     }
     const m = median(napi)
-    addRow({ id: '1a', name: `${name} vs fzstd \`Decompress\``, unnar: fmtMs(m), reference: `${fmtMs(median(fz))} (fzstd)`, ratio: m / median(fz), target: '< 1 (why zstd-napi)', check: (r) => r < 1 })
-    if (tools.zstd) addRow({ id: '1b', name: `${name} vs \`zstd -dc\``, unnar: fmtMs(m), reference: `${fmtMs(median(cli))} (zstd -dc)`, ratio: m / median(cli), target: 'info' })
+    addRow({
+      id: '1a',
+      name: `${name} vs fzstd \`Decompress\``,
+      unnar: fmtMs(m),
+      reference: `${fmtMs(median(fz))} (fzstd)`,
+      ratio: m / median(fz),
+      target: '< 1 (why zstd-napi)',
+      check: (r) => r < 1,
+    })
+    if (tools.zstd)
+      addRow({
+        id: '1b',
+        name: `${name} vs \`zstd -dc\``,
+        unnar: fmtMs(m),
+        reference: `${fmtMs(median(cli))} (zstd -dc)`,
+        ratio: m / median(cli),
+        target: 'info',
+      })
     else skipRow('1b', `${name} vs \`zstd -dc\``, 'info', 'zstd not installed')
   } catch (err) {
     errorRow('1', name, '< 1', err)
@@ -226,7 +278,11 @@ async function benchCodecs(): Promise<void> {
 }
 
 /** Runs `use` against a fresh server on a fresh, empty cache directory, then stops it. */
-async function withFreshServer<T>(upstream: string, use: (url: string, cacheDir: string) => Promise<T>, verify: 'strict' | 'stream' = 'strict'): Promise<T> {
+async function withFreshServer<T>(
+  upstream: string,
+  use: (url: string, cacheDir: string) => Promise<T>,
+  verify: 'strict' | 'stream' = 'strict',
+): Promise<T> {
   const cacheDir = await freshDir('cold')
   const { url } = (await unnarChild.request({ type: 'start', upstream, cacheDir, verify })) as { url: string }
   try {
@@ -238,7 +294,11 @@ async function withFreshServer<T>(upstream: string, use: (url: string, cacheDir:
 }
 
 /** One cold request for `urlPath` on a fresh server and a fresh cache directory. */
-async function coldRequest(upstream: string, urlPath: string, options: { waitForCommit: boolean; hash?: boolean; verify?: 'strict' | 'stream' }) {
+async function coldRequest(
+  upstream: string,
+  urlPath: string,
+  options: { waitForCommit: boolean; hash?: boolean; verify?: 'strict' | 'stream' },
+) {
   return withFreshServer(
     upstream,
     async (url, cacheDir) => {
@@ -291,7 +351,8 @@ type Client = 'h2load' | 'node'
 async function concurrentGets(url: string, n: number, client: Client): Promise<number> {
   if (client === 'h2load') {
     const r = await runH2load(url, n)
-    if (r.ok !== n || r.bodyBytes !== n * lastSize) throw new Error(`h2load got ${r.ok} of ${n} 2xx answers with ${r.bodyBytes} body bytes, expected ${n * lastSize}`)
+    if (r.ok !== n || r.bodyBytes !== n * lastSize)
+      throw new Error(`h2load got ${r.ok} of ${n} 2xx answers with ${r.bodyBytes} body bytes, expected ${n * lastSize}`)
     return r.ms
   }
   const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity })
@@ -299,12 +360,18 @@ async function concurrentGets(url: string, n: number, client: Client): Promise<n
   const results = await Promise.all(Array.from({ length: n }, () => fetchBody(url, { agent })))
   const ms = performance.now() - t0
   const bad = results.filter((r) => r.status !== 200 || r.bytes !== lastSize)
-  if (bad.length > 0) throw new Error(`${bad.length} of ${n} responses were wrong (e.g. HTTP ${bad[0]!.status}, ${bad[0]!.bytes} bytes)`)
+  if (bad.length > 0)
+    throw new Error(`${bad.length} of ${n} responses were wrong (e.g. HTTP ${bad[0]!.status}, ${bad[0]!.bytes} bytes)`)
   return ms
 }
 
 /** `n` cold requests at once (one, or many) for the last file on a fresh server: their time, and the NAR GETs the upstream saw until the commit. */
-async function coldConcurrent(upstream: string, n: number, client: Client, countGets: () => Promise<number>): Promise<{ ms: number; gets: number }> {
+async function coldConcurrent(
+  upstream: string,
+  n: number,
+  client: Client,
+  countGets: () => Promise<number>,
+): Promise<{ ms: number; gets: number }> {
   return withFreshServer(upstream, async (url, cacheDir) => {
     const before = await countGets()
     const ms = await concurrentGets(url + lastUrlPath, n, client)
@@ -349,7 +416,11 @@ async function benchColdLast(c: Compression): Promise<void> {
         await measureUnnar()
       }
       if (tools.nix) {
-        const n = await timeCommand('nix', ['store', 'cat', '--store', upstream, `${fixture.big.storePath}/${fixture.lastRel}`], { env: nixEnv, capture: true })
+        const n = await timeCommand(
+          'nix',
+          ['store', 'cat', '--store', upstream, `${fixture.big.storePath}/${fixture.lastRel}`],
+          { env: nixEnv, capture: true },
+        )
         if (n.stdoutSha256 !== lastSha) throw new Error('nix store cat printed something else than the last file')
         nixCat.push(n.ms)
       }
@@ -357,13 +428,39 @@ async function benchColdLast(c: Compression): Promise<void> {
     const m = median(unnar)
     coldLast[c] = m
     const limit = 1.15
-    if (tools[cli]) addRow({ id: `${id}a`, name: `${name} vs \`${cli} -dc\` of the whole NAR`, unnar: fmtSpread(unnar), reference: fmtSpread(ref), ratio: m / median(ref), target: `≤ ${limit}×`, check: (r) => r <= limit })
+    if (tools[cli])
+      addRow({
+        id: `${id}a`,
+        name: `${name} vs \`${cli} -dc\` of the whole NAR`,
+        unnar: fmtSpread(unnar),
+        reference: fmtSpread(ref),
+        ratio: m / median(ref),
+        target: `≤ ${limit}×`,
+        check: (r) => r <= limit,
+      })
     else skipRow(`${id}a`, `${name} vs \`${cli} -dc\``, `≤ ${limit}×`, `${cli} not installed`)
-    if (tools.nix) addRow({ id: `${id}b`, name: `${name} vs \`nix store cat\``, unnar: fmtMs(m), reference: fmtMs(median(nixCat)), ratio: m / median(nixCat), target: '< 1 (faster)', check: (r) => r < 1 })
+    if (tools.nix)
+      addRow({
+        id: `${id}b`,
+        name: `${name} vs \`nix store cat\``,
+        unnar: fmtMs(m),
+        reference: fmtMs(median(nixCat)),
+        ratio: m / median(nixCat),
+        target: '< 1 (faster)',
+        check: (r) => r < 1,
+      })
     else skipRow(`${id}b`, `${name} vs \`nix store cat\``, '< 1 (faster)', 'nix not installed')
     if (tools[cli]) addRow({ id: `${id}c`, ...pairedRow(`row ${id}a`, `the \`${cli} -dc\` run beside it`, unnar, ref) })
     // What strict verification costs this file: its last byte waits for the NAR's NarHash.
-    if (tools[cli]) addRow({ id: `${id}d`, name: `${name} with --verify stream vs \`${cli} -dc\``, unnar: fmtSpread(streamed), reference: fmtSpread(ref), ratio: median(streamed) / median(ref), target: 'info' })
+    if (tools[cli])
+      addRow({
+        id: `${id}d`,
+        name: `${name} with --verify stream vs \`${cli} -dc\``,
+        unnar: fmtSpread(streamed),
+        reference: fmtSpread(ref),
+        ratio: median(streamed) / median(ref),
+        target: 'info',
+      })
   } catch (err) {
     errorRow(id, name, `≤ 1.15× / < 1`, err)
   }
@@ -379,7 +476,10 @@ async function benchStrictCost(): Promise<void> {
   try {
     log('row 4b: strict vs stream verification, first file')
     const upstream = `file://${fixture.caches.xz.dir}`
-    const runs: Record<'strict' | 'stream', { total: number[]; ttfb: number[] }> = { strict: { total: [], ttfb: [] }, stream: { total: [], ttfb: [] } }
+    const runs: Record<'strict' | 'stream', { total: number[]; ttfb: number[] }> = {
+      strict: { total: [], ttfb: [] },
+      stream: { total: [], ttfb: [] },
+    }
     for (let i = 0; i < FAST_REPS; i++) {
       for (const verify of i % 2 === 0 ? (['strict', 'stream'] as const) : (['stream', 'strict'] as const)) {
         const r = await coldRequest(upstream, firstUrlPath, { waitForCommit: false, hash: true, verify })
@@ -389,8 +489,23 @@ async function benchStrictCost(): Promise<void> {
       }
     }
     const { strict, stream } = runs
-    addRow({ id: '4b', name: `${name}, complete: --verify strict vs stream (the last byte waits for the NAR's NarHash)`, unnar: fmtSpread(strict.total), reference: fmtSpread(stream.total), ratio: median(strict.total) / median(stream.total), target: 'info' })
-    addRow({ id: '4c', name: `${name}, time to first byte: --verify strict vs stream`, unnar: fmtMs(median(strict.ttfb)), reference: fmtMs(median(stream.ttfb)), ratio: median(strict.ttfb) / median(stream.ttfb), target: '≤ 1.2×', check: (r) => r <= 1.2 })
+    addRow({
+      id: '4b',
+      name: `${name}, complete: --verify strict vs stream (the last byte waits for the NAR's NarHash)`,
+      unnar: fmtSpread(strict.total),
+      reference: fmtSpread(stream.total),
+      ratio: median(strict.total) / median(stream.total),
+      target: 'info',
+    })
+    addRow({
+      id: '4c',
+      name: `${name}, time to first byte: --verify strict vs stream`,
+      unnar: fmtMs(median(strict.ttfb)),
+      reference: fmtMs(median(stream.ttfb)),
+      ratio: median(strict.ttfb) / median(stream.ttfb),
+      target: '≤ 1.2×',
+      check: (r) => r <= 1.2,
+    })
   } catch (err) {
     errorRow('4b', name, 'info / ≤ 1.2×', err)
   }
@@ -411,7 +526,15 @@ async function benchFirstByte(): Promise<void> {
     const last = coldLast.xz
     if (last === undefined) throw new Error('row 2 did not produce a cold last-file time')
     const m = median(ttfb)
-    addRow({ id: '4', name, unnar: fmtMs(m), reference: fmtMs(last), ratio: m / last, target: '≤ 0.1×', check: (r) => r <= 0.1 })
+    addRow({
+      id: '4',
+      name,
+      unnar: fmtMs(m),
+      reference: fmtMs(last),
+      ratio: m / last,
+      target: '≤ 0.1×',
+      check: (r) => r <= 0.1,
+    })
   } catch (err) {
     errorRow('4', name, '≤ 0.1×', err)
   }
@@ -432,8 +555,11 @@ async function benchConcurrent(): Promise<void> {
       const name = `${CONCURRENT} concurrent cold requests (${client}), last file, HTTP upstream, ${c}`
       try {
         log(`row 8: ${CONCURRENT} concurrent cold requests, ${c}`)
-        const { url: upstream } = (await upstreamChild.request({ type: 'start', root: fixture.caches[c].dir })) as { url: string }
-        const count = async () => ((await upstreamChild.request({ type: 'count', pattern: narGets })) as { n: number }).n
+        const { url: upstream } = (await upstreamChild.request({ type: 'start', root: fixture.caches[c].dir })) as {
+          url: string
+        }
+        const count = async () =>
+          ((await upstreamChild.request({ type: 'count', pattern: narGets })) as { n: number }).n
         const reps = c === 'zstd' ? FAST_REPS : REPS
         const single: number[] = []
         const many: number[] = []
@@ -447,10 +573,29 @@ async function benchConcurrent(): Promise<void> {
           gets.push(run.gets)
         }
         const maxGets = Math.max(...gets)
-        addRow({ id: `8${c === 'xz' ? 'a' : 'c'}`, name: `${name}: upstream NAR GETs`, unnar: gets.join(', '), reference: '1 per run', ratio: maxGets, target: '= 1', check: (r) => r === 1 })
+        addRow({
+          id: `8${c === 'xz' ? 'a' : 'c'}`,
+          name: `${name}: upstream NAR GETs`,
+          unnar: gets.join(', '),
+          reference: '1 per run',
+          ratio: maxGets,
+          target: '= 1',
+          check: (r) => r === 1,
+        })
         const m = median(many)
-        addRow({ id: `8${c === 'xz' ? 'b' : 'd'}`, name: `${name}: wall time vs 1 cold request`, unnar: fmtSpread(many), reference: fmtSpread(single), ratio: m / median(single), target: '≤ 1.2×', check: (r) => r <= 1.2 })
-        addRow({ id: c === 'xz' ? '8g' : '8h', ...pairedRow(`row 8${c === 'xz' ? 'b' : 'd'}`, 'the single cold request before it', many, single) })
+        addRow({
+          id: `8${c === 'xz' ? 'b' : 'd'}`,
+          name: `${name}: wall time vs 1 cold request`,
+          unnar: fmtSpread(many),
+          reference: fmtSpread(single),
+          ratio: m / median(single),
+          target: '≤ 1.2×',
+          check: (r) => r <= 1.2,
+        })
+        addRow({
+          id: c === 'xz' ? '8g' : '8h',
+          ...pairedRow(`row 8${c === 'xz' ? 'b' : 'd'}`, 'the single cold request before it', many, single),
+        })
         if (c === 'zstd' && floor !== undefined) {
           addRow({
             id: '8f',
@@ -476,7 +621,11 @@ async function benchConcurrent(): Promise<void> {
  * (alternating with h2load's runs, the Node client's ratio came out 1.6–1.8× against 1.3–1.4× in
  * rounds of its own, for reasons not found).
  */
-async function benchConcurrentNodeClient(upstream: string, client: Client, countGets: () => Promise<number>): Promise<void> {
+async function benchConcurrentNodeClient(
+  upstream: string,
+  client: Client,
+  countGets: () => Promise<number>,
+): Promise<void> {
   const name = "row 8d with the bench's own Node client (`http.Agent`, in the bench process)"
   if (client === 'node') {
     skipRow('8i', name, 'info', 'h2load not installed: rows 8a–8h use the Node client')
@@ -490,10 +639,18 @@ async function benchConcurrentNodeClient(upstream: string, client: Client, count
     for (let i = 0; i < FAST_REPS; i++) {
       single.push((await coldConcurrent(upstream, 1, 'node', countGets)).ms)
       const run = await coldConcurrent(upstream, CONCURRENT, 'node', countGets)
-      if (run.gets !== 1) throw new Error(`${CONCURRENT} requests from the Node client caused ${run.gets} upstream NAR GETs`)
+      if (run.gets !== 1)
+        throw new Error(`${CONCURRENT} requests from the Node client caused ${run.gets} upstream NAR GETs`)
       many.push(run.ms)
     }
-    addRow({ id: '8i', name: `${name} instead of ${client}`, unnar: fmtSpread(many), reference: fmtSpread(single), ratio: median(many) / median(single), target: 'info' })
+    addRow({
+      id: '8i',
+      name: `${name} instead of ${client}`,
+      unnar: fmtSpread(many),
+      reference: fmtSpread(single),
+      ratio: median(many) / median(single),
+      target: 'info',
+    })
   } catch (err) {
     errorRow('8i', name, 'info', err)
   }
@@ -510,7 +667,8 @@ async function benchRss(): Promise<void> {
       try {
         const idle = await memoryOf(unnar.proc.pid!)
         const r = await fetchBody(unnar.url + lastUrlPath)
-        if (r.status !== 200 || r.bytes !== lastSize) throw new Error(`GET ${lastUrlPath}: HTTP ${r.status}, ${r.bytes} bytes`)
+        if (r.status !== 200 || r.bytes !== lastSize)
+          throw new Error(`GET ${lastUrlPath}: HTTP ${r.status}, ${r.bytes} bytes`)
         await waitForCommit(cacheDir)
         const { hwm } = await memoryOf(unnar.proc.pid!)
         addRssRow(`5${c === 'xz' ? 'a' : 'b'}`, name, hwm, `${fmtMB(hwm)} (idle ${fmtMB(idle.rss)})`)
@@ -555,23 +713,32 @@ async function benchHot(): Promise<void> {
     await fetchBody(unnar.url + hugeUrlPath)
     await waitForCommit(cacheDir, 2)
     const targets = [
-      { key: 'small' as const, unnarUrl: unnar.url + firstUrlPath, nginxUrl: `${nginx.url}/aaa-first.txt`, connections: 64 },
+      {
+        key: 'small' as const,
+        unnarUrl: unnar.url + firstUrlPath,
+        nginxUrl: `${nginx.url}/aaa-first.txt`,
+        connections: 64,
+      },
       { key: 'huge' as const, unnarUrl: unnar.url + hugeUrlPath, nginxUrl: `${nginx.url}/big.bin`, connections: 4 },
     ]
     for (const t of targets) {
       const [a, b] = await Promise.all([fetchBody(t.unnarUrl, { hash: true }), fetchBody(t.nginxUrl, { hash: true })])
-      if (a.status !== 200 || b.status !== 200 || a.sha256 !== b.sha256) throw new Error(`unnar and nginx disagree on ${t.key} (HTTP ${a.status}/${b.status})`)
+      if (a.status !== 200 || b.status !== 200 || a.sha256 !== b.sha256)
+        throw new Error(`unnar and nginx disagree on ${t.key} (HTTP ${a.status}/${b.status})`)
     }
     // Row 6b's server: unnar's own headers for the small file, without the per-request ones.
     const smallHeaders: string[] = []
     await new Promise<void>((resolve, reject) => {
-      http.get(targets[0]!.unnarUrl, (res) => {
-        for (let i = 0; i < res.rawHeaders.length; i += 2) {
-          const name = res.rawHeaders[i]!
-          if (!['date', 'connection', 'keep-alive', 'x-request-id'].includes(name.toLowerCase())) smallHeaders.push(name, res.rawHeaders[i + 1]!)
-        }
-        res.resume().on('end', resolve)
-      }).on('error', reject)
+      http
+        .get(targets[0]!.unnarUrl, (res) => {
+          for (let i = 0; i < res.rawHeaders.length; i += 2) {
+            const name = res.rawHeaders[i]!
+            if (!['date', 'connection', 'keep-alive', 'x-request-id'].includes(name.toLowerCase()))
+              smallHeaders.push(name, res.rawHeaders[i + 1]!)
+          }
+          res.resume().on('end', resolve)
+        })
+        .on('error', reject)
     })
     bare = await startBareHttp(path.join(root, 'aaa-first.txt'), smallHeaders)
     for (const t of targets) {
@@ -581,7 +748,8 @@ async function benchHot(): Promise<void> {
         // pair of runs moved by ±20% on this shared two-core machine. The round with the median
         // ratio is reported.
         const bareUrl = t.key === 'small' ? `${bare.url}/` : undefined
-        for (const url of [t.unnarUrl, t.nginxUrl, ...(bareUrl === undefined ? [] : [bareUrl])]) await runWrk(url, 2, t.connections, 1)
+        for (const url of [t.unnarUrl, t.nginxUrl, ...(bareUrl === undefined ? [] : [bareUrl])])
+          await runWrk(url, 2, t.connections, 1)
         const rounds: Array<{ u: WrkResult; n: WrkResult; b: WrkResult | undefined; ratio: number }> = []
         for (let round = 0; round < HOT_ROUNDS; round++) {
           const u = await runWrk(t.unnarUrl, 2, t.connections, WRK_SECONDS)
@@ -612,9 +780,24 @@ async function benchHot(): Promise<void> {
             ratio: b!.reqPerSec / n.reqPerSec,
             target: 'info',
           })
-          addRow({ id: '6c', name: 'row 6, unnar vs the bare node:http handler of row 6b', unnar: fmtReqs(u.reqPerSec), reference: fmtReqs(b!.reqPerSec), ratio: u.reqPerSec / b!.reqPerSec, target: 'info' })
+          addRow({
+            id: '6c',
+            name: 'row 6, unnar vs the bare node:http handler of row 6b',
+            unnar: fmtReqs(u.reqPerSec),
+            reference: fmtReqs(b!.reqPerSec),
+            ratio: u.reqPerSec / b!.reqPerSec,
+            target: 'info',
+          })
         } else {
-          addRow({ id, name: names.huge, unnar: fmtRate(u.bytesPerSec), reference: fmtRate(n.bytesPerSec), ratio: u.bytesPerSec / n.bytesPerSec, target: '≥ 0.8×', check: (r) => r >= 0.8 })
+          addRow({
+            id,
+            name: names.huge,
+            unnar: fmtRate(u.bytesPerSec),
+            reference: fmtRate(n.bytesPerSec),
+            ratio: u.bytesPerSec / n.bytesPerSec,
+            target: '≥ 0.8×',
+            check: (r) => r >= 0.8,
+          })
         }
       } catch (err) {
         errorRow(id, names[t.key], t.key === 'small' ? '≥ 0.5×' : '≥ 0.8×', err)
@@ -640,17 +823,28 @@ async function benchGbRss(): Promise<void> {
   try {
     log('row 5c: peak RSS, 1 GB NAR')
     const gb = await prepareGbFixture(WORK, log)
-    const narFile = path.join(gb.cache, (/^URL: (.*)$/m.exec(await readFile(path.join(gb.cache, `${path.basename(gb.storePath).slice(0, 32)}.narinfo`), 'utf8')))![1]!)
+    const narFile = path.join(
+      gb.cache,
+      /^URL: (.*)$/m.exec(
+        await readFile(path.join(gb.cache, `${path.basename(gb.storePath).slice(0, 32)}.narinfo`), 'utf8'),
+      )![1]!,
+    )
     await readFile(narFile) // into the page cache, like the other rows' NARs
     const cacheDir = await freshDir('rss-gb')
     const unnar = await spawnUnnar(`file://${gb.cache}`, cacheDir)
     try {
       const idle = await memoryOf(unnar.proc.pid!)
       const r = await fetchBody(`${unnar.url}/nix/store/${path.basename(gb.storePath)}/${gb.lastRel}`)
-      if (r.status !== 200 || r.bytes !== gb.lastSize) throw new Error(`GET ${gb.lastRel}: HTTP ${r.status}, ${r.bytes} bytes`)
+      if (r.status !== 200 || r.bytes !== gb.lastSize)
+        throw new Error(`GET ${gb.lastRel}: HTTP ${r.status}, ${r.bytes} bytes`)
       await waitForCommit(cacheDir, 1, 300_000)
       const { hwm } = await memoryOf(unnar.proc.pid!)
-      addRssRow('5c', `${name} (NAR ${fmtMB(gb.narSize)}, zstd ${fmtMB(gb.fileSize)})`, hwm, `${fmtMB(hwm)} (idle ${fmtMB(idle.rss)}; ${fmtMs(r.totalMs)})`)
+      addRssRow(
+        '5c',
+        `${name} (NAR ${fmtMB(gb.narSize)}, zstd ${fmtMB(gb.fileSize)})`,
+        hwm,
+        `${fmtMB(hwm)} (idle ${fmtMB(idle.rss)}; ${fmtMs(r.totalMs)})`,
+      )
     } finally {
       await stopProcess(unnar.proc)
       await rm(cacheDir, { recursive: true, force: true })
@@ -683,10 +877,18 @@ async function benchSoak(): Promise<void> {
     const pathsFile = path.join(WORK, 'soak-paths.txt')
     const hot = soak.storePaths.slice(0, SOAK_HOT_PATHS)
     const cold = soak.storePaths.slice(SOAK_HOT_PATHS)
-    await writeFile(pathsFile, [...hot.map((p) => `hot ${url(p)}`), ...cold.map((p) => `cold ${url(p)}`)].join('\n') + '\n')
+    await writeFile(
+      pathsFile,
+      [...hot.map((p) => `hot ${url(p)}`), ...cold.map((p) => `cold ${url(p)}`)].join('\n') + '\n',
+    )
     // wrk takes one script: the request mix with the report's done() appended.
     const script = path.join(WORK, 'wrk-soak.gen.lua')
-    await writeFile(script, (await readFile(path.join(BENCH, 'wrk-soak.lua'), 'utf8')) + '\n' + (await readFile(path.join(BENCH, 'wrk-report.lua'), 'utf8')))
+    await writeFile(
+      script,
+      (await readFile(path.join(BENCH, 'wrk-soak.lua'), 'utf8')) +
+        '\n' +
+        (await readFile(path.join(BENCH, 'wrk-report.lua'), 'utf8')),
+    )
     const cacheDir = await freshDir('soak')
     const unnar = await spawnUnnar(`file://${soak.cache}`, cacheDir, { cacheSize: SOAK_CACHE_SIZE })
     try {
@@ -727,7 +929,15 @@ async function benchSoak(): Promise<void> {
         check: (r) => r === 0,
       })
       if (baseline === undefined) throw new Error('no RSS sample after the baseline time')
-      addRow({ id: '10b', name: names.rss, unnar: `${fmtMB(last)} at the end`, reference: `${fmtMB(baseline)} after ${SOAK_BASELINE_SECONDS} s`, ratio: last / baseline, target: '≤ 1.2×', check: (r) => r <= 1.2 })
+      addRow({
+        id: '10b',
+        name: names.rss,
+        unnar: `${fmtMB(last)} at the end`,
+        reference: `${fmtMB(baseline)} after ${SOAK_BASELINE_SECONDS} s`,
+        ratio: last / baseline,
+        target: '≤ 1.2×',
+        check: (r) => r <= 1.2,
+      })
     } finally {
       await stopProcess(unnar.proc)
       await rm(cacheDir, { recursive: true, force: true })
@@ -790,7 +1000,12 @@ function renderReport(seconds: number): string {
     '',
     '| # | benchmark | unnar | reference | ratio | target | met? |',
     '|---|---|---|---|---|---|---|',
-    ...[...rows].sort((a, b) => a.id.localeCompare(b.id, 'en', { numeric: true })).map((r) => `| ${r.id} | ${cell(r.name)} | ${cell(r.unnar)} | ${cell(r.reference)} | ${r.ratio === undefined ? '—' : Number.isInteger(r.ratio) ? String(r.ratio) : r.ratio.toFixed(2) + '×'} | ${cell(r.target)} | ${r.verdict === 'NO' ? '**NO**' : r.verdict} |`),
+    ...[...rows]
+      .sort((a, b) => a.id.localeCompare(b.id, 'en', { numeric: true }))
+      .map(
+        (r) =>
+          `| ${r.id} | ${cell(r.name)} | ${cell(r.unnar)} | ${cell(r.reference)} | ${r.ratio === undefined ? '—' : Number.isInteger(r.ratio) ? String(r.ratio) : r.ratio.toFixed(2) + '×'} | ${cell(r.target)} | ${r.verdict === 'NO' ? '**NO**' : r.verdict} |`,
+      ),
     '',
   ]
   if (cpuOthers !== undefined) {
@@ -800,9 +1015,14 @@ function renderReport(seconds: number): string {
   }
   const missed = rows.filter((r) => r.verdict === 'NO' || r.verdict === 'error')
   const skipped = rows.filter((r) => r.verdict === 'skipped')
-  if (missed.length > 0) lines.push(`**Targets missed (${missed.length}):** ${missed.map((r) => `${r.id} (${r.verdict === 'error' ? 'error' : r.ratio?.toFixed(2) + '× vs ' + r.target})`).join('; ')}.`, '')
+  if (missed.length > 0)
+    lines.push(
+      `**Targets missed (${missed.length}):** ${missed.map((r) => `${r.id} (${r.verdict === 'error' ? 'error' : r.ratio?.toFixed(2) + '× vs ' + r.target})`).join('; ')}.`,
+      '',
+    )
   else lines.push('All measured targets met.', '')
-  if (skipped.length > 0) lines.push(`Skipped: ${skipped.map((r) => `${r.id} (${r.reference.replace(/^skipped: /, '')})`).join('; ')}.`, '')
+  if (skipped.length > 0)
+    lines.push(`Skipped: ${skipped.map((r) => `${r.id} (${r.reference.replace(/^skipped: /, '')})`).join('; ')}.`, '')
   for (const note of notes) lines.push(`- ${note}`)
   if (notes.length > 0) lines.push('')
   return lines.join('\n')

@@ -10,7 +10,9 @@ import { loadConfig } from '../src/config.js'
 import { createLogger, type LogLevel } from '../src/log.js'
 import { startServer, type RunningServer } from '../src/server.js'
 
-type Message = { type: 'start'; upstream: string; cacheDir: string; logLevel?: LogLevel; verify?: 'strict' | 'stream' } | { type: 'stop' }
+type Message =
+  | { type: 'start'; upstream: string; cacheDir: string; logLevel?: LogLevel; verify?: 'strict' | 'stream' }
+  | { type: 'stop' }
 
 let server: RunningServer | undefined
 

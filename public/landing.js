@@ -1,5 +1,4 @@
 // The landing page: jump to a store path, and show the upstreams with their health (/api/upstreams).
-'use strict'
 
 /**
  * Where an input leads, or an error. Accepts `/nix/store/<hash>-<name>[/sub/path]`, `<hash>-<name>…`,
@@ -14,7 +13,7 @@ function jumpTarget(raw) {
     try {
       text = new URL(text).pathname
       encoded = true
-    } catch (e) {
+    } catch {
       return { error: 'That is not a valid URL.' }
     }
   }
@@ -22,7 +21,10 @@ function jumpTarget(raw) {
   if (text.startsWith('nix/store/')) text = text.slice('nix/store/'.length)
   const match = /^([0-9a-df-np-sv-z]{32})(\.narinfo$|-[^/]*)?(?:\/(.*))?$/i.exec(text)
   if (match === null) {
-    return { error: 'That does not look like a store path: expected /nix/store/ and a 32-character hash (digits and a–z without e, o, u, t).' }
+    return {
+      error:
+        'That does not look like a store path: expected /nix/store/ and a 32-character hash (digits and a–z without e, o, u, t).',
+    }
   }
   const hash = match[1].toLowerCase()
   const name = match[2] === undefined || match[2] === '.narinfo' ? '' : match[2]
@@ -79,7 +81,7 @@ async function loadUpstreams() {
       list,
       data.filter((u) => u !== null && typeof u === 'object' && typeof u.name === 'string'),
     )
-  } catch (e) {
+  } catch {
     list.textContent = ''
     const item = document.createElement('li')
     item.className = 'state-unknown'

@@ -1,6 +1,5 @@
 // Enhancements for unnar's directory listing: sorting, filtering, "copy curl command".
 // The page works without this file; everything it needs is in the markup (data-size on rows).
-'use strict'
 ;(() => {
   const table = document.getElementById('listing')
   const body = document.getElementById('entries')
@@ -9,7 +8,9 @@
   const rows = Array.from(body.rows)
   // Read once: names (for filtering, lower-cased) and sizes (for sorting). NAR order is name order.
   // A symlink's name is a span (its target is the link): see listing-page.ts.
-  const names = rows.map((row) => (row.cells[1].querySelector('a:not(.target), .link') || row.cells[1]).textContent.replace(/\/$/, '').toLowerCase())
+  const names = rows.map((row) =>
+    (row.cells[1].querySelector('a:not(.target), .link') || row.cells[1]).textContent.replace(/\/$/, '').toLowerCase(),
+  )
   const sizes = rows.map((row) => Number(row.getAttribute('data-size')))
   const order = rows.map((_, index) => index)
 
@@ -54,7 +55,7 @@
     let ok = false
     try {
       ok = document.execCommand('copy')
-    } catch (e) {
+    } catch {
       ok = false
     }
     area.remove()
@@ -66,7 +67,7 @@
       try {
         await navigator.clipboard.writeText(text)
         return true
-      } catch (e) {
+      } catch {
         // fall through to the old way (e.g. permission denied)
       }
     }
@@ -173,7 +174,8 @@
   document.addEventListener('keydown', (event) => {
     if (event.key !== '/' || event.ctrlKey || event.metaKey || event.altKey) return
     const active = document.activeElement
-    if (active !== null && (active.tagName === 'INPUT' || active.tagName === 'TEXTAREA' || active.isContentEditable)) return
+    if (active !== null && (active.tagName === 'INPUT' || active.tagName === 'TEXTAREA' || active.isContentEditable))
+      return
     event.preventDefault()
     input.focus()
     input.select()

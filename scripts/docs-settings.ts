@@ -9,6 +9,7 @@ const END = '<!-- end of settings table -->'
 const doc = await readFile(FILE, 'utf8')
 const start = doc.indexOf(BEGIN)
 const end = doc.indexOf(END, start)
-if (start < 0 || end < 0) throw new Error(`docs/configuration.md has no ${JSON.stringify(BEGIN.trim())} … ${JSON.stringify(END)} block`)
+if (start < 0 || end < 0)
+  throw new Error(`docs/configuration.md has no ${JSON.stringify(BEGIN.trim())} … ${JSON.stringify(END)} block`)
 await writeFile(FILE, doc.slice(0, start + BEGIN.length) + settingsTable() + doc.slice(end))
 console.log('docs/configuration.md: settings table written')

@@ -37,7 +37,10 @@ export interface Config {
   /** Listen on this unix socket path instead of TCP. */
   readonly socket: string | undefined
   /** Where /metrics is served: 'main' (the main listener), 'off', or a separate `host:port`. */
-  readonly metrics: { readonly kind: 'main' } | { readonly kind: 'off' } | { readonly kind: 'separate'; readonly port: number; readonly host: string | undefined }
+  readonly metrics:
+    | { readonly kind: 'main' }
+    | { readonly kind: 'off' }
+    | { readonly kind: 'separate'; readonly port: number; readonly host: string | undefined }
   /** Concurrent upstream NAR downloads; more wait in a queue. */
   readonly maxDownloads: number
   readonly maxConnections: number
@@ -117,13 +120,16 @@ export function loadConfig(env: Env): Config {
   const cacheHome = env.XDG_CACHE_HOME || path.join(env.HOME || os.homedir(), '.cache')
   const cacheSize = parseSizeSetting('UNNAR_CACHE_SIZE', env.UNNAR_CACHE_SIZE ?? '10G')
   const tokensFile = env.UNNAR_UPSTREAM_TOKENS_FILE === '' ? undefined : env.UNNAR_UPSTREAM_TOKENS_FILE
-  const tokensFromEnv = tokensSetting('UNNAR_UPSTREAM_TOKENS', () => parseTokens(env.UNNAR_UPSTREAM_TOKENS ?? '', 'entry'))
+  const tokensFromEnv = tokensSetting('UNNAR_UPSTREAM_TOKENS', () =>
+    parseTokens(env.UNNAR_UPSTREAM_TOKENS ?? '', 'entry'),
+  )
   return {
     ...addr,
     upstreams,
     cacheDir: path.resolve(env.UNNAR_CACHE_DIR || path.join(cacheHome, 'unnar')),
     cacheSize,
-    maxNarSize: env.UNNAR_MAX_NAR_SIZE === undefined ? undefined : parseBytes('UNNAR_MAX_NAR_SIZE', env.UNNAR_MAX_NAR_SIZE),
+    maxNarSize:
+      env.UNNAR_MAX_NAR_SIZE === undefined ? undefined : parseBytes('UNNAR_MAX_NAR_SIZE', env.UNNAR_MAX_NAR_SIZE),
     memoryCacheBytes: parseBytes('UNNAR_MEMORY_CACHE_SIZE', env.UNNAR_MEMORY_CACHE_SIZE ?? '128M'),
     negativeTtlMs: parseSeconds('UNNAR_NEGATIVE_TTL', env.UNNAR_NEGATIVE_TTL ?? '60'),
     upstreamTimeoutMs: parseSeconds('UNNAR_UPSTREAM_TIMEOUT', env.UNNAR_UPSTREAM_TIMEOUT ?? '30'),
@@ -140,10 +146,18 @@ export function loadConfig(env: Env): Config {
     maxUrlLength: parseCount('UNNAR_MAX_URL_LENGTH', env.UNNAR_MAX_URL_LENGTH ?? '8192'),
     shutdownTimeoutMs: parseSeconds('UNNAR_SHUTDOWN_TIMEOUT', env.UNNAR_SHUTDOWN_TIMEOUT ?? '30'),
     netrcFile: env.NETRC === undefined ? defaultNetrcFile(env.NIX_CONF_DIR) : checkNetrcFile(env.NETRC),
-    upstreamTokens: new Map([...(tokensFile === undefined ? [] : tokensSetting('UNNAR_UPSTREAM_TOKENS_FILE', () => readTokensFile(tokensFile))), ...tokensFromEnv]),
+    upstreamTokens: new Map([
+      ...(tokensFile === undefined
+        ? []
+        : tokensSetting('UNNAR_UPSTREAM_TOKENS_FILE', () => readTokensFile(tokensFile))),
+      ...tokensFromEnv,
+    ]),
     upstreamTokensFile: tokensFile,
     upstreamTokensFromEnv: tokensFromEnv,
-    upstreamConnectTimeoutMs: parseSeconds('UNNAR_UPSTREAM_CONNECT_TIMEOUT', env.UNNAR_UPSTREAM_CONNECT_TIMEOUT ?? '10'),
+    upstreamConnectTimeoutMs: parseSeconds(
+      'UNNAR_UPSTREAM_CONNECT_TIMEOUT',
+      env.UNNAR_UPSTREAM_CONNECT_TIMEOUT ?? '10',
+    ),
     upstreamIdleTimeoutMs: parseSeconds('UNNAR_UPSTREAM_IDLE_TIMEOUT', env.UNNAR_UPSTREAM_IDLE_TIMEOUT ?? '30'),
     lookup: parseLookup(env.UNNAR_LOOKUP),
     storeDirs: parseStoreDirs(env.UNNAR_STORE_DIRS),
@@ -170,7 +184,8 @@ export function describeConfigError(error: ConfigError, argv: readonly string[])
   for (const arg of argv) {
     const flag = arg.split('=', 1)[0]!
     const env = FLAGS[flag]
-    if (env !== undefined && (error.message.startsWith(`${env}:`) || error.message.startsWith(`${env} `))) return flag + error.message.slice(env.length)
+    if (env !== undefined && (error.message.startsWith(`${env}:`) || error.message.startsWith(`${env} `)))
+      return flag + error.message.slice(env.length)
   }
   return error.message
 }
@@ -195,7 +210,9 @@ function checkUpstreamUrl(url: string): void {
     throw new ConfigError(`NIX_CACHE_URL: "${url}" is not a URL`)
   }
   if (!(SUPPORTED_SCHEMES as readonly string[]).includes(parsed.protocol)) {
-    throw new ConfigError(`NIX_CACHE_URL: unsupported scheme "${parsed.protocol}" in "${parsed.protocol}//${parsed.host}" (supported: http, https, file, s3)`)
+    throw new ConfigError(
+      `NIX_CACHE_URL: unsupported scheme "${parsed.protocol}" in "${parsed.protocol}//${parsed.host}" (supported: http, https, file, s3)`,
+    )
   }
   // Its parameters too (?scheme=, ?endpoint=, …): a bad one is a bad setting, not a failed start.
   if (parsed.protocol === 's3:') {
@@ -208,11 +225,15 @@ function checkUpstreamUrl(url: string): void {
 }
 
 /** nar-serve's HTTP_ADDR: `host:port`, `:port`, `[v6]:port` or a bare host; PORT fills in the port. */
-function parseListen(httpAddr: string | undefined, portText: string | undefined): { port: number; host: string | undefined } {
+function parseListen(
+  httpAddr: string | undefined,
+  portText: string | undefined,
+): { port: number; host: string | undefined } {
   let port = portText === undefined ? DEFAULT_PORT : parsePort('PORT', portText)
   if (httpAddr === undefined || httpAddr === '') return { port, host: undefined }
   const match = /^(?:\[([^\]]+)\]|([^:]*))(?::(\d+))?$/.exec(httpAddr)
-  if (match === null) throw new ConfigError(`HTTP_ADDR: cannot parse "${httpAddr}" (expected host:port, :port or [v6]:port)`)
+  if (match === null)
+    throw new ConfigError(`HTTP_ADDR: cannot parse "${httpAddr}" (expected host:port, :port or [v6]:port)`)
   if (match[3] !== undefined) port = parsePort('HTTP_ADDR', match[3])
   const host = match[1] ?? match[2]
   return { port, host: host === '' ? undefined : host }
@@ -255,15 +276,18 @@ const MAX_SECONDS = Math.floor((2 ** 31 - 1) / 1000)
 /** A duration in seconds, returned in whole milliseconds: at least 1 ms, at most MAX_SECONDS (0 would turn limits off or on at once). */
 function parseSeconds(name: string, text: string): number {
   const value = Number(text)
-  if (!/^\d+(\.\d+)?$/.test(text.trim()) || !Number.isFinite(value)) throw new ConfigError(`${name}: "${text}" is not a number of seconds`)
+  if (!/^\d+(\.\d+)?$/.test(text.trim()) || !Number.isFinite(value))
+    throw new ConfigError(`${name}: "${text}" is not a number of seconds`)
   const ms = Math.round(value * 1000)
-  if (ms < 1 || value > MAX_SECONDS) throw new ConfigError(`${name}: "${text}" is out of range (from 0.001 to ${MAX_SECONDS} seconds)`)
+  if (ms < 1 || value > MAX_SECONDS)
+    throw new ConfigError(`${name}: "${text}" is out of range (from 0.001 to ${MAX_SECONDS} seconds)`)
   return ms
 }
 
 function parseCount(name: string, text: string): number {
   const value = Number(text)
-  if (!/^\d+$/.test(text.trim()) || value < 1 || !Number.isSafeInteger(value)) throw new ConfigError(`${name}: "${text}" is not a positive whole number`)
+  if (!/^\d+$/.test(text.trim()) || value < 1 || !Number.isSafeInteger(value))
+    throw new ConfigError(`${name}: "${text}" is not a positive whole number`)
   return value
 }
 
@@ -273,7 +297,11 @@ function parseMetricsAddr(text: string | undefined): Config['metrics'] {
   const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text)
   if (match === null) throw new ConfigError(`UNNAR_METRICS_ADDR: "${text}" is not "off", "main" or host:port`)
   const host = match[1] ?? match[2]
-  return { kind: 'separate', port: parsePort('UNNAR_METRICS_ADDR', match[3]!), host: host === '' || host === undefined ? undefined : parseHost('UNNAR_METRICS_ADDR', host) }
+  return {
+    kind: 'separate',
+    port: parsePort('UNNAR_METRICS_ADDR', match[3]!),
+    host: host === '' || host === undefined ? undefined : parseHost('UNNAR_METRICS_ADDR', host),
+  }
 }
 
 /** Token parsing lives with the other credentials; here its errors become this setting's. */
@@ -334,7 +362,8 @@ function parseStoreDirs(text: string | undefined): readonly string[] | undefined
 }
 
 function parseLogLevel(text: string): LogLevel {
-  if (!(LOG_LEVELS as string[]).includes(text)) throw new ConfigError(`LOG_LEVEL: "${text}" is not one of ${LOG_LEVELS.join(', ')}`)
+  if (!(LOG_LEVELS as string[]).includes(text))
+    throw new ConfigError(`LOG_LEVEL: "${text}" is not one of ${LOG_LEVELS.join(', ')}`)
   return text as LogLevel
 }
 

@@ -22,14 +22,27 @@ export interface Logger {
 export const LOG_LEVELS: LogLevel[] = ['debug', 'info', 'warn', 'error', 'silent']
 
 /** Field names whose values are credentials, wherever they appear: never written out. */
-const REDACT = ['authorization', 'password', 'token', '*.authorization', '*.password', '*.token', 'headers.authorization']
+const REDACT = [
+  'authorization',
+  'password',
+  'token',
+  '*.authorization',
+  '*.password',
+  '*.token',
+  'headers.authorization',
+]
 
 /**
  * `write` receives whole lines (tests capture them); without it, lines go to stderr synchronously,
  * so the last lines before an exit are not lost.
  */
 export function createLogger(level: LogLevel, write?: (line: string) => void): Logger {
-  const destination = write !== undefined ? { write } : process.stderr.isTTY ? pretty({ sync: true, destination: 2 }) : pino.destination({ dest: 2, sync: true })
+  const destination =
+    write !== undefined
+      ? { write }
+      : process.stderr.isTTY
+        ? pretty({ sync: true, destination: 2 })
+        : pino.destination({ dest: 2, sync: true })
   const root = pino(
     {
       level,
@@ -64,7 +77,9 @@ function describeErrors(fields: LogFields): LogFields {
   let out: LogFields | undefined
   for (const key in fields) {
     const value = fields[key]
-    if (value instanceof Error) (out ??= { ...fields })[key] = `${value.name}: ${value.message}`
+    if (!(value instanceof Error)) continue
+    out ??= { ...fields }
+    out[key] = `${value.name}: ${value.message}`
   }
   return out ?? fields
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /** The `unnar` command: reads flags and environment, starts the server, stops on SIGTERM/SIGINT. */
-import { applyFlags, ConfigError, describeConfigError, loadConfig } from './config.js'
+import { applyFlags, type Config, ConfigError, describeConfigError, loadConfig } from './config.js'
 import { createLogger } from './log.js'
-import { startServer, VERSION } from './server.js'
+import { type RunningServer, startServer, VERSION } from './server.js'
 import { helpText } from './settings.js'
 
 async function main(argv: readonly string[]): Promise<void> {
@@ -14,7 +14,7 @@ async function main(argv: readonly string[]): Promise<void> {
     process.stdout.write(`${VERSION}\n`)
     return
   }
-  let config
+  let config: Config
   try {
     config = loadConfig(applyFlags(process.env, argv))
   } catch (err) {
@@ -23,7 +23,7 @@ async function main(argv: readonly string[]): Promise<void> {
     process.exit(2)
   }
   const log = createLogger(config.logLevel)
-  let server
+  let server: RunningServer
   try {
     server = await startServer(config, log)
   } catch (err) {

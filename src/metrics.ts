@@ -44,15 +44,52 @@ export function createMetrics(): Metrics {
 
   const requests = new RequestTally()
   const hits = new Counter({ name: 'unnar_cache_hits_total', help: 'Requests whose NAR was cached', registers })
-  const misses = new Counter({ name: 'unnar_cache_misses_total', help: 'Requests that started a NAR download', registers })
-  const coalesced = new Counter({ name: 'unnar_nar_download_waiters_total', help: 'Requests that joined a NAR download already in flight', registers })
+  const misses = new Counter({
+    name: 'unnar_cache_misses_total',
+    help: 'Requests that started a NAR download',
+    registers,
+  })
+  const coalesced = new Counter({
+    name: 'unnar_nar_download_waiters_total',
+    help: 'Requests that joined a NAR download already in flight',
+    registers,
+  })
   const evictions = new Counter({ name: 'unnar_cache_evictions_total', help: 'NARs evicted from the cache', registers })
-  const evictedBytes = new Counter({ name: 'unnar_cache_evicted_bytes_total', help: 'Bytes of NARs evicted from the cache', registers })
-  const downloads = new Counter({ name: 'unnar_nar_downloads_total', help: 'Finished NAR downloads by result', labelNames: ['result'], registers })
-  const verification = new Counter({ name: 'unnar_verification_failures_total', help: 'NARs or narinfos rejected: hash or size mismatch, or no trusted signature', labelNames: ['what'], registers })
-  const listingMismatches = new Counter({ name: 'unnar_listing_mismatches_total', help: 'Upstream .ls listings contradicted by their NAR (then not used)', labelNames: ['upstream'], registers })
-  const upstreamRequests = new Counter({ name: 'unnar_upstream_requests_total', help: 'Requests to upstreams', labelNames: ['upstream', 'kind', 'status'], registers })
-  const upstreamErrors = new Counter({ name: 'unnar_upstream_errors_total', help: 'Failed upstream requests by error kind', labelNames: ['upstream', 'kind', 'error'], registers })
+  const evictedBytes = new Counter({
+    name: 'unnar_cache_evicted_bytes_total',
+    help: 'Bytes of NARs evicted from the cache',
+    registers,
+  })
+  const downloads = new Counter({
+    name: 'unnar_nar_downloads_total',
+    help: 'Finished NAR downloads by result',
+    labelNames: ['result'],
+    registers,
+  })
+  const verification = new Counter({
+    name: 'unnar_verification_failures_total',
+    help: 'NARs or narinfos rejected: hash or size mismatch, or no trusted signature',
+    labelNames: ['what'],
+    registers,
+  })
+  const listingMismatches = new Counter({
+    name: 'unnar_listing_mismatches_total',
+    help: 'Upstream .ls listings contradicted by their NAR (then not used)',
+    labelNames: ['upstream'],
+    registers,
+  })
+  const upstreamRequests = new Counter({
+    name: 'unnar_upstream_requests_total',
+    help: 'Requests to upstreams',
+    labelNames: ['upstream', 'kind', 'status'],
+    registers,
+  })
+  const upstreamErrors = new Counter({
+    name: 'unnar_upstream_errors_total',
+    help: 'Failed upstream requests by error kind',
+    labelNames: ['upstream', 'kind', 'error'],
+    registers,
+  })
   const upstreamLatency = new Histogram({
     name: 'unnar_upstream_request_duration_seconds',
     help: 'Upstream request time, to the end of the body (or the answer, for a miss or an early error)',
@@ -108,7 +145,8 @@ export function createMetrics(): Metrics {
     upstream(event) {
       upstreamRequests.inc({ upstream: event.upstream, kind: event.kind, status: event.status })
       upstreamLatency.observe({ upstream: event.upstream, kind: event.kind }, event.seconds)
-      if (event.status === 'error') upstreamErrors.inc({ upstream: event.upstream, kind: event.kind, error: event.errorKind ?? 'unknown' })
+      if (event.status === 'error')
+        upstreamErrors.inc({ upstream: event.upstream, kind: event.kind, error: event.errorKind ?? 'unknown' })
     },
     hotAnswer() {
       requests.hotAnswer()

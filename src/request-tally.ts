@@ -26,10 +26,17 @@ export class RequestTally {
   readonly #verifications = new Map<string, number>()
 
   observe(route: string, status: number, bytes: number, seconds: number, verification?: string): void {
-    if (verification !== undefined) this.#verifications.set(verification, (this.#verifications.get(verification) ?? 0) + 1)
+    if (verification !== undefined)
+      this.#verifications.set(verification, (this.#verifications.get(verification) ?? 0) + 1)
     let tally = this.#routes.get(route)
     if (tally === undefined) {
-      tally = { byStatus: new Map(), bytes: 0, buckets: new Array<number>(DURATION_BUCKETS.length + 1).fill(0), seconds: 0, count: 0 }
+      tally = {
+        byStatus: new Map(),
+        bytes: 0,
+        buckets: new Array<number>(DURATION_BUCKETS.length + 1).fill(0),
+        seconds: 0,
+        count: 0,
+      }
       this.#routes.set(route, tally)
     }
     tally.byStatus.set(status, (tally.byStatus.get(status) ?? 0) + 1)
@@ -57,13 +64,19 @@ export class RequestTally {
     const lines = [
       '# HELP unnar_http_requests_total HTTP requests by route and status',
       '# TYPE unnar_http_requests_total counter',
-      ...routes.flatMap(([route, t]) => [...t.byStatus].map(([status, n]) => `unnar_http_requests_total{route="${escape(route)}",status="${status}"} ${n}`)),
+      ...routes.flatMap(([route, t]) =>
+        [...t.byStatus].map(
+          ([status, n]) => `unnar_http_requests_total{route="${escapeLabel(route)}",status="${status}"} ${n}`,
+        ),
+      ),
       '# HELP unnar_http_request_duration_seconds Time from request to the end of the response',
       '# TYPE unnar_http_request_duration_seconds histogram',
-      ...routes.flatMap(([route, t]) => histogramLines('unnar_http_request_duration_seconds', `route="${escape(route)}"`, t)),
+      ...routes.flatMap(([route, t]) =>
+        histogramLines('unnar_http_request_duration_seconds', `route="${escapeLabel(route)}"`, t),
+      ),
       '# HELP unnar_http_response_bytes_total Bytes written to clients (headers included)',
       '# TYPE unnar_http_response_bytes_total counter',
-      ...routes.map(([route, t]) => `unnar_http_response_bytes_total{route="${escape(route)}"} ${t.bytes}`),
+      ...routes.map(([route, t]) => `unnar_http_response_bytes_total{route="${escapeLabel(route)}"} ${t.bytes}`),
       '# HELP unnar_hot_responses_total Requests for hot small files answered from memory before routing',
       '# TYPE unnar_hot_responses_total counter',
       `unnar_hot_responses_total ${this.#hotAnswers}`,
@@ -72,7 +85,9 @@ export class RequestTally {
       `unnar_shared_responses_total ${this.#sharedAnswers}`,
       '# HELP unnar_file_responses_total File answers by verification: verified (before the first byte), held (last byte waited for it), unverified (stream mode)',
       '# TYPE unnar_file_responses_total counter',
-      ...[...this.#verifications].map(([verification, n]) => `unnar_file_responses_total{verification="${escape(verification)}"} ${n}`),
+      ...[...this.#verifications].map(
+        ([verification, n]) => `unnar_file_responses_total{verification="${escapeLabel(verification)}"} ${n}`,
+      ),
     ]
     return lines.join('\n') + '\n'
   }
@@ -84,11 +99,15 @@ function histogramLines(name: string, labels: string, t: RouteTally): string[] {
     cumulative += t.buckets[i]!
     return `${name}_bucket{le="${bound}",${labels}} ${cumulative}`
   })
-  lines.push(`${name}_bucket{le="+Inf",${labels}} ${t.count}`, `${name}_sum{${labels}} ${t.seconds}`, `${name}_count{${labels}} ${t.count}`)
+  lines.push(
+    `${name}_bucket{le="+Inf",${labels}} ${t.count}`,
+    `${name}_sum{${labels}} ${t.seconds}`,
+    `${name}_count{${labels}} ${t.count}`,
+  )
   return lines
 }
 
 /** A label value as the text format needs it (routes are fixed names; this keeps any name valid). */
-function escape(value: string): string {
+function escapeLabel(value: string): string {
   return value.replace(/[\\"\n]/g, (c) => (c === '\n' ? '\\n' : `\\${c}`))
 }

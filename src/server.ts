@@ -29,7 +29,10 @@ import { CACHE_INFO_INTERVAL_MS, watchUpstreamOrder } from './upstream/upstream-
 
 export const VERSION = '0.1.0'
 /** public/ sits beside src/ when run from source, two levels up from dist/src/ when compiled. */
-export const PUBLIC_DIR = ['../public/', '../../public/'].map((rel) => fileURLToPath(new URL(rel, import.meta.url))).find((dir) => existsSync(dir)) ?? 'public'
+export const PUBLIC_DIR =
+  ['../public/', '../../public/']
+    .map((rel) => fileURLToPath(new URL(rel, import.meta.url)))
+    .find((dir) => existsSync(dir)) ?? 'public'
 
 export interface RunningServer {
   /** `http://host:port` (`http://localhost` when listening on a unix socket). */
@@ -50,7 +53,11 @@ export interface RunningServer {
 
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
   const metrics = createMetrics()
-  const upstreamOptions = upstreamOptionsFrom(config, { userAgent: `unnar/${VERSION}`, log, onRequest: (event) => metrics.upstream(event) })
+  const upstreamOptions = upstreamOptionsFrom(config, {
+    userAgent: `unnar/${VERSION}`,
+    log,
+    onRequest: (event) => metrics.upstream(event),
+  })
   const upstreams = config.upstreams.map((url) => createUpstream(url, upstreamOptions))
   const maxBytes = await resolveCacheSize(config.cacheDir, config.cacheSize)
   const decoderLauncher = new DecoderLauncher()
@@ -71,10 +78,25 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   // Read (and tidied: temp files of a crash deleted) only once the listen address is ours: a second
   // instance started by mistake on the same cache directory must fail before touching it.
   let storeInit: Promise<void> | undefined
-  const lookupOptions = { log, negativeTtlMs: config.negativeTtlMs, maxEntries: 10_000, trustedKeys: trustPolicy(config), strategy: config.lookup, onUntrusted: () => metrics.untrusted(), onListingMismatch: (upstream: string) => metrics.listingMismatch(upstream) }
+  const lookupOptions = {
+    log,
+    negativeTtlMs: config.negativeTtlMs,
+    maxEntries: 10_000,
+    trustedKeys: trustPolicy(config),
+    strategy: config.lookup,
+    onUntrusted: () => metrics.untrusted(),
+    onListingMismatch: (upstream: string) => metrics.listingMismatch(upstream),
+  }
   const lookup = new PathInfoLookup(upstreams, { ...lookupOptions, storeDir: DEFAULT_STORE_DIR })
   const hotFiles = new HotFiles<HotStoreFile>({ maxBytes: config.memoryCacheBytes })
-  const otherStores = new OtherStoreDirs({ defaultStoreDir: DEFAULT_STORE_DIR, allowed: config.storeDirs, lookup: lookupOptions, store, hotFiles, log })
+  const otherStores = new OtherStoreDirs({
+    defaultStoreDir: DEFAULT_STORE_DIR,
+    allowed: config.storeDirs,
+    lookup: lookupOptions,
+    store,
+    hotFiles,
+    log,
+  })
   const lookupFor = (storeDir: string) => (storeDir === DEFAULT_STORE_DIR ? lookup : otherStores.lookup(storeDir))
   // Served in the configured order until every nix-cache-info has answered (a slow or offline
   // upstream must not delay the start); read again every 10 minutes for Priority/StoreDir changes.
@@ -116,7 +138,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     accepting: () => accepting,
     otherStore: (path) => otherStores.route(path),
   })
-  const server = createHttpServer(app.fetch, config, log, { answer: (req, res, dispatch) => hotResponses.serve(req, res, dispatch), reporter, pending: () => storeInit })
+  const server = createHttpServer(app.fetch, config, log, {
+    answer: (req, res, dispatch) => hotResponses.serve(req, res, dispatch),
+    reporter,
+    pending: () => storeInit,
+  })
   const { url, address } = await listen(server, config)
   storeInit = store.init()
   try {
@@ -136,10 +162,23 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const metricsApp = new Hono()
     metricsApp.get('/metrics', metricsHandler(metrics))
     metricsServer = createHttpServer(metricsApp.fetch, config, log)
-    metricsUrl = (await listen(metricsServer, { ...config, port: config.metrics.port, host: config.metrics.host, socket: undefined })).url
+    metricsUrl = (
+      await listen(metricsServer, {
+        ...config,
+        port: config.metrics.port,
+        host: config.metrics.host,
+        socket: undefined,
+      })
+    ).url
   }
   // `listen` is the address really bound (all interfaces: `[::]`); `url` one that reaches it from here.
-  log.info('unnar listening', { listen: address, url, metricsUrl, cacheBytes: maxBytes, config: describeConfig(config) })
+  log.info('unnar listening', {
+    listen: address,
+    url,
+    metricsUrl,
+    cacheBytes: maxBytes,
+    config: describeConfig(config),
+  })
 
   const close = async () => {
     accepting = false
@@ -160,7 +199,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       const sweep = setInterval(() => server.closeIdleConnections(), 100)
       const deadline = Date.now() + config.shutdownTimeoutMs
       let timer: NodeJS.Timeout | undefined
-      const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), config.shutdownTimeoutMs)))
+      const timedOut = new Promise<boolean>(
+        (resolve) => (timer = setTimeout(() => resolve(false), config.shutdownTimeoutMs)),
+      )
       server.closeIdleConnections()
       if (!(await Promise.race([drained, timedOut]))) {
         log.warn('shutdown timeout: closing the connections still open', { seconds: config.shutdownTimeoutMs / 1000 })
@@ -181,9 +222,14 @@ function warnAboutMissingDirectories(upstreams: readonly string[], log: Logger):
     const dir = fileURLToPath(url)
     stat(dir).then(
       (info) => {
-        if (!info.isDirectory()) log.warn('a file:// upstream is not a directory: nothing will be found there', { upstream: url })
+        if (!info.isDirectory())
+          log.warn('a file:// upstream is not a directory: nothing will be found there', { upstream: url })
       },
-      (err: NodeJS.ErrnoException) => log.warn('a file:// upstream directory cannot be read: nothing will be found there until it can', { upstream: url, error: err.code ?? err.message }),
+      (err: NodeJS.ErrnoException) =>
+        log.warn('a file:// upstream directory cannot be read: nothing will be found there until it can', {
+          upstream: url,
+          error: err.code ?? err.message,
+        }),
     )
   }
 }
@@ -198,7 +244,12 @@ interface Front {
 }
 
 /** The node HTTP server with the limits that keep slow or numerous clients from starving others. */
-function createHttpServer(fetch: (request: Request, env: never) => Response | Promise<Response>, config: Config, log: Logger, front?: Front): Server {
+function createHttpServer(
+  fetch: (request: Request, env: never) => Response | Promise<Response>,
+  config: Config,
+  log: Logger,
+  front?: Front,
+): Server {
   // node-server calls errorHandler synchronously from the listener call when the request target
   // is no URL at all (a raw backslash, say), before any await: `arriving` is that request.
   let arriving: { req: IncomingMessage; res: ServerResponse; started: number } | undefined
@@ -207,12 +258,25 @@ function createHttpServer(fetch: (request: Request, env: never) => Response | Pr
       const bad = err instanceof RequestError
       if (bad && arriving !== undefined && front !== undefined) {
         const { req, res, started } = arriving
-        front.reporter.reportOnClose(res, { id: front.reporter.id(undefined), method: req.method ?? '', path: req.url ?? '', route: 'other', status: 400, started, notes: {} })
+        front.reporter.reportOnClose(res, {
+          id: front.reporter.id(undefined),
+          method: req.method ?? '',
+          path: req.url ?? '',
+          route: 'other',
+          status: 400,
+          started,
+          notes: {},
+        })
       } else if (!bad) {
         log.error('request failed', { status: 500, error: err as Error, stack: (err as Error).stack })
       }
-      const text = bad ? '400 Bad Request: the request target is not a valid URL path\n' : '500 Internal Server Error: internal error\n'
-      return new Response(text, { status: bad ? 400 : 500, headers: { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' } })
+      const text = bad
+        ? '400 Bad Request: the request target is not a valid URL path\n'
+        : '500 Internal Server Error: internal error\n'
+      return new Response(text, {
+        status: bad ? 400 : 500,
+        headers: { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' },
+      })
     },
   })
   const dispatch: Dispatch = (req, res) => {
@@ -260,7 +324,10 @@ const IDLE_SOCKET_MS = 300_000
 const HOT_RESPONSES_BYTES = 16 * 1024 * 1024
 
 /** `url` reaches the server from this machine; `address` is what it is bound to (`[::]:8383` for all interfaces). */
-async function listen(server: Server, config: Pick<Config, 'port' | 'host' | 'socket'>): Promise<{ url: string; address: string }> {
+async function listen(
+  server: Server,
+  config: Pick<Config, 'port' | 'host' | 'socket'>,
+): Promise<{ url: string; address: string }> {
   if (config.socket !== undefined) await removeStaleSocket(config.socket)
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
@@ -275,7 +342,10 @@ async function listen(server: Server, config: Pick<Config, 'port' | 'host' | 'so
   if (config.socket !== undefined) return { url: 'http://localhost', address: `unix:${config.socket}` }
   const bound = server.address() as AddressInfo
   const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address
-  return { url: `http://${host === '[::]' ? '[::1]' : host === '0.0.0.0' ? '127.0.0.1' : host}:${bound.port}`, address: `${host}:${bound.port}` }
+  return {
+    url: `http://${host === '[::]' ? '[::1]' : host === '0.0.0.0' ? '127.0.0.1' : host}:${bound.port}`,
+    address: `${host}:${bound.port}`,
+  }
 }
 
 /** A socket file left by a crashed instance is removed; one that still answers is not. */

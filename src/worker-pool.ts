@@ -63,7 +63,8 @@ export class WorkerPool {
   #pick(): PoolWorker {
     const workers = this.#workers
     const idle = workers.find((w) => w.jobs === 0)
-    if (idle !== undefined || workers.length >= availableParallelism()) return idle ?? workers.reduce((a, b) => (b.jobs < a.jobs ? b : a))
+    if (idle !== undefined || workers.length >= availableParallelism())
+      return idle ?? workers.reduce((a, b) => (b.jobs < a.jobs ? b : a))
     return this.#spawn()
   }
 

@@ -15,9 +15,14 @@ const run = promisify(execFile)
 const MAIN = path.resolve('src/main.ts')
 
 /** Runs the real command (through tsx); resolves with its exit code and output whatever the code. */
-async function unnar(args: readonly string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+async function unnar(
+  args: readonly string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', MAIN, ...args], { env: { ...process.env, ...env } })
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', MAIN, ...args], {
+      env: { ...process.env, ...env },
+    })
     return { code: 0, stdout, stderr }
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string }
@@ -91,7 +96,11 @@ describe('what the server says about itself', { timeout: 30_000 }, () => {
     assert.ok(line.listen === `[::]:${port}` || line.listen === `0.0.0.0:${port}`, String(line.listen))
     assert.equal(line.url, server.url)
     // The node:test timeout reports it if the warning never comes.
-    await logged((l) => l.msg === 'a file:// upstream directory cannot be read: nothing will be found there until it can' && l.upstream === `file://${missing}`)
+    await logged(
+      (l) =>
+        l.msg === 'a file:// upstream directory cannot be read: nothing will be found there until it can' &&
+        l.upstream === `file://${missing}`,
+    )
   })
 
   it('answers /nix/store/ like /nix/store, and /favicon.ico with the icon', async () => {
@@ -116,7 +125,11 @@ describe('docs/configuration.md', () => {
     const start = doc.indexOf(begin)
     assert.ok(start >= 0, 'the table marker')
     const end = doc.indexOf('<!-- end of settings table -->', start)
-    assert.equal(doc.slice(start + begin.length, end), settingsTable(), 'docs/configuration.md is behind src/settings.ts: run npm run docs:settings')
+    assert.equal(
+      doc.slice(start + begin.length, end),
+      settingsTable(),
+      'docs/configuration.md is behind src/settings.ts: run npm run docs:settings',
+    )
     for (const s of SETTINGS) assert.match(doc, new RegExp(`^### \`${s.flag}\`$`, 'm'), s.flag)
   })
 })

@@ -20,13 +20,20 @@ describe('loadConfig', () => {
   })
 
   it('takes XDG_CACHE_HOME, nar-serve names and several upstreams in priority order', () => {
-    const config = loadConfig({ XDG_CACHE_HOME: '/x', NAR_CACHE_URL: 'https://a.example, file:///b  https://c.example', HTTP_ADDR: '127.0.0.1:9000' })
+    const config = loadConfig({
+      XDG_CACHE_HOME: '/x',
+      NAR_CACHE_URL: 'https://a.example, file:///b  https://c.example',
+      HTTP_ADDR: '127.0.0.1:9000',
+    })
     assert.equal(config.cacheDir, '/x/unnar')
     assert.deepEqual(config.upstreams, ['https://a.example', 'file:///b', 'https://c.example'])
     assert.equal(config.host, '127.0.0.1')
     assert.equal(config.port, 9000)
     assert.equal(loadConfig({ NIX_CACHE_URL: 'https://n', NAR_CACHE_URL: 'https://m' }).upstreams[0], 'https://n')
-    assert.deepEqual([loadConfig({ HTTP_ADDR: '[::1]:81' }).host, loadConfig({ HTTP_ADDR: ':82', PORT: '1' }).port], ['::1', 82])
+    assert.deepEqual(
+      [loadConfig({ HTTP_ADDR: '[::1]:81' }).host, loadConfig({ HTTP_ADDR: ':82', PORT: '1' }).port],
+      ['::1', 82],
+    )
   })
 
   it('parses sizes and percentages', () => {
@@ -56,7 +63,10 @@ describe('loadConfig', () => {
     [{ UNNAR_LOOKUP: 'random' }, /^UNNAR_LOOKUP: "random" is not "sequential" or "parallel"/],
     [{ UNNAR_STORE_DIRS: 'relative/store' }, /^UNNAR_STORE_DIRS: "relative\/store" is not an absolute store directory/],
     [{ UNNAR_UPSTREAM_TOKENS: 'justatoken' }, /^UNNAR_UPSTREAM_TOKENS: entry 1 is not host=token/],
-    [{ UNNAR_UPSTREAM_TOKENS_FILE: '/nonexistent/tokens' }, /^UNNAR_UPSTREAM_TOKENS_FILE: cannot read "\/nonexistent\/tokens": ENOENT/],
+    [
+      { UNNAR_UPSTREAM_TOKENS_FILE: '/nonexistent/tokens' },
+      /^UNNAR_UPSTREAM_TOKENS_FILE: cannot read "\/nonexistent\/tokens": ENOENT/,
+    ],
     [{ UNNAR_HOST: 'bad host!' }, /^UNNAR_HOST: "bad host!" is not a host name/],
     [{ UNNAR_METRICS_ADDR: 'bad host!:9383' }, /^UNNAR_METRICS_ADDR: "bad host!" is not a host name/],
     // 0 would turn a limit off (or make it fire at once); Node's timers stop at 2^31 - 1 ms.
@@ -67,7 +77,10 @@ describe('loadConfig', () => {
   ]
   for (const [env, message] of bad) {
     it(`rejects ${JSON.stringify(env)} with one line naming the setting`, () => {
-      assert.throws(() => loadConfig(env), (err: Error) => err instanceof ConfigError && message.test(err.message) && !err.message.includes('\n'))
+      assert.throws(
+        () => loadConfig(env),
+        (err: Error) => err instanceof ConfigError && message.test(err.message) && !err.message.includes('\n'),
+      )
     })
   }
 })
@@ -76,10 +89,22 @@ describe('operational settings', () => {
   it('has safe defaults for limits, timeouts and the metrics listener', () => {
     const c = loadConfig({})
     assert.deepEqual(
-      [c.maxDownloads, c.maxConnections, c.headerTimeoutMs, c.keepAliveTimeoutMs, c.maxUrlLength, c.shutdownTimeoutMs, c.upstreamConnectTimeoutMs, c.upstreamIdleTimeoutMs],
+      [
+        c.maxDownloads,
+        c.maxConnections,
+        c.headerTimeoutMs,
+        c.keepAliveTimeoutMs,
+        c.maxUrlLength,
+        c.shutdownTimeoutMs,
+        c.upstreamConnectTimeoutMs,
+        c.upstreamIdleTimeoutMs,
+      ],
       [8, 10000, 20_000, 5_000, 8192, 30_000, 10_000, 30_000],
     )
-    assert.deepEqual([c.metrics, c.lookup, c.storeDirs, c.socket, c.netrcFile, c.upstreamTokens.size], [{ kind: 'main' }, 'sequential', undefined, undefined, undefined, 0])
+    assert.deepEqual(
+      [c.metrics, c.lookup, c.storeDirs, c.socket, c.netrcFile, c.upstreamTokens.size],
+      [{ kind: 'main' }, 'sequential', undefined, undefined, undefined, 0],
+    )
   })
 
   it("reads Nix's default netrc ($NIX_CONF_DIR/netrc) when NETRC is unset, and none when NETRC is empty", () => {
@@ -91,15 +116,26 @@ describe('operational settings', () => {
       assert.equal(loadConfig({ NIX_CONF_DIR: dir }).netrcFile, file)
       assert.equal(loadConfig({ NIX_CONF_DIR: dir, NETRC: '' }).netrcFile, undefined)
       writeFileSync(file, 'machine cache.example login "u password p\n')
-      assert.throws(() => loadConfig({ NIX_CONF_DIR: dir }), (err: Error) => err instanceof ConfigError && err.message.startsWith('NETRC: ') && err.message.includes(file))
+      assert.throws(
+        () => loadConfig({ NIX_CONF_DIR: dir }),
+        (err: Error) => err instanceof ConfigError && err.message.startsWith('NETRC: ') && err.message.includes(file),
+      )
     } finally {
       rmSync(dir, { recursive: true, force: true })
     }
   })
 
   it('parses the metrics address, host override, store dirs and socket', () => {
-    assert.deepEqual(loadConfig({ UNNAR_METRICS_ADDR: '127.0.0.1:9100' }).metrics, { kind: 'separate', port: 9100, host: '127.0.0.1' })
-    assert.deepEqual(loadConfig({ UNNAR_METRICS_ADDR: '[::1]:9100' }).metrics, { kind: 'separate', port: 9100, host: '::1' })
+    assert.deepEqual(loadConfig({ UNNAR_METRICS_ADDR: '127.0.0.1:9100' }).metrics, {
+      kind: 'separate',
+      port: 9100,
+      host: '127.0.0.1',
+    })
+    assert.deepEqual(loadConfig({ UNNAR_METRICS_ADDR: '[::1]:9100' }).metrics, {
+      kind: 'separate',
+      port: 9100,
+      host: '::1',
+    })
     assert.deepEqual(loadConfig({ UNNAR_METRICS_ADDR: 'off' }).metrics, { kind: 'off' })
     assert.equal(loadConfig({ HTTP_ADDR: '127.0.0.1:90', UNNAR_HOST: '[::]' }).host, '::')
     assert.deepEqual(loadConfig({ UNNAR_STORE_DIRS: '/nix/store, /opt/store' }).storeDirs, ['/nix/store', '/opt/store'])
@@ -110,8 +146,17 @@ describe('operational settings', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'unnar-tokens-'))
     try {
       writeFileSync(path.join(dir, 'tokens'), '# comment\nfile.example=a#b # trailing comment\n')
-      const config = loadConfig({ UNNAR_UPSTREAM_TOKENS: 'env.example=c#d', UNNAR_UPSTREAM_TOKENS_FILE: path.join(dir, 'tokens') })
-      assert.deepEqual([...config.upstreamTokens], [['file.example', 'a#b'], ['env.example', 'c#d']])
+      const config = loadConfig({
+        UNNAR_UPSTREAM_TOKENS: 'env.example=c#d',
+        UNNAR_UPSTREAM_TOKENS_FILE: path.join(dir, 'tokens'),
+      })
+      assert.deepEqual(
+        [...config.upstreamTokens],
+        [
+          ['file.example', 'a#b'],
+          ['env.example', 'c#d'],
+        ],
+      )
     } finally {
       rmSync(dir, { recursive: true })
     }
@@ -126,22 +171,50 @@ describe('operational settings', () => {
     const { tmpdir } = await import('node:os')
     const dir = await mkdtemp(`${tmpdir()}/unnar-tokens-`)
     await writeFile(`${dir}/tokens`, '# Attic\nattic.lan:8080=file-secret\n')
-    const config = loadConfig({ UNNAR_UPSTREAM_TOKENS: 'Cache.Example.org=env-secret', UNNAR_UPSTREAM_TOKENS_FILE: `${dir}/tokens`, NIX_CACHE_URL: 'https://u:pw-secret@cache.example.org' })
-    assert.deepEqual([...config.upstreamTokens], [['attic.lan:8080', 'file-secret'], ['cache.example.org', 'env-secret']])
+    const config = loadConfig({
+      UNNAR_UPSTREAM_TOKENS: 'Cache.Example.org=env-secret',
+      UNNAR_UPSTREAM_TOKENS_FILE: `${dir}/tokens`,
+      NIX_CACHE_URL: 'https://u:pw-secret@cache.example.org',
+    })
+    assert.deepEqual(
+      [...config.upstreamTokens],
+      [
+        ['attic.lan:8080', 'file-secret'],
+        ['cache.example.org', 'env-secret'],
+      ],
+    )
     const shown = JSON.stringify(describeConfig(config))
-    for (const secret of ['file-secret', 'env-secret', 'pw-secret']) assert.ok(!shown.includes(secret), `${secret} in ${shown}`)
+    for (const secret of ['file-secret', 'env-secret', 'pw-secret'])
+      assert.ok(!shown.includes(secret), `${secret} in ${shown}`)
     assert.match(shown, /cache\.example\.org=<redacted>/)
     assert.throws(() => loadConfig({ UNNAR_UPSTREAM_TOKENS: 'host=' }), /entry 1 is not host=token/)
     // A bad entry is named by its place: its text may be a token (base64 padding looks like `=`).
     for (const bad of ['ho!st=tok-secret', 'c2VjcmV0LXRva2VuK/zz==']) {
-      assert.throws(() => loadConfig({ UNNAR_UPSTREAM_TOKENS: `a.example=ok ${bad}` }), (err: Error) => /entry 2 is not host=token/.test(err.message) && !err.message.includes(bad.slice(0, 8)))
+      assert.throws(
+        () => loadConfig({ UNNAR_UPSTREAM_TOKENS: `a.example=ok ${bad}` }),
+        (err: Error) => /entry 2 is not host=token/.test(err.message) && !err.message.includes(bad.slice(0, 8)),
+      )
     }
     await writeFile(`${dir}/bad-tokens`, '# comment\na.example=ok\nc2VjcmV0LXRva2VuK/zz==\n')
-    assert.throws(() => loadConfig({ UNNAR_UPSTREAM_TOKENS_FILE: `${dir}/bad-tokens` }), (err: Error) => /^UNNAR_UPSTREAM_TOKENS_FILE: line 3 is not host=token/.test(err.message) && !err.message.includes('c2VjcmV0'))
+    assert.throws(
+      () => loadConfig({ UNNAR_UPSTREAM_TOKENS_FILE: `${dir}/bad-tokens` }),
+      (err: Error) =>
+        /^UNNAR_UPSTREAM_TOKENS_FILE: line 3 is not host=token/.test(err.message) && !err.message.includes('c2VjcmV0'),
+    )
   })
 
   it('exposes every setting as a flag', () => {
-    for (const name of ['UNNAR_HOST', 'UNNAR_SOCKET', 'UNNAR_METRICS_ADDR', 'UNNAR_MAX_DOWNLOADS', 'UNNAR_HEADER_TIMEOUT', 'UNNAR_SHUTDOWN_TIMEOUT', 'NETRC', 'UNNAR_LOOKUP', 'UNNAR_STORE_DIRS']) {
+    for (const name of [
+      'UNNAR_HOST',
+      'UNNAR_SOCKET',
+      'UNNAR_METRICS_ADDR',
+      'UNNAR_MAX_DOWNLOADS',
+      'UNNAR_HEADER_TIMEOUT',
+      'UNNAR_SHUTDOWN_TIMEOUT',
+      'NETRC',
+      'UNNAR_LOOKUP',
+      'UNNAR_STORE_DIRS',
+    ]) {
       assert.ok(Object.values(FLAGS).includes(name), name)
     }
   })
@@ -149,7 +222,13 @@ describe('operational settings', () => {
 
 describe('applyFlags', () => {
   it('lets flags override the environment, in both --flag value and --flag=value forms', () => {
-    const env = applyFlags({ PORT: '1', LOG_LEVEL: 'warn' }, ['--port', '2', '--log-level=debug', '--upstream', 'file:///c'])
+    const env = applyFlags({ PORT: '1', LOG_LEVEL: 'warn' }, [
+      '--port',
+      '2',
+      '--log-level=debug',
+      '--upstream',
+      'file:///c',
+    ])
     assert.deepEqual([env.PORT, env.LOG_LEVEL, env.NIX_CACHE_URL], ['2', 'debug', 'file:///c'])
   })
 

@@ -88,7 +88,8 @@ function linksOf(file: string, markdown: string): Link[] {
   const links: Link[] = []
   for (const { line, text } of proseLines(markdown)) {
     const prose = withoutCodeSpans(text)
-    for (const m of prose.matchAll(/\]\(\s*<?([^)\s>]*)>?(?:\s+"[^"]*")?\s*\)/g)) links.push({ file, line, target: m[1]! })
+    for (const m of prose.matchAll(/\]\(\s*<?([^)\s>]*)>?(?:\s+"[^"]*")?\s*\)/g))
+      links.push({ file, line, target: m[1]! })
     for (const m of prose.matchAll(/<((?:https?|file|mailto):[^>\s]+)>/g)) links.push({ file, line, target: m[1]! })
     const definition = /^ {0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s.*)?$/.exec(prose)
     if (definition !== null) links.push({ file, line, target: definition[1]! })
@@ -108,11 +109,13 @@ function checkLink(link: Link, read: (file: string) => string | undefined): stri
   const hash = target.indexOf('#')
   const filePart = decodeURIComponent(hash === -1 ? target : target.slice(0, hash))
   const anchor = hash === -1 ? undefined : decodeURIComponent(target.slice(hash + 1))
-  const resolved = filePart === '' ? link.file : path.posix.normalize(path.posix.join(path.posix.dirname(link.file), filePart))
+  const resolved =
+    filePart === '' ? link.file : path.posix.normalize(path.posix.join(path.posix.dirname(link.file), filePart))
   if (resolved === '..' || resolved.startsWith('../')) return `${target} leads out of the repository`
   if (!existsSync(path.join(ROOT, resolved))) return `${resolved} does not exist`
   if (anchor === undefined) return undefined
-  if (!resolved.endsWith('.md') || statSync(path.join(ROOT, resolved)).isDirectory()) return `an anchor into ${resolved}, which is no Markdown file`
+  if (!resolved.endsWith('.md') || statSync(path.join(ROOT, resolved)).isDirectory())
+    return `an anchor into ${resolved}, which is no Markdown file`
   const markdown = read(resolved)
   if (markdown === undefined) return `${resolved} cannot be read`
   if (!anchorsOf(markdown).has(anchor)) return `${resolved} has no heading with the anchor #${anchor}`

@@ -22,8 +22,19 @@ describe('RequestTally', () => {
   it('writes the same samples as prom-client given the same observations', async () => {
     const registry = new Registry()
     const registers = [registry]
-    const requests = new Counter({ name: 'unnar_http_requests_total', help: 'x', labelNames: ['route', 'status'], registers })
-    const duration = new Histogram({ name: 'unnar_http_request_duration_seconds', help: 'x', labelNames: ['route'], buckets: [...DURATION_BUCKETS], registers })
+    const requests = new Counter({
+      name: 'unnar_http_requests_total',
+      help: 'x',
+      labelNames: ['route', 'status'],
+      registers,
+    })
+    const duration = new Histogram({
+      name: 'unnar_http_request_duration_seconds',
+      help: 'x',
+      labelNames: ['route'],
+      buckets: [...DURATION_BUCKETS],
+      registers,
+    })
     const bytes = new Counter({ name: 'unnar_http_response_bytes_total', help: 'x', labelNames: ['route'], registers })
     const hot = new Counter({ name: 'unnar_hot_responses_total', help: 'x', registers })
     const shared = new Counter({ name: 'unnar_shared_responses_total', help: 'x', registers })

@@ -81,7 +81,9 @@ export function createDecoder(compression: string, options: DecoderOptions = {})
     case 'xz': {
       // The `xz` child for every size: its pipe has backpressure, lzma-native's output does not.
       const xz = findExecutable('xz')
-      return xz !== undefined ? limitOutput(createProcessDecoder(xz, DECODE_ARGS), max, 'destroy') : createXzDecoder(max)
+      return xz !== undefined
+        ? limitOutput(createProcessDecoder(xz, DECODE_ARGS), max, 'destroy')
+        : createXzDecoder(max)
     }
     case 'zstd':
       // zstd-napi's stream turns a throw from push() into a stream error; it pushes 128 KiB at a time.
@@ -89,7 +91,9 @@ export function createDecoder(compression: string, options: DecoderOptions = {})
     case 'bzip2': {
       // The system's `bzip2` in a child is faster, and decodes beside the event loop.
       const bzip2 = findExecutable('bzip2')
-      return bzip2 !== undefined ? limitOutput(createProcessDecoder(bzip2, DECODE_ARGS), max, 'destroy') : new Bzip2Decoder(max)
+      return bzip2 !== undefined
+        ? limitOutput(createProcessDecoder(bzip2, DECODE_ARGS), max, 'destroy')
+        : new Bzip2Decoder(max)
     }
     // node:zlib decodes 16 KiB at a time and stops as soon as it is destroyed.
     case 'br':
@@ -107,7 +111,12 @@ export function createDecoder(compression: string, options: DecoderOptions = {})
  * having destroyed `body` (nothing owns it yet: its connection would stay open) and any decoder it
  * already started (a worker job or a child process).
  */
-export function createNarDecoders(body: Readable, contentEncoding: string | undefined, compression: string, narSize: number): Duplex[] {
+export function createNarDecoders(
+  body: Readable,
+  contentEncoding: string | undefined,
+  compression: string,
+  narSize: number,
+): Duplex[] {
   const options: DecoderOptions = { external: narSize >= SMALL_ZSTD_BYTES, maxOutputBytes: narSize }
   const decoders: Duplex[] = []
   try {
@@ -115,7 +124,9 @@ export function createNarDecoders(body: Readable, contentEncoding: string | unde
       try {
         decoders.push(createDecoder(contentEncoding === 'x-gzip' ? 'gzip' : contentEncoding))
       } catch (err) {
-        throw err instanceof UnsupportedCompressionError ? new UnsupportedCompressionError(contentEncoding, 'Content-Encoding') : err
+        throw err instanceof UnsupportedCompressionError
+          ? new UnsupportedCompressionError(contentEncoding, 'Content-Encoding')
+          : err
       }
     }
     decoders.push(createDecoder(compression, options))
@@ -318,7 +329,13 @@ interface Bzip2Blocks {
   /** Reads a stream header; returns its block size in 100 kB. */
   header(bits: BitReader): number
   /** Decodes one block into `output`, a byte at a time; returns the stream's CRC so far, or null at its end. */
-  decompress(bits: BitReader, output: (byte: number) => void, table: Int32Array, tableSize: number, streamCRC: number | null): number | null
+  decompress(
+    bits: BitReader,
+    output: (byte: number) => void,
+    table: Int32Array,
+    tableSize: number,
+    streamCRC: number | null,
+  ): number | null
 }
 const require = createRequire(import.meta.url)
 const bzip2Blocks = require('unbzip2-stream/lib/bzip2.js') as Bzip2Blocks
@@ -360,9 +377,12 @@ class Bzip2Decoder extends Transform {
   }
 
   override _flush(callback: TransformCallback): void {
-    this.#decode(() => this.#bits !== undefined && this.#received > this.#bits.bytesRead, (err) => {
-      callback(err ?? (this.#streamCRC !== null ? new Error('the bzip2 data ends in the middle of a stream') : null))
-    })
+    this.#decode(
+      () => this.#bits !== undefined && this.#received > this.#bits.bytesRead,
+      (err) => {
+        callback(err ?? (this.#streamCRC !== null ? new Error('the bzip2 data ends in the middle of a stream') : null))
+      },
+    )
   }
 
   #decode(more: () => boolean, callback: TransformCallback): void {

@@ -74,8 +74,10 @@ export class DecoderLauncher {
   take(): ChildProcess {
     const ready = this.#ready
     this.#ready = undefined
-    if (!this.#closed && this.#timer === undefined) this.#timer = setTimeout(() => this.#start(), NEXT_SHELL_DELAY_MS).unref()
-    if (ready === undefined || ready.pid === undefined || ready.exitCode !== null || ready.signalCode !== null) return startShell()
+    if (!this.#closed && this.#timer === undefined)
+      this.#timer = setTimeout(() => this.#start(), NEXT_SHELL_DELAY_MS).unref()
+    if (ready === undefined || ready.pid === undefined || ready.exitCode !== null || ready.signalCode !== null)
+      return startShell()
     // From here on it is a decoder like any other: its caller listens for its errors, and it keeps the process alive.
     ready.off('error', ignore)
     ready.stdin?.off('error', ignore)
@@ -114,7 +116,9 @@ function ignore(): void {}
 
 /** Whether `child` and its pipes keep the event loop alive (pipes are sockets, which can be unref'd). */
 function holdEventLoop(child: ChildProcess, hold: boolean): void {
-  for (const handle of [child, child.stdin, child.stderr] as Array<{ ref?: () => void; unref?: () => void } | null | undefined>) {
+  for (const handle of [child, child.stdin, child.stderr] as Array<
+    { ref?: () => void; unref?: () => void } | null | undefined
+  >) {
     if (hold) handle?.ref?.()
     else handle?.unref?.()
   }
@@ -152,11 +156,24 @@ const FILE_DECODE_ARGS: Readonly<Record<'xz' | 'zstd' | 'bzip2', readonly string
  * always (they run as programs anyway, see decompress.ts), for zstd from SMALL_ZSTD_BYTES on. A
  * body with its own Content-Encoding goes through node's decoders instead.
  */
-export function decoderProgramFor(compression: string, contentEncoding: string | undefined, narSize: number): DecoderProgram | undefined {
+export function decoderProgramFor(
+  compression: string,
+  contentEncoding: string | undefined,
+  narSize: number,
+): DecoderProgram | undefined {
   if (contentEncoding !== undefined && contentEncoding !== 'identity') return undefined
-  const name = compression === 'xz' || compression === 'bzip2' ? compression : compression === 'zstd' && narSize >= SMALL_ZSTD_BYTES ? 'zstd' : undefined
+  const name =
+    compression === 'xz' || compression === 'bzip2'
+      ? compression
+      : compression === 'zstd' && narSize >= SMALL_ZSTD_BYTES
+        ? 'zstd'
+        : undefined
   const executable = name === undefined ? undefined : findExecutable(name)
-  return name === undefined || executable === undefined || findExecutable(path.basename(SHELL), path.dirname(SHELL)) === undefined ? undefined : { executable, args: FILE_DECODE_ARGS[name] }
+  return name === undefined ||
+    executable === undefined ||
+    findExecutable(path.basename(SHELL), path.dirname(SHELL)) === undefined
+    ? undefined
+    : { executable, args: FILE_DECODE_ARGS[name] }
 }
 
 /** Writes that program's error messages use: a disk problem, not a corrupt NAR. */
@@ -176,13 +193,27 @@ export interface DecoderInput {
  * size. A local input file is opened by the shell (no pipe for the event loop to feed, bench/ rows
  * 2a, 3a; a symlink is followed, which zstd refuses for a name it is given).
  */
-export function spawnFileDecoder(program: DecoderProgram, input: DecoderInput, output: string, maxBytes: number, launcher?: DecoderLauncher): FileDecoder {
+export function spawnFileDecoder(
+  program: DecoderProgram,
+  input: DecoderInput,
+  output: string,
+  maxBytes: number,
+  launcher?: DecoderLauncher,
+): FileDecoder {
   const name = path.basename(program.executable)
   const body = input.body
   if (input.file !== undefined) body.destroy()
-  const lines = [String(Math.ceil(maxBytes / 512)), output, input.file ?? '', String(1 + program.args.length), program.executable, ...program.args]
+  const lines = [
+    String(Math.ceil(maxBytes / 512)),
+    output,
+    input.file ?? '',
+    String(1 + program.args.length),
+    program.executable,
+    ...program.args,
+  ]
   // A line each: a newline inside one would shift the rest (no such path is ever made here).
-  if (lines.some((line) => line.includes('\n'))) throw new DecoderStartError(`cannot run ${name}: a path contains a newline`)
+  if (lines.some((line) => line.includes('\n')))
+    throw new DecoderStartError(`cannot run ${name}: a path contains a newline`)
   const child = launcher?.take() ?? startShell()
   let stderr = ''
   let inputError: Error | undefined
@@ -203,7 +234,11 @@ export function spawnFileDecoder(program: DecoderProgram, input: DecoderInput, o
   const exited = new Promise<void>((resolve, reject) => {
     child.on('error', (err) => {
       kill()
-      reject(new DecoderStartError(`cannot run ${name}: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }))
+      reject(
+        new DecoderStartError(`cannot run ${name}: ${(err as NodeJS.ErrnoException).code ?? err.message}`, {
+          cause: err,
+        }),
+      )
     })
     child.on('close', (code, signal) => {
       const said = stderr.trim().split('\n').at(-1) ?? ''
@@ -213,7 +248,8 @@ export function spawnFileDecoder(program: DecoderProgram, input: DecoderInput, o
       else if (code === 0 || (completed && signal === 'SIGKILL')) resolve()
       // Without the shell's message: it names a local path, and this error reaches the client.
       else if (code === INPUT_FAILURE) reject(new Error('the NAR file cannot be read'))
-      else if (code !== null && START_FAILURES.has(code)) reject(new DecoderStartError(`cannot start ${name} (exit ${code}): ${said}`))
+      else if (code !== null && START_FAILURES.has(code))
+        reject(new DecoderStartError(`cannot start ${name} (exit ${code}): ${said}`))
       else if (WRITE_FAILURE.test(stderr)) reject(new DecoderOutputError(`${name} could not write the NAR: ${said}`))
       else reject(new Error(`${name} failed (${signal ?? `exit ${code}`}): ${said}`))
       stopInput()

@@ -66,7 +66,12 @@ export function createProcessDecoder(executable: string, args: readonly string[]
   child.on('close', (code, signal) => {
     if (duplex.destroyed) return
     if (code === 0) duplex.push(null)
-    else duplex.destroy(new Error(`${path.basename(executable)} failed (${signal ?? `exit ${code}`}): ${stderr.trim().split('\n')[0] ?? ''}`))
+    else
+      duplex.destroy(
+        new Error(
+          `${path.basename(executable)} failed (${signal ?? `exit ${code}`}): ${stderr.trim().split('\n')[0] ?? ''}`,
+        ),
+      )
   })
   return duplex
 }

@@ -155,7 +155,11 @@ interface WorkerMessage {
 
 const pool = new WorkerPool(WORKER_SOURCE, {
   // zstd-napi's native binding itself: the worker calls ZSTD_decompressStream directly into its batches.
-  workerData: { binding: createRequire(import.meta.url).resolve('zstd-napi/binding'), batchBytes: BATCH_BYTES, maxSpare: MAX_SPARE_BATCHES },
+  workerData: {
+    binding: createRequire(import.meta.url).resolve('zstd-napi/binding'),
+    batchBytes: BATCH_BYTES,
+    maxSpare: MAX_SPARE_BATCHES,
+  },
   resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 32 },
 })
 
@@ -262,11 +266,16 @@ export class WorkerZstdDecoder extends Duplex {
 
   #onMessage(message: WorkerMessage): void {
     if (message.error !== undefined || message.tooLarge === true) {
-      this.destroy(message.error !== undefined ? new Error(`zstd decoding failed: ${message.error}`) : new DecodedTooLargeError(this.#maxOutputBytes))
+      this.destroy(
+        message.error !== undefined
+          ? new Error(`zstd decoding failed: ${message.error}`)
+          : new DecodedTooLargeError(this.#maxOutputBytes),
+      )
       return
     }
     this.#queuedInput -= message.consumed ?? 0
-    for (const buffer of message.returned ?? []) if (this.#spareInputs.length < MAX_SPARE_INPUTS) this.#spareInputs.push(Buffer.from(buffer))
+    for (const buffer of message.returned ?? [])
+      if (this.#spareInputs.length < MAX_SPARE_INPUTS) this.#spareInputs.push(Buffer.from(buffer))
     if (this.#queuedInput === 0) this.#sendInput()
     if (this.#blockedWrite !== undefined && this.#queuedInput < MAX_QUEUED_INPUT) {
       const callback = this.#blockedWrite

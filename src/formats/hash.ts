@@ -36,13 +36,15 @@ export function parseHashWithEncoding(text: string): { hash: Hash; encoding: Has
   const separator = sri ? text.indexOf('-') : colon
   if (separator < 0) throw new HashError(`hash ${describe(text)} has no '<algorithm>:' or SRI '<algorithm>-' prefix`)
   const algorithm = text.slice(0, separator)
-  if (!isHashAlgorithm(algorithm)) throw new HashError(`unknown hash algorithm ${describe(algorithm)} in ${describe(text)}`)
+  if (!isHashAlgorithm(algorithm))
+    throw new HashError(`unknown hash algorithm ${describe(algorithm)} in ${describe(text)}`)
   const size = HASH_BYTE_LENGTHS[algorithm]
   const rest = text.slice(separator + 1)
 
   if (sri) {
     const digest = decodeBase64(rest, size)
-    if (digest === undefined) throw new HashError(`invalid SRI hash ${describe(text)}: expected ${base64Length(size)} base64 characters`)
+    if (digest === undefined)
+      throw new HashError(`invalid SRI hash ${describe(text)}: expected ${base64Length(size)} base64 characters`)
     return { hash: { algorithm, digest }, encoding: 'sri' }
   }
   if (rest.length === size * 2) {
@@ -53,7 +55,8 @@ export function parseHashWithEncoding(text: string): { hash: Hash; encoding: Has
     try {
       return { hash: { algorithm, digest: decodeNix32(rest) }, encoding: 'nix32' }
     } catch (error) {
-      if (error instanceof Nix32Error) throw new HashError(`invalid nix32 digest in ${describe(text)}: ${error.message}`, { cause: error })
+      if (error instanceof Nix32Error)
+        throw new HashError(`invalid nix32 digest in ${describe(text)}: ${error.message}`, { cause: error })
       throw error
     }
   }

@@ -28,7 +28,10 @@ export class ListingError extends Error {
   /** Path of the node at fault ('' is the root), when known. */
   readonly path: string | undefined
   constructor(message: string, path?: string, options?: ErrorOptions) {
-    super(path === undefined ? `invalid listing: ${message}` : `invalid listing at ${describePath(path)}: ${message}`, options)
+    super(
+      path === undefined ? `invalid listing: ${message}` : `invalid listing at ${describePath(path)}: ${message}`,
+      options,
+    )
     this.path = path
   }
 }
@@ -103,9 +106,13 @@ export function checkListingFits(listing: Listing, narSize: number): void {
   for (let item = pending.pop(); item !== undefined; item = pending.pop()) {
     const [path, node] = item
     if (node.type === 'regular' && (node.narOffset ?? 0) + node.size > narSize) {
-      throw new ListingError(`file of ${node.size} bytes at NAR offset ${node.narOffset ?? 0} does not fit in the NarSize of ${narSize}`, path)
+      throw new ListingError(
+        `file of ${node.size} bytes at NAR offset ${node.narOffset ?? 0} does not fit in the NarSize of ${narSize}`,
+        path,
+      )
     }
-    if (node.type === 'directory') for (const [name, child] of node.entries) pending.push([path === '' ? name : `${path}/${name}`, child])
+    if (node.type === 'directory')
+      for (const [name, child] of node.entries) pending.push([path === '' ? name : `${path}/${name}`, child])
   }
 }
 
@@ -164,10 +171,12 @@ function parseNode(value: unknown, path: string, depth: number): ListingNode {
       const size = own(value, 'size')
       if (!isSize(size)) throw new ListingError(`"size" must be a non-negative safe integer, got ${show(size)}`, path)
       const executable = own(value, 'executable') ?? false
-      if (typeof executable !== 'boolean') throw new ListingError(`"executable" must be a boolean, got ${show(executable)}`, path)
+      if (typeof executable !== 'boolean')
+        throw new ListingError(`"executable" must be a boolean, got ${show(executable)}`, path)
       const narOffset = own(value, 'narOffset')
       if (narOffset === undefined) return { type: 'regular', size, executable }
-      if (!isSize(narOffset)) throw new ListingError(`"narOffset" must be a non-negative safe integer, got ${show(narOffset)}`, path)
+      if (!isSize(narOffset))
+        throw new ListingError(`"narOffset" must be a non-negative safe integer, got ${show(narOffset)}`, path)
       return { type: 'regular', size, executable, narOffset }
     }
     case 'symlink': {
@@ -188,7 +197,8 @@ function parseNode(value: unknown, path: string, depth: number): ListingNode {
         if (hasLoneSurrogate(name)) throw new ListingError(`entry name ${quote(name)} is not valid Unicode`, childPath)
       }
       const map = new Map<string, ListingNode>()
-      for (const name of byteOrder(names)) map.set(name, parseNode(entries[name], path === '' ? name : `${path}/${name}`, depth + 1))
+      for (const name of byteOrder(names))
+        map.set(name, parseNode(entries[name], path === '' ? name : `${path}/${name}`, depth + 1))
       return { type: 'directory', entries: map }
     }
     default:

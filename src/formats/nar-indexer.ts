@@ -165,7 +165,8 @@ export class NarIndexer {
   /** Consumes `bytes` (at most contentsAhead) of file contents unseen. */
   skip(bytes: number): void {
     if (this.#failed !== undefined) throw this.#failed
-    if (!(bytes >= 0 && bytes <= this.contentsAhead)) throw new RangeError(`cannot skip ${bytes} bytes, only ${this.contentsAhead} bytes of contents are ahead`)
+    if (!(bytes >= 0 && bytes <= this.contentsAhead))
+      throw new RangeError(`cannot skip ${bytes} bytes, only ${this.contentsAhead} bytes of contents are ahead`)
     if (bytes === 0) return
     this.#position += bytes
     this.#takeContents(bytes, [])
@@ -233,7 +234,11 @@ export class NarIndexer {
         }
         case 'padding': {
           while (this.#paddingLeft > 0 && i < length) {
-            if (chunk[i] !== 0) throw new NarFormatError(`non-zero padding byte 0x${(chunk[i] ?? 0).toString(16).padStart(2, '0')}`, base + i)
+            if (chunk[i] !== 0)
+              throw new NarFormatError(
+                `non-zero padding byte 0x${(chunk[i] ?? 0).toString(16).padStart(2, '0')}`,
+                base + i,
+              )
             this.#paddingLeft--
             i++
           }
@@ -260,7 +265,11 @@ export class NarIndexer {
   #onLength(low: number, high: number, entries: NarEntry[]): void {
     if (this.#expect === 'contents') {
       // 2^53 - 1 is 8 PiB: a bigger size is corruption or an attack, never a real file.
-      if (high > 0x1fffff) throw new NarFormatError(`file size ${formatU64(high, low)} of ${describePath(this.#nodePath)} is too large`, this.#tokenStart)
+      if (high > 0x1fffff)
+        throw new NarFormatError(
+          `file size ${formatU64(high, low)} of ${describePath(this.#nodePath)} is too large`,
+          this.#tokenStart,
+        )
       const size = high * 2 ** 32 + low
       const narOffset = this.#tokenStart + 8
       if (narOffset + size > Number.MAX_SAFE_INTEGER) {
@@ -276,10 +285,16 @@ export class NarIndexer {
 
     const max = this.#maxStringBytes()
     if (this.#expect === 'magic' && (high !== 0 || low !== MAGIC.length)) {
-      throw new NarFormatError(`input doesn't look like a Nix archive (first length word is ${formatU64(high, low)}, expected ${MAGIC.length})`, this.#tokenStart)
+      throw new NarFormatError(
+        `input doesn't look like a Nix archive (first length word is ${formatU64(high, low)}, expected ${MAGIC.length})`,
+        this.#tokenStart,
+      )
     }
     if (high !== 0 || low > max) {
-      throw new NarFormatError(`${this.#describeExpected()}, got a string of ${formatU64(high, low)} bytes (limit ${max})`, this.#tokenStart)
+      throw new NarFormatError(
+        `${this.#describeExpected()}, got a string of ${formatU64(high, low)} bytes (limit ${max})`,
+        this.#tokenStart,
+      )
     }
     this.#stringLength = low
     this.#stringFill = 0
@@ -318,7 +333,11 @@ export class NarIndexer {
 
     switch (this.#expect) {
       case 'magic':
-        if (!isTag(value, n, MAGIC)) throw new NarFormatError(`input doesn't look like a Nix archive (bad magic ${describeBytes(value.subarray(0, n))})`, at)
+        if (!isTag(value, n, MAGIC))
+          throw new NarFormatError(
+            `input doesn't look like a Nix archive (bad magic ${describeBytes(value.subarray(0, n))})`,
+            at,
+          )
         this.#nodePath = ''
         this.#nodePathBytes = 0
         this.#nodeDepth = 0
@@ -340,10 +359,18 @@ export class NarIndexer {
           this.#expect = 'target-key'
         } else if (isTag(value, n, 'directory')) {
           entries.push({ type: 'directory', path: this.#nodePath })
-          this.#directories.push({ path: this.#nodePath, pathBytes: this.#nodePathBytes, depth: this.#nodeDepth, prevName: undefined })
+          this.#directories.push({
+            path: this.#nodePath,
+            pathBytes: this.#nodePathBytes,
+            depth: this.#nodeDepth,
+            prevName: undefined,
+          })
           this.#expect = 'dir-next'
         } else {
-          throw new NarFormatError(`unknown file type ${describeBytes(value.subarray(0, n))} for ${describePath(this.#nodePath)}`, at)
+          throw new NarFormatError(
+            `unknown file type ${describeBytes(value.subarray(0, n))} for ${describePath(this.#nodePath)}`,
+            at,
+          )
         }
         return
       case 'regular-field':
@@ -352,7 +379,10 @@ export class NarIndexer {
         } else if (isTag(value, n, 'contents')) {
           this.#expect = 'contents'
         } else {
-          throw new NarFormatError(`expected tag 'executable' or 'contents', got ${describeBytes(value.subarray(0, n))}`, at)
+          throw new NarFormatError(
+            `expected tag 'executable' or 'contents', got ${describeBytes(value.subarray(0, n))}`,
+            at,
+          )
         }
         return
       case 'executable-value':
@@ -371,7 +401,10 @@ export class NarIndexer {
       case 'target': {
         const target = value.subarray(0, n)
         if (n === 0 || target.includes(0)) {
-          throw new NarFormatError(`invalid symlink target ${describeBytes(target)} for ${describePath(this.#nodePath)} (empty or containing NUL)`, at)
+          throw new NarFormatError(
+            `invalid symlink target ${describeBytes(target)} for ${describePath(this.#nodePath)} (empty or containing NUL)`,
+            at,
+          )
         }
         entries.push({ type: 'symlink', path: this.#nodePath, target: utf8.decode(target) })
         this.#expect = 'close'
@@ -402,7 +435,10 @@ export class NarIndexer {
       case 'name': {
         const directory = this.#directories[this.#directories.length - 1]!
         if (!isValidName(value, n)) {
-          throw new NarFormatError(`invalid entry name ${describeBytes(value.subarray(0, n))} in ${describePath(directory.path)}`, at)
+          throw new NarFormatError(
+            `invalid entry name ${describeBytes(value.subarray(0, n))} in ${describePath(directory.path)}`,
+            at,
+          )
         }
         const name = value.slice(0, n)
         if (directory.prevName !== undefined && compareBytes(name, directory.prevName) <= 0) {
@@ -423,9 +459,15 @@ export class NarIndexer {
         const directory = this.#directories[this.#directories.length - 1]!
         const depth = directory.depth + 1
         const path = directory.path === '' ? this.#pendingName : `${directory.path}/${this.#pendingName}`
-        const pathBytes = directory.path === '' ? this.#pendingNameBytes : directory.pathBytes + 1 + this.#pendingNameBytes
-        if (depth >= MAX_NAR_DEPTH) throw new NarFormatError(`directory nesting exceeds the maximum depth of ${MAX_NAR_DEPTH} at ${describePath(path)}`, at)
-        if (pathBytes > MAX_PATH_BYTES) throw new NarFormatError(`the path ${describePath(path)} is longer than ${MAX_PATH_BYTES} bytes`, at)
+        const pathBytes =
+          directory.path === '' ? this.#pendingNameBytes : directory.pathBytes + 1 + this.#pendingNameBytes
+        if (depth >= MAX_NAR_DEPTH)
+          throw new NarFormatError(
+            `directory nesting exceeds the maximum depth of ${MAX_NAR_DEPTH} at ${describePath(path)}`,
+            at,
+          )
+        if (pathBytes > MAX_PATH_BYTES)
+          throw new NarFormatError(`the path ${describePath(path)} is longer than ${MAX_PATH_BYTES} bytes`, at)
         this.#nodePath = path
         this.#nodePathBytes = pathBytes
         this.#nodeDepth = depth
@@ -450,7 +492,11 @@ export class NarIndexer {
 
   #expectTag(tag: string): void {
     const n = this.#stringLength
-    if (!isTag(this.#string, n, tag)) throw new NarFormatError(`expected tag '${tag}', got ${describeBytes(this.#string.subarray(0, n))}`, this.#tokenStart)
+    if (!isTag(this.#string, n, tag))
+      throw new NarFormatError(
+        `expected tag '${tag}', got ${describeBytes(this.#string.subarray(0, n))}`,
+        this.#tokenStart,
+      )
   }
 
   #describeExpected(): string {

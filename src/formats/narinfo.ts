@@ -62,7 +62,12 @@ export class NarInfoError extends Error {
   }
 }
 
-const QUIRK_ORDER: readonly NarInfoQuirk[] = ['compression-default', 'nar-hash-hex', 'references-unsorted', 'no-trailing-newline']
+const QUIRK_ORDER: readonly NarInfoQuirk[] = [
+  'compression-default',
+  'nar-hash-hex',
+  'references-unsorted',
+  'no-trailing-newline',
+]
 
 /**
  * Parses narinfo text. Throws NarInfoError naming the line and/or field at fault.
@@ -99,7 +104,8 @@ export function parseNarInfo(text: string): NarInfo {
     // Nix would take the value from colon+2 anyway and silently lose a character (or the newline).
     if (line[colon + 1] !== ' ') throw new NarInfoError(`expected ': ' after the key, got ${describe(line)}`, where)
     // Nix keeps a '\r' in the value, which breaks every field it could matter for; say so plainly.
-    if (line.includes('\r')) throw new NarInfoError('carriage return in line (CRLF line endings are not allowed)', where)
+    if (line.includes('\r'))
+      throw new NarInfoError('carriage return in line (CRLF line endings are not allowed)', where)
     const value = line.slice(colon + 2)
 
     switch (key) {
@@ -130,7 +136,8 @@ export function parseNarInfo(text: string): NarInfo {
           const parsed = parseHashWithEncoding(value)
           // Nix hashes every NAR with sha256 and refuses another NarHash (a weaker one would let a
           // forged NAR through verification).
-          if (parsed.hash.algorithm !== 'sha256') throw new NarInfoError(`NarHash must be sha256, not ${parsed.hash.algorithm}`, where)
+          if (parsed.hash.algorithm !== 'sha256')
+            throw new NarInfoError(`NarHash must be sha256, not ${parsed.hash.algorithm}`, where)
           narHash = parsed.hash
           narHashIsHex = parsed.encoding === 'base16'
         } catch (error) {
@@ -188,7 +195,16 @@ export function parseNarInfo(text: string): NarInfo {
   if (narHashIsHex) quirks.add('nar-hash-hex')
   if (!isStrictlySorted(references)) quirks.add('references-unsorted')
 
-  const info: NarInfo = { storePath, url, compression, narHash, narSize, references, sigs, quirks: QUIRK_ORDER.filter((q) => quirks.has(q)) }
+  const info: NarInfo = {
+    storePath,
+    url,
+    compression,
+    narHash,
+    narSize,
+    references,
+    sigs,
+    quirks: QUIRK_ORDER.filter((q) => quirks.has(q)),
+  }
   if (fileHash !== undefined) info.fileHash = fileHash
   if (fileSize !== undefined) info.fileSize = fileSize
   if (deriver !== undefined) info.deriver = deriver
@@ -218,7 +234,8 @@ export function formatNarInfo(info: NarInfo): string {
   put('NarHash', formatHashNix32(info.narHash))
   put('NarSize', formatSize(info.narSize, 'NarSize', 1))
   for (const reference of info.references) {
-    if (reference === '' || reference.includes(' ')) throw new NarInfoError(`invalid reference ${describe(reference)}`, { field: 'References' })
+    if (reference === '' || reference.includes(' '))
+      throw new NarInfoError(`invalid reference ${describe(reference)}`, { field: 'References' })
   }
   put('References', info.references.join(' '))
   if (info.deriver !== undefined) put('Deriver', info.deriver)
@@ -232,13 +249,17 @@ function parseSize(value: string, where: { line: number; field?: string }): numb
   // Digits only: Number() would also take '0x10', '1e3', ' 7' or '' (as 0).
   const size = /^[0-9]+$/.test(value) ? Number(value) : Number.NaN
   if (!Number.isSafeInteger(size)) {
-    throw new NarInfoError(`expected a decimal size of at most ${Number.MAX_SAFE_INTEGER}, got ${describe(value)}`, where)
+    throw new NarInfoError(
+      `expected a decimal size of at most ${Number.MAX_SAFE_INTEGER}, got ${describe(value)}`,
+      where,
+    )
   }
   return size
 }
 
 function formatSize(size: number, field: string, min: number): string {
-  if (!Number.isSafeInteger(size) || size < min) throw new NarInfoError(`${field} must be an integer ≥ ${min}, got ${size}`, { field })
+  if (!Number.isSafeInteger(size) || size < min)
+    throw new NarInfoError(`${field} must be an integer ≥ ${min}, got ${size}`, { field })
   return String(size)
 }
 
@@ -246,7 +267,8 @@ function formatSize(size: number, field: string, min: number): string {
 // shape is checked here; callers compare it with their store dir (parseStorePath).
 function checkStorePath(value: string, where: { line: number; field?: string }): void {
   const slash = value.lastIndexOf('/')
-  if (!value.startsWith('/') || slash <= 0) throw new NarInfoError(`expected an absolute store path, got ${describe(value)}`, where)
+  if (!value.startsWith('/') || slash <= 0)
+    throw new NarInfoError(`expected an absolute store path, got ${describe(value)}`, where)
   checkBaseName(value.slice(slash + 1), where)
 }
 

@@ -55,7 +55,8 @@ export function parseNetrc(text: string): NetrcEntry[] {
           else if (token === 'default') {
             current = { machine: undefined, login: undefined, password: undefined }
             entries.push(current)
-          } else if (token === 'login' || token === 'password' || token === 'account' || token === 'macdef') expect = token
+          } else if (token === 'login' || token === 'password' || token === 'account' || token === 'macdef')
+            expect = token
           // anything else is ignored, like curl
           break
         case 'machine':
@@ -92,7 +93,9 @@ export function parseNetrc(text: string): NetrcEntry[] {
  */
 export function findNetrcEntry(entries: readonly NetrcEntry[], host: string): NetrcEntry | undefined {
   const name = host.toLowerCase().replace(/^\[(.*)\]$/, '$1')
-  const found = entries.find((e) => e.machine !== undefined && e.machine.replace(/^\[(.*)\]$/, '$1') === name) ?? entries.find((e) => e.machine === undefined)
+  const found =
+    entries.find((e) => e.machine !== undefined && e.machine.replace(/^\[(.*)\]$/, '$1') === name) ??
+    entries.find((e) => e.machine === undefined)
   if (found === undefined || (found.login === undefined && found.password === undefined)) return undefined
   return found
 }

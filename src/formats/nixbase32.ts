@@ -61,7 +61,9 @@ export function decodeNix32(text: string): Uint8Array {
     const code = text.charCodeAt(position)
     const digit = code < 128 ? (DIGIT_OF[code] ?? -1) : -1
     if (digit < 0) {
-      throw new Nix32Error(`invalid character ${JSON.stringify(text[position])} at position ${position} in nix32 string ${describe(text)}`)
+      throw new Nix32Error(
+        `invalid character ${JSON.stringify(text[position])} at position ${position} in nix32 string ${describe(text)}`,
+      )
     }
     const bit = n * 5
     const i = bit >> 3

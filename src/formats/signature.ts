@@ -28,7 +28,8 @@ export function parsePublicKey(text: string): PublicKey {
   const colon = text.indexOf(':')
   const name = text.slice(0, colon)
   const raw = Buffer.from(text.slice(colon + 1), 'base64')
-  if (colon <= 0 || raw.length !== 32) throw new SignatureError(`not a public key (expected name:base64 of 32 bytes): ${describe(text)}`)
+  if (colon <= 0 || raw.length !== 32)
+    throw new SignatureError(`not a public key (expected name:base64 of 32 bytes): ${describe(text)}`)
   const key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: raw.toString('base64url') }, format: 'jwk' })
   return { name, key, text }
 }
@@ -86,12 +87,23 @@ export function isContentAddressed(info: NarInfo, storeDir = '/nix/store'): bool
     return false
   }
   const self = `${path.hash}-${path.name}`
-  const others = info.references.filter((r) => r !== self).map((r) => `${storeDir}/${r}`).sort(compareUtf8)
+  const others = info.references
+    .filter((r) => r !== self)
+    .map((r) => `${storeDir}/${r}`)
+    .sort(compareUtf8)
   const hasSelf = info.references.includes(self)
-  return makeStorePath(['source', ...others, ...(hasSelf ? ['self'] : [])].join(':'), hash, path.name, storeDir) === info.storePath
+  return (
+    makeStorePath(['source', ...others, ...(hasSelf ? ['self'] : [])].join(':'), hash, path.name, storeDir) ===
+    info.storePath
+  )
 }
 
-function makeStorePath(type: string, hash: { algorithm: string; digest: Uint8Array }, name: string, storeDir: string): string {
+function makeStorePath(
+  type: string,
+  hash: { algorithm: string; digest: Uint8Array },
+  name: string,
+  storeDir: string,
+): string {
   const fp = `${type}:${hash.algorithm}:${formatHashHex(hash as Parameters<typeof formatHashHex>[0])}:${storeDir}:${name}`
   const full = createHash('sha256').update(fp).digest()
   const folded = new Uint8Array(20)

@@ -46,7 +46,9 @@ export function isStoreName(text: string): boolean {
 export function parseStoreBaseName(baseName: string): { hash: string; name: string } {
   const hash = baseName.slice(0, STORE_HASH_LENGTH)
   if (!isStoreHash(hash)) {
-    throw new StorePathError(`invalid store path base name ${describe(baseName)}: it must start with ${STORE_HASH_LENGTH} nix32 characters`)
+    throw new StorePathError(
+      `invalid store path base name ${describe(baseName)}: it must start with ${STORE_HASH_LENGTH} nix32 characters`,
+    )
   }
   if (baseName[STORE_HASH_LENGTH] !== '-') {
     throw new StorePathError(`invalid store path base name ${describe(baseName)}: expected '-' after the hash part`)

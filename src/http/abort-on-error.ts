@@ -7,7 +7,11 @@ import type { ServerResponse } from 'node:http'
  * "Error: …" to the body, which could make a truncated file look complete; so the socket is
  * destroyed here and the error goes to unnar's own log.
  */
-export function abortOnError(body: ReadableStream<Uint8Array>, outgoing: ServerResponse | undefined, onError: (err: unknown) => void): ReadableStream<Uint8Array> {
+export function abortOnError(
+  body: ReadableStream<Uint8Array>,
+  outgoing: ServerResponse | undefined,
+  onError: (err: unknown) => void,
+): ReadableStream<Uint8Array> {
   if (outgoing === undefined) return body
   const reader = body.getReader()
   let cancelled = false

@@ -60,7 +60,10 @@ function jump(c: Context, input: string): Response {
   const name = match[2] === '.narinfo' ? '' : match[2]!
   const rest = match[3] ?? '/'
   // Encoded like the rest: a control character in the name must not reach the Location header.
-  const location = `/nix/store/${match[1]!.toLowerCase()}${encodeURIComponent(decodeSafe(name))}${rest.split('/').map((s) => encodeURIComponent(decodeSafe(s))).join('/')}`
+  const location = `/nix/store/${match[1]!.toLowerCase()}${encodeURIComponent(decodeSafe(name))}${rest
+    .split('/')
+    .map((s) => encodeURIComponent(decodeSafe(s)))
+    .join('/')}`
   return c.redirect(location, 302)
 }
 
@@ -89,7 +92,10 @@ export function createApp(deps: AppDeps): Hono {
   const assets = loadStaticAssets(deps.publicDir)
 
   const storePrefix = `${storeDir}/`
-  const site = deps.domain === undefined ? undefined : new RegExp(`^([0-9a-df-np-sv-z]{32})\\.${deps.domain.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?::\\d+)?$`, 'i')
+  const site =
+    deps.domain === undefined
+      ? undefined
+      : new RegExp(`^([0-9a-df-np-sv-z]{32})\\.${deps.domain.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?::\\d+)?$`, 'i')
   /** A metrics label: a handful of fixed values, never the path itself. */
   const routeOf = (c: Context): string => {
     const path = c.req.path
@@ -102,7 +108,12 @@ export function createApp(deps: AppDeps): Hono {
   app.use(async (c, next) => {
     // Measured on the raw request target: what the client sent, before any normalisation.
     const target = incomingOf(c)?.url ?? new URL(c.req.url).pathname
-    if (target.length > deps.maxUrlLength) return errorResponse(c, 414, `the request target is ${target.length} bytes long; the limit is ${deps.maxUrlLength}`)
+    if (target.length > deps.maxUrlLength)
+      return errorResponse(
+        c,
+        414,
+        `the request target is ${target.length} bytes long; the limit is ${deps.maxUrlLength}`,
+      )
     return next()
   })
   app.onError(createErrorHandler(log))
@@ -125,7 +136,10 @@ export function createApp(deps: AppDeps): Hono {
     const ready = deps.accepting() && healthy > 0
     const reason = !deps.accepting() ? 'shutting down' : healthy === 0 ? 'every upstream is failing' : undefined
     c.header('Cache-Control', 'no-store')
-    return c.json({ ready, healthyUpstreams: healthy, upstreams: upstreams.length, ...(reason === undefined ? {} : { reason }) }, ready ? 200 : 503)
+    return c.json(
+      { ready, healthyUpstreams: healthy, upstreams: upstreams.length, ...(reason === undefined ? {} : { reason }) },
+      ready ? 200 : 503,
+    )
   })
   if (deps.serveMetrics) app.get('/metrics', metricsHandler(deps.metrics))
   app.get('/robots.txt', (c) => c.text('User-agent: *\nDisallow: /nix/store\n'))

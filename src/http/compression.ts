@@ -24,17 +24,30 @@ export function negotiateEncoding(acceptEncoding: string | undefined): ResponseE
 }
 
 /** The encoding for a response of `size` bytes: none when it is small or not `compressible`. */
-export function chooseEncoding(acceptEncoding: string | undefined, size: number, compressible: boolean): ResponseEncoding | undefined {
+export function chooseEncoding(
+  acceptEncoding: string | undefined,
+  size: number,
+  compressible: boolean,
+): ResponseEncoding | undefined {
   return size >= MIN_COMPRESS_BYTES && compressible ? negotiateEncoding(acceptEncoding) : undefined
 }
 
 /** Text-like types gain from compression; media and archives are already compressed. */
 export function isCompressible(contentType: string): boolean {
   const type = contentType.split(';')[0]!.trim()
-  return type.startsWith('text/') || /^application\/(json|javascript|xml|xhtml\+xml|wasm|x-sh|manifest\+json)$/.test(type) || type === 'image/svg+xml' || type.endsWith('+json') || type.endsWith('+xml')
+  return (
+    type.startsWith('text/') ||
+    /^application\/(json|javascript|xml|xhtml\+xml|wasm|x-sh|manifest\+json)$/.test(type) ||
+    type === 'image/svg+xml' ||
+    type.endsWith('+json') ||
+    type.endsWith('+xml')
+  )
 }
 
-export function compressStream(body: ReadableStream<Uint8Array>, encoding: ResponseEncoding): ReadableStream<Uint8Array> {
+export function compressStream(
+  body: ReadableStream<Uint8Array>,
+  encoding: ResponseEncoding,
+): ReadableStream<Uint8Array> {
   const encoder =
     encoding === 'br'
       ? createBrotliCompress({ params: { [constants.BROTLI_PARAM_QUALITY]: 4 } })

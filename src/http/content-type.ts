@@ -6,7 +6,7 @@ export const SNIFF_BYTES = 1024
 
 /** The type by file name, or undefined when the name says nothing (then the bytes decide). */
 export function contentTypeByName(name: string): string | undefined {
-  if (!name.includes('.') || name.startsWith('.') && name.indexOf('.', 1) < 0) return undefined
+  if (!name.includes('.') || (name.startsWith('.') && name.indexOf('.', 1) < 0)) return undefined
   const type = mime.contentType(name)
   return type === false ? undefined : type
 }

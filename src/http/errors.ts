@@ -32,13 +32,19 @@ const REASONS: Record<number, string> = {
 export function classifyError(err: unknown): { status: number; message: string } {
   if (err instanceof HttpError) return { status: err.status, message: err.message }
   if (err instanceof UpstreamsFailedError) {
-    return { status: err.timedOut ? 504 : 502, message: `every upstream that was asked failed: ${err.failures.map((f) => f.message).join('; ')}` }
+    return {
+      status: err.timedOut ? 504 : 502,
+      message: `every upstream that was asked failed: ${err.failures.map((f) => f.message).join('; ')}`,
+    }
   }
-  if (err instanceof UpstreamError) return { status: err.kind === 'timeout' ? 504 : 502, message: `upstream failed: ${err.message}` }
+  if (err instanceof UpstreamError)
+    return { status: err.kind === 'timeout' ? 504 : 502, message: `upstream failed: ${err.message}` }
   if (err instanceof NarVerificationError) return { status: 502, message: `upstream sent a bad NAR: ${err.message}` }
-  if (err instanceof UnsupportedCompressionError) return { status: 502, message: `the upstream's NAR uses an ${err.message}` }
+  if (err instanceof UnsupportedCompressionError)
+    return { status: 502, message: `the upstream's NAR uses an ${err.message}` }
   if (err instanceof DiskError) return { status: 503, message: 'the NAR cache is unavailable' }
-  if (err instanceof NarAbandonedError) return { status: 503, message: 'the download of this NAR was dropped: every client had left' }
+  if (err instanceof NarAbandonedError)
+    return { status: 503, message: 'the download of this NAR was dropped: every client had left' }
   return { status: 500, message: 'internal error' }
 }
 
@@ -66,7 +72,8 @@ export function createErrorHandler(log: Logger): (err: Error, c: Context) => Res
     // Client mistakes are routine (info); upstream trouble is worth a warning; our own bugs an error.
     // A request still waiting on a NAR its client (and every other) gave up on: routine too.
     if (err instanceof NarAbandonedError) log.info('request failed', fields)
-    else if (status >= 500 && status !== 502 && status !== 504) log.error('request failed', { ...fields, stack: err.stack })
+    else if (status >= 500 && status !== 502 && status !== 504)
+      log.error('request failed', { ...fields, stack: err.stack })
     else if (status >= 500) log.warn('request failed', fields)
     else log.info('request failed', fields)
     return errorResponse(c, status, message)

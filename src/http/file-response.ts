@@ -42,7 +42,8 @@ export function fileResponse(c: Context, file: StoreFile, options: FileResponseO
   if (options.sandbox) c.header('Content-Security-Policy', STORE_FILE_CSP)
   if (file.executable) c.header('NAR-Executable', '1')
   const download = c.req.query('download')
-  if (download !== undefined) c.header('Content-Disposition', contentDisposition(download === '' ? file.name : download))
+  if (download !== undefined)
+    c.header('Content-Disposition', contentDisposition(download === '' ? file.name : download))
   // Every answer for a compressible file varies with Accept-Encoding: 304s and 206s too.
   if (isCompressible(file.contentType)) c.header('Vary', 'Accept-Encoding')
   if (matchesEtag(c.req.header('if-none-match'), file.etag)) {
@@ -111,9 +112,18 @@ export function matchesEtag(header: string | undefined, etag: string): boolean {
  * compressed copy then shows that the file is text, and otherwise the plain tag is given.
  * `ranges`: the file can be sent in ranges (a ranged 200 would be a 206, never compressed).
  */
-export function currentEtag(c: Context, etag: string, size: number, contentType: string | undefined, ranges: boolean): string {
+export function currentEtag(
+  c: Context,
+  etag: string,
+  size: number,
+  contentType: string | undefined,
+  ranges: boolean,
+): string {
   if (ranges && rangeToServe(c, etag) !== undefined) return etag
-  const compressible = contentType !== undefined ? isCompressible(contentType) : clientTags(c.req.header('if-none-match')).some((tag) => isEncodedTagOf(tag, etag))
+  const compressible =
+    contentType !== undefined
+      ? isCompressible(contentType)
+      : clientTags(c.req.header('if-none-match')).some((tag) => isEncodedTagOf(tag, etag))
   const encoding = chooseEncoding(c.req.header('accept-encoding'), size, compressible)
   return encoding === undefined ? etag : encodedEtag(etag, encoding)
 }

@@ -85,7 +85,14 @@ export interface HotResponsesOptions {
  * Request headers that change a file response. Accept-Encoding (and Host, in subdomain mode) are
  * part of the key instead: browsers send the same value with every request.
  */
-const CONDITIONAL = ['range', 'if-range', 'if-none-match', 'if-match', 'if-modified-since', 'if-unmodified-since'] as const
+const CONDITIONAL = [
+  'range',
+  'if-range',
+  'if-none-match',
+  'if-match',
+  'if-modified-since',
+  'if-unmodified-since',
+] as const
 
 const ENTRY_OVERHEAD_BYTES = 512
 
@@ -138,7 +145,8 @@ export class HotResponses {
         if (followers.size === 0) return
         const entry = shared === undefined ? undefined : entryOf(shared.response, shared.body, shared)
         for (const follower of followers) {
-          if (entry !== undefined) this.#answer(entry, follower.req, follower.res, follower.started, this.#options.onShared)
+          if (entry !== undefined)
+            this.#answer(entry, follower.req, follower.res, follower.started, this.#options.onShared)
           else if (follower.res.destroyed) this.#reportLeft(follower, route)
           else follower.dispatch(follower.req, follower.res)
         }
@@ -168,7 +176,13 @@ export class HotResponses {
     return true
   }
 
-  #answer(entry: Entry, req: IncomingMessage, res: ServerResponse, started: number, count: (() => void) | undefined): void {
+  #answer(
+    entry: Entry,
+    req: IncomingMessage,
+    res: ServerResponse,
+    started: number,
+    count: (() => void) | undefined,
+  ): void {
     if (res.destroyed) {
       this.#reportLeft({ req, started }, entry.route, entry.notes)
       return
@@ -179,9 +193,20 @@ export class HotResponses {
     const before = entry.headBytes === undefined ? socket?.bytesWritten : undefined
     res.writeHead(200, [...entry.headers, 'x-request-id', id])
     res.end(entry.body)
-    if (before !== undefined && socket != null) entry.headBytes = socket.bytesWritten - before - entry.body.length - id.length
+    if (before !== undefined && socket != null)
+      entry.headBytes = socket.bytesWritten - before - entry.body.length - id.length
     const bytes = entry.headBytes === undefined ? undefined : entry.headBytes + id.length + entry.body.length
-    reporter.report({ id, method: 'GET', path: logPath(req.url!), route: entry.route, status: 200, started, notes: entry.notes, bytes, aborted: false })
+    reporter.report({
+      id,
+      method: 'GET',
+      path: logPath(req.url!),
+      route: entry.route,
+      status: 200,
+      started,
+      notes: entry.notes,
+      bytes,
+      aborted: false,
+    })
     count?.()
   }
 
@@ -189,7 +214,17 @@ export class HotResponses {
   #reportLeft(follower: Pick<Follower, 'req' | 'started'>, route: string, notes: RequestNotes = {}): void {
     const reporter = this.#options.reporter
     const id = reporter.id(follower.req.headers['x-request-id'] as string | undefined)
-    reporter.report({ id, method: 'GET', path: logPath(follower.req.url!), route, status: 499, started: follower.started, notes, bytes: 0, aborted: true })
+    reporter.report({
+      id,
+      method: 'GET',
+      path: logPath(follower.req.url!),
+      route,
+      status: 499,
+      started: follower.started,
+      notes,
+      bytes: 0,
+      aborted: true,
+    })
   }
 
   /** Bytes held, as counted against the bound. */
@@ -212,13 +247,25 @@ export class HotResponses {
 
 /** An answer that can be repeated as it is: a complete, uncompressed 200 of `body`. */
 function entryOf(response: Response, body: Uint8Array, answer: HotAnswer): Entry | undefined {
-  if (response.status !== 200 || response.headers.has('content-encoding') || response.headers.get('content-length') !== String(body.byteLength)) return undefined
+  if (
+    response.status !== 200 ||
+    response.headers.has('content-encoding') ||
+    response.headers.get('content-length') !== String(body.byteLength)
+  )
+    return undefined
   const headers: string[] = []
   response.headers.forEach((value, name) => {
     if (name !== 'x-request-id') headers.push(name, value)
   })
   // A Buffer view of the same bytes: node converts any other Uint8Array on every write.
-  return { route: answer.route, notes: answer.notes, current: answer.current, headers, body: Buffer.from(body.buffer, body.byteOffset, body.byteLength), headBytes: undefined }
+  return {
+    route: answer.route,
+    notes: answer.notes,
+    current: answer.current,
+    headers,
+    body: Buffer.from(body.buffer, body.byteOffset, body.byteLength),
+    headBytes: undefined,
+  }
 }
 
 function entrySize(entry: Entry, key: string): number {

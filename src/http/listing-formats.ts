@@ -21,7 +21,11 @@ const FORMATS: ReadonlyArray<readonly [ListingFormat, string]> = [
  * autoindex send every client, so wget, rclone and lftp can walk the tree; except for curl, HTTPie
  * and xh, whose users read the answer in a terminal: plain text. Nothing acceptable: the same default.
  */
-export function negotiateListingFormat(accept: string | undefined, userAgent: string | undefined, jsonQuery: boolean): ListingFormat {
+export function negotiateListingFormat(
+  accept: string | undefined,
+  userAgent: string | undefined,
+  jsonQuery: boolean,
+): ListingFormat {
   if (jsonQuery) return 'json'
   const ranges = parseAccept(accept ?? '*/*')
   let best: { format: ListingFormat; q: number; named: boolean; at: number } | undefined
@@ -29,7 +33,12 @@ export function negotiateListingFormat(accept: string | undefined, userAgent: st
     const match = bestRange(ranges, type)
     if (match === undefined || match.q <= 0) continue
     const candidate = { format, q: match.q, named: match.named, at: match.at }
-    if (best === undefined || candidate.q > best.q || (candidate.q === best.q && candidate.named && (!best.named || candidate.at < best.at))) best = candidate
+    if (
+      best === undefined ||
+      candidate.q > best.q ||
+      (candidate.q === best.q && candidate.named && (!best.named || candidate.at < best.at))
+    )
+      best = candidate
   }
   const byClient: ListingFormat = TEXT_CLIENTS.test(userAgent ?? '') ? 'text' : 'html'
   if (best === undefined) return byClient
@@ -63,11 +72,21 @@ function parseAccept(header: string): MediaRange[] {
 }
 
 /** The most specific range that covers `mediaType` (its quality decides, RFC 9110 12.5.1). */
-function bestRange(ranges: readonly MediaRange[], mediaType: string): { q: number; named: boolean; at: number } | undefined {
+function bestRange(
+  ranges: readonly MediaRange[],
+  mediaType: string,
+): { q: number; named: boolean; at: number } | undefined {
   const [type, subtype] = mediaType.split('/') as [string, string]
   let found: { q: number; specificity: number; at: number } | undefined
   for (const range of ranges) {
-    const specificity = range.type === type && range.subtype === subtype ? 2 : range.type === type && range.subtype === '*' ? 1 : range.type === '*' && range.subtype === '*' ? 0 : -1
+    const specificity =
+      range.type === type && range.subtype === subtype
+        ? 2
+        : range.type === type && range.subtype === '*'
+          ? 1
+          : range.type === '*' && range.subtype === '*'
+            ? 0
+            : -1
     if (specificity < 0 || (found !== undefined && found.specificity >= specificity)) continue
     found = { q: range.q, specificity, at: range.at }
   }
@@ -105,14 +124,26 @@ export function formatDirectoryText(directory: DirectoryNode): string {
   const lines: string[] = []
   for (const [entry, node] of directory.entries) {
     const name = escapeLikeLs(entry)
-    if (node.type === 'regular') lines.push(`${node.executable ? '-r-xr-xr-x' : '-r--r--r--'} ${String(node.size).padStart(12)} ${name}`)
-    else if (node.type === 'symlink') lines.push(`lrwxrwxrwx ${'-'.padStart(12)} ${name} -> ${escapeLikeLs(node.target)}`)
+    if (node.type === 'regular')
+      lines.push(`${node.executable ? '-r-xr-xr-x' : '-r--r--r--'} ${String(node.size).padStart(12)} ${name}`)
+    else if (node.type === 'symlink')
+      lines.push(`lrwxrwxrwx ${'-'.padStart(12)} ${name} -> ${escapeLikeLs(node.target)}`)
     else lines.push(`dr-xr-xr-x ${'-'.padStart(12)} ${name}/`)
   }
   return lines.join('\n') + (lines.length > 0 ? '\n' : '')
 }
 
-const C_ESCAPES: Readonly<Record<string, string>> = { '\\': '\\\\', ' ': '\\ ', '\x07': '\\a', '\b': '\\b', '\f': '\\f', '\n': '\\n', '\r': '\\r', '\t': '\\t', '\v': '\\v' }
+const C_ESCAPES: Readonly<Record<string, string>> = {
+  '\\': '\\\\',
+  ' ': '\\ ',
+  '\x07': '\\a',
+  '\b': '\\b',
+  '\f': '\\f',
+  '\n': '\\n',
+  '\r': '\\r',
+  '\t': '\\t',
+  '\v': '\\v',
+}
 
 /**
  * GNU `ls -b`: backslash, space and the C escapes (`\n`, `\t`…) as such; other characters a
@@ -120,5 +151,10 @@ const C_ESCAPES: Readonly<Record<string, string>> = { '\\': '\\\\', ' ': '\\ ', 
  * of their UTF-8 bytes (`\033`, `\302\205`).
  */
 export function escapeLikeLs(text: string): string {
-  return text.replace(/[\\ \x00-\x1f\x7f-\x9f\u2028\u2029]/g, (char) => C_ESCAPES[char] ?? [...Buffer.from(char, 'utf8')].map((byte) => `\\${byte.toString(8).padStart(3, '0')}`).join(''))
+  return text.replace(
+    /[\\ \x00-\x1f\x7f-\x9f\u2028\u2029]/g,
+    (char) =>
+      C_ESCAPES[char] ??
+      [...Buffer.from(char, 'utf8')].map((byte) => `\\${byte.toString(8).padStart(3, '0')}`).join(''),
+  )
 }

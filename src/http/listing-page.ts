@@ -49,7 +49,14 @@ export function formatBytes(bytes: number): string {
   return `${bytes.toLocaleString('en-US')} ${bytes === 1 ? 'byte' : 'bytes'}`
 }
 
-export function renderListingPage({ base, segments, directory, info, storeHref = (path) => path, symlinkHrefs = new Map() }: ListingPageOptions): string {
+export function renderListingPage({
+  base,
+  segments,
+  directory,
+  info,
+  storeHref = (path) => path,
+  symlinkHrefs = new Map(),
+}: ListingPageOptions): string {
   const slash = base.lastIndexOf('/')
   const storeDir = base.slice(0, slash)
   const baseName = base.slice(slash + 1)
@@ -152,8 +159,20 @@ export function renderListingPage({ base, segments, directory, info, storeHref =
     add('Compression', escapeHtml(narInfo.compression))
     if (narInfo.fileSize !== undefined) add('FileSize', sizeWithBytes(narInfo.fileSize))
     add('Upstream', `<code>${escapeHtml(info.upstream.name)}</code>`)
-    add('Trusted by', info.trustedBy === undefined ? 'not checked' : info.trustedBy === 'content-address' ? 'content address' : `key <code>${escapeHtml(info.trustedBy)}</code>`)
-    add('Deriver', narInfo.deriver === undefined ? '<span class="none">unknown</span>' : `<code>${escapeHtml(narInfo.deriver)}</code>`)
+    add(
+      'Trusted by',
+      info.trustedBy === undefined
+        ? 'not checked'
+        : info.trustedBy === 'content-address'
+          ? 'content address'
+          : `key <code>${escapeHtml(info.trustedBy)}</code>`,
+    )
+    add(
+      'Deriver',
+      narInfo.deriver === undefined
+        ? '<span class="none">unknown</span>'
+        : `<code>${escapeHtml(narInfo.deriver)}</code>`,
+    )
     if (narInfo.system !== undefined) add('System', `<code>${escapeHtml(narInfo.system)}</code>`)
     if (narInfo.ca !== undefined) add('CA', `<code>${escapeHtml(narInfo.ca)}</code>`)
     add(
@@ -188,7 +207,10 @@ function breadcrumbs(storeDir: string, baseName: string, segments: readonly stri
   const names = [baseName, ...segments]
   names.forEach((name, index) => {
     // The page itself is no link: a listing reader (lftp) would list it as an entry `.`.
-    const crumb = index === names.length - 1 ? `<span aria-current="page">${escapeHtml(name)}</span>` : `<a href="${up(depth - index)}">${escapeHtml(name)}</a>`
+    const crumb =
+      index === names.length - 1
+        ? `<span aria-current="page">${escapeHtml(name)}</span>`
+        : `<a href="${up(depth - index)}">${escapeHtml(name)}</a>`
     parts.push(`${crumb}<span class="sep">/</span>`)
   })
   return parts.join('')

@@ -1,5 +1,8 @@
 /** Reads the first bytes of a web stream without losing them (for content sniffing). */
-export async function peekStream(stream: ReadableStream<Uint8Array>, bytes: number): Promise<{ head: Uint8Array; stream: ReadableStream<Uint8Array> }> {
+export async function peekStream(
+  stream: ReadableStream<Uint8Array>,
+  bytes: number,
+): Promise<{ head: Uint8Array; stream: ReadableStream<Uint8Array> }> {
   const reader = stream.getReader()
   const buffered: Uint8Array[] = []
   let total = 0

@@ -79,7 +79,13 @@ export function createRequestReporter(log: Logger, metrics: Metrics): RequestRep
     reportOnClose(outgoing, record) {
       const socket = outgoing.socket
       const before = socket?.bytesWritten ?? 0
-      whenResponseEnds(outgoing, () => report({ ...record, bytes: socket == null ? undefined : socket.bytesWritten - before, aborted: !outgoing.writableFinished }))
+      whenResponseEnds(outgoing, () =>
+        report({
+          ...record,
+          bytes: socket == null ? undefined : socket.bytesWritten - before,
+          aborted: !outgoing.writableFinished,
+        }),
+      )
     },
     report,
   }
@@ -107,7 +113,15 @@ export function requestLog(reporter: RequestReporter, routeOf: (c: Context) => s
     c.header('X-Request-Id', id)
     await next()
     if (!c.res.headers.has('x-request-id')) c.res.headers.set('X-Request-Id', id)
-    const record = { id, method: c.req.method, path: c.req.path, route: routeOf(c), status: c.res.status, started, notes }
+    const record = {
+      id,
+      method: c.req.method,
+      path: c.req.path,
+      route: routeOf(c),
+      status: c.res.status,
+      started,
+      notes,
+    }
     const outgoing = outgoingOf(c)
     if (outgoing === undefined) {
       // Not on a node server (app.request() in tests): the headers are all there is.

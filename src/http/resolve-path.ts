@@ -20,7 +20,12 @@ export type Resolution =
  * browser's URL names the real file and relative links inside it work. `base` is the store path
  * (`/nix/store/<hash>-<name>`), `storeDir` its directory.
  */
-export async function resolveStorePath(lookup: NodeLookup, base: string, storeDir: string, requested: readonly string[]): Promise<Resolution> {
+export async function resolveStorePath(
+  lookup: NodeLookup,
+  base: string,
+  storeDir: string,
+  requested: readonly string[],
+): Promise<Resolution> {
   let current: string[] = []
   let remaining = [...requested]
   let hops = 0
@@ -30,8 +35,10 @@ export async function resolveStorePath(lookup: NodeLookup, base: string, storeDi
   if (node.type === 'symlink') {
     // The store path itself is a symlink; like any entry of the store dir, it is relative to it.
     const target = linkTarget(storeDir, node.target)
-    if (target === base || target.startsWith(base + '/')) return { kind: 'missing', reason: `the store path is a symlink into itself (${shorten(node.target)})` }
-    if (isInStorePath(storeDir, target)) return { kind: 'redirect', location: encodeAbsolute([...splitPath(target), ...remaining]) }
+    if (target === base || target.startsWith(base + '/'))
+      return { kind: 'missing', reason: `the store path is a symlink into itself (${shorten(node.target)})` }
+    if (isInStorePath(storeDir, target))
+      return { kind: 'redirect', location: encodeAbsolute([...splitPath(target), ...remaining]) }
     return { kind: 'missing', reason: `the store path is a symlink outside the Nix store (${shorten(node.target)})` }
   }
   while (remaining.length > 0) {
@@ -40,13 +47,20 @@ export async function resolveStorePath(lookup: NodeLookup, base: string, storeDi
     const candidate = [...current, segment]
     node = await lookup(candidate)
     if (node === undefined) {
-      return { kind: 'missing', reason: hops > 0 ? `dangling symlink: ${display(candidate)} does not exist` : `no such file or directory: ${display(candidate)}` }
+      return {
+        kind: 'missing',
+        reason:
+          hops > 0
+            ? `dangling symlink: ${display(candidate)} does not exist`
+            : `no such file or directory: ${display(candidate)}`,
+      }
     }
     if (node.type !== 'symlink') {
       current = candidate
       continue
     }
-    if (++hops > MAX_SYMLINK_HOPS) return { kind: 'missing', reason: `too many levels of symbolic links at ${display(candidate)} (a loop?)` }
+    if (++hops > MAX_SYMLINK_HOPS)
+      return { kind: 'missing', reason: `too many levels of symbolic links at ${display(candidate)} (a loop?)` }
     if (remaining.length === 0) lastIsLink = true
     const target = linkTarget(path.join(base, ...current), node.target)
     if (target === base || target.startsWith(base + '/')) {
@@ -60,7 +74,10 @@ export async function resolveStorePath(lookup: NodeLookup, base: string, storeDi
       // Another store path: its narinfo may live elsewhere, so let the client ask for it.
       return { kind: 'redirect', location: encodeAbsolute([...splitPath(target), ...remaining]) }
     }
-    return { kind: 'missing', reason: `symlink ${display(candidate)} points outside the Nix store (${shorten(node.target)})` }
+    return {
+      kind: 'missing',
+      reason: `symlink ${display(candidate)} points outside the Nix store (${shorten(node.target)})`,
+    }
   }
   if (lastIsLink) {
     const suffix = node.type === 'directory' ? '/' : ''
@@ -76,7 +93,11 @@ export async function resolveStorePath(lookup: NodeLookup, base: string, storeDi
 function isInStorePath(storeDir: string, target: string): boolean {
   if (!target.startsWith(storeDir + '/')) return false
   const base = target.slice(storeDir.length + 1).split('/', 1)[0]!
-  return isStoreHash(base.slice(0, STORE_HASH_LENGTH)) && base[STORE_HASH_LENGTH] === '-' && isStoreName(base.slice(STORE_HASH_LENGTH + 1))
+  return (
+    isStoreHash(base.slice(0, STORE_HASH_LENGTH)) &&
+    base[STORE_HASH_LENGTH] === '-' &&
+    isStoreName(base.slice(STORE_HASH_LENGTH + 1))
+  )
 }
 
 /** Where a symlink in `dir` points: normalized and without a trailing slash, so `/nix/store/` is the store dir, not a path in it. */

@@ -31,7 +31,11 @@ export class OtherStoreDirs {
     for (const [storeDir, list] of byStoreDir) {
       if (storeDir === defaultStoreDir) continue
       if (allowed !== undefined && !allowed.includes(storeDir)) {
-        log.error('upstream is for a store dir that is not served (UNNAR_STORE_DIRS)', { upstreams: list.map((u) => u.name), storeDir, served: allowed })
+        log.error('upstream is for a store dir that is not served (UNNAR_STORE_DIRS)', {
+          upstreams: list.map((u) => u.name),
+          storeDir,
+          served: allowed,
+        })
         continue
       }
       const existing = this.#dirs.get(storeDir)
@@ -40,7 +44,17 @@ export class OtherStoreDirs {
         continue
       }
       const lookup = new PathInfoLookup(list, { ...this.#options.lookup, storeDir })
-      this.#dirs.set(storeDir, { lookup, routes: createStoreRoutes({ lookup, store: this.#options.store, hotFiles: this.#options.hotFiles, log, storeDir, domain: undefined }) })
+      this.#dirs.set(storeDir, {
+        lookup,
+        routes: createStoreRoutes({
+          lookup,
+          store: this.#options.store,
+          hotFiles: this.#options.hotFiles,
+          log,
+          storeDir,
+          domain: undefined,
+        }),
+      })
       log.info('serving another store dir', { storeDir, upstreams: list.map((u) => u.name) })
     }
     // A store dir no upstream declares any more answers 404s rather than disappearing mid-request.

@@ -12,7 +12,13 @@ import { openDirectFile } from '../store/direct-file-stream.js'
 import type { HotFiles } from '../store/hot-files.js'
 import type { HotResponses, SharedAnswer } from './hot-responses.js'
 import { noteRequest, requestNotes } from './request-log.js'
-import { openRangedFile, probeRangedFile, RangeMismatchError, type FetchRange, type RangedNode } from '../store/ranged-file.js'
+import {
+  openRangedFile,
+  probeRangedFile,
+  RangeMismatchError,
+  type FetchRange,
+  type RangedNode,
+} from '../store/ranged-file.js'
 import { UpstreamError, type Upstream } from '../upstream/upstream.js'
 import type { PathInfo, PathInfoLookup } from '../upstream/path-info-lookup.js'
 import { chooseEncoding, compressBuffer, isCompressible } from './compression.js'
@@ -110,7 +116,10 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
   async function findInfo(req: StoreRequest): Promise<PathInfo> {
     const info = await lookup.find(req.hash)
     if (info === undefined) {
-      throw new HttpError(404, `${prefix}${req.hash} is not in any upstream (${lookup.upstreams.map((u) => u.name).join(', ')})`)
+      throw new HttpError(
+        404,
+        `${prefix}${req.hash} is not in any upstream (${lookup.upstreams.map((u) => u.name).join(', ')})`,
+      )
     }
     if (req.name !== undefined && req.name !== info.storePath.name) {
       throw new HttpError(404, `${prefix}${req.hash} is named "${info.storePath.name}", not "${req.name}"`)
@@ -129,7 +138,8 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
       if (resolution.kind === 'missing') throw new HttpError(404, resolution.reason)
       // Read from data not verified yet (the `.ls`, a NAR still arriving): not for a year.
       const settled = tree.source?.verified === true
-      if (resolution.kind === 'redirect') return redirect(c, view.location(resolution.location) + querySuffix(c), settled)
+      if (resolution.kind === 'redirect')
+        return redirect(c, view.location(resolution.location) + querySuffix(c), settled)
       const { node, segments } = resolution
       if (node.type === 'directory') {
         if (!req.trailingSlash) return redirect(c, view.url(segments) + '/' + querySuffix(c), settled)
@@ -153,11 +163,33 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     }
   }
 
-  async function listingResponse(c: Context, info: PathInfo, base: string, segments: readonly string[], directory: DirectoryNode, tree: Tree, view: View): Promise<Response> {
-    const format = negotiateListingFormat(c.req.header('accept'), c.req.header('user-agent'), c.req.query('json') !== undefined)
+  async function listingResponse(
+    c: Context,
+    info: PathInfo,
+    base: string,
+    segments: readonly string[],
+    directory: DirectoryNode,
+    tree: Tree,
+    view: View,
+  ): Promise<Response> {
+    const format = negotiateListingFormat(
+      c.req.header('accept'),
+      c.req.header('user-agent'),
+      c.req.query('json') !== undefined,
+    )
     const [type, body] =
       format === 'html'
-        ? ['text/html; charset=utf-8', renderListingPage({ base, segments, directory, info, storeHref: view.location, symlinkHrefs: await symlinkHrefs(tree, base, segments, directory, view) })]
+        ? [
+            'text/html; charset=utf-8',
+            renderListingPage({
+              base,
+              segments,
+              directory,
+              info,
+              storeHref: view.location,
+              symlinkHrefs: await symlinkHrefs(tree, base, segments, directory, view),
+            }),
+          ]
         : format === 'json'
           ? ['application/json', formatDirectoryJson(directory)]
           : ['text/plain; charset=utf-8', formatDirectoryText(directory)]
@@ -167,7 +199,10 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     const encoding = chooseEncoding(c.req.header('accept-encoding'), bytes.length, true)
     c.header('Vary', 'Accept, Accept-Encoding, User-Agent')
     if (encoding !== undefined) c.header('Content-Encoding', encoding)
-    const payload = encoding === undefined ? new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) as Uint8Array<ArrayBuffer> : compressBuffer(bytes, encoding)
+    const payload =
+      encoding === undefined
+        ? (new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) as Uint8Array<ArrayBuffer>)
+        : compressBuffer(bytes, encoding)
     c.header('Content-Length', String(payload.byteLength))
     return c.req.method === 'HEAD' ? c.body(null) : c.body(payload)
   }
@@ -177,7 +212,13 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
    * end of its chain (with a slash for a directory, so that mirroring tools see the directory they
    * already list), none for a dangling, looping or escaping one.
    */
-  async function symlinkHrefs(tree: Tree, base: string, segments: readonly string[], directory: DirectoryNode, view: View): Promise<Map<string, string>> {
+  async function symlinkHrefs(
+    tree: Tree,
+    base: string,
+    segments: readonly string[],
+    directory: DirectoryNode,
+    view: View,
+  ): Promise<Map<string, string>> {
     const hrefs = new Map<string, string>()
     for (const [name, node] of directory.entries) {
       if (node.type !== 'symlink') continue
@@ -201,7 +242,12 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     noteRequest(c, notes)
     if (matchesEtag(c.req.header('if-none-match'), hot.etag)) return notModified(c, hot.etag, hot.name, hot.size)
     const response = fileResponse(c, hot, { sandbox: !site, log })
-    const answer = { body: hot.bytes, route: site ? 'site' : 'store', notes, current: () => lookup.peek(info.storePath.hash) === info } as const
+    const answer = {
+      body: hot.bytes,
+      route: site ? 'site' : 'store',
+      notes,
+      current: () => lookup.peek(info.storePath.hash) === info,
+    } as const
     hotResponses?.remember(c, response, hot.bytes, answer)
     if (shareable.has(c)) shareable.set(c, answer)
     return response
@@ -212,7 +258,15 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
    * a hint, whose every claim the NAR's own node must confirm). `requested`: the request's own
    * segments when they name this file (the key of `hotFiles`).
    */
-  async function serveFile(c: Context, info: PathInfo, segments: readonly string[], listed: RegularNode, tree: Tree, view: View, requested?: readonly string[]): Promise<Response> {
+  async function serveFile(
+    c: Context,
+    info: PathInfo,
+    segments: readonly string[],
+    listed: RegularNode,
+    tree: Tree,
+    view: View,
+    requested?: readonly string[],
+  ): Promise<Response> {
     const name = segments[segments.length - 1] ?? info.storePath.name
     const etag = fileEtag(info, segments)
     const byName = contentTypeByName(name)
@@ -223,38 +277,81 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
       const noBody = (): never => {
         throw new Error('HEAD has no body')
       }
-      return fileResponse(c, { ...base, contentType: byName, openRange: noBody, openWhole: noBody }, { sandbox: !view.site, log })
+      return fileResponse(
+        c,
+        { ...base, contentType: byName, openRange: noBody, openWhole: noBody },
+        { sandbox: !view.site, log },
+      )
     }
     if (tree.source === undefined && listed.narOffset !== undefined && rangedFetchFits(info)) {
-      const ranged = await serveRanged(c, info, { ...listed, narOffset: listed.narOffset }, segments.length === 0 ? undefined : name, base, byName, view)
+      const ranged = await serveRanged(
+        c,
+        info,
+        { ...listed, narOffset: listed.narOffset },
+        segments.length === 0 ? undefined : name,
+        base,
+        byName,
+        view,
+      )
       if (ranged !== undefined) return ranged
     }
     const source = tree.source ?? (await openSource(c, info))
     if (source === undefined) return serveDirect(c, info, segments, view)
     const node = await source.node(segments, listed.narOffset)
     if (node?.type !== 'regular' || node.narOffset === undefined) {
-      if (tree.source === undefined) throw new ListingMismatch(`the listing has a regular file at ${display(segments)}, the NAR ${node === undefined ? 'nothing' : `a ${node.type}`}`)
+      if (tree.source === undefined)
+        throw new ListingMismatch(
+          `the listing has a regular file at ${display(segments)}, the NAR ${node === undefined ? 'nothing' : `a ${node.type}`}`,
+        )
       throw new HttpError(502, `the NAR from ${info.upstream.name} has no regular file at ${display(segments)}`)
     }
     if (tree.source === undefined && (node.size !== listed.size || node.executable !== listed.executable)) {
-      throw new ListingMismatch(`the listing says ${display(segments)} is ${describeFile(listed)}, the NAR ${describeFile(node)}`)
+      throw new ListingMismatch(
+        `the listing says ${display(segments)} is ${describeFile(listed)}, the NAR ${describeFile(node)}`,
+      )
     }
     const offset = node.narOffset
     noteRequest(c, { verification: source.verified ? 'verified' : source.holdsBack ? 'held' : 'unverified' })
     // Strict verification of a NAR still arriving: the file is streamed, its last byte held back
     // until the NAR is verified, rather than read whole and sent in one write.
-    const bytes = c.req.method !== 'HEAD' && node.size <= SMALL_FILE_BYTES && !source.holdsBack ? await source.readBytes(offset, offset + node.size) : undefined
-    const contentType = byName ?? contentTypeBySniffing(bytes?.subarray(0, SNIFF_BYTES) ?? (await source.readBytes(offset, offset + Math.min(SNIFF_BYTES, node.size))))
+    const bytes =
+      c.req.method !== 'HEAD' && node.size <= SMALL_FILE_BYTES && !source.holdsBack
+        ? await source.readBytes(offset, offset + node.size)
+        : undefined
+    const contentType =
+      byName ??
+      contentTypeBySniffing(
+        bytes?.subarray(0, SNIFF_BYTES) ?? (await source.readBytes(offset, offset + Math.min(SNIFF_BYTES, node.size))),
+      )
     // Checked after the read: bytes of a NAR verified by then are verified bytes.
     const keep = (kept: Uint8Array<ArrayBuffer>) =>
-      hotFiles.set(info.narInfo, requested!, { name, etag, size: node.size, executable: node.executable, contentType, bytes: kept, openRange: inMemory, openWhole: inMemory })
+      hotFiles.set(info.narInfo, requested!, {
+        name,
+        etag,
+        size: node.size,
+        executable: node.executable,
+        contentType,
+        bytes: kept,
+        openRange: inMemory,
+        openWhole: inMemory,
+      })
     if (bytes !== undefined && requested !== undefined && source.verified) keep(bytes)
-    if (bytes === undefined && requested !== undefined && source.verified && c.req.method === 'GET' && hotFiles.admit(info.narInfo, requested, node.size)) {
+    if (
+      bytes === undefined &&
+      requested !== undefined &&
+      source.verified &&
+      c.req.method === 'GET' &&
+      hotFiles.admit(info.narInfo, requested, node.size)
+    ) {
       // A bigger file asked for again is read into memory beside this response, for the next ones:
       // Node has no sendfile, and a read per chunk costs a third of the throughput (bench/ row 7).
       source.readBytes(offset, offset + node.size).then(keep, (err: Error) => {
         hotFiles.abandon(info.narInfo, requested)
-        log.debug('could not keep a hot file in memory', { storePath: info.narInfo.storePath, path: segments.join('/'), error: err })
+        log.debug('could not keep a hot file in memory', {
+          storePath: info.narInfo.storePath,
+          path: segments.join('/'),
+          error: err,
+        })
       })
     }
     // An empty file has no byte to hold back: its answer waits for the verification instead.
@@ -270,7 +367,12 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     }
     const response = fileResponse(c, file, { sandbox: !view.site, log })
     if (bytes !== undefined && shareable.has(c)) {
-      shareable.set(c, { body: bytes, route: view.site ? 'site' : 'store', notes: requestNotes(c), current: () => lookup.peek(info.storePath.hash) === info })
+      shareable.set(c, {
+        body: bytes,
+        route: view.site ? 'site' : 'store',
+        notes: requestNotes(c),
+        current: () => lookup.peek(info.storePath.hash) === info,
+      })
     }
     return response
   }
@@ -278,14 +380,29 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
   /** An uncompressed NAR too big to keep, not cached and not being downloaded, on an upstream that honours Range. */
   function rangedFetchFits(info: PathInfo): boolean {
     // Bytes by range are never verified against NarHash: `stream` mode only.
-    return store.verify === 'stream' && info.narInfo.compression === 'none' && !rangeless.has(info.upstream) && !store.keeps(info) && !store.has(info) && !store.downloading(info)
+    return (
+      store.verify === 'stream' &&
+      info.narInfo.compression === 'none' &&
+      !rangeless.has(info.upstream) &&
+      !store.keeps(info) &&
+      !store.has(info) &&
+      !store.downloading(info)
+    )
   }
 
   /**
    * Fetches only this file's bytes from the upstream (Range); no peer does this. Undefined when the
    * upstream ignores Range or the listing's offset does not match the NAR: the caller then streams the NAR.
    */
-  async function serveRanged(c: Context, info: PathInfo, node: RangedNode, name: string | undefined, base: Omit<StoreFile, 'contentType' | 'openRange' | 'openWhole'>, byName: string | undefined, view: View): Promise<Response | undefined> {
+  async function serveRanged(
+    c: Context,
+    info: PathInfo,
+    node: RangedNode,
+    name: string | undefined,
+    base: Omit<StoreFile, 'contentType' | 'openRange' | 'openWhole'>,
+    byName: string | undefined,
+    view: View,
+  ): Promise<Response | undefined> {
     const fetchRange: FetchRange = async (start, end, signal) => {
       const res = await info.upstream.get(info.narKey, signal, { start, end })
       if (res === undefined) throw new UpstreamError(info.upstream.name, 'bad-status', `NAR ${info.narKey} is missing`)
@@ -301,13 +418,24 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
       head = await probeRangedFile(node, name, byName === undefined ? SNIFF_BYTES : 0, fetchRange)
     } catch (err) {
       if (!(err instanceof RangeMismatchError)) throw err
-      if (rangeless.has(info.upstream)) log.warn('cannot fetch a file by range; streaming the NAR', { upstream: info.upstream.name, storePath: info.narInfo.storePath, error: err })
+      if (rangeless.has(info.upstream))
+        log.warn('cannot fetch a file by range; streaming the NAR', {
+          upstream: info.upstream.name,
+          storePath: info.narInfo.storePath,
+          error: err,
+        })
       else lookup.distrustListing(info, err.message)
       return undefined
     }
     noteRequest(c, { cache: 'bypass', verification: 'unverified' })
-    const open = (start: number, end: number) => Readable.toWeb(openRangedFile(node, start, end, fetchRange)) as ReadableStream<Uint8Array>
-    const file: StoreFile = { ...base, contentType: byName ?? contentTypeBySniffing(head), openRange: open, openWhole: () => open(0, node.size) }
+    const open = (start: number, end: number) =>
+      Readable.toWeb(openRangedFile(node, start, end, fetchRange)) as ReadableStream<Uint8Array>
+    const file: StoreFile = {
+      ...base,
+      contentType: byName ?? contentTypeBySniffing(head),
+      openRange: open,
+      openWhole: () => open(0, node.size),
+    }
     return fileResponse(c, file, { sandbox: !view.site, log })
   }
 
@@ -317,7 +445,10 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     noteRequest(c, { cache: 'bypass', verification: verify ? 'held' : 'unverified' })
     const direct = await openDirectFile(info, segments.join('/'), { signal: c.req.raw.signal, verify })
     if (direct === undefined) {
-      throw new HttpError(503, `cannot serve ${segments.join('/') || '/'} while the NAR cache is unavailable (only regular files can be streamed without it)`)
+      throw new HttpError(
+        503,
+        `cannot serve ${segments.join('/') || '/'} while the NAR cache is unavailable (only regular files can be streamed without it)`,
+      )
     }
     const name = segments[segments.length - 1] ?? info.storePath.name
     let body = direct.body
@@ -367,36 +498,38 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
   }
 
   return {
-    store: (c) => leading(c, 'store', async () => {
-      const req = parseStoreRequest(storeRequestRest(requestPath(c), storeDir))
-      const info = await findInfo(req)
-      const hot = serveHot(c, req, info, false)
-      if (hot !== undefined) return hot
-      const base = [...prefixSegments, `${info.storePath.hash}-${info.storePath.name}`]
-      return serve(c, req, info, {
-        site: false,
-        url: (segments) => '/' + encodePath([...base, ...segments]),
-        location: (l) => l,
-      })
-    }),
-    site: (c, hash) => leading(c, 'site', async () => {
-      const path = requestPath(c).replace(/^\/+/, '')
-      const req = parseStoreRequest(path === '' ? `${hash}/` : `${hash}/${path}`)
-      const info = await findInfo(req)
-      const hot = serveHot(c, req, info, true)
-      if (hot !== undefined) return hot
-      // Locations arrive percent-encoded (`lib%2Bplus` for `lib+plus`): compare in that form.
-      const own = '/' + encodePath([...prefixSegments, `${info.storePath.hash}-${info.storePath.name}`])
-      return serve(c, req, info, {
-        site: true,
-        url: (segments) => '/' + encodePath(segments),
-        location: (l) => {
-          if (l === own || l.startsWith(own + '/')) return l.slice(own.length) || '/'
-          const other = /^\/nix\/store\/([0-9a-z]{32})[^/]*(\/.*)?$/.exec(l)
-          return other !== null && domain !== undefined ? `//${other[1]}.${domain}${other[2] ?? '/'}` : l
-        },
-      })
-    }),
+    store: (c) =>
+      leading(c, 'store', async () => {
+        const req = parseStoreRequest(storeRequestRest(requestPath(c), storeDir))
+        const info = await findInfo(req)
+        const hot = serveHot(c, req, info, false)
+        if (hot !== undefined) return hot
+        const base = [...prefixSegments, `${info.storePath.hash}-${info.storePath.name}`]
+        return serve(c, req, info, {
+          site: false,
+          url: (segments) => '/' + encodePath([...base, ...segments]),
+          location: (l) => l,
+        })
+      }),
+    site: (c, hash) =>
+      leading(c, 'site', async () => {
+        const path = requestPath(c).replace(/^\/+/, '')
+        const req = parseStoreRequest(path === '' ? `${hash}/` : `${hash}/${path}`)
+        const info = await findInfo(req)
+        const hot = serveHot(c, req, info, true)
+        if (hot !== undefined) return hot
+        // Locations arrive percent-encoded (`lib%2Bplus` for `lib+plus`): compare in that form.
+        const own = '/' + encodePath([...prefixSegments, `${info.storePath.hash}-${info.storePath.name}`])
+        return serve(c, req, info, {
+          site: true,
+          url: (segments) => '/' + encodePath(segments),
+          location: (l) => {
+            if (l === own || l.startsWith(own + '/')) return l.slice(own.length) || '/'
+            const other = /^\/nix\/store\/([0-9a-z]{32})[^/]*(\/.*)?$/.exec(l)
+            return other !== null && domain !== undefined ? `//${other[1]}.${domain}${other[2] ?? '/'}` : l
+          },
+        })
+      }),
   }
 }
 
@@ -457,6 +590,10 @@ function display(segments: readonly string[]): string {
 
 /** Strong: the NarHash fixes every byte of the NAR, and the path picks the file in it. */
 function fileEtag(info: PathInfo, segments: readonly string[]): string {
-  const digest = createHash('sha256').update(formatHashNix32(info.narInfo.narHash)).update('\0').update(segments.join('/')).digest('base64url')
+  const digest = createHash('sha256')
+    .update(formatHashNix32(info.narInfo.narHash))
+    .update('\0')
+    .update(segments.join('/'))
+    .digest('base64url')
   return `"${digest.slice(0, 32)}"`
 }

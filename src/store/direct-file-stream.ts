@@ -30,7 +30,11 @@ export interface DirectFileOptions {
  * Used when the cache directory cannot take a download (disk full, read-only). Resolves undefined
  * when the NAR has no regular file at `path`.
  */
-export async function openDirectFile(info: PathInfo, path: string, options: DirectFileOptions): Promise<DirectFile | undefined> {
+export async function openDirectFile(
+  info: PathInfo,
+  path: string,
+  options: DirectFileOptions,
+): Promise<DirectFile | undefined> {
   const { upstream, narKey, narInfo } = info
   const res = await upstream.get(narKey, options.signal)
   if (res === undefined) throw new UpstreamError(upstream.name, 'bad-status', `NAR ${narKey} is missing`)
@@ -57,13 +61,33 @@ export async function openDirectFile(info: PathInfo, path: string, options: Dire
         stop()
         return undefined
       }
-      const node: RegularNode = { type: 'regular', size: entry.size, executable: entry.executable, narOffset: entry.narOffset }
-      return { node, body: contentStream(nar, next.chunk, next.start, entry.narOffset, entry.narOffset + entry.size, stop, options.verify) }
+      const node: RegularNode = {
+        type: 'regular',
+        size: entry.size,
+        executable: entry.executable,
+        narOffset: entry.narOffset,
+      }
+      return {
+        node,
+        body: contentStream(
+          nar,
+          next.chunk,
+          next.start,
+          entry.narOffset,
+          entry.narOffset + entry.size,
+          stop,
+          options.verify,
+        ),
+      }
     }
   } catch (err) {
     stop()
     if (err instanceof DecodedTooLargeError) throw new NarVerificationError(upstream.name, err.message)
-    throw err instanceof UpstreamError || err instanceof NarVerificationError ? err : new UpstreamError(upstream.name, 'bad-response', `reading NAR ${narKey}: ${(err as Error).message}`, { cause: err })
+    throw err instanceof UpstreamError || err instanceof NarVerificationError
+      ? err
+      : new UpstreamError(upstream.name, 'bad-response', `reading NAR ${narKey}: ${(err as Error).message}`, {
+          cause: err,
+        })
   }
 }
 
@@ -88,7 +112,8 @@ class NarChunks {
     const chunk = next.value
     const start = this.#position
     this.#position += chunk.length
-    if (this.#position > this.#info.narInfo.narSize) throw this.#bad(`NAR is larger than its NarSize ${this.#info.narInfo.narSize}`)
+    if (this.#position > this.#info.narInfo.narSize)
+      throw this.#bad(`NAR is larger than its NarSize ${this.#info.narInfo.narSize}`)
     this.#hash.update(chunk)
     return { chunk, start, entries: this.#indexer.push(chunk) }
   }
@@ -102,7 +127,8 @@ class NarChunks {
       throw this.#bad((err as Error).message)
     }
     if (this.#position !== narSize) throw this.#bad(`NAR is ${this.#position} bytes, NarSize says ${narSize}`)
-    if (!hashEquals({ algorithm: narHash.algorithm, digest: new Uint8Array(this.#hash.digest()) }, narHash)) throw this.#bad('NAR does not match its NarHash')
+    if (!hashEquals({ algorithm: narHash.algorithm, digest: new Uint8Array(this.#hash.digest()) }, narHash))
+      throw this.#bad('NAR does not match its NarHash')
   }
 
   /** Reads and checks the rest of the NAR. */
@@ -120,7 +146,15 @@ class NarChunks {
  * The bytes [from, to) of the NAR, from the chunk that held the entry's header onwards. With
  * `verify`, the last byte waits for the rest of the NAR to be read and verified.
  */
-function contentStream(nar: NarChunks, first: Buffer, firstStart: number, from: number, to: number, stop: () => void, verify: boolean): ReadableStream<Uint8Array> {
+function contentStream(
+  nar: NarChunks,
+  first: Buffer,
+  firstStart: number,
+  from: number,
+  to: number,
+  stop: () => void,
+  verify: boolean,
+): ReadableStream<Uint8Array> {
   let pending: Buffer | undefined = first
   let pendingStart = firstStart
   return new ReadableStream<Uint8Array>(

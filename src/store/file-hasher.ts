@@ -43,7 +43,9 @@ export function hashWhileWriting(strict: boolean): boolean {
 
 /** A hasher for a NAR of `narSize` bytes being written to `file`. */
 export function createNarHasher(algorithm: string, file: string, narSize: number, whileWriting: boolean): NarHasher {
-  return narSize >= WORKER_HASH_MIN_BYTES ? new WorkerFileHasher(algorithm, file, whileWriting) : new InProcessHasher(algorithm)
+  return narSize >= WORKER_HASH_MIN_BYTES
+    ? new WorkerFileHasher(algorithm, file, whileWriting)
+    : new InProcessHasher(algorithm)
 }
 
 /** A hasher that only reads the file back (for NARs a decoder program writes, never seen in chunks). */
@@ -134,7 +136,8 @@ class WorkerFileHasher implements NarHasher {
     this.#result = new Promise<Buffer>((resolve, reject) => {
       port.once('message', (message: { digest?: Uint8Array; error?: string }) => {
         this.#finish()
-        if (message.digest !== undefined) resolve(Buffer.from(message.digest.buffer, message.digest.byteOffset, message.digest.byteLength))
+        if (message.digest !== undefined)
+          resolve(Buffer.from(message.digest.buffer, message.digest.byteOffset, message.digest.byteLength))
         else reject(new Error(`hashing the NAR: ${message.error}`))
       })
       // The worker died (or dispose() ran) before answering.

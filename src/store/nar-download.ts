@@ -7,7 +7,15 @@ import { hashEquals } from '../formats/hash.js'
 import type { Listing, ListingNode } from '../formats/listing.js'
 import { NarIndexer, type NarEntry } from '../formats/nar-indexer.js'
 import { createNarDecoders, DecodedTooLargeError, recyclerOf } from '../codecs/decompress.js'
-import { DecoderOutputError, decoderProgramFor, DecoderStartError, spawnFileDecoder, type DecoderLauncher, type DecoderProgram, type FileDecoder } from '../codecs/file-decoder.js'
+import {
+  DecoderOutputError,
+  decoderProgramFor,
+  DecoderStartError,
+  spawnFileDecoder,
+  type DecoderLauncher,
+  type DecoderProgram,
+  type FileDecoder,
+} from '../codecs/file-decoder.js'
 import type { PathInfo } from '../upstream/path-info-lookup.js'
 import { UpstreamError, type UpstreamResponse } from '../upstream/upstream.js'
 import { createFileHasher, createNarHasher, hashWhileWriting, type NarHasher } from './file-hasher.js'
@@ -82,7 +90,9 @@ export class NarDownload implements NarSource {
     this.#abortWhenUnused = options.abortWhenUnused
     this.#decoderLauncher = options.decoderLauncher
     this.#holdBack = options.holdBack ?? false
-    this.#verification = new Promise<void>((resolve, reject) => (this.#settleVerification = (err) => (err === undefined ? resolve() : reject(err))))
+    this.#verification = new Promise<void>(
+      (resolve, reject) => (this.#settleVerification = (err) => (err === undefined ? resolve() : reject(err))),
+    )
     this.#verification.catch(() => {}) // observed by readers that hold their last byte, if any
     this.done = this.#run()
     this.done.catch(() => {}) // observed through readers and the store; never an unhandled rejection
@@ -123,7 +133,8 @@ export class NarDownload implements NarSource {
       list.push(resolve)
       this.#nodeWaiters.set(key, list)
       // A waiter without a hint makes the hints of the others for this key moot.
-      if (expectedAt !== undefined && (list.length === 1 || this.#nodeHints.has(key))) this.#nodeHints.set(key, Math.max(expectedAt, this.#nodeHints.get(key) ?? 0))
+      if (expectedAt !== undefined && (list.length === 1 || this.#nodeHints.has(key)))
+        this.#nodeHints.set(key, Math.max(expectedAt, this.#nodeHints.get(key) ?? 0))
       else this.#nodeHints.delete(key)
       this.#nudge?.()
     }).then((node) => {
@@ -172,7 +183,9 @@ export class NarDownload implements NarSource {
   #rangeSource(): RangeSource {
     return {
       readAt: async (buffer, length, position) =>
-        !this.#finished && position >= this.#written - RECENT_BYTES ? readSync(this.#file.fd, buffer, 0, length, position) : (await this.#file.read(buffer, 0, length, position)).bytesRead,
+        !this.#finished && position >= this.#written - RECENT_BYTES
+          ? readSync(this.#file.fd, buffer, 0, length, position)
+          : (await this.#file.read(buffer, 0, length, position)).bytesRead,
       waitFor: (target) => this.#waitForBytes(target),
       release: this.hold(),
     }
@@ -187,9 +200,15 @@ export class NarDownload implements NarSource {
       const program = decoderProgramFor(narInfo.compression, res.contentEncoding, narInfo.narSize)
       const indexer = new NarIndexer()
       const whileWriting = hashWhileWriting(this.#holdBack)
-      const hasher = program !== undefined ? createFileHasher(narInfo.narHash.algorithm, this.#path, whileWriting) : createNarHasher(narInfo.narHash.algorithm, this.#path, narInfo.narSize, whileWriting)
+      const hasher =
+        program !== undefined
+          ? createFileHasher(narInfo.narHash.algorithm, this.#path, whileWriting)
+          : createNarHasher(narInfo.narHash.algorithm, this.#path, narInfo.narSize, whileWriting)
       try {
-        const size = program !== undefined ? await this.#decodeByProgram(res, program, indexer, hasher) : await this.#decodeHere(res, indexer, hasher)
+        const size =
+          program !== undefined
+            ? await this.#decodeByProgram(res, program, indexer, hasher)
+            : await this.#decodeHere(res, indexer, hasher)
         await this.#verify(size, indexer, hasher)
       } finally {
         hasher.dispose()
@@ -223,12 +242,19 @@ export class NarDownload implements NarSource {
     const { upstream, narInfo } = this.info
     const decoders = createNarDecoders(res.body, res.contentEncoding, narInfo.compression, narInfo.narSize)
     const sink = new NarSink(this, narInfo.narSize, indexer, hasher, upstream.name, recyclerOf(decoders.at(-1)!))
-    await pipeline([res.body, ...decoders, sink] as unknown as [NodeJS.ReadableStream, NodeJS.WritableStream], { signal: this.#abort.signal })
+    await pipeline([res.body, ...decoders, sink] as unknown as [NodeJS.ReadableStream, NodeJS.WritableStream], {
+      signal: this.#abort.signal,
+    })
     return sink.position
   }
 
   /** Lets `program` write the decoded NAR into the temp file while this process follows it; returns its size. */
-  async #decodeByProgram(res: UpstreamResponse, program: DecoderProgram, indexer: NarIndexer, hasher: NarHasher): Promise<number> {
+  async #decodeByProgram(
+    res: UpstreamResponse,
+    program: DecoderProgram,
+    indexer: NarIndexer,
+    hasher: NarHasher,
+  ): Promise<number> {
     const { upstream, narInfo } = this.info
     const signal = this.#abort.signal
     let decoder: FileDecoder | undefined
@@ -247,8 +273,10 @@ export class NarDownload implements NarSource {
         onNudge: (nudge) => (this.#nudge = nudge),
       })
     } catch (err) {
-      if (err instanceof DecodedTooLargeError) throw new NarVerificationError(upstream.name, `NAR is larger than its NarSize ${narInfo.narSize}`)
-      if (err instanceof DecoderOutputError || err instanceof DecoderStartError) throw new DiskError(err.message, { cause: err })
+      if (err instanceof DecodedTooLargeError)
+        throw new NarVerificationError(upstream.name, `NAR is larger than its NarSize ${narInfo.narSize}`)
+      if (err instanceof DecoderOutputError || err instanceof DecoderStartError)
+        throw new DiskError(err.message, { cause: err })
       throw err
     } finally {
       decoder?.kill()
@@ -258,7 +286,8 @@ export class NarDownload implements NarSource {
   /** The whole NAR is on disk: it must be NarSize bytes, a complete NAR, and match NarHash. */
   async #verify(size: number, indexer: NarIndexer, hasher: NarHasher): Promise<void> {
     const { upstream, narInfo } = this.info
-    if (size !== narInfo.narSize) throw new NarVerificationError(upstream.name, `NAR is ${size} bytes, NarSize says ${narInfo.narSize}`)
+    if (size !== narInfo.narSize)
+      throw new NarVerificationError(upstream.name, `NAR is ${size} bytes, NarSize says ${narInfo.narSize}`)
     try {
       indexer.end()
     } catch (err) {
@@ -290,7 +319,10 @@ export class NarDownload implements NarSource {
     let pending = chunks
     let at = position
     while (pending.length > 0) {
-      const { bytesWritten } = pending.length === 1 ? await this.#file.write(pending[0]!, 0, pending[0]!.length, at) : await this.#file.writev(pending, at)
+      const { bytesWritten } =
+        pending.length === 1
+          ? await this.#file.write(pending[0]!, 0, pending[0]!.length, at)
+          : await this.#file.writev(pending, at)
       if (bytesWritten === 0) throw Object.assign(new Error('the disk accepted no more bytes'), { code: 'ENOSPC' })
       at += bytesWritten
       pending = skipBytes(pending, bytesWritten)
@@ -423,7 +455,14 @@ class NarSink extends Writable {
   /** Hands a chunk back to the decoder once it is on disk (nothing else keeps chunks: the indexer copies what it needs). */
   readonly #recycle: ((chunk: Buffer) => void) | undefined
 
-  constructor(download: NarDownload, narSize: number, indexer: NarIndexer, hasher: NarHasher, upstream: string, recycle: ((chunk: Buffer) => void) | undefined) {
+  constructor(
+    download: NarDownload,
+    narSize: number,
+    indexer: NarIndexer,
+    hasher: NarHasher,
+    upstream: string,
+    recycle: ((chunk: Buffer) => void) | undefined,
+  ) {
     super({ highWaterMark: 4 * 1024 * 1024 })
     this.#recycle = recycle
     this.#download = download
@@ -492,7 +531,8 @@ class NarSink extends Writable {
     void this.#writing.then(() => {
       this.#writing = undefined
       if (this.#batchBytes >= WRITE_BATCH_BYTES) this.#flush()
-      else if (this.#batchBytes > 0 && !this.destroyed) this.#timer ??= setTimeout(() => this.#flush(), WRITE_BATCH_DELAY_MS)
+      else if (this.#batchBytes > 0 && !this.destroyed)
+        this.#timer ??= setTimeout(() => this.#flush(), WRITE_BATCH_DELAY_MS)
       const blocked = this.#blocked
       this.#blocked = undefined
       blocked?.()
@@ -536,7 +576,9 @@ function classify(err: unknown, upstream: string, signal: AbortSignal): Error {
   if (error.name === 'AbortError') return error.cause instanceof Error ? error.cause : error
   if (error.name === 'UnsupportedCompressionError') return error
   // Decoder failures (corrupt xz/zstd data) and truncated bodies are the upstream's fault.
-  return new UpstreamError(upstream, 'bad-response', `while downloading the NAR: ${error.code ?? error.message}`, { cause: err })
+  return new UpstreamError(upstream, 'bad-response', `while downloading the NAR: ${error.code ?? error.message}`, {
+    cause: err,
+  })
 }
 
 /** `chunks` without their first `bytes` bytes (views, no copies). */

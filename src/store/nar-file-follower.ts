@@ -121,7 +121,8 @@ export async function followDecodedFile(options: FollowOptions): Promise<number>
       }
       if (last) return size
       if (exited || failure !== undefined) continue // it ended while this pass ran: no need to wait
-      const delay = options.wanted !== undefined && rate > 0 && (growing || nudged) ? pace(options.wanted(), size, rate) : stalled
+      const delay =
+        options.wanted !== undefined && rate > 0 && (growing || nudged) ? pace(options.wanted(), size, rate) : stalled
       nudged = false
       await new Promise<void>((resolve) => {
         const done = () => {
@@ -141,7 +142,11 @@ export async function followDecodedFile(options: FollowOptions): Promise<number>
 }
 
 /** How long to wait before the next look, for what readers wait for (see POLL_NEAR_MS). */
-function pace(wanted: { readonly at: number | undefined; readonly unplaced: boolean }, size: number, rate: number): number {
+function pace(
+  wanted: { readonly at: number | undefined; readonly unplaced: boolean },
+  size: number,
+  rate: number,
+): number {
   const delay = wanted.unplaced ? POLL_MIN_MS : POLL_MAX_MS
   return wanted.at === undefined ? delay : Math.min(delay, Math.max(POLL_NEAR_MS, (wanted.at - size) / rate / 2))
 }
@@ -154,7 +159,10 @@ function stat(file: FileHandle): number {
   try {
     return fstatSync(file.fd).size
   } catch (err) {
-    throw new DiskError(`watching the NAR being written: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err })
+    throw new DiskError(
+      `watching the NAR being written: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      { cause: err },
+    )
   }
 }
 
@@ -164,6 +172,8 @@ function read(file: FileHandle, buffer: Buffer, length: number, position: number
     if (bytesRead === 0) throw new Error(`the file ends before byte ${position}`)
     return bytesRead
   } catch (err) {
-    throw new DiskError(`reading the NAR back: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err })
+    throw new DiskError(`reading the NAR back: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
+      cause: err,
+    })
   }
 }

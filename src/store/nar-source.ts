@@ -55,7 +55,11 @@ export interface RangeSource {
 }
 
 /** One positioned read of a small range, through the same source a stream would use. */
-export async function readRangeBytes(source: RangeSource, start: number, end: number): Promise<Uint8Array<ArrayBuffer>> {
+export async function readRangeBytes(
+  source: RangeSource,
+  start: number,
+  end: number,
+): Promise<Uint8Array<ArrayBuffer>> {
   const buffer = new Uint8Array(end - start)
   try {
     await source.waitFor(end)

@@ -1,7 +1,19 @@
 /** The on-disk NAR store: verified, decompressed NARs keyed by NarHash, bounded by an LRU. */
 import fs, { constants } from 'node:fs'
 import { promisify } from 'node:util'
-import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, utimes, writeFile, type FileHandle } from 'node:fs/promises'
+import {
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  statfs,
+  utimes,
+  writeFile,
+  type FileHandle,
+} from 'node:fs/promises'
 import path from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
@@ -279,7 +291,10 @@ export class NarStore {
     const keep = info.narInfo.narSize <= this.#maxNarBytes
     const tmp = path.join(this.#tmpDir, `${key}.${randomBytes(6).toString('hex')}.nar`)
     // Side by side: each waits for a thread of libuv's pool, and a cold request waits for both.
-    const [space, opened] = await Promise.allSettled([this.#checkFreeSpace(info.narInfo.narSize), open(tmp, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o644)])
+    const [space, opened] = await Promise.allSettled([
+      this.#checkFreeSpace(info.narInfo.narSize),
+      open(tmp, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o644),
+    ])
     if (space.status === 'rejected') {
       if (opened.status === 'fulfilled') {
         await opened.value.close().catch(() => {})
@@ -293,11 +308,23 @@ export class NarStore {
     }
     const file: FileHandle = opened.value
     if (keep) this.#makeRoom(info.narInfo.narSize)
-    const download = new NarDownload({ info, file, path: tmp, abortWhenUnused: !keep, decoderLauncher: this.#decoderLauncher, holdBack: this.#verify === 'strict' })
+    const download = new NarDownload({
+      info,
+      file,
+      path: tmp,
+      abortWhenUnused: !keep,
+      decoderLauncher: this.#decoderLauncher,
+      holdBack: this.#verify === 'strict',
+    })
     this.#inflight.set(key, download)
     // close() ran while this one waited for a slot or its temp file: it stops with the others.
     if (this.#closing) download.abort(new Error('shutting down'))
-    this.#log.info('downloading NAR', { upstream: info.upstream.name, storePath: info.narInfo.storePath, narSize: info.narInfo.narSize, keep })
+    this.#log.info('downloading NAR', {
+      upstream: info.upstream.name,
+      storePath: info.narInfo.storePath,
+      narSize: info.narInfo.narSize,
+      keep,
+    })
     const finish = () => {
       if (this.#inflight.get(key) === download) this.#inflight.delete(key)
       download.unhold()
@@ -320,15 +347,29 @@ export class NarStore {
         async (err: Error) => {
           // Out of flight at once: the next request must start afresh, not read a failed download.
           finish()
-          this.#events.downloadEnded?.(err instanceof DiskError ? 'disk-error' : err instanceof NarVerificationError ? 'verification-failed' : 'failed')
-          if ((err instanceof UpstreamError || err instanceof NarVerificationError) && !this.#closing) this.#events.upstreamNarFailed?.(info)
+          this.#events.downloadEnded?.(
+            err instanceof DiskError
+              ? 'disk-error'
+              : err instanceof NarVerificationError
+                ? 'verification-failed'
+                : 'failed',
+          )
+          if ((err instanceof UpstreamError || err instanceof NarVerificationError) && !this.#closing)
+            this.#events.upstreamNarFailed?.(info)
           if (err instanceof DiskError) this.#diskTrouble('NAR download failed here, not upstream', err)
-          else this.#log.warn('NAR download failed', { upstream: info.upstream.name, storePath: info.narInfo.storePath, error: err })
+          else
+            this.#log.warn('NAR download failed', {
+              upstream: info.upstream.name,
+              storePath: info.narInfo.storePath,
+              error: err,
+            })
           await this.#removeQuietly(tmp)
         },
       )
       // Nothing above should throw; if it does, it is a bug to log, not a reason to stop the process.
-      .catch((err: unknown) => this.#log.error('NAR download bookkeeping failed', { storePath: info.narInfo.storePath, error: err as Error }))
+      .catch((err: unknown) =>
+        this.#log.error('NAR download bookkeeping failed', { storePath: info.narInfo.storePath, error: err as Error }),
+      )
     this.#settling.add(settled)
     void settled.finally(() => this.#settling.delete(settled))
     return download
@@ -347,8 +388,20 @@ export class NarStore {
       await this.#removeQuietly(`${tmp}.ls`)
       return false
     }
-    this.#lru.set(key, { key, size: info.narInfo.narSize, listing, readers: 0, evicted: false, lastTouch: Date.now(), fd: undefined })
-    this.#log.info('NAR cached', { storePath: info.narInfo.storePath, narSize: info.narInfo.narSize, usedBytes: this.usedBytes })
+    this.#lru.set(key, {
+      key,
+      size: info.narInfo.narSize,
+      listing,
+      readers: 0,
+      evicted: false,
+      lastTouch: Date.now(),
+      fd: undefined,
+    })
+    this.#log.info('NAR cached', {
+      storePath: info.narInfo.storePath,
+      narSize: info.narInfo.narSize,
+      usedBytes: this.usedBytes,
+    })
     return true
   }
 
@@ -363,7 +416,11 @@ export class NarStore {
       throw new DiskError('cannot stat the cache filesystem', { cause: err })
     }
     if (free < narSize + FREE_SPACE_MARGIN_BYTES) {
-      this.#log.warn('not enough free space for a NAR; streaming it without the cache', { narSize, freeBytes: free, dir: this.#dir })
+      this.#log.warn('not enough free space for a NAR; streaming it without the cache', {
+        narSize,
+        freeBytes: free,
+        dir: this.#dir,
+      })
       throw new DiskError('not enough free space')
     }
   }
@@ -422,7 +479,13 @@ export class NarStore {
       if (entry.evicted || this.#openFiles.peek(entry.key) !== entry) this.#closeFd(entry)
       // Unlink only if no newer copy of the same NAR was committed meanwhile, or is being
       // downloaded (its commit renames over these files; an unlink now could hit the new ones).
-      if (entry.evicted && this.#lru.peek(entry.key) === undefined && !this.#inflight.has(entry.key) && !this.#starting.has(entry.key)) void this.#remove(entry.key)
+      if (
+        entry.evicted &&
+        this.#lru.peek(entry.key) === undefined &&
+        !this.#inflight.has(entry.key) &&
+        !this.#starting.has(entry.key)
+      )
+        void this.#remove(entry.key)
     }
   }
 
@@ -477,7 +540,10 @@ export class NarStore {
 
   #diskTrouble(what: string, err: unknown): void {
     this.#diskTroubleUntil = Date.now() + DISK_TROUBLE_BACKOFF_MS
-    this.#log.error(`${what}; streaming straight from upstreams for ${DISK_TROUBLE_BACKOFF_MS / 1000} s`, { dir: this.#dir, error: err })
+    this.#log.error(`${what}; streaming straight from upstreams for ${DISK_TROUBLE_BACKOFF_MS / 1000} s`, {
+      dir: this.#dir,
+      error: err,
+    })
   }
 
   #narPath(key: string): string {

@@ -24,13 +24,24 @@ export class RangeMismatchError extends Error {
  * in the NAR (so this path is for `stream` verification only). `name`: the entry's name,
  * undefined for a NAR that is the file itself.
  */
-export async function probeRangedFile(node: RangedNode, name: string | undefined, headBytes: number, fetchRange: FetchRange): Promise<Buffer> {
+export async function probeRangedFile(
+  node: RangedNode,
+  name: string | undefined,
+  headBytes: number,
+  fetchRange: FetchRange,
+): Promise<Buffer> {
   const frame = regularFileFrame(name, node.executable, node.size)
   const from = node.narOffset - frame.length
-  if (from < 0) throw new RangeMismatchError(`the listing puts a ${node.size}-byte file at offset ${node.narOffset}, where no NAR can frame it`)
+  if (from < 0)
+    throw new RangeMismatchError(
+      `the listing puts a ${node.size}-byte file at offset ${node.narOffset}, where no NAR can frame it`,
+    )
   const head = Math.min(headBytes, node.size)
   const bytes = await readAll(await fetchRange(from, node.narOffset + Math.max(head, 1) - 1), frame.length + head)
-  if (!bytes.subarray(0, frame.length).equals(frame)) throw new RangeMismatchError(`the NAR does not frame a ${node.size}-byte file named ${JSON.stringify(name ?? '')} at offset ${node.narOffset}`)
+  if (!bytes.subarray(0, frame.length).equals(frame))
+    throw new RangeMismatchError(
+      `the NAR does not frame a ${node.size}-byte file named ${JSON.stringify(name ?? '')} at offset ${node.narOffset}`,
+    )
   return bytes.subarray(frame.length, frame.length + head)
 }
 

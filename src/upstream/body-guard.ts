@@ -58,7 +58,12 @@ export function guardBody(source: Readable, options: BodyGuardOptions): Readable
   })
   source.once('error', (err) => fail(options.mapError(err)))
   source.once('close', () => {
-    if (!settled) fail(options.mapError(Object.assign(new Error('the connection closed before the body was complete'), { code: 'ECONNRESET' })))
+    if (!settled)
+      fail(
+        options.mapError(
+          Object.assign(new Error('the connection closed before the body was complete'), { code: 'ECONNRESET' }),
+        ),
+      )
   })
   out.once('close', () => {
     if (settled) return

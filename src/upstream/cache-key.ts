@@ -61,5 +61,7 @@ function escapesProblem(text: string): string | undefined {
 function describeChar(char: string): string {
   const code = char.codePointAt(0)!
   if (code === 0x20) return 'a space'
-  return code < 0x20 || code === 0x7f ? `a control character (U+${code.toString(16).padStart(4, '0').toUpperCase()})` : `a non-ASCII character (U+${code.toString(16).toUpperCase()})`
+  return code < 0x20 || code === 0x7f
+    ? `a control character (U+${code.toString(16).padStart(4, '0').toUpperCase()})`
+    : `a non-ASCII character (U+${code.toString(16).toUpperCase()})`
 }

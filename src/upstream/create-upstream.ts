@@ -25,7 +25,15 @@ export interface UpstreamOptions extends UpstreamTimeouts {
  * refused by loadConfig, so a failure here is a race and throws.
  */
 export function upstreamOptionsFrom(
-  config: Pick<Config, 'upstreamTimeoutMs' | 'upstreamConnectTimeoutMs' | 'upstreamIdleTimeoutMs' | 'netrcFile' | 'upstreamTokensFile' | 'upstreamTokensFromEnv'>,
+  config: Pick<
+    Config,
+    | 'upstreamTimeoutMs'
+    | 'upstreamConnectTimeoutMs'
+    | 'upstreamIdleTimeoutMs'
+    | 'netrcFile'
+    | 'upstreamTokensFile'
+    | 'upstreamTokensFromEnv'
+  >,
   extra: { readonly userAgent: string; readonly log: Logger; readonly onRequest?: UpstreamRequestHook | undefined },
 ): UpstreamOptions {
   return {
@@ -66,7 +74,9 @@ export function createUpstream(url: string, options: UpstreamOptions): Upstream 
       upstream = new S3Upstream(parsed, options)
       break
     default:
-      throw new TypeError(`unsupported upstream scheme "${parsed.protocol}" in "${parsed.protocol}//${parsed.host}…" (supported: ${SUPPORTED_SCHEMES.join(' ')})`)
+      throw new TypeError(
+        `unsupported upstream scheme "${parsed.protocol}" in "${parsed.protocol}//${parsed.host}…" (supported: ${SUPPORTED_SCHEMES.join(' ')})`,
+      )
   }
   return options.onRequest === undefined ? upstream : instrumentUpstream(upstream, options.onRequest)
 }

@@ -56,7 +56,10 @@ class WatchedFile<T> {
       return true
     } catch (err) {
       // Logged once per change of the file, not once per request.
-      this.#log.warn('upstream credentials file changed but cannot be used: keeping what it gave before', { file: this.#path, error: (err as Error).message })
+      this.#log.warn('upstream credentials file changed but cannot be used: keeping what it gave before', {
+        file: this.#path,
+        error: (err as Error).message,
+      })
       return false
     }
   }
@@ -92,8 +95,14 @@ export class CredentialFiles implements CredentialSource {
   #credentials: UpstreamCredentials
 
   constructor(options: CredentialFilesOptions) {
-    this.#netrc = options.netrcFile === undefined ? undefined : new WatchedFile(options.netrcFile, options.readNetrc, (entries) => entries.length === 0, options.log)
-    this.#tokens = options.tokensFile === undefined ? undefined : new WatchedFile(options.tokensFile, options.readTokens, (tokens) => tokens.size === 0, options.log)
+    this.#netrc =
+      options.netrcFile === undefined
+        ? undefined
+        : new WatchedFile(options.netrcFile, options.readNetrc, (entries) => entries.length === 0, options.log)
+    this.#tokens =
+      options.tokensFile === undefined
+        ? undefined
+        : new WatchedFile(options.tokensFile, options.readTokens, (tokens) => tokens.size === 0, options.log)
     this.#fixedTokens = options.fixedTokens
     this.#recheckMs = options.recheckMs ?? 1000
     this.#checkedAt = performance.now()

@@ -51,7 +51,9 @@ export function parseTokens(source: string, place: 'entry' | 'line'): Map<string
       const eq = entry.indexOf('=')
       const host = entry.slice(0, eq).toLowerCase()
       if (eq <= 0 || eq === entry.length - 1 || !/^[a-z0-9.-]+(:\d+)?$/.test(host)) {
-        throw new Error(`${place === 'line' ? `line ${lineIndex + 1}` : `entry ${index}`} is not host=token (host: letters, digits, dots and dashes, optionally :port)`)
+        throw new Error(
+          `${place === 'line' ? `line ${lineIndex + 1}` : `entry ${index}`} is not host=token (host: letters, digits, dots and dashes, optionally :port)`,
+        )
       }
       tokens.set(host, entry.slice(eq + 1))
     }

@@ -17,7 +17,9 @@ const MISSING_CODES = new Set(['ENOENT', 'ENOTDIR', 'EISDIR'])
  * cold path's narinfo was parsed (bench/ row 3a). Any other filesystem (NFS, CIFS, FUSE) keeps the
  * pool, so that a stalled server cannot stall the event loop.
  */
-const LOCAL_FILESYSTEMS = new Set([0xef53, 0x58465342, 0x9123683e, 0x01021994, 0x794c7630, 0x2fc12fc1, 0xf2f52010, 0x858458f6])
+const LOCAL_FILESYSTEMS = new Set([
+  0xef53, 0x58465342, 0x9123683e, 0x01021994, 0x794c7630, 0x2fc12fc1, 0xf2f52010, 0x858458f6,
+])
 
 /** The small files of a cache, which are read whole: never a NAR (its decoder program reads it). */
 const METADATA_KEY = /^[^/]+\.(narinfo|ls)$|^nix-cache-info$/
@@ -76,9 +78,19 @@ export class FileUpstream implements Upstream {
       if (!info.isFile()) return undefined
       if (range !== undefined) {
         const end = Math.min(range.end, info.size - 1)
-        return { body: createReadStream(real, { start: range.start, end }), size: Math.max(0, end - range.start + 1), contentEncoding: undefined, partial: true }
+        return {
+          body: createReadStream(real, { start: range.start, end }),
+          size: Math.max(0, end - range.start + 1),
+          contentEncoding: undefined,
+          partial: true,
+        }
       }
-      return { body: createReadStream(real, { highWaterMark: 256 * 1024 }), size: info.size, contentEncoding: undefined, file: real }
+      return {
+        body: createReadStream(real, { highWaterMark: 256 * 1024 }),
+        size: info.size,
+        contentEncoding: undefined,
+        file: real,
+      }
     } catch (err) {
       if (err instanceof UpstreamError) throw err
       const code = (err as NodeJS.ErrnoException).code
@@ -92,7 +104,8 @@ export class FileUpstream implements Upstream {
     const problem = keyProblem(key)
     if (problem !== undefined) throw outsideCache(this.name, key, problem)
     const file = path.resolve(this.#root, key)
-    if (!file.startsWith(this.#root + path.sep)) throw outsideCache(this.name, key, 'it resolves outside the cache directory')
+    if (!file.startsWith(this.#root + path.sep))
+      throw outsideCache(this.name, key, 'it resolves outside the cache directory')
     return file
   }
 
@@ -106,7 +119,8 @@ export class FileUpstream implements Upstream {
       }
     }
     const root = this.#realRoot ?? this.#root
-    if (!real.startsWith(root + path.sep)) throw outsideCache(this.name, key, 'a symlink leads outside the cache directory')
+    if (!real.startsWith(root + path.sep))
+      throw outsideCache(this.name, key, 'a symlink leads outside the cache directory')
     return real
   }
 

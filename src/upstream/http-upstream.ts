@@ -6,7 +6,16 @@ import { formatMs, guardBody } from './body-guard.js'
 import type { CredentialSource } from './credential-files.js'
 import { type Authorization, authorizationFor, type UpstreamCredentials } from './credentials.js'
 import { keyProblem } from './cache-key.js'
-import { type ByteRange, isExactRange, outsideCache, retryTransient, type Upstream, UpstreamError, type UpstreamResponse, type UpstreamTimeouts } from './upstream.js'
+import {
+  type ByteRange,
+  isExactRange,
+  outsideCache,
+  retryTransient,
+  type Upstream,
+  UpstreamError,
+  type UpstreamResponse,
+  type UpstreamTimeouts,
+} from './upstream.js'
 
 export interface HttpUpstreamOptions extends UpstreamTimeouts {
   readonly userAgent: string
@@ -60,7 +69,8 @@ export class HttpUpstream implements Upstream {
     const credentials = this.#options.credentials?.current()
     if (credentials !== undefined && credentials !== this.#authorizedBy) {
       const authorization = authorizationFor(this.#url, credentials)
-      if (this.#authorizedBy !== undefined && authorization?.header !== this.#authorization?.header) this.#credentialsVersion++
+      if (this.#authorizedBy !== undefined && authorization?.header !== this.#authorization?.header)
+        this.#credentialsVersion++
       this.#authorizedBy = credentials
       this.#authorization = authorization
     }
@@ -99,7 +109,12 @@ export class HttpUpstream implements Upstream {
     return url
   }
 
-  async #getOnce(target: URL, key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {
+  async #getOnce(
+    target: URL,
+    key: string,
+    signal?: AbortSignal,
+    range?: ByteRange,
+  ): Promise<UpstreamResponse | undefined> {
     let url = target
     for (let hop = 0; ; hop++) {
       // Credentials go only to the cache's own origin, never to a host it redirects to.
@@ -119,21 +134,38 @@ export class HttpUpstream implements Upstream {
         res.resume()
         const transient = status >= 500 || status === 408 || status === 429
         const retryAfter = Number(res.headers['retry-after'])
-        throw new UpstreamError(this.name, 'bad-status', `HTTP ${status} for ${key}${status === 401 ? this.#authHint(url, authorization) : ''}`, {
-          transient,
-          ...(Number.isFinite(retryAfter) && retryAfter >= 0 ? { retryAfterMs: Math.min(retryAfter * 1000, MAX_RETRY_AFTER_MS) } : {}),
-        })
+        throw new UpstreamError(
+          this.name,
+          'bad-status',
+          `HTTP ${status} for ${key}${status === 401 ? this.#authHint(url, authorization) : ''}`,
+          {
+            transient,
+            ...(Number.isFinite(retryAfter) && retryAfter >= 0
+              ? { retryAfterMs: Math.min(retryAfter * 1000, MAX_RETRY_AFTER_MS) }
+              : {}),
+          },
+        )
       }
       const length = res.headers['content-length']
       const idleTimeoutMs = this.#options.idleTimeoutMs ?? this.#options.timeoutMs
       return {
         body: guardBody(res, {
           idleTimeoutMs,
-          onIdle: () => new UpstreamError(this.name, 'timeout', `idle timeout: the body of ${url.pathname} stalled for ${formatMs(idleTimeoutMs)}`),
+          onIdle: () =>
+            new UpstreamError(
+              this.name,
+              'timeout',
+              `idle timeout: the body of ${url.pathname} stalled for ${formatMs(idleTimeoutMs)}`,
+            ),
           mapError: (err) =>
             signal?.aborted === true || err.name === 'AbortError'
               ? err
-              : new UpstreamError(this.name, 'network', `reading ${url.pathname}: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }),
+              : new UpstreamError(
+                  this.name,
+                  'network',
+                  `reading ${url.pathname}: ${(err as NodeJS.ErrnoException).code ?? err.message}`,
+                  { cause: err },
+                ),
         }),
         size: length !== undefined && /^\d+$/.test(length) ? Number(length) : undefined,
         contentEncoding: res.headers['content-encoding']?.trim().toLowerCase() || undefined,
@@ -151,7 +183,11 @@ export class HttpUpstream implements Upstream {
       target = undefined
     }
     if (target === undefined || (target.protocol !== 'http:' && target.protocol !== 'https:')) {
-      throw new UpstreamError(this.name, 'bad-response', `${key}: redirected to an unusable location (not an http(s) URL)`)
+      throw new UpstreamError(
+        this.name,
+        'bad-response',
+        `${key}: redirected to an unusable location (not an http(s) URL)`,
+      )
     }
     return target
   }
@@ -160,12 +196,21 @@ export class HttpUpstream implements Upstream {
   #authHint(url: URL, sent: Authorization | undefined): string {
     if (url.origin !== this.#base.origin) return ' (after a redirect to another host, which never gets the credentials)'
     const source = sent?.source
-    if (source === undefined) return ' (no credentials for this host: give them in the URL, UNNAR_UPSTREAM_TOKENS or NETRC)'
+    if (source === undefined)
+      return ' (no credentials for this host: give them in the URL, UNNAR_UPSTREAM_TOKENS or NETRC)'
     return ` (the credentials from ${source === 'url' ? 'the URL' : source === 'token' ? 'UNNAR_UPSTREAM_TOKENS' : 'NETRC'} were refused)`
   }
 
-  #request(url: URL, authorization: Authorization | undefined, signal: AbortSignal | undefined, range?: ByteRange): Promise<http.IncomingMessage> {
-    const headers: Record<string, string> = { 'user-agent': this.#options.userAgent, 'accept-encoding': 'zstd, br, gzip' }
+  #request(
+    url: URL,
+    authorization: Authorization | undefined,
+    signal: AbortSignal | undefined,
+    range?: ByteRange,
+  ): Promise<http.IncomingMessage> {
+    const headers: Record<string, string> = {
+      'user-agent': this.#options.userAgent,
+      'accept-encoding': 'zstd, br, gzip',
+    }
     if (range !== undefined) {
       headers.range = `bytes=${range.start}-${range.end}`
       // Byte offsets are into the stored object: an encoded body would shift them.
@@ -189,7 +234,11 @@ export class HttpUpstream implements Upstream {
       }
       const expire = (detail: string): void => {
         timer = undefined
-        const err = new UpstreamError(this.name, 'timeout', `${detail} (${url.host === this.#base.host ? '' : url.host}${url.pathname})`)
+        const err = new UpstreamError(
+          this.name,
+          'timeout',
+          `${detail} (${url.host === this.#base.host ? '' : url.host}${url.pathname})`,
+        )
         req.destroy(err)
         // Settled here too: a request still queued in the agent only reports its error once it gets a socket.
         reject(err)
@@ -208,7 +257,10 @@ export class HttpUpstream implements Upstream {
           waitForFirstByte() // a kept-alive connection
           return
         }
-        timer = setTimeout(() => expire(`connect timeout: no connection within ${formatMs(connectTimeoutMs)}`), connectTimeoutMs)
+        timer = setTimeout(
+          () => expire(`connect timeout: no connection within ${formatMs(connectTimeoutMs)}`),
+          connectTimeoutMs,
+        )
         socket.once(url.protocol === 'https:' ? 'secureConnect' : 'connect', waitForFirstByte)
       })
       req.once('response', (res) => {
@@ -219,7 +271,15 @@ export class HttpUpstream implements Upstream {
       req.on('error', (err) => {
         clear()
         if (err instanceof UpstreamError || err.name === 'AbortError') reject(err)
-        else reject(new UpstreamError(this.name, 'network', `${(err as NodeJS.ErrnoException).code ?? err.message} (${url.pathname})`, { cause: err, transient: true }))
+        else
+          reject(
+            new UpstreamError(
+              this.name,
+              'network',
+              `${(err as NodeJS.ErrnoException).code ?? err.message} (${url.pathname})`,
+              { cause: err, transient: true },
+            ),
+          )
       })
       req.end()
     })

@@ -1,6 +1,12 @@
 /** A hook that sees every upstream request once it is over: for metrics (counts, latency, errors per upstream). */
 import type { Readable } from 'node:stream'
-import { type ByteRange, type Upstream, UpstreamError, type UpstreamErrorKind, type UpstreamResponse } from './upstream.js'
+import {
+  type ByteRange,
+  type Upstream,
+  UpstreamError,
+  type UpstreamErrorKind,
+  type UpstreamResponse,
+} from './upstream.js'
 
 /** What was asked for, from the key: `<hash>.narinfo`, `<hash>.ls`, `nix-cache-info`, anything else is a NAR. */
 export type UpstreamRequestKind = 'narinfo' | 'listing' | 'cache-info' | 'nar'

@@ -119,7 +119,11 @@ export class PathInfoLookup {
    * `.ls` answers requested beside their narinfo, waiting for listing() (see #fetchNarInfo). One
    * that is never asked for (its NAR is on disk, the request was a 404) is dropped soon.
    */
-  readonly #prefetched = new LRUCache<PathInfo, Promise<EarlyListing>>({ max: PREFETCH_MAX, ttl: PREFETCH_TTL_MS, ttlAutopurge: true })
+  readonly #prefetched = new LRUCache<PathInfo, Promise<EarlyListing>>({
+    max: PREFETCH_MAX,
+    ttl: PREFETCH_TTL_MS,
+    ttlAutopurge: true,
+  })
 
   constructor(upstreams: readonly Upstream[], options: PathInfoLookupOptions) {
     this.#upstreams = upstreams
@@ -185,7 +189,11 @@ export class PathInfoLookup {
    * no longer used for this path, and the upstream gets a counted fault.
    */
   distrustListing(info: PathInfo, why: string): void {
-    this.#log.warn('upstream listing disagrees with its NAR; using the NAR', { upstream: info.upstream.name, storePath: info.narInfo.storePath, error: why })
+    this.#log.warn('upstream listing disagrees with its NAR; using the NAR', {
+      upstream: info.upstream.name,
+      storePath: info.narInfo.storePath,
+      error: why,
+    })
     this.#onListingMismatch?.(info.upstream.name)
     this.#listings.set(info, { listing: undefined })
   }
@@ -248,11 +256,24 @@ export class PathInfoLookup {
    * One upstream's narinfo request, started at once (`eager`) or by the first start(). Its outcome
    * updates the upstream's health as soon as it is known, unless the request was aborted.
    */
-  #ask(upstream: Upstream, hash: string, eager: boolean, withListing: boolean): { start(): Promise<{ info: PathInfo | undefined } | { error: unknown }>; abort(): void } {
+  #ask(
+    upstream: Upstream,
+    hash: string,
+    eager: boolean,
+    withListing: boolean,
+  ): { start(): Promise<{ info: PathInfo | undefined } | { error: unknown }>; abort(): void } {
     const health = this.#health.get(upstream)
     // Skipped, unless its credentials changed since: the failures may have been their refusal.
-    if (health?.skippedUntil !== undefined && Date.parse(health.skippedUntil) > Date.now() && this.#skippedWith.get(upstream) === (upstream.credentialsVersion?.() ?? 0)) {
-      const error = new UpstreamError(upstream.name, 'network', `skipped until ${health.skippedUntil} after ${health.failures} failures in a row (last: ${health.lastError})`)
+    if (
+      health?.skippedUntil !== undefined &&
+      Date.parse(health.skippedUntil) > Date.now() &&
+      this.#skippedWith.get(upstream) === (upstream.credentialsVersion?.() ?? 0)
+    ) {
+      const error = new UpstreamError(
+        upstream.name,
+        'network',
+        `skipped until ${health.skippedUntil} after ${health.failures} failures in a row (last: ${health.lastError})`,
+      )
       return { start: () => Promise.resolve({ error }), abort: () => {} }
     }
     const controller = eager ? new AbortController() : undefined
@@ -308,7 +329,12 @@ export class PathInfoLookup {
    * not there, that answer is read and dropped rather than aborted, which would close a kept-alive
    * connection.
    */
-  async #fetchNarInfo(upstream: Upstream, hash: string, signal?: AbortSignal, withListing = false): Promise<PathInfo | undefined> {
+  async #fetchNarInfo(
+    upstream: Upstream,
+    hash: string,
+    signal?: AbortSignal,
+    withListing = false,
+  ): Promise<PathInfo | undefined> {
     const key = `${hash}.narinfo`
     const listingBody = withListing ? this.#readEarlyListing(upstream, hash) : undefined
     const res = await upstream.get(key, signal)
@@ -320,7 +346,9 @@ export class PathInfoLookup {
       narInfo = parseNarInfo(text)
       storePath = parseStorePath(narInfo.storePath, this.#storeDir)
     } catch (err) {
-      throw new UpstreamError(upstream.name, 'bad-response', `invalid ${key}: ${(err as Error).message}`, { cause: err })
+      throw new UpstreamError(upstream.name, 'bad-response', `invalid ${key}: ${(err as Error).message}`, {
+        cause: err,
+      })
     }
     if (storePath.hash !== hash) {
       throw new UpstreamError(upstream.name, 'bad-response', `${key} describes another path (${narInfo.storePath})`)
@@ -328,9 +356,19 @@ export class PathInfoLookup {
     // Refused before the NAR is asked for: its signature (if any) does not cover URL.
     const problem = keyProblem(narInfo.url)
     if (problem !== undefined) {
-      throw new UpstreamError(upstream.name, 'bad-response', `${key} has a URL outside the cache (${JSON.stringify(narInfo.url.slice(0, 200))}: ${problem})`)
+      throw new UpstreamError(
+        upstream.name,
+        'bad-response',
+        `${key} has a URL outside the cache (${JSON.stringify(narInfo.url.slice(0, 200))}: ${problem})`,
+      )
     }
-    const info: PathInfo = { storePath, narInfo, upstream, narKey: narInfo.url, trustedBy: this.#checkTrust(upstream, narInfo, key) }
+    const info: PathInfo = {
+      storePath,
+      narInfo,
+      upstream,
+      narKey: narInfo.url,
+      trustedBy: this.#checkTrust(upstream, narInfo, key),
+    }
     if (listingBody !== undefined) this.#prefetched.set(info, listingBody)
     return info
   }
@@ -343,7 +381,11 @@ export class PathInfoLookup {
     if (signer !== undefined) return signer
     if (isContentAddressed(narInfo, this.#storeDir)) return 'content-address'
     this.#onUntrusted?.(upstream.name)
-    throw new UpstreamError(upstream.name, 'untrusted', `${key} has no trusted signature (trusted keys: ${keys.map((k) => k.name).join(', ')})`)
+    throw new UpstreamError(
+      upstream.name,
+      'untrusted',
+      `${key} has no trusted signature (trusted keys: ${keys.map((k) => k.name).join(', ')})`,
+    )
   }
 
   /** The (decoded) body of the upstream's `.ls`, or undefined when it has none. */
@@ -376,11 +418,16 @@ export class PathInfoLookup {
     try {
       const early = prefetched === undefined ? 'retry' : await prefetched
       // Over the prefetch limit and the NarSize limit alike: no need to ask again to refuse it.
-      if (early === 'too-big' && maxBytes <= PREFETCH_MAX_BYTES) throw new UpstreamError(info.upstream.name, 'bad-response', `${key} is over the ${maxBytes}-byte limit`)
-      const body = early === 'retry' || early === 'too-big' ? await this.#readListing(info.upstream, info.storePath.hash, maxBytes) : early
+      if (early === 'too-big' && maxBytes <= PREFETCH_MAX_BYTES)
+        throw new UpstreamError(info.upstream.name, 'bad-response', `${key} is over the ${maxBytes}-byte limit`)
+      const body =
+        early === 'retry' || early === 'too-big'
+          ? await this.#readListing(info.upstream, info.storePath.hash, maxBytes)
+          : early
       if (body === undefined) return { listing: undefined, upstreamFailed: false }
       // A prefetched body was read before the narinfo said how big the NAR is.
-      if (body.length > maxBytes) throw new UpstreamError(info.upstream.name, 'bad-response', `${key} is over the ${maxBytes}-byte limit`)
+      if (body.length > maxBytes)
+        throw new UpstreamError(info.upstream.name, 'bad-response', `${key} is over the ${maxBytes}-byte limit`)
       const listing = parseListing(body.toString('utf8'))
       checkListingFits(listing, info.narInfo.narSize)
       return { listing, upstreamFailed: false }

@@ -7,7 +7,12 @@ import { UpstreamError, type UpstreamResponse } from './upstream.js'
  * Collects at most `maxBytes` (before and after decoding). `.ls` files arrive br- or zstd-encoded
  * from S3-backed caches whatever the request asked for, so every encoding Nix uploads is decoded.
  */
-export async function readSmallBody(res: UpstreamResponse, maxBytes: number, upstream: string, key: string): Promise<Buffer> {
+export async function readSmallBody(
+  res: UpstreamResponse,
+  maxBytes: number,
+  upstream: string,
+  key: string,
+): Promise<Buffer> {
   if (res.size !== undefined && res.size > maxBytes) {
     res.body.destroy()
     throw new UpstreamError(upstream, 'bad-response', `${key} is ${res.size} bytes, over the ${maxBytes}-byte limit`)
@@ -31,7 +36,12 @@ export async function readSmallBody(res: UpstreamResponse, maxBytes: number, ups
   try {
     return await decodeContent(raw, res.contentEncoding, maxBytes)
   } catch (err) {
-    throw new UpstreamError(upstream, 'bad-response', `cannot decode ${key} (Content-Encoding: ${res.contentEncoding})`, { cause: err })
+    throw new UpstreamError(
+      upstream,
+      'bad-response',
+      `cannot decode ${key} (Content-Encoding: ${res.contentEncoding})`,
+      { cause: err },
+    )
   }
 }
 

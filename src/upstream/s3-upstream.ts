@@ -9,10 +9,19 @@
 import http from 'node:http'
 import https from 'node:https'
 import { Readable } from 'node:stream'
-import type { GetObjectCommand, S3Client, S3ClientConfig } from '@aws-sdk/client-s3'
+import type { GetObjectCommand, GetObjectCommandOutput, S3Client, S3ClientConfig } from '@aws-sdk/client-s3'
 import { formatMs, guardBody } from './body-guard.js'
 import { keyProblem } from './cache-key.js'
-import { type ByteRange, isExactRange, outsideCache, retryTransient, type Upstream, UpstreamError, type UpstreamResponse, type UpstreamTimeouts } from './upstream.js'
+import {
+  type ByteRange,
+  isExactRange,
+  outsideCache,
+  retryTransient,
+  type Upstream,
+  UpstreamError,
+  type UpstreamResponse,
+  type UpstreamTimeouts,
+} from './upstream.js'
 
 export interface S3UpstreamOptions extends UpstreamTimeouts {
   readonly userAgent?: string | undefined
@@ -37,7 +46,13 @@ const DEFAULT_REGION = 'us-east-1'
 /** Query parameters that change how unnar reads the bucket; they also appear in `name`. */
 const NAME_PARAMS = ['region', 'aws-region', 'endpoint', 'scheme', 'profile', 'addressing-style'] as const
 /** S3 error codes that mean "this object is not there" (Nix 2.8: NO_SUCH_KEY, RESOURCE_NOT_FOUND, ACCESS_DENIED). */
-const MISSING_CODES = new Set(['NoSuchKey', 'NotFound', 'AccessDenied', 'ResourceNotFound', 'ResourceNotFoundException'])
+const MISSING_CODES = new Set([
+  'NoSuchKey',
+  'NotFound',
+  'AccessDenied',
+  'ResourceNotFound',
+  'ResourceNotFoundException',
+])
 /**
  * 403s that are a credentials problem, not a missing object: reported as failures so that a wrong key
  * does not look like an empty cache (Nix 2.8 also throws on these).
@@ -52,7 +67,18 @@ const CREDENTIAL_CODES = new Set([
   'AuthorizationHeaderMalformed',
   'InvalidClientTokenId',
 ])
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'ECONNABORTED', 'EPROTO', 'ERR_SSL_WRONG_VERSION_NUMBER'])
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPIPE',
+  'ECONNABORTED',
+  'EPROTO',
+  'ERR_SSL_WRONG_VERSION_NUMBER',
+])
 const TIMEOUT_CODES = new Set(['ETIMEDOUT', 'ESOCKETTIMEDOUT', 'TimeoutError', 'RequestTimeout'])
 
 /** Parses an `s3://` cache URL; throws a TypeError naming the problem. */
@@ -65,7 +91,9 @@ export function parseS3Url(input: URL | string): S3Location {
   }
   if (url.protocol !== 's3:') throw new TypeError(`not an s3:// URL: "${url.protocol}//${url.host}"`)
   if (url.username !== '' || url.password !== '') {
-    throw new TypeError(`s3://${url.host}: credentials in the URL are not supported (use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials or ?profile=)`)
+    throw new TypeError(
+      `s3://${url.host}: credentials in the URL are not supported (use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials or ?profile=)`,
+    )
   }
   if (url.port !== '') throw new TypeError(`s3://${url.host}: a port belongs in ?endpoint=, not in the bucket name`)
   const bucket = url.hostname
@@ -73,7 +101,9 @@ export function parseS3Url(input: URL | string): S3Location {
     throw new TypeError(`s3 URL: "${bucket}" is not a bucket name (expected s3://<bucket>?region=…)`)
   }
   if (url.pathname !== '' && url.pathname !== '/') {
-    throw new TypeError(`s3://${bucket}: a key prefix ("${url.pathname}") is not supported; the cache must be the bucket root`)
+    throw new TypeError(
+      `s3://${bucket}: a key prefix ("${url.pathname}") is not supported; the cache must be the bucket root`,
+    )
   }
   const params = url.searchParams
   const single = (key: string): string | undefined => {
@@ -188,7 +218,11 @@ export class S3Upstream implements Upstream {
     process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
     this.name = this.location.name
     const { region, endpoint, profile, forcePathStyle } = this.location
-    this.#timeouts = { connect: options.connectTimeoutMs ?? options.timeoutMs, firstByte: options.timeoutMs, idle: options.idleTimeoutMs ?? options.timeoutMs }
+    this.#timeouts = {
+      connect: options.connectTimeoutMs ?? options.timeoutMs,
+      firstByte: options.timeoutMs,
+      idle: options.idleTimeoutMs ?? options.timeoutMs,
+    }
     this.#config = {
       region,
       forcePathStyle,
@@ -249,25 +283,42 @@ export class S3Upstream implements Upstream {
     const prefix = endpoint === undefined ? [] : endpoint.pathname.split('/').filter((s) => s !== '')
     const { bucket } = this.location
     const sameSegments = (expected: readonly string[]) =>
-      segments.length === expected.length && segments.every((s, i) => s === expected[i] && s !== '' && s !== '.' && s !== '..')
+      segments.length === expected.length &&
+      segments.every((s, i) => s === expected[i] && s !== '' && s !== '.' && s !== '..')
     const host = request.hostname.toLowerCase()
     const endpointHost = endpoint?.hostname.toLowerCase()
     const port = (protocol: string, given: string) => given || (protocol === 'https:' ? '443' : '80')
     const onEndpoint =
       endpoint === undefined
         ? request.protocol === 'https:' && /\.amazonaws\.com(\.cn)?$/.test(host)
-        : request.protocol === endpoint.protocol && port(request.protocol, request.port === undefined ? '' : String(request.port)) === port(endpoint.protocol, endpoint.port)
-    const pathStyle = (endpointHost === undefined ? /^s3[.-]/.test(host) : host === endpointHost) && sameSegments([...prefix, bucket, ...keySegments])
-    const virtual = (endpointHost === undefined ? host.startsWith(`${bucket.toLowerCase()}.s3`) : host === `${bucket.toLowerCase()}.${endpointHost}`) && sameSegments([...prefix, ...keySegments])
-    if (!onEndpoint || !(pathStyle || virtual)) throw outsideCache(this.name, key, `the S3 request would go to ${request.protocol}//${request.hostname}${request.path}`)
+        : request.protocol === endpoint.protocol &&
+          port(request.protocol, request.port === undefined ? '' : String(request.port)) ===
+            port(endpoint.protocol, endpoint.port)
+    const pathStyle =
+      (endpointHost === undefined ? /^s3[.-]/.test(host) : host === endpointHost) &&
+      sameSegments([...prefix, bucket, ...keySegments])
+    const virtual =
+      (endpointHost === undefined
+        ? host.startsWith(`${bucket.toLowerCase()}.s3`)
+        : host === `${bucket.toLowerCase()}.${endpointHost}`) && sameSegments([...prefix, ...keySegments])
+    if (!onEndpoint || !(pathStyle || virtual))
+      throw outsideCache(
+        this.name,
+        key,
+        `the S3 request would go to ${request.protocol}//${request.hostname}${request.path}`,
+      )
   }
 
   async #getOnce(key: string, signal?: AbortSignal, range?: ByteRange): Promise<UpstreamResponse | undefined> {
-    let out
+    let out: GetObjectCommandOutput
     try {
       const { client, GetObjectCommand } = await this.#sdk()
       out = await client.send(
-        new GetObjectCommand({ Bucket: this.location.bucket, Key: key, ...(range === undefined ? {} : { Range: `bytes=${range.start}-${range.end}` }) }),
+        new GetObjectCommand({
+          Bucket: this.location.bucket,
+          Key: key,
+          ...(range === undefined ? {} : { Range: `bytes=${range.start}-${range.end}` }),
+        }),
         signal === undefined ? {} : { abortSignal: signal },
       )
     } catch (err) {
@@ -295,12 +346,14 @@ export class S3Upstream implements Upstream {
   #wrapBody(raw: unknown, key: string): Readable {
     let source: Readable
     if (raw instanceof Readable) source = raw
-    else if (raw !== null && typeof raw === 'object' && 'getReader' in raw) source = Readable.fromWeb(raw as import('node:stream/web').ReadableStream)
+    else if (raw !== null && typeof raw === 'object' && 'getReader' in raw)
+      source = Readable.fromWeb(raw as import('node:stream/web').ReadableStream)
     else throw new UpstreamError(this.name, 'bad-response', `unexpected body type for ${key}`)
     const idle = this.#timeouts.idle
     return guardBody(source, {
       idleTimeoutMs: idle,
-      onIdle: () => new UpstreamError(this.name, 'timeout', `idle timeout: the body of ${key} stalled for ${formatMs(idle)}`),
+      onIdle: () =>
+        new UpstreamError(this.name, 'timeout', `idle timeout: the body of ${key} stalled for ${formatMs(idle)}`),
       mapError: (err) => this.#bodyError(err, key),
     })
   }
@@ -323,14 +376,29 @@ export class S3Upstream implements Upstream {
     const code = e.name ?? e.Code ?? ''
     const status = e.$metadata?.httpStatusCode ?? e.$response?.statusCode
     if (CREDENTIAL_CODES.has(code)) {
-      return new UpstreamError(this.name, 'bad-status', `HTTP ${status ?? '?'} ${code} for ${key} (check the AWS credentials${this.location.profile === undefined ? '' : ` of profile "${this.location.profile}"`}, region and clock)`, { cause: err })
+      return new UpstreamError(
+        this.name,
+        'bad-status',
+        `HTTP ${status ?? '?'} ${code} for ${key} (check the AWS credentials${this.location.profile === undefined ? '' : ` of profile "${this.location.profile}"`}, region and clock)`,
+        { cause: err },
+      )
     }
     if (code === 'NoSuchBucket') {
-      return new UpstreamError(this.name, 'bad-status', `HTTP ${status ?? 404} NoSuchBucket: bucket "${this.location.bucket}" does not exist`, { cause: err })
+      return new UpstreamError(
+        this.name,
+        'bad-status',
+        `HTTP ${status ?? 404} NoSuchBucket: bucket "${this.location.bucket}" does not exist`,
+        { cause: err },
+      )
     }
     if (MISSING_CODES.has(code) || status === 404 || status === 410 || status === 403) return undefined
     if (code === 'CredentialsProviderError' || code === 'ProviderError') {
-      return new UpstreamError(this.name, 'network', `no AWS credentials${this.location.profile === undefined ? '' : ` for profile "${this.location.profile}"`}: ${e.message ?? code}`, { cause: err })
+      return new UpstreamError(
+        this.name,
+        'network',
+        `no AWS credentials${this.location.profile === undefined ? '' : ` for profile "${this.location.profile}"`}: ${e.message ?? code}`,
+        { cause: err },
+      )
     }
     if (code === 'TimeoutError' || (e.code !== undefined && TIMEOUT_CODES.has(e.code))) {
       const message = e.message ?? ''
@@ -343,7 +411,10 @@ export class S3Upstream implements Upstream {
     }
     if (status !== undefined && status > 0) {
       const detail = code !== '' && code !== 'Error' && code !== 'UnknownError' ? ` ${code}` : ''
-      const hint = code === 'PermanentRedirect' || code === 'AuthorizationHeaderMalformed' ? ` (wrong region? using ${this.location.region})` : ''
+      const hint =
+        code === 'PermanentRedirect' || code === 'AuthorizationHeaderMalformed'
+          ? ` (wrong region? using ${this.location.region})`
+          : ''
       // A 2xx whose body could not be parsed, or a non-S3 answer.
       const kind = status >= 200 && status < 300 ? 'bad-response' : 'bad-status'
       // 503 SlowDown, 500 InternalError and the like are S3 asking to be retried.

@@ -36,7 +36,11 @@ interface Described {
  * rule); lower is asked first and ties keep the configured order (a stable sort, as in Nix). An
  * upstream for another StoreDir cannot answer `/nix/store/…` and is left out, loudly.
  */
-export async function orderUpstreams(upstreams: readonly Upstream[], urls: readonly string[], options: UpstreamOrderOptions): Promise<Upstream[]> {
+export async function orderUpstreams(
+  upstreams: readonly Upstream[],
+  urls: readonly string[],
+  options: UpstreamOrderOptions,
+): Promise<Upstream[]> {
   const described = await describeUpstreams(upstreams, urls, new Map(), options.log)
   const { ordered, excluded } = decide(described, options)
   logOrder(ordered, excluded, options)
@@ -66,7 +70,11 @@ export interface UpstreamOrderWatchOptions extends UpstreamOrderOptions {
  * Reads every nix-cache-info now and then every `intervalMs` (the timer does not keep the process
  * alive). A round in which an upstream cannot be read keeps what that upstream said last time.
  */
-export function watchUpstreamOrder(upstreams: readonly Upstream[], urls: readonly string[], options: UpstreamOrderWatchOptions): UpstreamOrderWatch {
+export function watchUpstreamOrder(
+  upstreams: readonly Upstream[],
+  urls: readonly string[],
+  options: UpstreamOrderWatchOptions,
+): UpstreamOrderWatch {
   const known = new Map<Upstream, CacheFacts>()
   let stopped = false
   let timer: NodeJS.Timeout | undefined
@@ -75,16 +83,26 @@ export function watchUpstreamOrder(upstreams: readonly Upstream[], urls: readonl
     const described = await describeUpstreams(upstreams, urls, known, options.log)
     if (stopped) return
     const { ordered, excluded } = decide(described, options)
-    const signature = JSON.stringify([ordered.map((d) => [d.index, d.priority]), excluded.map((d) => [d.index, d.storeDir])])
+    const signature = JSON.stringify([
+      ordered.map((d) => [d.index, d.priority]),
+      excluded.map((d) => [d.index, d.storeDir]),
+    ])
     if (signature === last) return
     const first = last === undefined
     last = signature
     // With onStoreDirs the caller serves (or reports) the other store dirs itself.
-    logOrder(ordered, options.onStoreDirs === undefined ? excluded : [], options, first ? undefined : 'upstream order changed')
+    logOrder(
+      ordered,
+      options.onStoreDirs === undefined ? excluded : [],
+      options,
+      first ? undefined : 'upstream order changed',
+    )
     options.onOrder(ordered.map((d) => d.upstream))
     if (options.onStoreDirs !== undefined) {
       const byStoreDir = new Map<string, Upstream[]>()
-      const sorted = options.pinned ? described : [...described].sort((a, b) => a.priority - b.priority || a.index - b.index)
+      const sorted = options.pinned
+        ? described
+        : [...described].sort((a, b) => a.priority - b.priority || a.index - b.index)
       for (const d of sorted) {
         const dir = d.storeDir ?? options.storeDir
         byStoreDir.set(dir, [...(byStoreDir.get(dir) ?? []), d.upstream])
@@ -97,7 +115,8 @@ export function watchUpstreamOrder(upstreams: readonly Upstream[], urls: readonl
     timer = setTimeout(() => void round().catch(report).finally(schedule), options.intervalMs)
     timer.unref()
   }
-  const report = (err: unknown): void => options.log.error('cannot re-read the upstreams nix-cache-info', { error: err })
+  const report = (err: unknown): void =>
+    options.log.error('cannot re-read the upstreams nix-cache-info', { error: err })
   const ready = round().catch(report)
   void ready.finally(schedule)
   return {
@@ -109,7 +128,12 @@ export function watchUpstreamOrder(upstreams: readonly Upstream[], urls: readonl
   }
 }
 
-async function describeUpstreams(upstreams: readonly Upstream[], urls: readonly string[], known: Map<Upstream, CacheFacts>, log: Logger): Promise<Described[]> {
+async function describeUpstreams(
+  upstreams: readonly Upstream[],
+  urls: readonly string[],
+  known: Map<Upstream, CacheFacts>,
+  log: Logger,
+): Promise<Described[]> {
   return Promise.all(
     upstreams.map(async (upstream, index) => {
       const fromUrl = new URL(urls[index]!).searchParams.get('priority')
@@ -119,16 +143,23 @@ async function describeUpstreams(upstreams: readonly Upstream[], urls: readonly 
         // No nix-cache-info at all is an answer too: nothing declared.
         facts = { storeDir: undefined, priority: undefined }
         if (res !== undefined) {
-          const info = parseCacheInfo((await readSmallBody(res, 64 * 1024, upstream.name, 'nix-cache-info')).toString('utf8'))
+          const info = parseCacheInfo(
+            (await readSmallBody(res, 64 * 1024, upstream.name, 'nix-cache-info')).toString('utf8'),
+          )
           facts = { storeDir: info.storeDir, priority: info.priority }
         }
         known.set(upstream, facts)
       } catch (err) {
         facts = known.get(upstream) ?? facts
-        log.warn(known.has(upstream) ? 'cannot re-read nix-cache-info; keeping what it said before' : 'cannot read nix-cache-info; keeping the configured position', {
-          upstream: upstream.name,
-          error: err,
-        })
+        log.warn(
+          known.has(upstream)
+            ? 'cannot re-read nix-cache-info; keeping what it said before'
+            : 'cannot read nix-cache-info; keeping the configured position',
+          {
+            upstream: upstream.name,
+            error: err,
+          },
+        )
       }
       const priority = fromUrl !== null && /^-?\d+$/.test(fromUrl) ? Number(fromUrl) : facts.priority
       return { upstream, index, storeDir: facts.storeDir, priority: priority ?? 0 }
@@ -136,16 +167,28 @@ async function describeUpstreams(upstreams: readonly Upstream[], urls: readonly 
   )
 }
 
-function decide(described: readonly Described[], options: UpstreamOrderOptions): { ordered: Described[]; excluded: Described[] } {
+function decide(
+  described: readonly Described[],
+  options: UpstreamOrderOptions,
+): { ordered: Described[]; excluded: Described[] } {
   const ordered = described.filter((d) => d.storeDir === undefined || d.storeDir === options.storeDir)
   const excluded = described.filter((d) => !ordered.includes(d))
   if (!options.pinned) ordered.sort((a, b) => a.priority - b.priority || a.index - b.index)
   return { ordered, excluded }
 }
 
-function logOrder(ordered: readonly Described[], excluded: readonly Described[], options: UpstreamOrderOptions, message = 'upstream order'): void {
+function logOrder(
+  ordered: readonly Described[],
+  excluded: readonly Described[],
+  options: UpstreamOrderOptions,
+  message = 'upstream order',
+): void {
   for (const d of excluded) {
-    options.log.error('upstream is for another store dir and is not used', { upstream: d.upstream.name, storeDir: d.storeDir, serving: options.storeDir })
+    options.log.error('upstream is for another store dir and is not used', {
+      upstream: d.upstream.name,
+      storeDir: d.storeDir,
+      serving: options.storeDir,
+    })
   }
   options.log.info(message, { upstreams: ordered.map((d) => `${d.upstream.name} (priority ${d.priority})`) })
 }

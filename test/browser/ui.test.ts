@@ -59,8 +59,16 @@ describe('the web UI in Chromium', { skip }, () => {
     unnar = await startUnnar([fixtures.url, xss.url])
     browser = await pw.chromium.launch({
       executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync'],
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
     })
     await mkdir(ARTIFACTS, { recursive: true })
   })
@@ -73,7 +81,9 @@ describe('the web UI in Chromium', { skip }, () => {
   })
 
   /** A fresh page whose console errors, page errors and dialogs are collected. */
-  async function open(options: BrowserContextOptions = {}): Promise<{ page: Page; problems: string[]; dialogs: string[] }> {
+  async function open(
+    options: BrowserContextOptions = {},
+  ): Promise<{ page: Page; problems: string[]; dialogs: string[] }> {
     const context = await browser.newContext({ viewport: { width: 1280, height: 860 }, ...options })
     contexts.push(context)
     const page = await context.newPage()
@@ -81,7 +91,10 @@ describe('the web UI in Chromium', { skip }, () => {
     const dialogs: string[] = []
     page.on('pageerror', (error) => problems.push(`page error: ${error.message}`))
     page.on('console', (message) => {
-      if (message.type() === 'error' && !/Failed to load resource: the server responded with a status of 404/.test(message.text())) {
+      if (
+        message.type() === 'error' &&
+        !/Failed to load resource: the server responded with a status of 404/.test(message.text())
+      ) {
         problems.push(`console: ${message.text()}`)
       }
     })
@@ -92,7 +105,8 @@ describe('the web UI in Chromium', { skip }, () => {
     return { page, problems, dialogs }
   }
 
-  const shot = (page: Page, name: string) => page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true })
+  const shot = (page: Page, name: string) =>
+    page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true })
   const visibleNames = (page: Page) =>
     page.$$eval('#entries tr:not([hidden]) td.n > :first-child', (names) => names.map((name) => name.textContent ?? ''))
 
@@ -105,10 +119,16 @@ describe('the web UI in Chromium', { skip }, () => {
     const api = await fetch(`${unnar.url}/api/upstreams`)
     await page.waitForSelector('#upstreams li .state')
     const items = await page.$$eval('#upstreams li', (lis) =>
-      lis.map((li) => ({ name: li.querySelector('.name')?.textContent ?? '', state: li.querySelector('.state')?.textContent ?? '' })),
+      lis.map((li) => ({
+        name: li.querySelector('.name')?.textContent ?? '',
+        state: li.querySelector('.state')?.textContent ?? '',
+      })),
     )
     if (api.ok) {
-      assert.deepEqual(items.map((i) => i.name), [fixtures.url, xss.url])
+      assert.deepEqual(
+        items.map((i) => i.name),
+        [fixtures.url, xss.url],
+      )
       for (const item of items) assert.match(item.state, /^(ok|failing|unknown)$/)
     } else {
       assert.deepEqual(items, [{ name: 'The upstreams could not be loaded', state: 'unknown' }])
@@ -122,16 +142,25 @@ describe('the web UI in Chromium', { skip }, () => {
     assert.equal(await page.textContent('aside.info dd code'), app.storePath)
 
     // app references dep: the reference is a link to dep's listing.
-    await Promise.all([page.waitForURL(`${unnar.url}/nix/store/${depBase}/`), page.click(`aside.info .refs a:text-is("${depBase}")`)])
+    await Promise.all([
+      page.waitForURL(`${unnar.url}/nix/store/${depBase}/`),
+      page.click(`aside.info .refs a:text-is("${depBase}")`),
+    ])
     assert.deepEqual(await visibleNames(page), ['lib/'])
     await Promise.all([page.waitForURL(/\/lib\/$/), page.click('#entries a:text-is("lib/")')])
     assert.equal(await page.textContent('h1.crumbs'), `/nix/store/${depBase}/lib/`)
     assert.ok(await page.isVisible('tbody.up a:text-is("..")'))
 
-    const [response] = await Promise.all([page.waitForResponse(/\/lib\/dep\.txt$/), page.click('#entries a:text-is("dep.txt")')])
+    const [response] = await Promise.all([
+      page.waitForResponse(/\/lib\/dep\.txt$/),
+      page.click('#entries a:text-is("dep.txt")'),
+    ])
     assert.equal(response.status(), 200)
     assert.match(response.headers()['content-security-policy'] ?? '', /sandbox/)
-    assert.equal(await page.textContent('body'), await (await fetch(`${unnar.url}/nix/store/${depBase}/lib/dep.txt`)).text())
+    assert.equal(
+      await page.textContent('body'),
+      await (await fetch(`${unnar.url}/nix/store/${depBase}/lib/dep.txt`)).text(),
+    )
 
     // Back on the landing page, both upstreams have now been asked.
     if (api.ok) {
@@ -157,7 +186,10 @@ describe('the web UI in Chromium', { skip }, () => {
     assert.ok((await visibleNames(page)).includes('README'))
     await jump(`/nix/store/${basicBase}/share/doc`, `/nix/store/${basicBase}/share/doc/`) // unnar redirects to the slash form
     await jump(`${basicBase}/bin/hello`, `/nix/store/${basicBase}/bin/hello`)
-    await jump(`/nix/store/${trickyBase}/unicode/über café.txt`, `/nix/store/${trickyBase}/unicode/%C3%BCber%20caf%C3%A9.txt`)
+    await jump(
+      `/nix/store/${trickyBase}/unicode/über café.txt`,
+      `/nix/store/${trickyBase}/unicode/%C3%BCber%20caf%C3%A9.txt`,
+    )
     await jump(`https://cache.example.org/${basic.hash}.narinfo`, `/nix/store/${basic.hash}/`)
 
     await page.goto(`${unnar.url}/`)
@@ -200,7 +232,11 @@ describe('the web UI in Chromium', { skip }, () => {
     await page.keyboard.press('/')
     assert.equal(await page.evaluate(() => document.activeElement?.id), 'filter')
     await page.keyboard.type('LIBFOO')
-    assert.deepEqual(await visibleNames(page), ['libfoo.so.1.2', 'libfoo.so'], 'in the current (name, descending) order')
+    assert.deepEqual(
+      await visibleNames(page),
+      ['libfoo.so.1.2', 'libfoo.so'],
+      'in the current (name, descending) order',
+    )
     assert.equal(await page.textContent('#count'), '2 of 4')
     await page.keyboard.type('x')
     assert.deepEqual(await visibleNames(page), [])
@@ -215,15 +251,21 @@ describe('the web UI in Chromium', { skip }, () => {
   it('filters and sorts a 5000-entry directory', async (t) => {
     const { page, problems } = await open()
     const entries: Record<string, unknown> = {}
-    for (let i = 0; i < 5000; i++) entries[`lib-${String(i).padStart(4, '0')}.so`] = { type: 'regular', size: (i * 7919) % 100000 }
-    const root = parseListing(JSON.stringify({ version: 1, root: { type: 'directory', entries } })).root as Extract<ListingNode, { type: 'directory' }>
+    for (let i = 0; i < 5000; i++)
+      entries[`lib-${String(i).padStart(4, '0')}.so`] = { type: 'regular', size: (i * 7919) % 100000 }
+    const root = parseListing(JSON.stringify({ version: 1, root: { type: 'directory', entries } })).root as Extract<
+      ListingNode,
+      { type: 'directory' }
+    >
     const html = renderListingPage({
       base: `/nix/store/${app.hash}-big`,
       segments: ['lib'],
       directory: root,
       info: {
         storePath: { storeDir: '/nix/store', hash: app.hash, name: 'big' },
-        narInfo: parseNarInfo(`StorePath: /nix/store/${app.hash}-big\nURL: nar/x.nar\nCompression: none\nNarHash: sha256:0b6ssqmhr7qj3rn30lghdvaj0i57yna801mqp4rc8k1pi4asadf5\nNarSize: 1\nReferences: \n`),
+        narInfo: parseNarInfo(
+          `StorePath: /nix/store/${app.hash}-big\nURL: nar/x.nar\nCompression: none\nNarHash: sha256:0b6ssqmhr7qj3rn30lghdvaj0i57yna801mqp4rc8k1pi4asadf5\nNarSize: 1\nReferences: \n`,
+        ),
         upstream: { name: 'synthetic', get: async () => undefined },
         narKey: 'nar/x.nar',
         trustedBy: undefined,
@@ -231,7 +273,9 @@ describe('the web UI in Chromium', { skip }, () => {
     })
     // Served on unnar's origin (so /_unnar/ comes from unnar), with the page rendered here.
     const url = `${unnar.url}/nix/store/${app.hash}-big/lib/`
-    await page.route(url, (route) => route.fulfill({ status: 200, contentType: 'text/html; charset=utf-8', body: html }))
+    await page.route(url, (route) =>
+      route.fulfill({ status: 200, contentType: 'text/html; charset=utf-8', body: html }),
+    )
     await page.goto(url)
     await page.waitForSelector('.toolbar:not([hidden])')
     // A string, not a function: tsx would wrap named functions in a helper the page does not have.
@@ -270,7 +314,9 @@ describe('the web UI in Chromium', { skip }, () => {
     // Reported, not asserted: wall-clock bounds made this test fail by machine (sorting by name took
     // 1.7-2.0 s here with Chromium 156 on an idle 2-core machine, under 1 s where it was written).
     t.diagnostic(`ms: ${JSON.stringify(timings)}`)
-    const sizes = await page.$$eval('#entries tr', (rows) => rows.slice(0, 3).map((r) => Number(r.getAttribute('data-size'))))
+    const sizes = await page.$$eval('#entries tr', (rows) =>
+      rows.slice(0, 3).map((r) => Number(r.getAttribute('data-size'))),
+    )
     assert.ok(sizes[0]! <= sizes[1]! && sizes[1]! <= sizes[2]!, `ascending: ${sizes.join(', ')}`)
     assert.deepEqual(problems, [])
   })
@@ -292,12 +338,19 @@ describe('the web UI in Chromium', { skip }, () => {
     // Keyboard: Tab from the file's link reaches its copy button; Enter copies.
     await page.focus('#entries a:text-is("quote\'.txt")')
     await page.keyboard.press('Tab')
-    assert.equal(await page.evaluate(() => document.activeElement?.getAttribute('aria-label')), "Copy curl command for quote'.txt")
+    assert.equal(
+      await page.evaluate(() => document.activeElement?.getAttribute('aria-label')),
+      "Copy curl command for quote'.txt",
+    )
     await page.screenshot({ path: path.join(ARTIFACTS, 'listing-keyboard-focus.png') })
     await page.keyboard.press('Enter')
     await page.waitForSelector('#entries tr:has(a:text-is("quote\'.txt")) button.copy.done')
     const quoted = await page.evaluate(() => navigator.clipboard.readText())
-    assert.equal(quoted, `curl -fLO '${unnar.url}/nix/store/${trickyBase}/names/quote%27.txt'`, 'a quote cannot end the shell string')
+    assert.equal(
+      quoted,
+      `curl -fLO '${unnar.url}/nix/store/${trickyBase}/names/quote%27.txt'`,
+      'a quote cannot end the shell string',
+    )
     const res = await fetch(quoted.slice("curl -fLO '".length, -1))
     assert.equal(res.status, 200)
     assert.deepEqual(problems, [])
@@ -316,7 +369,9 @@ describe('the web UI in Chromium', { skip }, () => {
     await page.goto(`${unnar.url}/nix/store/${basicBase}/bin/`)
     await page.click('#entries tr:has(a:text-is("hello")) button.copy')
     await page.waitForSelector('button.copy.done')
-    assert.deepEqual(await page.evaluate('window.__copied'), [['copy', `curl -fLO '${unnar.url}/nix/store/${basicBase}/bin/hello'`]])
+    assert.deepEqual(await page.evaluate('window.__copied'), [
+      ['copy', `curl -fLO '${unnar.url}/nix/store/${basicBase}/bin/hello'`],
+    ])
     assert.equal(await page.locator('textarea').count(), 0, 'the helper textarea is removed')
     assert.deepEqual(problems, [])
   })
@@ -364,8 +419,17 @@ describe('the web UI in Chromium', { skip }, () => {
     assert.deepEqual(await visibleNames(page), ['<img src=x onerror=alert(1)>'], 'names only, not symlink targets')
     await page.fill('#filter', '')
     await page.click('th.s button')
-    for (const name of ['"><svg onload=alert(1)>.txt', '#hash?.txt', '%41 100%.txt', '<script>alert(1)<', 'über café.txt']) {
-      const [response] = await Promise.all([page.waitForResponse((r) => r.request().isNavigationRequest()), page.click(`#entries a:text-is(${JSON.stringify(name)})`)])
+    for (const name of [
+      '"><svg onload=alert(1)>.txt',
+      '#hash?.txt',
+      '%41 100%.txt',
+      '<script>alert(1)<',
+      'über café.txt',
+    ]) {
+      const [response] = await Promise.all([
+        page.waitForResponse((r) => r.request().isNavigationRequest()),
+        page.click(`#entries a:text-is(${JSON.stringify(name)})`),
+      ])
       assert.equal(response.status(), 200, name)
       assert.equal(decodeURIComponent(new URL(response.url()).pathname), `/nix/store/${XSS_BASE}/${name}`)
       // Not goBack(): leaving a sandboxed store page swaps Chromium's renderer, and going back across
@@ -397,7 +461,10 @@ describe('the web UI in Chromium', { skip }, () => {
 
     assert.equal(await page.evaluate(() => (window as unknown as { __xss: boolean }).__xss), false)
     assert.deepEqual(dialogs, [])
-    assert.deepEqual(problems.filter((p) => !/evil|SecurityError|sandbox/i.test(p)), [])
+    assert.deepEqual(
+      problems.filter((p) => !/evil|SecurityError|sandbox/i.test(p)),
+      [],
+    )
   })
 
   it('shows a failing upstream with its last error on the landing page', async () => {
@@ -411,8 +478,20 @@ describe('the web UI in Chromium', { skip }, () => {
       const { page, problems } = await open()
       await page.goto(`${other.url}/`)
       await page.waitForSelector('#upstreams li.state-failing')
-      const items = await page.$$eval('#upstreams li', (lis) => lis.map((li) => [li.className, li.querySelector('.state')?.textContent, li.querySelector('.error')?.textContent ?? '']))
-      assert.deepEqual(items.map(([cls, state]) => [cls, state]), [['state-failing', 'failing'], ['state-ok', 'ok']])
+      const items = await page.$$eval('#upstreams li', (lis) =>
+        lis.map((li) => [
+          li.className,
+          li.querySelector('.state')?.textContent,
+          li.querySelector('.error')?.textContent ?? '',
+        ]),
+      )
+      assert.deepEqual(
+        items.map(([cls, state]) => [cls, state]),
+        [
+          ['state-failing', 'failing'],
+          ['state-ok', 'ok'],
+        ],
+      )
       assert.match(items[0]![2]!, /500/)
       await shot(page, 'landing-failing')
       assert.deepEqual(problems, [])
@@ -424,15 +503,18 @@ describe('the web UI in Chromium', { skip }, () => {
 
   it('says "unknown" when the upstream list cannot be loaded', async () => {
     const { page } = await open()
-    await page.route(`${unnar.url}/api/upstreams`, (route) => route.fulfill({ status: 404, contentType: 'text/plain', body: 'no' }))
+    await page.route(`${unnar.url}/api/upstreams`, (route) =>
+      route.fulfill({ status: 404, contentType: 'text/plain', body: 'no' }),
+    )
     await page.goto(`${unnar.url}/`)
     await page.waitForSelector('#upstreams li .state:text-is("unknown")')
     assert.equal(await page.textContent('#upstreams li .name'), 'The upstreams could not be loaded')
   })
 
-  it('needs nothing a strict Content-Security-Policy on unnar\'s own pages would forbid', async () => {
+  it("needs nothing a strict Content-Security-Policy on unnar's own pages would forbid", async () => {
     const { page, problems } = await open()
-    const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    const csp =
+      "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     const violations: string[] = []
     page.on('console', (message) => {
       if (/Content Security Policy|Refused to/i.test(message.text())) violations.push(message.text())
@@ -461,10 +543,18 @@ describe('the web UI in Chromium', { skip }, () => {
     assert.deepEqual(await visibleNames(page), ['dep-link', 'uses-dep'])
     assert.ok(!(await page.isVisible('.toolbar')))
     // The only button is the form's that asks for JSON, which works without a script.
-    assert.deepEqual(await page.$$eval('button', (buttons) => buttons.map((b) => (b.closest('form') === null ? 'inert' : b.textContent))), ['JSON'])
+    assert.deepEqual(
+      await page.$$eval('button', (buttons) =>
+        buttons.map((b) => (b.closest('form') === null ? 'inert' : b.textContent)),
+      ),
+      ['JSON'],
+    )
     await Promise.all([page.waitForURL(`${unnar.url}/nix/store/${depBase}/lib/dep.txt`), page.click('a.target')])
     await page.goto(`${unnar.url}/nix/store/${appBase}/bin/`)
-    const [json] = await Promise.all([page.waitForResponse((r) => r.request().isNavigationRequest()), page.click('form.alt button')])
+    const [json] = await Promise.all([
+      page.waitForResponse((r) => r.request().isNavigationRequest()),
+      page.click('form.alt button'),
+    ])
     assert.equal(new URL(json.url()).search, '?json=')
     assert.match(json.headers()['content-type'] ?? '', /^application\/json/)
   })
@@ -490,7 +580,12 @@ describe('the web UI in Chromium', { skip }, () => {
       assert.deepEqual(problems, [])
     }
 
-    const { page, problems } = await open({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 })
+    const { page, problems } = await open({
+      viewport: { width: 390, height: 844 },
+      isMobile: true,
+      hasTouch: true,
+      deviceScaleFactor: 2,
+    })
     for (const [name, url] of [
       ['landing-mobile', '/'],
       ['listing-mobile', `/nix/store/${basicBase}/lib/`],
@@ -499,13 +594,17 @@ describe('the web UI in Chromium', { skip }, () => {
     ] as const) {
       await page.goto(`${unnar.url}${url}`)
       if (name === 'landing-mobile') await page.waitForSelector('#upstreams li .state')
-      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth)
+      const overflow = await page.evaluate(
+        () => document.documentElement.scrollWidth - document.documentElement.clientWidth,
+      )
       assert.ok(overflow <= 0, `${name} overflows by ${overflow}px`)
       if (name === 'listing-many-mobile') {
         // Scrolled far down, the column headers stay in view.
         await page.evaluate(() => window.scrollTo(0, 3000))
         await page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => resolve(null)))) // laid out after the scroll
-        const top = await page.evaluate(() => document.querySelector('table.listing thead')!.getBoundingClientRect().top)
+        const top = await page.evaluate(
+          () => document.querySelector('table.listing thead')!.getBoundingClientRect().top,
+        )
         assert.ok(Math.abs(top) < 2, `sticky header at ${top}`)
       }
       await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: name !== 'listing-many-mobile' })

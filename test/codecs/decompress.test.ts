@@ -12,7 +12,12 @@ import { pipeline } from 'node:stream/promises'
 import { describe, it } from 'node:test'
 import { constants as zlib, createBrotliCompress, gzipSync } from 'node:zlib'
 import { compress as zstdCompress } from 'zstd-napi'
-import { createDecoder, DecodedTooLargeError, decodeZstdBuffer, UnsupportedCompressionError } from '../../src/codecs/decompress.js'
+import {
+  createDecoder,
+  DecodedTooLargeError,
+  decodeZstdBuffer,
+  UnsupportedCompressionError,
+} from '../../src/codecs/decompress.js'
 import { findExecutable } from '../../src/codecs/process-decoder.js'
 import { cacheDir } from '../helpers/fixtures.js'
 
@@ -22,7 +27,10 @@ async function pairs(cache: string): Promise<Array<{ compressed: string; nar: Bu
   for (const name of (await readdir(cacheDir(cache))).filter((n) => n.endsWith('.narinfo'))) {
     const url = /^URL: (.*)$/m.exec(await readFile(path.join(cacheDir(cache), name), 'utf8'))![1]!
     const plainUrl = /^URL: (.*)$/m.exec(await readFile(path.join(cacheDir('none'), name), 'utf8'))![1]!
-    out.push({ compressed: path.join(cacheDir(cache), url), nar: await readFile(path.join(cacheDir('none'), plainUrl)) })
+    out.push({
+      compressed: path.join(cacheDir(cache), url),
+      nar: await readFile(path.join(cacheDir('none'), plainUrl)),
+    })
   }
   return out
 }
@@ -125,13 +133,19 @@ describe('createDecoder', () => {
   })
 
   it('names an unsupported compression', () => {
-    assert.throws(() => createDecoder('lz4'), (err: Error) => err instanceof UnsupportedCompressionError && /"lz4"/.test(err.message))
+    assert.throws(
+      () => createDecoder('lz4'),
+      (err: Error) => err instanceof UnsupportedCompressionError && /"lz4"/.test(err.message),
+    )
   })
 })
 
 const MiB = 1024 * 1024
 // 64 MiB of zeros as `bzip2 -9` writes them (79 bytes).
-const BZIP2_BOMB = Buffer.from('QlpoOTFBWSZTWQ4J4t8BX45AAMAAAAggADCATUZCoCWpCoCXMUFZJlNZvAS1wwCidcAAwAAACCAAIKQINjKKiE0qKiE4u5IpwoSFALuD6A==', 'base64')
+const BZIP2_BOMB = Buffer.from(
+  'QlpoOTFBWSZTWQ4J4t8BX45AAMAAAAggADCATUZCoCWpCoCXMUFZJlNZvAS1wwCidcAAwAAACCAAIKQINjKKiE0qKiE4u5IpwoSFALuD6A==',
+  'base64',
+)
 
 /** Every way a NAR is decoded in this process or through a child whose output it reads. */
 interface DecoderPath {
@@ -182,12 +196,16 @@ async function decodeThrough(body: Readable, decoder: Duplex): Promise<Buffer> {
 
 /** `data` in pieces of `bytes`, as an upstream body hands them over. */
 function piecesOf(data: Buffer, bytes = 64 * 1024): Readable {
-  return Readable.from(Array.from({ length: Math.ceil(data.length / bytes) }, (_, i) => data.subarray(i * bytes, (i + 1) * bytes)))
+  return Readable.from(
+    Array.from({ length: Math.ceil(data.length / bytes) }, (_, i) => data.subarray(i * bytes, (i + 1) * bytes)),
+  )
 }
 
 /** The programs a test of `path` needs: its own, and `xz` to make xz files. */
 function notInstalled(path: DecoderPath): string[] {
-  return [path.program, path.compression === 'xz' ? 'xz' : undefined].filter((name): name is string => name !== undefined && findExecutable(name) === undefined)
+  return [path.program, path.compression === 'xz' ? 'xz' : undefined].filter(
+    (name): name is string => name !== undefined && findExecutable(name) === undefined,
+  )
 }
 
 describe('maxOutputBytes', { timeout: 60_000 }, () => {
@@ -196,7 +214,9 @@ describe('maxOutputBytes', { timeout: 60_000 }, () => {
       if (notInstalled(path).length > 0) return t.skip(`not installed: ${notInstalled(path).join(', ')}`)
       // The biggest fixture NAR under 1 MiB (the pure-JS bzip2 takes 2 s for the 3.3 MB one); gzip has no fixture cache.
       const fixtures = await pairs(path.compression === 'gzip' ? 'br' : path.compression)
-      const { compressed, nar } = fixtures.filter((f) => f.nar.length < MiB).sort((a, b) => b.nar.length - a.nar.length)[0]!
+      const { compressed, nar } = fixtures
+        .filter((f) => f.nar.length < MiB)
+        .sort((a, b) => b.nar.length - a.nar.length)[0]!
       const file = path.compression === 'gzip' ? gzipSync(nar) : await readFile(compressed)
       assert.ok((await decodeThrough(piecesOf(file), decoderFor(path, nar.length))).equals(nar))
       await assert.rejects(decodeThrough(piecesOf(file), decoderFor(path, nar.length - 1)), DecodedTooLargeError)
@@ -238,7 +258,10 @@ async function makeBomb(compression: string): Promise<Buffer> {
     case 'gzip':
       return copies(gzipSync(zeros))
     case 'br':
-      return decodeThrough(Readable.from(Array.from({ length: 128 }, () => zeros)), createBrotliCompress({ params: { [zlib.BROTLI_PARAM_QUALITY]: 1 } }))
+      return decodeThrough(
+        Readable.from(Array.from({ length: 128 }, () => zeros)),
+        createBrotliCompress({ params: { [zlib.BROTLI_PARAM_QUALITY]: 1 } }),
+      )
     default:
       throw new Error(`no bomb for ${compression}`)
   }
@@ -270,7 +293,8 @@ describe('decompression bombs (2 GiB of zeros, NarSize 1 MiB)', { timeout: 60_00
     it(`stops a ${path.compression} bomb ${path.how} within 1 MiB past NarSize and 0.2 s of CPU`, async (t) => {
       if (notInstalled(path).length > 0) return t.skip(`not installed: ${notInstalled(path).join(', ')}`)
       const bomb = await bombOf(path.compression)
-      if (path.external === true) await decodeThrough(Readable.from([zstdCompress(Buffer.from('the worker is up'))]), createDecoder('zstd'))
+      if (path.external === true)
+        await decodeThrough(Readable.from([zstdCompress(Buffer.from('the worker is up'))]), createDecoder('zstd'))
       const decoder = decoderFor(path, BOMB_NAR_SIZE)
       const decoded = countOutput(decoder)
       let received = 0
@@ -293,12 +317,16 @@ describe('decompression bombs (2 GiB of zeros, NarSize 1 MiB)', { timeout: 60_00
 
 describe('in-process xz at maxOutputBytes', { timeout: 60_000 }, () => {
   const lzmaNative = DECODER_PATHS.find((path) => path.compression === 'xz' && path.program === undefined)!
-  const decodeInProcess = (file: Buffer, pieceBytes: number, maxOutputBytes: number) => decodeThrough(piecesOf(file, pieceBytes), decoderFor(lzmaNative, maxOutputBytes))
+  const decodeInProcess = (file: Buffer, pieceBytes: number, maxOutputBytes: number) =>
+    decodeThrough(piecesOf(file, pieceBytes), decoderFor(lzmaNative, maxOutputBytes))
 
   it('decodes xz files of every layout up to exactly maxOutputBytes, and refuses them one byte short', async (t) => {
     if (findExecutable('xz') === undefined) return t.skip('xz is not installed')
     // Stored LZMA2 chunks (random bytes) and LZMA ones (text).
-    const data = Buffer.concat([randomBytes(256 * 1024), Buffer.from(Array.from({ length: 30_000 }, (_, i) => `line ${i} of a listing\n`).join(''))])
+    const data = Buffer.concat([
+      randomBytes(256 * 1024),
+      Buffer.from(Array.from({ length: 30_000 }, (_, i) => `line ${i} of a listing\n`).join('')),
+    ])
     const xz = (args: string[], input: Buffer) => execFileSync('xz', ['-c', ...args], { input, maxBuffer: 64 * MiB })
     const [first, second] = [data.subarray(0, 100_000), data.subarray(100_000)]
     const layouts: Array<[string, Buffer, Buffer, number[]]> = [
@@ -308,13 +336,31 @@ describe('in-process xz at maxOutputBytes', { timeout: 60_000 }, () => {
       ['CRC32', xz(['--check=crc32'], data), data, [4099]],
       ['x86 and delta filters before LZMA2', xz(['--x86', '--delta=dist=4', '--lzma2=preset=6'], data), data, [4099]],
       // Every kind of header split between pieces somewhere.
-      ['two streams, SHA-256, stream padding', Buffer.concat([xz([], first), Buffer.alloc(8), xz(['--check=sha256', '--block-size=64KiB'], second), Buffer.alloc(4)]), data, [4099, 7]],
+      [
+        'two streams, SHA-256, stream padding',
+        Buffer.concat([
+          xz([], first),
+          Buffer.alloc(8),
+          xz(['--check=sha256', '--block-size=64KiB'], second),
+          Buffer.alloc(4),
+        ]),
+        data,
+        [4099, 7],
+      ],
       ['nothing', xz([], Buffer.alloc(0)), Buffer.alloc(0), [4099]],
     ]
     for (const [layout, file, decoded, pieceSizes] of layouts) {
       for (const pieceBytes of pieceSizes) {
-        assert.ok((await decodeInProcess(file, pieceBytes, decoded.length)).equals(decoded), `${layout}, ${pieceBytes}-byte pieces`)
-        if (decoded.length > 0) await assert.rejects(decodeInProcess(file, pieceBytes, decoded.length - 1), DecodedTooLargeError, `${layout}, ${pieceBytes}-byte pieces`)
+        assert.ok(
+          (await decodeInProcess(file, pieceBytes, decoded.length)).equals(decoded),
+          `${layout}, ${pieceBytes}-byte pieces`,
+        )
+        if (decoded.length > 0)
+          await assert.rejects(
+            decodeInProcess(file, pieceBytes, decoded.length - 1),
+            DecodedTooLargeError,
+            `${layout}, ${pieceBytes}-byte pieces`,
+          )
       }
     }
   })
@@ -324,6 +370,9 @@ describe('in-process xz at maxOutputBytes', { timeout: 60_000 }, () => {
     // A stream header (no check), a one-filter LZMA2 block header, then control byte 0x03: not an LZMA2 chunk.
     const header = Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 0x00, 0x00, 0xff, 0x12, 0xd9, 0x41])
     const block = Buffer.from([0x02, 0x00, 0x21, 0x01, 0x16, 0x00, 0x00, 0x00, 0x74, 0x2f, 0xe5, 0xa3])
-    await assert.rejects(decodeInProcess(Buffer.concat([header, block, Buffer.from([0x03, 0, 0, 0])]), 4099, MiB), /corrupt xz data/)
+    await assert.rejects(
+      decodeInProcess(Buffer.concat([header, block, Buffer.from([0x03, 0, 0, 0])]), 4099, MiB),
+      /corrupt xz data/,
+    )
   })
 })

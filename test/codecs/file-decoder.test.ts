@@ -9,7 +9,15 @@ import { PassThrough, Readable } from 'node:stream'
 import { after, before, describe, it } from 'node:test'
 import { compress as zstdCompress } from 'zstd-napi'
 import { DecodedTooLargeError } from '../../src/codecs/decompress.js'
-import { DecoderLauncher, DecoderOutputError, decoderProgramFor, DecoderStartError, spawnFileDecoder, type DecoderInput, type DecoderProgram } from '../../src/codecs/file-decoder.js'
+import {
+  DecoderLauncher,
+  DecoderOutputError,
+  decoderProgramFor,
+  DecoderStartError,
+  spawnFileDecoder,
+  type DecoderInput,
+  type DecoderProgram,
+} from '../../src/codecs/file-decoder.js'
 import { findExecutable } from '../../src/codecs/process-decoder.js'
 import { cacheDir } from '../helpers/fixtures.js'
 import { eventually } from '../helpers/wait.js'
@@ -22,7 +30,10 @@ async function pairs(cache: string): Promise<Array<{ compressed: string; nar: Bu
   for (const name of (await readdir(cacheDir(cache))).filter((n) => n.endsWith('.narinfo'))) {
     const url = /^URL: (.*)$/m.exec(await readFile(path.join(cacheDir(cache), name), 'utf8'))![1]!
     const plainUrl = /^URL: (.*)$/m.exec(await readFile(path.join(cacheDir('none'), name), 'utf8'))![1]!
-    out.push({ compressed: path.join(cacheDir(cache), url), nar: await readFile(path.join(cacheDir('none'), plainUrl)) })
+    out.push({
+      compressed: path.join(cacheDir(cache), url),
+      nar: await readFile(path.join(cacheDir('none'), plainUrl)),
+    })
   }
   return out
 }
@@ -55,10 +66,19 @@ describe('spawnFileDecoder', { skip, timeout: 60_000 }, () => {
   after(() => rm(dir, { recursive: true, force: true }))
 
   /** Runs the decoder into a fresh file; returns how it ended and what the file holds. */
-  async function run(program: DecoderProgram, input: DecoderInput, maxBytes: number, target = path.join(dir, `out-${++n}`), launcher?: DecoderLauncher) {
+  async function run(
+    program: DecoderProgram,
+    input: DecoderInput,
+    maxBytes: number,
+    target = path.join(dir, `out-${++n}`),
+    launcher?: DecoderLauncher,
+  ) {
     await writeFile(target, '') // as the store makes its temp files
     const decoder = spawnFileDecoder(program, input, target, maxBytes, launcher)
-    const outcome = await decoder.exited.then(() => undefined, (err: Error) => err)
+    const outcome = await decoder.exited.then(
+      () => undefined,
+      (err: Error) => err,
+    )
     return { outcome, written: await readFile(target) }
   }
 
@@ -66,7 +86,11 @@ describe('spawnFileDecoder', { skip, timeout: 60_000 }, () => {
     it(`writes every ${compression} fixture NAR into the file, from a stream and from a local file`, async () => {
       const program = programFor(compression)
       for (const { compressed, nar } of await pairs(compression)) {
-        const streamed = await run(program, { body: createReadStream(compressed, { highWaterMark: 16 * 1024 }) }, nar.length)
+        const streamed = await run(
+          program,
+          { body: createReadStream(compressed, { highWaterMark: 16 * 1024 }) },
+          nar.length,
+        )
         assert.equal(streamed.outcome, undefined, compressed)
         assert.ok(streamed.written.equals(nar), `${compressed} from a stream`)
         const body = new PassThrough() // never fed: the program reads the file itself
@@ -114,7 +138,10 @@ describe('spawnFileDecoder', { skip, timeout: 60_000 }, () => {
     const garbage = Buffer.from('this is not compressed data at all, not even a little bit'.repeat(20))
     for (const compression of PROGRAMS) {
       const { outcome } = await run(programFor(compression), { body: Readable.from([garbage]) }, 1_000_000)
-      assert.ok(outcome instanceof Error && !(outcome instanceof DecoderOutputError), `${compression}: ${String(outcome)}`)
+      assert.ok(
+        outcome instanceof Error && !(outcome instanceof DecoderOutputError),
+        `${compression}: ${String(outcome)}`,
+      )
       assert.match(outcome.message, new RegExp(`^${compression} failed \\(exit \\d+\\): .+`))
     }
   })
@@ -160,7 +187,11 @@ describe('spawnFileDecoder', { skip, timeout: 60_000 }, () => {
   it('says the program could not run (not that the NAR is corrupt) when it cannot be executed', async () => {
     const missingInterpreter = path.join(dir, 'xz-without-interpreter')
     await writeFile(missingInterpreter, '#!/nonexistent/interpreter\n', { mode: 0o755 })
-    const { outcome } = await run({ executable: missingInterpreter, args: ['-dc'] }, { body: Readable.from([Buffer.from('x')]) }, 1000)
+    const { outcome } = await run(
+      { executable: missingInterpreter, args: ['-dc'] },
+      { body: Readable.from([Buffer.from('x')]) },
+      1000,
+    )
     assert.ok(outcome instanceof DecoderStartError, String(outcome))
     assert.match(outcome.message, /^cannot start xz-without-interpreter \(exit 127\)/)
   })
@@ -174,7 +205,23 @@ describe('spawnFileDecoder', { skip, timeout: 60_000 }, () => {
       const err = await decoder.exited.then(() => undefined, (e) => e)
       console.log(JSON.stringify({ name: err?.name, message: err?.message }))
     `
-    const out = execFileSync('/bin/sh', ['-c', 'ulimit -f 1000 && exec "$@"', 'sh', process.execPath, '--import', 'tsx', '--input-type=module', '-e', script, path.join(dir, 'limited'), findExecutable('xz')!], { encoding: 'utf8', timeout: 30_000 })
+    const out = execFileSync(
+      '/bin/sh',
+      [
+        '-c',
+        'ulimit -f 1000 && exec "$@"',
+        'sh',
+        process.execPath,
+        '--import',
+        'tsx',
+        '--input-type=module',
+        '-e',
+        script,
+        path.join(dir, 'limited'),
+        findExecutable('xz')!,
+      ],
+      { encoding: 'utf8', timeout: 30_000 },
+    )
     const err = JSON.parse(out.trim().split('\n').at(-1)!) as { name: string; message: string }
     assert.equal(err.name, 'DecoderStartError')
     assert.match(err.message, /^cannot start xz \(exit 125\): .*ulimit/)
@@ -196,8 +243,28 @@ describe('spawnFileDecoder', { skip, timeout: 60_000 }, () => {
       } catch (e) { err = e }
       console.log(JSON.stringify({ name: err?.name, message: err?.message, bodyDestroyed: body.destroyed }))
     `
-    const out = execFileSync('/bin/sh', ['-c', 'ulimit -n 256 && exec "$@"', 'sh', process.execPath, '--import', 'tsx', '--input-type=module', '-e', script, path.join(dir, 'no-fds'), findExecutable('xz')!], { encoding: 'utf8', timeout: 30_000 })
-    const result = JSON.parse(out.trim().split('\n').at(-1)!) as { name: string; message: string; bodyDestroyed: boolean }
+    const out = execFileSync(
+      '/bin/sh',
+      [
+        '-c',
+        'ulimit -n 256 && exec "$@"',
+        'sh',
+        process.execPath,
+        '--import',
+        'tsx',
+        '--input-type=module',
+        '-e',
+        script,
+        path.join(dir, 'no-fds'),
+        findExecutable('xz')!,
+      ],
+      { encoding: 'utf8', timeout: 30_000 },
+    )
+    const result = JSON.parse(out.trim().split('\n').at(-1)!) as {
+      name: string
+      message: string
+      bodyDestroyed: boolean
+    }
     assert.equal(result.name, 'DecoderStartError', result.message)
     assert.match(result.message, /^cannot run xz: E[MN]FILE$/)
     assert.equal(result.bodyDestroyed, true, 'the body is let go')
@@ -236,7 +303,10 @@ describe('spawnFileDecoder', { skip, timeout: 60_000 }, () => {
     let settled = false
     void decoder.exited.finally(() => (settled = true))
     body.write('more')
-    await eventually(async () => (await readFile(side, 'utf8').catch(() => '')) === 'more', 'the program reading input written after finish()')
+    await eventually(
+      async () => (await readFile(side, 'utf8').catch(() => '')) === 'more',
+      'the program reading input written after finish()',
+    )
     assert.equal(settled, false, 'still reading its input')
     assert.equal(body.destroyed, false)
     body.end('trailer')
@@ -254,7 +324,12 @@ describe('spawnFileDecoder', { skip, timeout: 60_000 }, () => {
     try {
       const { compressed, nar } = (await pairs('xz')).sort((a, b) => b.nar.length - a.nar.length)[0]!
       assert.ok(nar.length > 1024 * 1024, 'the biggest fixture NAR does not fit in 64 KiB')
-      const { outcome } = await run(programFor('xz'), { body: createReadStream(compressed) }, nar.length, path.join(mount, 'nar'))
+      const { outcome } = await run(
+        programFor('xz'),
+        { body: createReadStream(compressed) },
+        nar.length,
+        path.join(mount, 'nar'),
+      )
       assert.ok(outcome instanceof DecoderOutputError, String(outcome))
       assert.match(outcome.message, /^xz could not write the NAR: .*No space left on device/)
     } finally {
@@ -297,14 +372,23 @@ describe('DecoderLauncher', { skip, timeout: 30_000 }, () => {
       const decoder = spawnFileDecoder(programFor('zstd'), { body }, target, nar.length, launcher)
       assert.equal(launcher.waitingPid, undefined, 'taken')
       // The waiting shell is now the program itself (it exec'd), reading the body.
-      await eventually(async () => (await readFile(`/proc/${pid}/comm`, 'utf8')).trim() === 'zstd', 'the waiting shell exec’d zstd')
+      await eventually(
+        async () => (await readFile(`/proc/${pid}/comm`, 'utf8')).trim() === 'zstd',
+        'the waiting shell exec’d zstd',
+      )
       body.end(await readFile(compressed))
       await decoder.exited
       assert.ok((await readFile(target)).equals(nar))
       // Meanwhile a second decoder does not wait for the next shell: it starts its own.
       const second = path.join(dir, 'second')
       await writeFile(second, '')
-      await spawnFileDecoder(programFor('zstd'), { body: new PassThrough(), file: compressed }, second, nar.length, launcher).exited
+      await spawnFileDecoder(
+        programFor('zstd'),
+        { body: new PassThrough(), file: compressed },
+        second,
+        nar.length,
+        launcher,
+      ).exited
       assert.ok((await readFile(second)).equals(nar))
       await eventually(() => launcher.waitingPid !== undefined, 'the next shell, started a moment later')
       assert.notEqual(launcher.waitingPid, pid)
@@ -323,7 +407,13 @@ describe('DecoderLauncher', { skip, timeout: 30_000 }, () => {
     const { compressed, nar } = (await pairs('xz'))[0]!
     const target = path.join(dir, 'after-death')
     await writeFile(target, '')
-    await spawnFileDecoder(programFor('xz'), { body: new PassThrough(), file: compressed }, target, nar.length, launcher).exited
+    await spawnFileDecoder(
+      programFor('xz'),
+      { body: new PassThrough(), file: compressed },
+      target,
+      nar.length,
+      launcher,
+    ).exited
     assert.ok((await readFile(target)).equals(nar))
     launcher.close()
     const fresh = new DecoderLauncher()
@@ -339,9 +429,14 @@ describe('decoderProgramFor', { skip, timeout: 10_000 }, () => {
   it('picks xz and bzip2 for every size, zstd from 1 MiB, and nothing for other codecs or encoded bodies', async () => {
     assert.match(decoderProgramFor('xz', undefined, 100)?.executable ?? '', /\/xz$/)
     assert.match(decoderProgramFor('bzip2', 'identity', 100)?.executable ?? '', /\/bzip2$/)
-    assert.equal(decoderProgramFor('zstd', undefined, 1024 * 1024 - 1), undefined, 'a small zstd NAR decodes in-process')
+    assert.equal(
+      decoderProgramFor('zstd', undefined, 1024 * 1024 - 1),
+      undefined,
+      'a small zstd NAR decodes in-process',
+    )
     assert.match(decoderProgramFor('zstd', undefined, 1024 * 1024)?.executable ?? '', /\/zstd$/)
-    for (const compression of ['none', 'br', 'gzip', 'lz4']) assert.equal(decoderProgramFor(compression, undefined, 1 << 30), undefined, compression)
+    for (const compression of ['none', 'br', 'gzip', 'lz4'])
+      assert.equal(decoderProgramFor(compression, undefined, 1 << 30), undefined, compression)
     assert.equal(decoderProgramFor('xz', 'gzip', 100), undefined, 'a body with its own Content-Encoding')
     const savedPath = process.env.PATH
     process.env.PATH = ''

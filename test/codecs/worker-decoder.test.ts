@@ -43,7 +43,10 @@ const compressed = Buffer.concat([compress(plain.subarray(0, half)), compress(pl
 function pieces(data: Buffer, size: number, owned = false): Readable {
   return Readable.from(
     (function* () {
-      for (let i = 0; i < data.length; i += size) yield owned ? Buffer.from(Uint8Array.prototype.slice.call(data, i, i + size).buffer) : data.subarray(i, i + size)
+      for (let i = 0; i < data.length; i += size)
+        yield owned
+          ? Buffer.from(Uint8Array.prototype.slice.call(data, i, i + size).buffer)
+          : data.subarray(i, i + size)
     })(),
     { objectMode: false },
   )
@@ -130,8 +133,14 @@ describe('WorkerZstdDecoder', () => {
   it('fails on corrupt data with a message that says so', async () => {
     const corrupt = Buffer.from(compressed)
     corrupt.fill(0x55, 1024 * 1024, 1024 * 1024 + 4096)
-    await assert.rejects(pipeline(pieces(corrupt, 64 * 1024), new WorkerZstdDecoder(), collector().sink), /^Error: zstd decoding failed: \w/)
-    await assert.rejects(pipeline([Buffer.from('not zstd at all'.repeat(10))], new WorkerZstdDecoder(), collector().sink), /zstd decoding failed/)
+    await assert.rejects(
+      pipeline(pieces(corrupt, 64 * 1024), new WorkerZstdDecoder(), collector().sink),
+      /^Error: zstd decoding failed: \w/,
+    )
+    await assert.rejects(
+      pipeline([Buffer.from('not zstd at all'.repeat(10))], new WorkerZstdDecoder(), collector().sink),
+      /zstd decoding failed/,
+    )
   })
 
   it('fails on truncated input instead of ending early', async () => {
@@ -186,7 +195,10 @@ describe('WorkerZstdDecoder', () => {
       },
     })
     const done = pipeline(source, decoder, sink)
-    await eventually(() => chunks.length === 1 && decoder.writableNeedDrain, 'the consumer stopped and the decoder taking no more input')
+    await eventually(
+      () => chunks.length === 1 && decoder.writableNeedDrain,
+      'the consumer stopped and the decoder taking no more input',
+    )
     // Kept: nothing observable says the worker stopped for good, so this asserts that nothing
     // happens for a while; a worker nothing stops decodes the rest in far less.
     await elapse(300)
@@ -221,7 +233,9 @@ describe('WorkerZstdDecoder', () => {
   it('keeps no process alive: a process that destroys a decoder mid-stream exits by itself', async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'unnar-worker-decoder-'))
     try {
-      const moduleUrl = pathToFileURL(path.join(path.dirname(fileURLToPath(import.meta.url)), '../../src/codecs/worker-decoder.ts')).href
+      const moduleUrl = pathToFileURL(
+        path.join(path.dirname(fileURLToPath(import.meta.url)), '../../src/codecs/worker-decoder.ts'),
+      ).href
       const script = path.join(dir, 'destroy.mts')
       const input = path.join(dir, 'input.zst')
       await writeFile(input, compressed)

@@ -8,7 +8,10 @@ import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.j
 import { encodeRel, startUnnar, type TestUnnar } from '../helpers/unnar.js'
 
 /** A GET over a kept-alive node:http connection: a third of fetch's CPU for these ~9000 requests. */
-function get(agent: http.Agent, url: string): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
+function get(
+  agent: http.Agent,
+  url: string,
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
   return new Promise((resolve, reject) => {
     http
       .get(url, { agent, headers: { 'accept-encoding': 'identity' } }, (res) => {
@@ -45,7 +48,9 @@ for (const compression of [...COMPRESSIONS, 'no-listing']) {
           } catch (err) {
             // Keeps what unnar said about a failure (a rare cut transfer was once seen only in CI runs).
             const said = unnar.logs.filter((l) => l.level === 'warn' || l.level === 'error').slice(-5)
-            throw new Error(`${rel}: ${(err as Error).message}; unnar's last warnings: ${JSON.stringify(said)}`, { cause: err })
+            throw new Error(`${rel}: ${(err as Error).message}; unnar's last warnings: ${JSON.stringify(said)}`, {
+              cause: err,
+            })
           }
         }
         async function checkEntry(rel: string, entry: (typeof fixture.entries)[string]): Promise<void> {
@@ -56,7 +61,11 @@ for (const compression of [...COMPRESSIONS, 'no-listing']) {
             assert.equal(res.body.byteLength, entry.size, `${rel}: size`)
             assert.equal(createHash('sha256').update(res.body).digest('hex'), entry.sha256, `${rel}: sha256`)
             assert.equal(res.headers['content-length'], String(entry.size), `${rel}: Content-Length`)
-            assert.equal(res.headers['nar-executable'], entry.executable === true ? '1' : undefined, `${rel}: NAR-Executable`)
+            assert.equal(
+              res.headers['nar-executable'],
+              entry.executable === true ? '1' : undefined,
+              `${rel}: NAR-Executable`,
+            )
             assert.equal(res.headers['cache-control'], 'public, max-age=31536000, immutable')
             assert.match(res.headers.etag ?? '', /^"[A-Za-z0-9_-]{32}"$/)
           } else if (entry.type === 'directory') {

@@ -28,7 +28,10 @@ function hotAnswers(unnar: TestUnnar): Promise<number> {
 
 /** The NAR of `basic` committed (verified, kept) in the background after its first answer. */
 function narCached(unnar: TestUnnar): Promise<unknown> {
-  return unnar.waitForLog((l) => l.msg === 'NAR cached' && String(l.storePath).includes(basic.hash), 'NAR cached (basic)')
+  return unnar.waitForLog(
+    (l) => l.msg === 'NAR cached' && String(l.storePath).includes(basic.hash),
+    'NAR cached (basic)',
+  )
 }
 
 const NAR = /\.nar(\.zst)?$/
@@ -38,7 +41,11 @@ const NAR = /\.nar(\.zst)?$/
  * upstream saw the first one's NAR request, and a later request on a fresh connection was answered
  * (connections are accepted and read in the order they came).
  */
-async function whileNarHeld<T>(unnar: TestUnnar, upstream: TestUpstream, requests: (sent: () => void) => Array<Promise<T>>): Promise<T[]> {
+async function whileNarHeld<T>(
+  unnar: TestUnnar,
+  upstream: TestUpstream,
+  requests: (sent: () => void) => Array<Promise<T>>,
+): Promise<T[]> {
   const held = gate()
   upstream.setFault(NAR, { kind: 'hold', until: held.opened })
   let count = 0
@@ -82,7 +89,10 @@ describe('hot responses', { timeout: 60_000 }, () => {
   })
 
   /** Requests `rel` until the lane answers; returns the last answer of the app (if any) and the lane's first. */
-  async function warm(rel: string, headers: Record<string, string> = {}): Promise<{ app: RawResponse | undefined; lane: RawResponse }> {
+  async function warm(
+    rel: string,
+    headers: Record<string, string> = {},
+  ): Promise<{ app: RawResponse | undefined; lane: RawResponse }> {
     let previous: RawResponse | undefined
     // Once the NAR is kept: the app reads the file (and keeps it), answers from the kept file (and
     // the lane keeps that answer), then the lane answers.
@@ -123,7 +133,10 @@ describe('hot responses', { timeout: 60_000 }, () => {
     assert.equal(line.cache, 'hit')
     assert.equal(line.upstream, upstream.url)
     // Bytes on the wire: the body and the status line and headers.
-    assert.ok(typeof line.bytes === 'number' && line.bytes > 1117 + 200 && line.bytes < 1117 + 1000, `bytes ${String(line.bytes)}`)
+    assert.ok(
+      typeof line.bytes === 'number' && line.bytes > 1117 + 200 && line.bytes < 1117 + 1000,
+      `bytes ${String(line.bytes)}`,
+    )
     const metrics = await (await fetch(`${unnar.url}/metrics`)).text()
     assert.match(metrics, /unnar_http_requests_total\{route="store",status="200"\} \d+/)
   })
@@ -193,7 +206,12 @@ describe('hot responses in subdomain mode', { timeout: 60_000 }, () => {
 describe('identical requests for a file of a cold NAR', { timeout: 60_000 }, () => {
   async function sharedAnswers(unnar: TestUnnar): Promise<number> {
     const text = await (await fetch(`${unnar.url}/metrics`)).text()
-    return Number(text.split('\n').find((l) => l.startsWith('unnar_shared_responses_total '))?.split(' ')[1] ?? NaN)
+    return Number(
+      text
+        .split('\n')
+        .find((l) => l.startsWith('unnar_shared_responses_total '))
+        ?.split(' ')[1] ?? NaN,
+    )
   }
 
   it('wait for the first one: a small file goes out in its bytes, a big one is read by each; one NAR download', async () => {
@@ -203,15 +221,27 @@ describe('identical requests for a file of a cold NAR', { timeout: 60_000 }, () 
     const unnar = await startUnnar([upstream.url], { UNNAR_VERIFY: 'stream' })
     try {
       const N = 10
-      const get = (rel: string, i: number, sent: () => void) => rawRequest(unnar.store(`${basicBase}/${rel}`), { headers: { 'X-Request-Id': `${path.basename(rel)}-${i}` }, sent })
+      const get = (rel: string, i: number, sent: () => void) =>
+        rawRequest(unnar.store(`${basicBase}/${rel}`), {
+          headers: { 'X-Request-Id': `${path.basename(rel)}-${i}` },
+          sent,
+        })
       // Every request has arrived before the NAR does.
-      const answers = await whileNarHeld(unnar, upstream, (sent) => [README, 'lib/libfoo.so.1.2'].flatMap((rel) => Array.from({ length: N }, (_, i) => get(rel, i, sent).then((res) => ({ rel, i, res })))))
+      const answers = await whileNarHeld(unnar, upstream, (sent) =>
+        [README, 'lib/libfoo.so.1.2'].flatMap((rel) =>
+          Array.from({ length: N }, (_, i) => get(rel, i, sent).then((res) => ({ rel, i, res }))),
+        ),
+      )
       for (const { rel, i, res } of answers) {
         assert.equal(res.status, 200)
         assert.equal(sha256(res.body), basic.entries[rel]!.sha256, rel)
         assert.equal(res.headers['x-request-id'], `${path.basename(rel)}-${i}`)
       }
-      assert.equal(await sharedAnswers(unnar), N - 1, 'all but the first README request got its bytes (libfoo is over 256 KiB)')
+      assert.equal(
+        await sharedAnswers(unnar),
+        N - 1,
+        'all but the first README request got its bytes (libfoo is over 256 KiB)',
+      )
       assert.equal(upstream.count(/\.nar(\.zst)?$/), 1)
     } finally {
       await unnar.stop()
@@ -223,14 +253,19 @@ describe('identical requests for a file of a cold NAR', { timeout: 60_000 }, () 
     const upstream = await startTestUpstream({ root: cacheDir('zstd') })
     const unnar = await startUnnar([upstream.url])
     try {
-      const answers = await whileNarHeld(unnar, upstream, (sent) => Array.from({ length: 10 }, () => rawRequest(unnar.store(`${basicBase}/${README}`), { sent })))
+      const answers = await whileNarHeld(unnar, upstream, (sent) =>
+        Array.from({ length: 10 }, () => rawRequest(unnar.store(`${basicBase}/${README}`), { sent })),
+      )
       for (const res of answers) {
         assert.equal(res.status, 200)
         assert.equal(sha256(res.body), basic.entries[README]!.sha256)
       }
       assert.equal(await sharedAnswers(unnar), 0)
       assert.equal(upstream.count(/\.nar(\.zst)?$/), 1)
-      await eventually(() => unnar.logs.filter((l) => l.msg === 'request' && l.verification === 'held').length === 10, 'ten answers held back')
+      await eventually(
+        () => unnar.logs.filter((l) => l.msg === 'request' && l.verification === 'held').length === 10,
+        'ten answers held back',
+      )
     } finally {
       await unnar.stop()
       await upstream.close()
@@ -254,10 +289,17 @@ describe('identical requests when the first client leaves', { timeout: 60_000 },
       await eventually(() => sent === 3, 'three identical requests sent')
       assert.equal((await rawRequest(`${unnar.url}/healthz`)).status, 200) // read after those three
       leaving.destroy()
-      await eventually(async () => (await metric(unnar, 'unnar_nar_download_waiters_total')) === 3, 'the three joining the download once the first client left')
+      await eventually(
+        async () => (await metric(unnar, 'unnar_nar_download_waiters_total')) === 3,
+        'the three joining the download once the first client left',
+      )
       // Time is the subject here: a download nobody reads is abandoned after a second (UNUSED_GRACE_MS).
       await elapse(1200)
-      assert.equal(upstream.requests.find((r) => NAR.test(r.path))?.aborted, undefined, 'the download was not abandoned')
+      assert.equal(
+        upstream.requests.find((r) => NAR.test(r.path))?.aborted,
+        undefined,
+        'the download was not abandoned',
+      )
       held.open()
       for (const res of await Promise.all(rest)) {
         assert.equal(res.status, 200)
@@ -276,14 +318,22 @@ describe('hot files in memory (UNNAR_MEMORY_CACHE_SIZE)', { timeout: 60_000 }, (
 
   async function cacheHits(unnar: TestUnnar): Promise<number> {
     const text = await (await fetch(`${unnar.url}/metrics`)).text()
-    return Number(text.split('\n').find((l) => l.startsWith('unnar_cache_hits_total '))?.split(' ')[1] ?? NaN)
+    return Number(
+      text
+        .split('\n')
+        .find((l) => l.startsWith('unnar_cache_hits_total '))
+        ?.split(' ')[1] ?? NaN,
+    )
   }
 
   /**
    * Asks for the 3 MB blob three times, then once more and for a range: how often those two opened
    * the cached NAR (a file in memory needs no NAR at all).
    */
-  async function narOpensWhenHot(env: Record<string, string>, expectHot: boolean): Promise<{ opens: number; body: Buffer; range: RawResponse }> {
+  async function narOpensWhenHot(
+    env: Record<string, string>,
+    expectHot: boolean,
+  ): Promise<{ opens: number; body: Buffer; range: RawResponse }> {
     const upstream = await startTestUpstream({ root: cacheDir('zstd') })
     const unnar = await startUnnar([upstream.url], env)
     try {

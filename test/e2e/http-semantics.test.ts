@@ -36,7 +36,8 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
     await unnar.stop()
     await upstream.close()
   })
-  const get = (rest: string, headers: Record<string, string> = {}, method = 'GET') => rawRequest(unnar.store(rest), { headers, method })
+  const get = (rest: string, headers: Record<string, string> = {}, method = 'GET') =>
+    rawRequest(unnar.store(rest), { headers, method })
 
   describe('Range', () => {
     const size = 3_000_000
@@ -79,7 +80,9 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
     it('serves a range of a NAR that is not cached yet, as the bytes arrive', async () => {
       const fresh = await startUnnar([upstream.url])
       try {
-        const res = await rawRequest(fresh.store(`${basicBase}/lib/libfoo.so.1.2`), { headers: { range: 'bytes=100-199' } })
+        const res = await rawRequest(fresh.store(`${basicBase}/lib/libfoo.so.1.2`), {
+          headers: { range: 'bytes=100-199' },
+        })
         assert.equal(res.status, 206)
         assert.equal(res.body.length, 100)
       } finally {
@@ -89,13 +92,21 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
 
     it('sends exactly the bytes asked for across read boundaries (64 KiB waits, 512 KiB reads), cached or downloading', async () => {
       const edges = [65536, 524288, 2 * 524288, 65536 + 524288]
-      const ranges = edges.flatMap((e) => [[e - 1, e], [e - 3, e + 2], [e, e + 1048576 * 1.5]]).concat([[1, size - 2]])
+      const ranges = edges
+        .flatMap((e) => [
+          [e - 1, e],
+          [e - 3, e + 2],
+          [e, e + 1048576 * 1.5],
+        ])
+        .concat([[1, size - 2]])
       const fresh = await startUnnar([upstream.url])
       try {
         for (const server of [unnar, fresh]) {
           for (const [start, end] of ranges as Array<[number, number]>) {
             const last = Math.min(end, size - 1)
-            const res = await rawRequest(server.store(`${basicBase}/lib/blob.bin`), { headers: { range: `bytes=${start}-${last}` } })
+            const res = await rawRequest(server.store(`${basicBase}/lib/blob.bin`), {
+              headers: { range: `bytes=${start}-${last}` },
+            })
             assert.equal(res.status, 206)
             assert.ok(res.body.equals(blob.subarray(start, last + 1)), `bytes=${start}-${last}`)
           }
@@ -111,16 +122,28 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
   })
 
   it('sends ?download as an attachment with an RFC 6266 name that keeps Unicode', async () => {
-    const res = await get(`m7b82dkimaq4aybdiry085zsnj9lc5fn-fixture-tricky-1/unicode/${encodeURIComponent('über café.txt')}?download`)
-    assert.equal(res.headers['content-disposition'], `attachment; filename="_ber caf_.txt"; filename*=UTF-8''%C3%BCber%20caf%C3%A9.txt`)
+    const res = await get(
+      `m7b82dkimaq4aybdiry085zsnj9lc5fn-fixture-tricky-1/unicode/${encodeURIComponent('über café.txt')}?download`,
+    )
+    assert.equal(
+      res.headers['content-disposition'],
+      `attachment; filename="_ber caf_.txt"; filename*=UTF-8''%C3%BCber%20caf%C3%A9.txt`,
+    )
     const named = await get(`${basicBase}/bin/hello?download=hello-${encodeURIComponent('ü')}.sh`)
-    assert.equal(named.headers['content-disposition'], `attachment; filename="hello-_.sh"; filename*=UTF-8''hello-%C3%BC.sh`)
+    assert.equal(
+      named.headers['content-disposition'],
+      `attachment; filename="hello-_.sh"; filename*=UTF-8''hello-%C3%BC.sh`,
+    )
     assert.equal(tricky.kind, 'tricky')
   })
 
   describe('compression', () => {
     const readme = basic.entries['share/doc/README']!
-    const decoders: Record<string, (b: Buffer) => Buffer> = { br: brotliDecompressSync, gzip: gunzipSync, zstd: (b) => Buffer.from(zstdDecompress(b)) }
+    const decoders: Record<string, (b: Buffer) => Buffer> = {
+      br: brotliDecompressSync,
+      gzip: gunzipSync,
+      zstd: (b) => Buffer.from(zstdDecompress(b)),
+    }
     for (const [encoding, decode] of Object.entries(decoders)) {
       it(`compresses text with ${encoding} for clients that accept it`, async () => {
         const res = await get(`${basicBase}/share/doc/README`, { 'accept-encoding': encoding })
@@ -156,7 +179,11 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
           [{ 'accept-encoding': 'br', 'if-none-match': brTag }, brTag, 'the same request again'],
           [{ 'accept-encoding': 'gzip', 'if-none-match': brTag }, gzipTag, 'a 200 would now be gzip'],
           [{ 'if-none-match': brTag }, plainTag, 'a 200 would now be uncompressed'],
-          [{ 'accept-encoding': 'br', range: 'bytes=0-9', 'if-none-match': brTag }, plainTag, 'a 200 would be an uncompressed 206'],
+          [
+            { 'accept-encoding': 'br', range: 'bytes=0-9', 'if-none-match': brTag },
+            plainTag,
+            'a 200 would be an uncompressed 206',
+          ],
         ]
         for (const [headers, tag, what] of cases) {
           const res = await get(file, headers)
@@ -165,7 +192,10 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
         }
       }
       const binary = await get(`${basicBase}/lib/blob.bin`, { 'accept-encoding': 'br' }, 'HEAD')
-      const revalidated = await get(`${basicBase}/lib/blob.bin`, { 'accept-encoding': 'br', 'if-none-match': binary.headers.etag! })
+      const revalidated = await get(`${basicBase}/lib/blob.bin`, {
+        'accept-encoding': 'br',
+        'if-none-match': binary.headers.etag!,
+      })
       assert.equal(revalidated.status, 304)
       assert.equal(revalidated.headers.etag, binary.headers.etag, 'a binary is never compressed')
     })
@@ -173,7 +203,9 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
     it('does not recompress archives or compress tiny files', async () => {
       const res = await get(`${siteBase}/archive/release.tar.gz`, { 'accept-encoding': 'gzip' })
       assert.equal(res.headers['content-encoding'], undefined, 'a .tar.gz is not recompressed')
-      const big = await get(`m7b82dkimaq4aybdiry085zsnj9lc5fn-fixture-tricky-1/many/f00001.txt`, { 'accept-encoding': 'gzip' })
+      const big = await get(`m7b82dkimaq4aybdiry085zsnj9lc5fn-fixture-tricky-1/many/f00001.txt`, {
+        'accept-encoding': 'gzip',
+      })
       assert.equal(big.headers['content-encoding'], undefined, 'under 1 KiB')
     })
 
@@ -275,7 +307,10 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
         const fresh = await startUnnar([upstream.url])
         try {
           const cold = await rawRequest(fresh.store(file) + query, { headers, method: method ?? 'GET' })
-          await eventually(async () => (await readdir(path.join(fresh.cacheDir, 'nar'))).some((n) => n.endsWith('.nar')), 'the NAR is committed')
+          await eventually(
+            async () => (await readdir(path.join(fresh.cacheDir, 'nar'))).some((n) => n.endsWith('.nar')),
+            'the NAR is committed',
+          )
           await rawRequest(fresh.store(file)) // now read from a verified NAR: the file becomes hot
           const hot = await rawRequest(fresh.store(file) + query, { headers, method: method ?? 'GET' })
           // Cold, the NAR is not verified yet: a compressed answer is streamed (its last byte held
@@ -306,9 +341,16 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
       const before = upstream.count(/^\/nar\//)
       const res = await rawRequest(fresh.store(`${siteBase}/index.html`), { headers: { 'if-none-match': etag } })
       assert.equal(res.status, 304)
-      assert.equal((await rawRequest(fresh.store(`${siteBase}/index.html`), { headers: { 'if-none-match': '*' } })).status, 304, 'If-None-Match: * (the file exists)')
+      assert.equal(
+        (await rawRequest(fresh.store(`${siteBase}/index.html`), { headers: { 'if-none-match': '*' } })).status,
+        304,
+        'If-None-Match: * (the file exists)',
+      )
       assert.equal(upstream.count(/^\/nar\//), before)
-      assert.equal((await rawRequest(fresh.store(`${siteBase}/index.html`), { headers: { 'if-none-match': '"other"' } })).status, 200)
+      assert.equal(
+        (await rawRequest(fresh.store(`${siteBase}/index.html`), { headers: { 'if-none-match': '"other"' } })).status,
+        200,
+      )
     } finally {
       await fresh.stop()
     }
@@ -319,16 +361,25 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
       const res = await rawRequest(`${unnar.url}${path}`, { headers: { accept: 'text/html' } })
       assert.match(String(res.headers['content-security-policy']), /^default-src 'none'; script-src 'self'/, path)
     }
-    const jump = await rawRequest(`${unnar.url}/?path=${encodeURIComponent(`/nix/store/${basicBase}/share/doc/index.html`)}`)
+    const jump = await rawRequest(
+      `${unnar.url}/?path=${encodeURIComponent(`/nix/store/${basicBase}/share/doc/index.html`)}`,
+    )
     assert.equal(jump.status, 302)
     assert.equal(jump.headers.location, `/nix/store/${basicBase}/share/doc/index.html`)
     assert.equal((await rawRequest(`${unnar.url}/?path=${basic.hash}`)).headers.location, `/nix/store/${basic.hash}/`)
     assert.equal((await rawRequest(`${unnar.url}/?path=nonsense`)).status, 400)
     // What the landing page's script accepts, without it: a .narinfo name, and URLs (already encoded).
-    const jumpTo = async (input: string) => (await rawRequest(`${unnar.url}/?path=${encodeURIComponent(input)}`)).headers.location
+    const jumpTo = async (input: string) =>
+      (await rawRequest(`${unnar.url}/?path=${encodeURIComponent(input)}`)).headers.location
     assert.equal(await jumpTo(`${basic.hash}.narinfo`), `/nix/store/${basic.hash}/`)
-    assert.equal(await jumpTo(` https://cache.example.org/nix/store/${basicBase}/share/doc/index.html `), `/nix/store/${basicBase}/share/doc/index.html`)
-    assert.equal(await jumpTo(`http://localhost:8383/nix/store/${basicBase}/a%20b/%C3%BC`), `/nix/store/${basicBase}/a%20b/%C3%BC`)
+    assert.equal(
+      await jumpTo(` https://cache.example.org/nix/store/${basicBase}/share/doc/index.html `),
+      `/nix/store/${basicBase}/share/doc/index.html`,
+    )
+    assert.equal(
+      await jumpTo(`http://localhost:8383/nix/store/${basicBase}/a%20b/%C3%BC`),
+      `/nix/store/${basicBase}/a%20b/%C3%BC`,
+    )
     assert.equal(await jumpTo(`/nix/store/${basicBase}/über`), `/nix/store/${basicBase}/%C3%BCber`)
     // A control character in the name is a client's mistake all the way through, never a 500.
     const nul = await rawRequest(`${unnar.url}/?path=${basic.hash}%00`)
@@ -340,7 +391,9 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
     // node's client always sends Host: speak HTTP/1.0 on a plain socket.
     const http10 = (urlPath: string) =>
       new Promise<string>((resolve, reject) => {
-        const socket = connect(Number(new URL(unnar.url).port), '127.0.0.1', () => socket.write(`GET ${urlPath} HTTP/1.0\r\n\r\n`))
+        const socket = connect(Number(new URL(unnar.url).port), '127.0.0.1', () =>
+          socket.write(`GET ${urlPath} HTTP/1.0\r\n\r\n`),
+        )
         let answer = ''
         socket.on('data', (chunk) => (answer += chunk.toString('latin1')))
         socket.on('close', () => resolve(answer.split('\r\n')[0]!))
@@ -386,7 +439,10 @@ describe('HTTP semantics', { timeout: 60_000 }, () => {
     })
 
     it('leaves other hosts to the normal routes', async () => {
-      assert.equal((await rawRequest(`${unnar.url}/healthz`, { headers: { host: 'nix.test' } })).body.toString(), 'OK\n')
+      assert.equal(
+        (await rawRequest(`${unnar.url}/healthz`, { headers: { host: 'nix.test' } })).body.toString(),
+        'OK\n',
+      )
     })
   })
 })

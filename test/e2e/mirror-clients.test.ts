@@ -47,7 +47,12 @@ async function tree(dir: string): Promise<{ files: Map<string, string>; dirs: Se
         dirs.add(child)
         await walk(child)
       } else if (entry.isFile()) {
-        files.set(child, createHash('sha256').update(await readFile(path.join(dir, child))).digest('hex'))
+        files.set(
+          child,
+          createHash('sha256')
+            .update(await readFile(path.join(dir, child)))
+            .digest('hex'),
+        )
       }
     }
   }
@@ -65,7 +70,10 @@ function assertSameFiles(got: Map<string, string>, expected: Map<string, string>
   assert.deepEqual(sorted(got), sorted(expected), what)
 }
 
-describe('directory clients walking listings (wget, rclone, lftp)', { skip: missing.length > 0 ? `not installed: ${missing.join(', ')}` : false, timeout: 300_000 }, () => {
+describe('directory clients walking listings (wget, rclone, lftp)', {
+  skip: missing.length > 0 ? `not installed: ${missing.join(', ')}` : false,
+  timeout: 300_000,
+}, () => {
   let work: string
   const upstreams: TestUpstream[] = []
   let unnar: TestUnnar
@@ -75,8 +83,14 @@ describe('directory clients walking listings (wget, rclone, lftp)', { skip: miss
   before(async () => {
     work = await mkdtemp(path.join(os.tmpdir(), 'unnar-mirror-'))
     upstreams.push(await startTestUpstream({ root: MIRROR_CACHE }), await startTestUpstream({ root: cacheDir('xz') }))
-    unnar = await startUnnar(upstreams.map((u) => u.url), { TRUSTED_PUBLIC_KEYS: '' })
-    for (const [base, cache] of [[MIRROR_TREE, MIRROR_CACHE], [TRICKY, cacheDir('xz')]] as const) {
+    unnar = await startUnnar(
+      upstreams.map((u) => u.url),
+      { TRUSTED_PUBLIC_KEYS: '' },
+    )
+    for (const [base, cache] of [
+      [MIRROR_TREE, MIRROR_CACHE],
+      [TRICKY, cacheDir('xz')],
+    ] as const) {
       const narInfo = await readFile(path.join(cache, `${base.slice(0, 32)}.narinfo`), 'utf8')
       const url = /^URL: (.*)$/m.exec(narInfo)![1]!
       const out = path.join(work, `restored-${base}`)
@@ -98,7 +112,8 @@ describe('directory clients walking listings (wget, rclone, lftp)', { skip: miss
     { base: TRICKY, sub: ['via'] },
     { base: TRICKY, sub: ['chain'] },
   ]
-  const urlOf = (base: string, sub: readonly string[]) => unnar.store([base, ...sub].map(encodeURIComponent).join('/') + '/')
+  const urlOf = (base: string, sub: readonly string[]) =>
+    unnar.store([base, ...sub].map(encodeURIComponent).join('/') + '/')
 
   for (const { base, sub } of TARGETS) {
     const what = [base.slice(33), ...sub].join('/')
@@ -108,16 +123,47 @@ describe('directory clients walking listings (wget, rclone, lftp)', { skip: miss
       const out = await mkdtemp(path.join(work, 'wget-'))
       const url = urlOf(base, sub)
       const cut = new URL(url).pathname.split('/').filter(Boolean).length
-      await run('wget', ['-q', '-r', '-np', '-nH', `--cut-dirs=${cut}`, '-e', 'robots=off', '-R', 'index.html*', '--restrict-file-names=nocontrol', '-P', out, url])
+      await run('wget', [
+        '-q',
+        '-r',
+        '-np',
+        '-nH',
+        `--cut-dirs=${cut}`,
+        '-e',
+        'robots=off',
+        '-R',
+        'index.html*',
+        '--restrict-file-names=nocontrol',
+        '-P',
+        out,
+        url,
+      ])
       const got = await tree(out)
       const want = await expected()
       assertSameFiles(got.files, new Map([...want.files].map(([rel, sha]) => [wgetName(rel), sha])), 'wget')
-      for (const dir of got.dirs) assert.ok(want.dirs.has(dir), `wget made a directory ${JSON.stringify(dir)} that is not in the store path`)
+      for (const dir of got.dirs)
+        assert.ok(want.dirs.has(dir), `wget made a directory ${JSON.stringify(dir)} that is not in the store path`)
       // Without -R, the listings themselves stay as index.html, and nothing else is fetched (no `?json`, no sort orders).
       const all = await mkdtemp(path.join(work, 'wget-all-'))
-      await run('wget', ['-q', '-r', '-np', '-nH', `--cut-dirs=${cut}`, '-e', 'robots=off', '--restrict-file-names=nocontrol', '-P', all, url])
+      await run('wget', [
+        '-q',
+        '-r',
+        '-np',
+        '-nH',
+        `--cut-dirs=${cut}`,
+        '-e',
+        'robots=off',
+        '--restrict-file-names=nocontrol',
+        '-P',
+        all,
+        url,
+      ])
       const extra = [...(await tree(all)).files.keys()].filter((rel) => !got.files.has(rel))
-      assert.deepEqual(extra.filter((rel) => path.posix.basename(rel) !== 'index.html'), [], 'wget fetched only the listings besides the files')
+      assert.deepEqual(
+        extra.filter((rel) => path.posix.basename(rel) !== 'index.html'),
+        [],
+        'wget fetched only the listings besides the files',
+      )
     })
 
     it(`rclone copies ${what} exactly, and lsf lists it`, async () => {
@@ -131,7 +177,11 @@ describe('directory clients walking listings (wget, rclone, lftp)', { skip: miss
       const { stdout } = await run('rclone', ['lsf', '-R', '--http-url', url, ':http:'], { env })
       // A newline in a name splits lsf's own line: compare the text as a whole.
       const listed = [...want.files.keys(), ...[...want.dirs].map((d) => `${d}/`)].sort()
-      assert.deepEqual(stdout.split('\n').filter(Boolean).sort(), listed.join('\n').split('\n').filter(Boolean).sort(), 'rclone lsf -R')
+      assert.deepEqual(
+        stdout.split('\n').filter(Boolean).sort(),
+        listed.join('\n').split('\n').filter(Boolean).sort(),
+        'rclone lsf -R',
+      )
     })
 
     it(`lftp mirrors ${what} exactly, and cls lists its entries`, async () => {
@@ -141,10 +191,17 @@ describe('directory clients walking listings (wget, rclone, lftp)', { skip: miss
       const got = await tree(out)
       const want = await expected()
       assertSameFiles(got.files, want.files, 'lftp mirror')
-      for (const dir of got.dirs) assert.ok(want.dirs.has(dir), `lftp made a directory ${JSON.stringify(dir)} that is not in the store path`)
+      for (const dir of got.dirs)
+        assert.ok(want.dirs.has(dir), `lftp made a directory ${JSON.stringify(dir)} that is not in the store path`)
       const { stdout } = await run('lftp', ['-c', `open ${url}; cls -1`])
-      const top = [...(await readdir(path.join(restored.get(base)!, ...sub), { withFileTypes: true }))].filter((e) => !e.isSymbolicLink()).map((e) => e.name + (e.isDirectory() ? '/' : ''))
-      assert.deepEqual(stdout.split('\n').filter(Boolean).sort(), top.join('\n').split('\n').filter(Boolean).sort(), 'lftp cls')
+      const top = [...(await readdir(path.join(restored.get(base)!, ...sub), { withFileTypes: true }))]
+        .filter((e) => !e.isSymbolicLink())
+        .map((e) => e.name + (e.isDirectory() ? '/' : ''))
+      assert.deepEqual(
+        stdout.split('\n').filter(Boolean).sort(),
+        top.join('\n').split('\n').filter(Boolean).sort(),
+        'lftp cls',
+      )
     })
   }
 })

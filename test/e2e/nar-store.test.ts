@@ -68,9 +68,14 @@ describe('the NAR store', { timeout: 120_000 }, () => {
   it('shares one upstream download among 50 concurrent requests for different files', async () => {
     const u = await upstreamFor()
     const unnar = await unnarFor(u)
-    const files = Object.entries(tricky.entries).filter(([, e]) => e.type === 'regular').slice(0, 50)
+    const files = Object.entries(tricky.entries)
+      .filter(([, e]) => e.type === 'regular')
+      .slice(0, 50)
     const shas = await Promise.all(files.map(([rel]) => fetchSha(unnar.store(`${trickyBase}/${encodeRel(rel)}`))))
-    assert.deepEqual(shas, files.map(([, e]) => e.sha256))
+    assert.deepEqual(
+      shas,
+      files.map(([, e]) => e.sha256),
+    )
     assert.equal(u.count(NAR), 1)
     assert.equal(u.count(`/${tricky.hash}.narinfo`), 1, 'concurrent lookups share one narinfo request')
   })
@@ -113,7 +118,10 @@ describe('the NAR store', { timeout: 120_000 }, () => {
     await assert.rejects(res.arrayBuffer(), 'the body must not look complete')
     await eventually(() => unnar.logs.some((l) => l.msg === 'NAR download failed'), 'the failure is logged')
     assert.deepEqual(await cachedNars(unnar.cacheDir), [])
-    await eventually(async () => (await readdir(path.join(unnar.cacheDir, 'tmp'))).length === 0, 'no temp file is left behind')
+    await eventually(
+      async () => (await readdir(path.join(unnar.cacheDir, 'tmp'))).length === 0,
+      'no temp file is left behind',
+    )
     u.clearFaults()
     assert.equal(await fetchSha(unnar.store(`${basicBase}/lib/blob.bin`)), basic.entries['lib/blob.bin']!.sha256)
     assert.equal(u.count(NAR), 2)
@@ -152,7 +160,10 @@ describe('the NAR store', { timeout: 120_000 }, () => {
     for (let i = 1; i <= 2; i++) {
       const res = await fetch(unnar.store(`${basicBase}/bin/hello`))
       await res.arrayBuffer().catch(() => undefined)
-      await eventually(() => unnar.logs.filter((l) => l.msg === 'NAR download failed').length === i, `download ${i} fails`)
+      await eventually(
+        () => unnar.logs.filter((l) => l.msg === 'NAR download failed').length === i,
+        `download ${i} fails`,
+      )
     }
     assert.equal(u.count(NAR), 2)
   })
@@ -176,7 +187,8 @@ describe('the NAR store', { timeout: 120_000 }, () => {
     const unnar = await unnarFor(u, { UNNAR_CACHE_SIZE: String(bound), UNNAR_MAX_NAR_SIZE: '4M' })
     const used = async () => {
       let total = 0
-      for (const name of await cachedNars(unnar.cacheDir)) total += (await stat(path.join(unnar.cacheDir, 'nar', name))).size
+      for (const name of await cachedNars(unnar.cacheDir))
+        total += (await stat(path.join(unnar.cacheDir, 'nar', name))).size
       return total
     }
     const siteFile = `${site.hash}-${site.name}/index.html`
@@ -200,14 +212,20 @@ describe('the NAR store', { timeout: 120_000 }, () => {
     const u = await upstreamFor()
     const unnar = await unnarFor(u, { UNNAR_MAX_NAR_SIZE: '1M' })
     assert.equal(await fetchSha(unnar.store(`${basicBase}/lib/blob.bin`)), basic.entries['lib/blob.bin']!.sha256)
-    await eventually(async () => (await readdir(path.join(unnar.cacheDir, 'tmp'))).length === 0, 'the temp file is removed')
+    await eventually(
+      async () => (await readdir(path.join(unnar.cacheDir, 'tmp'))).length === 0,
+      'the temp file is removed',
+    )
     assert.deepEqual(await cachedNars(unnar.cacheDir), [])
   })
 
   it('keeps serving straight from the upstream when the cache directory is unusable', async () => {
     const u = await upstreamFor()
     const unnar = await unnarFor(u, { UNNAR_CACHE_DIR: '/dev/null/unnar-cannot-exist' })
-    assert.equal(await fetchSha(unnar.store(`${basicBase}/lib/libfoo.so.1.2`)), basic.entries['lib/libfoo.so.1.2']!.sha256)
+    assert.equal(
+      await fetchSha(unnar.store(`${basicBase}/lib/libfoo.so.1.2`)),
+      basic.entries['lib/libfoo.so.1.2']!.sha256,
+    )
     assert.equal(await fetchSha(unnar.store(`${basicBase}/bin/hello`)), basic.entries['bin/hello']!.sha256)
     assert.ok(unnar.logs.some((l) => l.level === 'error' && /cache directory/.test(String(l.msg))))
   })
@@ -230,9 +248,16 @@ describe('the NAR store', { timeout: 120_000 }, () => {
     assert.equal(await fetchSha(unnar.store(`${basicBase}/lib/blob.bin`)), basic.entries['lib/blob.bin']!.sha256)
     assert.ok(unnar.logs.some((l) => /not enough free space/.test(String(l.msg))))
     // A NAR that fits is still cached.
-    assert.equal(await fetchSha(unnar.store(`${trickyBase}/chain/target.txt`)), tricky.entries['chain/target.txt']!.sha256)
+    assert.equal(
+      await fetchSha(unnar.store(`${trickyBase}/chain/target.txt`)),
+      tricky.entries['chain/target.txt']!.sha256,
+    )
     await eventually(async () => (await cachedNars(dir)).length === 1, 'the small NAR is cached')
-    assert.deepEqual(await readdir(path.join(dir, 'tmp')), [], 'the temp file opened beside the failed free-space check is gone')
+    assert.deepEqual(
+      await readdir(path.join(dir, 'tmp')),
+      [],
+      'the temp file opened beside the failed free-space check is gone',
+    )
   })
 
   it('recovers from kill -9 in the middle of a download: no partial entry is ever used', async () => {
@@ -240,9 +265,25 @@ describe('the NAR store', { timeout: 120_000 }, () => {
     u.setFault(NAR, { kind: 'throttle', bytesPerSecond: 500_000 })
     const dir = await mkdtemp(path.join(os.tmpdir(), 'unnar-crash-'))
     cleanups.push(() => rm(dir, { recursive: true, force: true }))
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', '--port', '0', '--listen', '127.0.0.1:0', '--upstream', u.url, '--cache-dir', dir], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    })
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'src/main.ts',
+        '--port',
+        '0',
+        '--listen',
+        '127.0.0.1:0',
+        '--upstream',
+        u.url,
+        '--cache-dir',
+        dir,
+      ],
+      {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    )
     let stderr = ''
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
     await eventually(() => /unnar listening/.test(stderr), 'the child starts', 20_000)

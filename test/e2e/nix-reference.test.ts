@@ -9,20 +9,29 @@ import { encodeRel, startUnnar, type TestUnnar } from '../helpers/unnar.js'
 
 const run = promisify(execFile)
 const NIX_ENV = { ...process.env, NIX_CONFIG: 'experimental-features = nix-command\nsubstituters =' }
-const hasNix = await run('nix', ['--version'], { env: NIX_ENV }).then(() => true, () => false)
+const hasNix = await run('nix', ['--version'], { env: NIX_ENV }).then(
+  () => true,
+  () => false,
+)
 
 /** A spread of files: every regular file of the small paths, and a sample of the 1500-file directory. */
 function sampleFiles(): Array<{ storePath: string; base: string; rel: string }> {
   const out: Array<{ storePath: string; base: string; rel: string }> = []
   for (const fixture of loadFixturePaths()) {
-    const regular = Object.entries(fixture.entries).filter(([, e]) => e.type === 'regular').map(([rel]) => rel)
-    const picked = regular.length > 40 ? regular.filter((_, i) => i % 100 === 0 || !regular[i]!.startsWith('many/')) : regular
+    const regular = Object.entries(fixture.entries)
+      .filter(([, e]) => e.type === 'regular')
+      .map(([rel]) => rel)
+    const picked =
+      regular.length > 40 ? regular.filter((_, i) => i % 100 === 0 || !regular[i]!.startsWith('many/')) : regular
     for (const rel of picked) out.push({ storePath: fixture.storePath, base: `${fixture.hash}-${fixture.name}`, rel })
   }
   return out
 }
 
-describe('byte-for-byte agreement with nix store cat', { timeout: 180_000, skip: hasNix ? false : 'nix-bin is not installed (.ci/run installs it)' }, () => {
+describe('byte-for-byte agreement with nix store cat', {
+  timeout: 180_000,
+  skip: hasNix ? false : 'nix-bin is not installed (.ci/run installs it)',
+}, () => {
   for (const compression of COMPRESSIONS) {
     describe(`the ${compression} cache`, () => {
       let unnar: TestUnnar

@@ -61,7 +61,10 @@ describe('operations', { timeout: 120_000 }, () => {
     await eventually(() => unnar.narStore.entries === 1, 'the NAR committed')
     const second = await fetch(unnar.store(`${basicBase}/${BLOB}`))
     await second.arrayBuffer()
-    await eventually(async () => sample(await metricsText(unnar.url), 'unnar_cache_hits_total') !== 0, 'the hit counted')
+    await eventually(
+      async () => sample(await metricsText(unnar.url), 'unnar_cache_hits_total') !== 0,
+      'the hit counted',
+    )
 
     const text = await metricsText(unnar.url)
     assert.equal(sample(text, 'unnar_cache_misses_total'), 1)
@@ -75,14 +78,19 @@ describe('operations', { timeout: 120_000 }, () => {
     assert.ok(sample(text, 'unnar_http_response_bytes_total', '{route="store"}')! >= 2 * basic.entries[BLOB]!.size!)
     assert.match(text, /unnar_upstream_healthy\{upstream="[^"]+"\} 1/)
     assert.match(text, /unnar_process_resident_memory_bytes \d+/)
-    assert.match(text, /unnar_upstream_requests_total\{upstream="http:\/\/127\.0\.0\.1:\d+\/?",kind="narinfo",status="ok"\} 1/)
+    assert.match(
+      text,
+      /unnar_upstream_requests_total\{upstream="http:\/\/127\.0\.0\.1:\d+\/?",kind="narinfo",status="ok"\} 1/,
+    )
     assert.match(text, /unnar_upstream_requests_total\{upstream="[^"]+",kind="nar",status="ok"\} 1/)
     assert.match(text, /unnar_upstream_request_duration_seconds_count\{upstream="[^"]+",kind="nar"\} 1/)
   })
 
   it('counts narinfos rejected for want of a trusted signature, and upstream errors by kind', async () => {
     const upstream = await upstreamFor()
-    const unnar = await unnarFor([upstream.url], { TRUSTED_PUBLIC_KEYS: 'other-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=' })
+    const unnar = await unnarFor([upstream.url], {
+      TRUSTED_PUBLIC_KEYS: 'other-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=',
+    })
     // The app fixture is input-addressed (the others are content-addressed, which Nix trusts unsigned).
     const app = fixturePath('app')
     assert.equal((await fetch(unnar.store(`${app.hash}-${app.name}/bin/uses-dep`))).status, 502)
@@ -99,7 +107,11 @@ describe('operations', { timeout: 120_000 }, () => {
     assert.ok(separate.metricsUrl !== undefined)
     assert.equal((await fetch(`${separate.url}/metrics`)).status, 404)
     assert.match(await metricsText(separate.metricsUrl), /unnar_http_requests_total/)
-    assert.equal((await fetch(`${separate.metricsUrl}/nix/store/${basicBase}/`)).status, 404, 'the metrics listener serves nothing else')
+    assert.equal(
+      (await fetch(`${separate.metricsUrl}/nix/store/${basicBase}/`)).status,
+      404,
+      'the metrics listener serves nothing else',
+    )
     const off = await unnarFor([upstream.url], { UNNAR_METRICS_ADDR: 'off' })
     assert.equal((await fetch(`${off.url}/metrics`)).status, 404)
   })
@@ -139,7 +151,10 @@ describe('operations', { timeout: 120_000 }, () => {
     await (await fetch(unnar.store(`${basicBase}/${BLOB}`))).arrayBuffer()
     const exposed = `${await metricsText(unnar.url)}${await (await fetch(`${unnar.url}/api/upstreams`)).text()}`
     assert.ok(exposed.includes('unnar_upstream_requests_total{upstream="http://127.0.0.1'), 'the upstream is labelled')
-    assert.ok(!exposed.includes('pw-secret') && !exposed.includes('user:'), 'no credentials in metrics or /api/upstreams')
+    assert.ok(
+      !exposed.includes('pw-secret') && !exposed.includes('user:'),
+      'no credentials in metrics or /api/upstreams',
+    )
     assert.match(JSON.stringify(start.config), /"maxDownloads":8/)
   })
 
@@ -161,9 +176,13 @@ describe('operations', { timeout: 120_000 }, () => {
     const upstream = await upstreamFor()
     upstream.setFault(NAR, { kind: 'throttle', bytesPerSecond: 1_000_000 })
     const unnar = await unnarFor([upstream.url], { UNNAR_MAX_DOWNLOADS: '1' })
-    const blob = fetch(unnar.store(`${basicBase}/${BLOB}`)).then(async (r) => [r.status, await sha256Hex(await r.arrayBuffer())] as const)
+    const blob = fetch(unnar.store(`${basicBase}/${BLOB}`)).then(
+      async (r) => [r.status, await sha256Hex(await r.arrayBuffer())] as const,
+    )
     await eventually(() => unnar.narStore.downloads.active === 1, 'the first download running')
-    const other = fetch(unnar.store(`${site.hash}-${site.name}/docs/guide.md`)).then(async (r) => [r.status, await sha256Hex(await r.arrayBuffer())] as const)
+    const other = fetch(unnar.store(`${site.hash}-${site.name}/docs/guide.md`)).then(
+      async (r) => [r.status, await sha256Hex(await r.arrayBuffer())] as const,
+    )
     await eventually(() => unnar.narStore.downloads.queued === 1, 'the second download queued')
     assert.equal(sample(await metricsText(unnar.url), 'unnar_nar_downloads_queued'), 1)
     assert.equal(upstream.count(NAR), 1, 'the queued download has not started')
@@ -203,10 +222,12 @@ describe('operations', { timeout: 120_000 }, () => {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 2 })
     const get = (a: http.Agent | false) =>
       new Promise<number>((resolve, reject) => {
-        http.get(`${unnar.url}/healthz`, { agent: a }, (res) => {
-          res.resume()
-          res.on('end', () => resolve(res.statusCode ?? 0))
-        }).on('error', reject)
+        http
+          .get(`${unnar.url}/healthz`, { agent: a }, (res) => {
+            res.resume()
+            res.on('end', () => resolve(res.statusCode ?? 0))
+          })
+          .on('error', reject)
       })
     assert.deepEqual(await Promise.all([get(agent), get(agent)]), [200, 200])
     await assert.rejects(get(false), /ECONNRESET|socket hang up/)
@@ -219,7 +240,10 @@ describe('operations', { timeout: 120_000 }, () => {
     cleanups.push(() => rm(dir, { recursive: true, force: true }))
     const socketPath = path.join(dir, 'unnar.sock')
     // A socket file nobody listens on any more, as a killed process leaves it.
-    const killed = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(socketPath)}, () => process.kill(process.pid, 'SIGKILL'))`])
+    const killed = spawn(process.execPath, [
+      '-e',
+      `require('net').createServer().listen(${JSON.stringify(socketPath)}, () => process.kill(process.pid, 'SIGKILL'))`,
+    ])
     await new Promise((resolve) => killed.on('exit', resolve))
     assert.ok((await stat(socketPath)).isSocket())
     const unnar = await unnarFor([upstream.url], { UNNAR_SOCKET: socketPath })
@@ -238,7 +262,9 @@ describe('operations', { timeout: 120_000 }, () => {
 
   it('listens on IPv6', async (t) => {
     const upstream = await upstreamFor()
-    const v6 = Object.values(os.networkInterfaces()).flat().some((i) => i?.address === '::1')
+    const v6 = Object.values(os.networkInterfaces())
+      .flat()
+      .some((i) => i?.address === '::1')
     if (!v6) return t.skip('no IPv6 loopback on this machine')
     const unnar = await unnarFor([upstream.url], { HTTP_ADDR: '[::1]:0' })
     assert.match(unnar.url, /^http:\/\/\[::1\]:\d+$/)
@@ -250,7 +276,9 @@ describe('operations', { timeout: 120_000 }, () => {
     upstream.setFault(NAR, { kind: 'throttle', bytesPerSecond: 2_000_000 })
     const unnar = await startUnnar([upstream.url], { UNNAR_SHUTDOWN_TIMEOUT: '30' })
     cleanups.push(() => rm(unnar.cacheDir, { recursive: true, force: true }))
-    const inFlight = fetch(unnar.store(`${basicBase}/${BLOB}`)).then(async (r) => [r.status, await sha256Hex(await r.arrayBuffer())] as const)
+    const inFlight = fetch(unnar.store(`${basicBase}/${BLOB}`)).then(
+      async (r) => [r.status, await sha256Hex(await r.arrayBuffer())] as const,
+    )
     await eventually(() => unnar.narStore.downloads.active === 1, 'the download running')
     const stopped = unnar.shutdown()
     await assert.rejects(fetch(`${unnar.url}/healthz`), 'no new connections')
@@ -282,9 +310,13 @@ describe('operations', { timeout: 120_000 }, () => {
     const upstream = await upstreamFor()
     const dir = await mkdtemp(path.join(os.tmpdir(), 'unnar-sigterm-'))
     cleanups.push(() => rm(dir, { recursive: true, force: true }))
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', '--listen', '127.0.0.1:0', '--upstream', upstream.url, '--cache-dir', dir], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    })
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', 'src/main.ts', '--listen', '127.0.0.1:0', '--upstream', upstream.url, '--cache-dir', dir],
+      {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    )
     let stderr = ''
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
     await eventually(() => /"unnar listening"/.test(stderr), 'the start line', 30_000)

@@ -55,7 +55,11 @@ describe('paths inside a store path', { timeout: 60_000 }, () => {
   })
 
   it('answers 404 for a store path no upstream has, naming the upstreams', async () => {
-    await expectStatus('0000000000000000000000000000000a-absent/x', 404, new RegExp(`not in any upstream \\(${upstream.url}\\)`))
+    await expectStatus(
+      '0000000000000000000000000000000a-absent/x',
+      404,
+      new RegExp(`not in any upstream \\(${upstream.url}\\)`),
+    )
   })
 
   it('answers 404 for a missing file, from the listing alone', async () => {
@@ -91,7 +95,15 @@ describe('paths inside a store path', { timeout: 60_000 }, () => {
   })
 
   it('serves names that need percent-encoding, encoded the way a browser does', async () => {
-    for (const rel of ['unicode/über café.txt', 'unicode/日本語.txt', 'names/hash#sign.txt', 'names/question?.txt', 'names/percent%20.txt', 'names/with space.txt', 'names/plus+sign.txt']) {
+    for (const rel of [
+      'unicode/über café.txt',
+      'unicode/日本語.txt',
+      'names/hash#sign.txt',
+      'names/question?.txt',
+      'names/percent%20.txt',
+      'names/with space.txt',
+      'names/plus+sign.txt',
+    ]) {
       const url = new URL(`${unnar.url}/nix/store/${trickyBase}/`)
       url.pathname += rel.split('/').map(encodeURIComponent).join('/')
       const res = await fetch(url)
@@ -184,4 +196,3 @@ describe('paths inside a store path', { timeout: 60_000 }, () => {
     assert.match(await curl.text(), /^404 Not Found: /)
   })
 })
-

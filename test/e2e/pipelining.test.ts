@@ -50,7 +50,11 @@ describe('hang-ups', () => {
   it('a connection closed with a pipelined request still queued lets go of its NAR (evicted, unlinked, no descriptor left)', async () => {
     assert.ok(basic.entries['lib/blob.bin']!.size! > 1_000_000)
     // Room for the basic NAR only: fetching another path evicts it.
-    const unnar = await startUnnar([`file://${cacheDir('none')}`], { UNNAR_CACHE_SIZE: '3500000', UNNAR_MAX_NAR_SIZE: '3400000', UNNAR_MEMORY_CACHE_SIZE: '0' })
+    const unnar = await startUnnar([`file://${cacheDir('none')}`], {
+      UNNAR_CACHE_SIZE: '3500000',
+      UNNAR_MAX_NAR_SIZE: '3400000',
+      UNNAR_MEMORY_CACHE_SIZE: '0',
+    })
     try {
       const port = Number(new URL(unnar.url).port)
       await (await fetch(unnar.url + BLOB)).arrayBuffer()
@@ -60,7 +64,9 @@ describe('hang-ups', () => {
       const nars = async () => (await readdir(`${unnar.cacheDir}/nar`)).filter((name) => name.endsWith('.nar'))
       await eventually(async () => (await nars()).length === 1, 'the evicted NAR to be unlinked')
       assert.equal(unnar.narStore.entries, 1)
-      const fds = await Promise.all((await readdir('/proc/self/fd')).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')))
+      const fds = await Promise.all(
+        (await readdir('/proc/self/fd')).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')),
+      )
       assert.deepEqual(
         fds.filter((target) => target.startsWith(unnar.cacheDir) && target.includes(' (deleted)')),
         [],
@@ -77,7 +83,11 @@ describe('hang-ups', () => {
     const upstream = await startTestUpstream({ root: cacheDir('none') })
     const held = gate()
     upstream.setFault(/\.nar$/, { kind: 'hold', until: held.opened })
-    const unnar = await startUnnar([upstream.url], { UNNAR_CACHE_SIZE: '3500000', UNNAR_MAX_NAR_SIZE: '3400000', UNNAR_MEMORY_CACHE_SIZE: '0' })
+    const unnar = await startUnnar([upstream.url], {
+      UNNAR_CACHE_SIZE: '3500000',
+      UNNAR_MAX_NAR_SIZE: '3400000',
+      UNNAR_MEMORY_CACHE_SIZE: '0',
+    })
     try {
       const port = Number(new URL(unnar.url).port)
       // Without Accept-Encoding, like the raw requests below: the same request.
@@ -92,10 +102,21 @@ describe('hang-ups', () => {
       held.open()
       assert.equal((await first).length, basic.entries['lib/blob.bin']!.size)
       await (await fetch(`${unnar.url}/nix/store/${tricky.hash}-${tricky.name}/chain/target.txt`)).arrayBuffer() // evicts basic's NAR
-      await eventually(async () => (await readdir(`${unnar.cacheDir}/nar`)).filter((name) => name.endsWith('.nar')).length === 1, 'the evicted NAR to be unlinked')
-      const fds = await Promise.all((await readdir('/proc/self/fd')).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')))
-      assert.deepEqual(fds.filter((target) => target.startsWith(unnar.cacheDir) && target.includes(' (deleted)')), [])
-      await eventually(() => unnar.logs.filter((l) => l.msg === 'request' && l.path === BLOB && l.aborted === true).length === 2, 'both logged as aborted')
+      await eventually(
+        async () => (await readdir(`${unnar.cacheDir}/nar`)).filter((name) => name.endsWith('.nar')).length === 1,
+        'the evicted NAR to be unlinked',
+      )
+      const fds = await Promise.all(
+        (await readdir('/proc/self/fd')).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')),
+      )
+      assert.deepEqual(
+        fds.filter((target) => target.startsWith(unnar.cacheDir) && target.includes(' (deleted)')),
+        [],
+      )
+      await eventually(
+        () => unnar.logs.filter((l) => l.msg === 'request' && l.path === BLOB && l.aborted === true).length === 2,
+        'both logged as aborted',
+      )
     } finally {
       await unnar.stop()
       await upstream.close()

@@ -18,12 +18,26 @@ interface S3rverInstance {
   run(): Promise<AddressInfo>
   close(): Promise<void>
 }
-type S3rverConstructor = new (options: { address: string; port: number; silent: boolean; directory: string }) => S3rverInstance
+type S3rverConstructor = new (options: {
+  address: string
+  port: number
+  silent: boolean
+  directory: string
+}) => S3rverInstance
 const S3rver = createRequire(import.meta.url)('s3rver') as S3rverConstructor
 
 /** s3rver knows only this access key id (it checks the id, not the SigV4 signature itself). */
 const S3RVER_KEY = 'S3RVER'
-const AWS_ENV = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_PROFILE', 'AWS_REGION', 'AWS_CONFIG_FILE', 'AWS_SHARED_CREDENTIALS_FILE', 'AWS_EC2_METADATA_DISABLED']
+const AWS_ENV = [
+  'AWS_ACCESS_KEY_ID',
+  'AWS_SECRET_ACCESS_KEY',
+  'AWS_SESSION_TOKEN',
+  'AWS_PROFILE',
+  'AWS_REGION',
+  'AWS_CONFIG_FILE',
+  'AWS_SHARED_CREDENTIALS_FILE',
+  'AWS_EC2_METADATA_DISABLED',
+]
 
 /** Sets AWS_* variables for the duration of a test group; `undefined` removes one. Returns the restorer. */
 function setAwsEnv(values: Record<string, string | undefined>): () => void {
@@ -61,11 +75,18 @@ describe('parseS3Url', () => {
     const loc = parseS3Url('s3://my-cache')
     assert.deepEqual(
       { ...loc },
-      { bucket: 'my-cache', region: 'us-east-1', endpoint: undefined, profile: undefined, forcePathStyle: false, name: 's3://my-cache' },
+      {
+        bucket: 'my-cache',
+        region: 'us-east-1',
+        endpoint: undefined,
+        profile: undefined,
+        forcePathStyle: false,
+        name: 's3://my-cache',
+      },
     )
   })
 
-  it('reads region (and 2.8\'s aws-region alias) and profile', () => {
+  it("reads region (and 2.8's aws-region alias) and profile", () => {
     const loc = parseS3Url('s3://my-cache?region=eu-west-1&profile=cache-reader')
     assert.equal(loc.region, 'eu-west-1')
     assert.equal(loc.profile, 'cache-reader')
@@ -84,8 +105,14 @@ describe('parseS3Url', () => {
 
   it('takes a full endpoint URL', () => {
     assert.equal(parseS3Url('s3://nix?endpoint=https://minio.example.com').endpoint, 'https://minio.example.com')
-    assert.equal(parseS3Url('s3://nix?endpoint=http://minio.example.com:9000/').endpoint, 'http://minio.example.com:9000')
-    assert.equal(parseS3Url('s3://nix?endpoint=http://minio.example.com&scheme=http').endpoint, 'http://minio.example.com')
+    assert.equal(
+      parseS3Url('s3://nix?endpoint=http://minio.example.com:9000/').endpoint,
+      'http://minio.example.com:9000',
+    )
+    assert.equal(
+      parseS3Url('s3://nix?endpoint=http://minio.example.com&scheme=http').endpoint,
+      'http://minio.example.com',
+    )
     assert.equal(parseS3Url('s3://nix?endpoint=https%3A%2F%2Fr2.example.com').endpoint, 'https://r2.example.com')
   })
 
@@ -96,7 +123,9 @@ describe('parseS3Url', () => {
   })
 
   it('ignores the write-side and priority parameters of Nix stores, and leaves them out of the name', () => {
-    const loc = parseS3Url('s3://nix?priority=30&want-mass-query=true&ls-compression=br&secret-key=/etc/nix/key&region=eu-north-1')
+    const loc = parseS3Url(
+      's3://nix?priority=30&want-mass-query=true&ls-compression=br&secret-key=/etc/nix/key&region=eu-north-1',
+    )
     assert.equal(loc.region, 'eu-north-1')
     assert.equal(loc.name, 's3://nix?region=eu-north-1')
   })
@@ -123,13 +152,19 @@ describe('parseS3Url', () => {
   ]
   for (const [url, pattern] of bad) {
     it(`refuses ${url}`, () => {
-      assert.throws(() => parseS3Url(url), (err: unknown) => err instanceof TypeError && pattern.test(err.message))
+      assert.throws(
+        () => parseS3Url(url),
+        (err: unknown) => err instanceof TypeError && pattern.test(err.message),
+      )
     })
   }
 
   it('is what createUpstream builds for s3://, and never shows credentials in its name', async () => {
     const { createUpstream } = await import('../../src/upstream/create-upstream.js')
-    const upstream = createUpstream('s3://nix?endpoint=127.0.0.1:9000&scheme=http', { timeoutMs: 1000, userAgent: 'test' })
+    const upstream = createUpstream('s3://nix?endpoint=127.0.0.1:9000&scheme=http', {
+      timeoutMs: 1000,
+      userAgent: 'test',
+    })
     assert.ok(upstream instanceof S3Upstream)
     assert.equal(upstream.name, 's3://nix?endpoint=127.0.0.1:9000&scheme=http')
     upstream.destroy()
@@ -144,17 +179,26 @@ describe('S3Upstream against a fake S3 endpoint', { timeout: 30_000 }, () => {
   let restoreEnv: () => void
   const upstreams: S3Upstream[] = []
   const upstream = (timeoutMs = 2000) => {
-    const u = new S3Upstream(new URL(`s3://bucket?endpoint=127.0.0.1:${port}&scheme=http`), { timeoutMs, userAgent: 'unnar-test' })
+    const u = new S3Upstream(new URL(`s3://bucket?endpoint=127.0.0.1:${port}&scheme=http`), {
+      timeoutMs,
+      userAgent: 'unnar-test',
+    })
     upstreams.push(u)
     return u
   }
   const s3Error = (status: number, code: string) => (_req: http.IncomingMessage, res: http.ServerResponse) => {
     res.writeHead(status, { 'content-type': 'application/xml' })
-    res.end(`<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${code} message</Message><RequestId>1</RequestId></Error>`)
+    res.end(
+      `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${code} message</Message><RequestId>1</RequestId></Error>`,
+    )
   }
 
   before(async () => {
-    restoreEnv = setAwsEnv({ AWS_ACCESS_KEY_ID: 'AKIDTEST', AWS_SECRET_ACCESS_KEY: 'secret-test', AWS_EC2_METADATA_DISABLED: 'true' })
+    restoreEnv = setAwsEnv({
+      AWS_ACCESS_KEY_ID: 'AKIDTEST',
+      AWS_SECRET_ACCESS_KEY: 'secret-test',
+      AWS_EC2_METADATA_DISABLED: 'true',
+    })
     server = http.createServer((req, res) => handler(req, res))
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
     port = (server.address() as AddressInfo).port
@@ -172,7 +216,11 @@ describe('S3Upstream against a fake S3 endpoint', { timeout: 30_000 }, () => {
     handler = (req, res) => {
       seen = req.headers
       seenUrl = req.url ?? ''
-      res.writeHead(200, { 'content-length': '5', 'content-encoding': 'ZSTD ', 'content-type': 'application/octet-stream' })
+      res.writeHead(200, {
+        'content-length': '5',
+        'content-encoding': 'ZSTD ',
+        'content-type': 'application/octet-stream',
+      })
       res.end('hello')
     }
     const res = await upstream().get('nar/abc.nar.xz')
@@ -181,12 +229,21 @@ describe('S3Upstream against a fake S3 endpoint', { timeout: 30_000 }, () => {
     assert.equal(res.contentEncoding, 'zstd')
     assert.equal((await readAll(res)).toString(), 'hello')
     assert.match(seenUrl, /^\/bucket\/nar\/abc\.nar\.xz(\?|$)/)
-    assert.match(String(seen.authorization), /^AWS4-HMAC-SHA256 Credential=AKIDTEST\/\d{8}\/us-east-1\/s3\/aws4_request/)
+    assert.match(
+      String(seen.authorization),
+      /^AWS4-HMAC-SHA256 Credential=AKIDTEST\/\d{8}\/us-east-1\/s3\/aws4_request/,
+    )
     assert.ok(!String(seen.authorization).includes('secret-test'))
     assert.match(String(seen['user-agent']), /unnar-test/)
   })
 
-  for (const [status, code] of [[404, 'NoSuchKey'], [403, 'AccessDenied'], [404, 'NotFound'], [403, 'Forbidden'], [410, 'Gone']] as const) {
+  for (const [status, code] of [
+    [404, 'NoSuchKey'],
+    [403, 'AccessDenied'],
+    [404, 'NotFound'],
+    [403, 'Forbidden'],
+    [410, 'Gone'],
+  ] as const) {
     it(`treats HTTP ${status} ${code} as missing`, async () => {
       handler = s3Error(status, code)
       assert.equal(await upstream().get('x.narinfo'), undefined)
@@ -204,7 +261,11 @@ describe('S3Upstream against a fake S3 endpoint', { timeout: 30_000 }, () => {
   for (const code of ['SignatureDoesNotMatch', 'InvalidAccessKeyId', 'ExpiredToken']) {
     it(`reports 403 ${code} as a failure, not as a missing object`, async () => {
       handler = s3Error(403, code)
-      await expectUpstreamError(upstream().get('x.narinfo'), 'bad-status', new RegExp(`HTTP 403 ${code} for x\\.narinfo \\(check the AWS credentials`))
+      await expectUpstreamError(
+        upstream().get('x.narinfo'),
+        'bad-status',
+        new RegExp(`HTTP 403 ${code} for x\\.narinfo \\(check the AWS credentials`),
+      )
     })
   }
 
@@ -339,7 +400,11 @@ describe('a Nix cache in S3 (s3rver)', { timeout: 60_000 }, () => {
   let uploadedLs = 0
 
   before(async () => {
-    restoreEnv = setAwsEnv({ AWS_ACCESS_KEY_ID: S3RVER_KEY, AWS_SECRET_ACCESS_KEY: S3RVER_KEY, AWS_EC2_METADATA_DISABLED: 'true' })
+    restoreEnv = setAwsEnv({
+      AWS_ACCESS_KEY_ID: S3RVER_KEY,
+      AWS_SECRET_ACCESS_KEY: S3RVER_KEY,
+      AWS_EC2_METADATA_DISABLED: 'true',
+    })
     dataDir = await mkdtemp(path.join(os.tmpdir(), 'unnar-s3rver-'))
     s3 = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: dataDir })
     port = (await s3.run()).port
@@ -389,7 +454,10 @@ describe('a Nix cache in S3 (s3rver)', { timeout: 60_000 }, () => {
   it('names the upstream by its URL without credentials', async () => {
     const res = await fetch(`${unnar.url}/api/upstreams`)
     const list = (await res.json()) as Array<{ name: string }>
-    assert.deepEqual(list.map((u) => u.name), [url])
+    assert.deepEqual(
+      list.map((u) => u.name),
+      [url],
+    )
     assert.ok(!JSON.stringify(unnar.logs).includes(S3RVER_KEY))
   })
 
@@ -412,7 +480,9 @@ describe('a Nix cache in S3 (s3rver)', { timeout: 60_000 }, () => {
       let files = 0
       for (const [rel, entry] of Object.entries(fixture.entries)) {
         if (entry.type !== 'regular') continue
-        const res = await fetch(unnar.store(`${base}/${encodeRel(rel)}`), { headers: { 'accept-encoding': 'identity' } })
+        const res = await fetch(unnar.store(`${base}/${encodeRel(rel)}`), {
+          headers: { 'accept-encoding': 'identity' },
+        })
         assert.equal(res.status, 200, `${rel}: status`)
         const body = await res.arrayBuffer()
         assert.equal(body.byteLength, entry.size, `${rel}: size`)
@@ -438,8 +508,15 @@ describe('a Nix cache in S3 (s3rver)', { timeout: 60_000 }, () => {
   it('reads with a named profile from the shared credentials file', async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'unnar-aws-'))
     const credentials = path.join(dir, 'credentials')
-    await writeFile(credentials, `[s3test]\naws_access_key_id = ${S3RVER_KEY}\naws_secret_access_key = ${S3RVER_KEY}\n\n[wrong]\naws_access_key_id = NOT-${S3RVER_KEY}\naws_secret_access_key = not-the-secret\n`)
-    const restore = setAwsEnv({ AWS_SHARED_CREDENTIALS_FILE: credentials, AWS_CONFIG_FILE: path.join(dir, 'config'), AWS_EC2_METADATA_DISABLED: 'true' })
+    await writeFile(
+      credentials,
+      `[s3test]\naws_access_key_id = ${S3RVER_KEY}\naws_secret_access_key = ${S3RVER_KEY}\n\n[wrong]\naws_access_key_id = NOT-${S3RVER_KEY}\naws_secret_access_key = not-the-secret\n`,
+    )
+    const restore = setAwsEnv({
+      AWS_SHARED_CREDENTIALS_FILE: credentials,
+      AWS_CONFIG_FILE: path.join(dir, 'config'),
+      AWS_EC2_METADATA_DISABLED: 'true',
+    })
     const good = new S3Upstream(new URL(`${url}&profile=s3test`), { timeoutMs: 5000 })
     const wrong = new S3Upstream(new URL(`${url}&profile=wrong`), { timeoutMs: 5000 })
     try {

@@ -50,7 +50,11 @@ async function freePort(): Promise<number> {
  * no longer has what is replaced (so the example cannot drift away from what is tested).
  * `withCache` uncomments the optional `#cache` lines.
  */
-async function configFromExample(ports: { listen: number; instances: readonly number[] }, prefix: string, withCache: boolean): Promise<string> {
+async function configFromExample(
+  ports: { listen: number; instances: readonly number[] },
+  prefix: string,
+  withCache: boolean,
+): Promise<string> {
   let text = await readFile(EXAMPLE, 'utf8')
   const replace = (pattern: RegExp, by: string) => {
     assert.match(text, pattern, `examples/nginx-scale-out.conf no longer contains ${pattern}`)
@@ -97,7 +101,9 @@ ${await site(prefix)}
 `,
   )
   let output = ''
-  const proc: ChildProcess = spawn(NGINX!, ['-p', prefix, '-e', path.join(prefix, 'error.log'), '-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const proc: ChildProcess = spawn(NGINX!, ['-p', prefix, '-e', path.join(prefix, 'error.log'), '-c', conf], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
   proc.stdout!.on('data', (d: Buffer) => (output += d.toString()))
   proc.stderr!.on('data', (d: Buffer) => (output += d.toString()))
   let exited = false
@@ -145,7 +151,9 @@ async function cachedNars(dir: string): Promise<string[]> {
 }
 
 function regularFiles(p: FixturePath): Array<[string, string]> {
-  return Object.entries(p.entries).flatMap(([rel, e]) => (e.type === 'regular' ? [[rel, e.sha256!] as [string, string]] : []))
+  return Object.entries(p.entries).flatMap(([rel, e]) =>
+    e.type === 'regular' ? [[rel, e.sha256!] as [string, string]] : [],
+  )
 }
 
 async function fetchSha(url: string): Promise<string> {
@@ -156,7 +164,9 @@ async function fetchSha(url: string): Promise<string> {
 
 /** Which instances logged a request for a URL under /nix/store/<hash>. */
 function servedBy(instances: readonly UnnarProcess[], hash: string): number[] {
-  return instances.flatMap((u, i) => (u.logs.some((l) => l.msg === 'request' && String(l.path).startsWith(`/nix/store/${hash}`)) ? [i] : []))
+  return instances.flatMap((u, i) =>
+    u.logs.some((l) => l.msg === 'request' && String(l.path).startsWith(`/nix/store/${hash}`)) ? [i] : [],
+  )
 }
 
 /** A valid nix32 store hash that no cache has, distinct per `i`. */
@@ -170,7 +180,10 @@ function absentHash(i: number): string {
   return 'zzzzzzzzzzzzzzzzzzzzzzzzzz' + tail
 }
 
-describe('scale-out behind nginx (examples/nginx-scale-out.conf)', { timeout: 90_000, skip: NGINX === undefined ? 'nginx is not installed (Debian: apt-get install nginx); .ci/run installs it' : false }, () => {
+describe('scale-out behind nginx (examples/nginx-scale-out.conf)', {
+  timeout: 90_000,
+  skip: NGINX === undefined ? 'nginx is not installed (Debian: apt-get install nginx); .ci/run installs it' : false,
+}, () => {
   const basic = fixturePath('basic')
   const basicBase = `${basic.hash}-${basic.name}`
   let upstream: TestUpstream
@@ -198,10 +211,18 @@ describe('scale-out behind nginx (examples/nginx-scale-out.conf)', { timeout: 90
 
   it('downloads a store path once, however many requests for its files arrive through nginx', async () => {
     const files = regularFiles(basic)
-    for (const [rel, sha] of files) assert.equal(await fetchSha(`${nginx.url}/nix/store/${basicBase}/${encodeRel(rel)}`), sha, rel)
+    for (const [rel, sha] of files)
+      assert.equal(await fetchSha(`${nginx.url}/nix/store/${basicBase}/${encodeRel(rel)}`), sha, rel)
     for (let round = 0; round < 3; round++) {
-      const shas = await Promise.all(files.flatMap(([rel]) => [1, 2, 3].map(() => fetchSha(`${nginx.url}/nix/store/${basicBase}/${encodeRel(rel)}`))))
-      assert.deepEqual(shas, files.flatMap(([, sha]) => [sha, sha, sha]))
+      const shas = await Promise.all(
+        files.flatMap(([rel]) =>
+          [1, 2, 3].map(() => fetchSha(`${nginx.url}/nix/store/${basicBase}/${encodeRel(rel)}`)),
+        ),
+      )
+      assert.deepEqual(
+        shas,
+        files.flatMap(([, sha]) => [sha, sha, sha]),
+      )
     }
     assert.equal(upstream.count(await narKeyOf(basic.hash)), 1, 'one upstream NAR GET in total')
     const owners = servedBy(instances, basic.hash)
@@ -250,21 +271,39 @@ describe('scale-out behind nginx (examples/nginx-scale-out.conf)', { timeout: 90
     await instances[owner]!.stop('SIGKILL')
 
     const files = regularFiles(basic)
-    const shas = await Promise.all(files.flatMap(([rel]) => [1, 2].map(() => fetchSha(`${nginx.url}/nix/store/${basicBase}/${encodeRel(rel)}`))))
-    assert.deepEqual(shas, files.flatMap(([, sha]) => [sha, sha]))
-    for (const [rel, sha] of files) assert.equal(await fetchSha(`${nginx.url}/nix/store/${basicBase}/${encodeRel(rel)}`), sha, rel)
+    const shas = await Promise.all(
+      files.flatMap(([rel]) => [1, 2].map(() => fetchSha(`${nginx.url}/nix/store/${basicBase}/${encodeRel(rel)}`))),
+    )
+    assert.deepEqual(
+      shas,
+      files.flatMap(([, sha]) => [sha, sha]),
+    )
+    for (const [rel, sha] of files)
+      assert.equal(await fetchSha(`${nginx.url}/nix/store/${basicBase}/${encodeRel(rel)}`), sha, rel)
     assert.equal(upstream.count(narKey), before + 1, 'the survivor downloads the NAR once')
     assert.ok(servedBy([survivor], basic.hash).length === 1, 'the survivor served them')
     const access = await readFile(path.join(nginx.prefix, 'access.log'), 'utf8')
-    assert.match(access, new RegExp(`/nix/store/${basic.hash}\\S* 200 127\\.0\\.0\\.1:${ports.instances[owner]}, 127\\.0\\.0\\.1:${ports.instances[1 - owner]} 502, 200`), 'nginx tried the stopped instance, then the other')
+    assert.match(
+      access,
+      new RegExp(
+        `/nix/store/${basic.hash}\\S* 200 127\\.0\\.0\\.1:${ports.instances[owner]}, 127\\.0\\.0\\.1:${ports.instances[1 - owner]} 502, 200`,
+      ),
+      'nginx tried the stopped instance, then the other',
+    )
   })
 })
 
-describe('the optional proxy_cache block of examples/nginx-scale-out.conf', { timeout: 60_000, skip: NGINX === undefined ? 'nginx is not installed' : false }, () => {
+describe('the optional proxy_cache block of examples/nginx-scale-out.conf', {
+  timeout: 60_000,
+  skip: NGINX === undefined ? 'nginx is not installed' : false,
+}, () => {
   it('lets nginx answer repeated requests without reaching unnar', async () => {
     const basic = fixturePath('basic')
     const upstream = await startTestUpstream({ root: cacheDir('xz') })
-    const dirs = [await mkdtemp(path.join(os.tmpdir(), 'unnar-scale-c0-')), await mkdtemp(path.join(os.tmpdir(), 'unnar-scale-c1-'))]
+    const dirs = [
+      await mkdtemp(path.join(os.tmpdir(), 'unnar-scale-c0-')),
+      await mkdtemp(path.join(os.tmpdir(), 'unnar-scale-c1-')),
+    ]
     const instances: UnnarProcess[] = []
     let nginx: Nginx | undefined
     try {
@@ -282,7 +321,10 @@ describe('the optional proxy_cache block of examples/nginx-scale-out.conf', { ti
           statuses.push(res.headers.get('x-cache-status') ?? '')
         }
         assert.deepEqual(statuses, ['MISS', 'HIT', 'HIT'], rel)
-        const reached = instances.reduce((n, u) => n + u.logs.filter((l) => l.msg === 'request' && String(l.path).endsWith(`/${rel}`)).length, 0)
+        const reached = instances.reduce(
+          (n, u) => n + u.logs.filter((l) => l.msg === 'request' && String(l.path).endsWith(`/${rel}`)).length,
+          0,
+        )
         assert.equal(reached, 1, `${rel}: only the first request reached unnar`)
       }
       // Errors say no-store: never cached.

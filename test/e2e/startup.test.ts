@@ -16,7 +16,10 @@ describe('start-up', () => {
       const inFlight = path.join(first.cacheDir, 'tmp', 'sha256-inflight.nar.0123456789ab.nar')
       await writeFile(inFlight, 'part of a NAR')
       const port = new URL(first.url).port
-      await assert.rejects(startUnnar([`file://${cacheDir('none')}`], { PORT: port, UNNAR_CACHE_DIR: first.cacheDir }), /EADDRINUSE/)
+      await assert.rejects(
+        startUnnar([`file://${cacheDir('none')}`], { PORT: port, UNNAR_CACHE_DIR: first.cacheDir }),
+        /EADDRINUSE/,
+      )
       assert.deepEqual(await readdir(path.join(first.cacheDir, 'tmp')), [path.basename(inFlight)])
       // And the running instance still serves.
       assert.equal((await fetch(first.store(`${basic.hash}-${basic.name}/bin/hello`))).status, 200)

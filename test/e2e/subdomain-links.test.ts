@@ -17,7 +17,17 @@ async function publish(root: string, name: string, tree: NarTree, references: st
   const nar = buildNar(tree)
   await writeFile(path.join(root, 'nar', `${hash}.nar`), nar)
   const narHash = { algorithm: 'sha256' as const, digest: new Uint8Array(createHash('sha256').update(nar).digest()) }
-  const narInfo = formatNarInfo({ storePath: `/nix/store/${hash}-${name}`, url: `nar/${hash}.nar`, compression: 'none', fileSize: nar.length, narHash, narSize: nar.length, references, sigs: [], quirks: [] })
+  const narInfo = formatNarInfo({
+    storePath: `/nix/store/${hash}-${name}`,
+    url: `nar/${hash}.nar`,
+    compression: 'none',
+    fileSize: nar.length,
+    narHash,
+    narSize: nar.length,
+    references,
+    sigs: [],
+    quirks: [],
+  })
   await writeFile(path.join(root, `${hash}.narinfo`), narInfo)
   return hash
 }
@@ -38,7 +48,11 @@ describe('subdomain mode links', () => {
     lib = await publish(
       root,
       'lib+plus',
-      directory({ abs: symlink(`/nix/store/${dep}-dep/file.txt`), link: symlink('target.txt'), 'target.txt': regular('hi\n') }),
+      directory({
+        abs: symlink(`/nix/store/${dep}-dep/file.txt`),
+        link: symlink('target.txt'),
+        'target.txt': regular('hi\n'),
+      }),
       [`${dep}-dep`],
     )
     unnar = await startUnnar([`file://${root}`], { DOMAIN: 'nix.test', TRUSTED_PUBLIC_KEYS: '' })
@@ -58,6 +72,9 @@ describe('subdomain mode links', () => {
     const page = (await onSite(lib, '/', { accept: 'text/html' })).body.toString()
     assert.ok(page.includes(`href="//${dep}.nix.test/file.txt"`), 'the absolute symlink')
     assert.ok(page.includes(`href="//${dep}.nix.test/"`), 'the reference')
-    assert.ok(!page.includes('href="/nix/store/'), 'no link that the site host would serve as a path inside this store path')
+    assert.ok(
+      !page.includes('href="/nix/store/'),
+      'no link that the site host would serve as a path inside this store path',
+    )
   })
 })

@@ -32,7 +32,12 @@ async function assertNoSecret(unnar: TestUnnar, page: string, ...secrets: string
   const metricsText = metrics.status === 200 ? await metrics.text() : ''
   const logs = JSON.stringify(unnar.logs)
   for (const secret of secrets) {
-    for (const [where, text] of [['page', page], ['logs', logs], ['/api/upstreams', upstreams], ['/metrics', metricsText]] as const) {
+    for (const [where, text] of [
+      ['page', page],
+      ['logs', logs],
+      ['/api/upstreams', upstreams],
+      ['/metrics', metricsText],
+    ] as const) {
       assert.ok(!text.includes(secret), `${where} shows a secret`)
     }
   }
@@ -63,7 +68,8 @@ describe('authenticated upstreams', { timeout: 60_000 }, () => {
     await writeFile(file, text, { mode: 0o600 })
     return file
   }
-  const withCredentials = (url: string, user: string, password: string) => url.replace('http://', `http://${user}:${encodeURIComponent(password)}@`)
+  const withCredentials = (url: string, user: string, password: string) =>
+    url.replace('http://', `http://${user}:${encodeURIComponent(password)}@`)
   const serves = async (unnar: TestUnnar) => {
     const res = await fetch(unnar.store(file))
     assert.equal(res.status, 200, await res.clone().text())
@@ -76,13 +82,18 @@ describe('authenticated upstreams', { timeout: 60_000 }, () => {
     await serves(unnar)
     assert.ok(u.requests.length >= 2 && u.requests.every((r) => r.authorization === basicAuth(USER, PASSWORD)))
     const health = (await (await fetch(`${unnar.url}/api/upstreams`)).json()) as Array<{ name: string }>
-    assert.deepEqual(health.map((h) => h.name), [u.url])
+    assert.deepEqual(
+      health.map((h) => h.name),
+      [u.url],
+    )
     await assertNoSecret(unnar, '', PASSWORD, basicAuth(USER, PASSWORD).slice(6))
   })
 
   it('uses the netrc entry for the host when the URL has no credentials', async () => {
     const u = await upstream(basicAuth(USER, PASSWORD))
-    const file = await netrc(`# test\nmachine example.org login bob password nope\nmachine 127.0.0.1\n  login ${USER}\n  password ${PASSWORD}\n`)
+    const file = await netrc(
+      `# test\nmachine example.org login bob password nope\nmachine 127.0.0.1\n  login ${USER}\n  password ${PASSWORD}\n`,
+    )
     const unnar = await unnarFor([u.url], { NETRC: file })
     await serves(unnar)
     assert.ok(u.requests.every((r) => r.authorization === basicAuth(USER, PASSWORD)))
@@ -106,7 +117,10 @@ describe('authenticated upstreams', { timeout: 60_000 }, () => {
     await writeFile(tokenFile, `127.0.0.1=${wrong}-token\n`)
     const viaUrl = await unnarFor([withCredentials(u.url, USER, wrong)])
     const viaToken = await unnarFor([u.url], { UNNAR_UPSTREAM_TOKENS_FILE: tokenFile })
-    for (const [unnar, source] of [[viaUrl, 'the URL'], [viaToken, 'UNNAR_UPSTREAM_TOKENS']] as const) {
+    for (const [unnar, source] of [
+      [viaUrl, 'the URL'],
+      [viaToken, 'UNNAR_UPSTREAM_TOKENS'],
+    ] as const) {
       const res = await fetch(unnar.store(file), { headers: { accept: 'text/html' } })
       const page = await res.text()
       assert.equal(res.status, 502)
@@ -135,14 +149,21 @@ describe('authenticated upstreams', { timeout: 60_000 }, () => {
     const tokenFile = path.join(tmp, 'tokens-rotated')
     await writeFile(tokenFile, `127.0.0.1=expired-${TOKEN}\n`)
     const byToken = await unnarFor([u.url], { UNNAR_UPSTREAM_TOKENS_FILE: tokenFile })
-    for (let i = 0; i < FAILURES_BEFORE_SKIP; i++) assert.equal((await fetch(byToken.store(file))).status, 502, 'the old token is refused')
-    assert.match(await (await fetch(byToken.store(file))).text(), /skipped until/, 'the breaker leaves the upstream out')
+    for (let i = 0; i < FAILURES_BEFORE_SKIP; i++)
+      assert.equal((await fetch(byToken.store(file))).status, 502, 'the old token is refused')
+    assert.match(
+      await (await fetch(byToken.store(file))).text(),
+      /skipped until/,
+      'the breaker leaves the upstream out',
+    )
     // Secrets are usually rotated by writing a new file and renaming it over the old one.
     await writeFile(`${tokenFile}.new`, `127.0.0.1=${TOKEN}\n`)
     await rename(`${tokenFile}.new`, tokenFile)
     await elapse(1100) // kept: files are looked at once a second at most (the subject)
     await serves(byToken) // new credentials: asked again at once, not after the breaker's minute
-    assert.ok(byToken.logs.some((l) => l.msg === 'upstream credentials file changed: read again' && l.file === tokenFile))
+    assert.ok(
+      byToken.logs.some((l) => l.msg === 'upstream credentials file changed: read again' && l.file === tokenFile),
+    )
     await assertNoSecret(byToken, '', TOKEN)
 
     const b = await upstream(basicAuth(USER, PASSWORD))
@@ -158,11 +179,17 @@ describe('authenticated upstreams', { timeout: 60_000 }, () => {
     const file = await netrc(`machine 127.0.0.1 login ${USER} password netrc-pass\n`)
     const tokenWanted = await upstream(`Bearer ${TOKEN}`)
     const tokenPort = new URL(tokenWanted.url).port
-    const unnar = await unnarFor([tokenWanted.url], { NETRC: file, UNNAR_UPSTREAM_TOKENS: `127.0.0.1:${tokenPort}=${TOKEN}` })
+    const unnar = await unnarFor([tokenWanted.url], {
+      NETRC: file,
+      UNNAR_UPSTREAM_TOKENS: `127.0.0.1:${tokenPort}=${TOKEN}`,
+    })
     await serves(unnar)
     const urlWanted = await upstream(basicAuth(USER, PASSWORD))
     const urlPort = new URL(urlWanted.url).port
-    const both = await unnarFor([withCredentials(urlWanted.url, USER, PASSWORD)], { NETRC: file, UNNAR_UPSTREAM_TOKENS: `127.0.0.1:${urlPort}=${TOKEN}` })
+    const both = await unnarFor([withCredentials(urlWanted.url, USER, PASSWORD)], {
+      NETRC: file,
+      UNNAR_UPSTREAM_TOKENS: `127.0.0.1:${urlPort}=${TOKEN}`,
+    })
     await serves(both)
   })
 
@@ -181,24 +208,40 @@ describe('authenticated upstreams', { timeout: 60_000 }, () => {
           : via === 'token'
             ? { UNNAR_UPSTREAM_TOKENS: `127.0.0.1:${port}=${TOKEN}` }
             : {}
-      const unnar = await unnarFor([via === 'url' ? withCredentials(protectedUpstream.url, USER, PASSWORD) : protectedUpstream.url], env)
+      const unnar = await unnarFor(
+        [via === 'url' ? withCredentials(protectedUpstream.url, USER, PASSWORD) : protectedUpstream.url],
+        env,
+      )
       await serves(unnar)
       assert.equal(mirror.count(narPath), 1, 'the NAR came from the mirror')
-      assert.deepEqual(mirror.requests.map((r) => r.authorization), [undefined])
+      assert.deepEqual(
+        mirror.requests.map((r) => r.authorization),
+        [undefined],
+      )
       assert.ok(protectedUpstream.requests.every((r) => r.authorization === auth))
     })
   }
 
   it('refuses an unreadable netrc file at start with one line naming NETRC, or the flag given (exit status 2)', async () => {
     const missing = path.join(tmp, 'no-such-netrc')
-    assert.throws(() => loadConfig({ NETRC: missing }), (err: unknown) => err instanceof ConfigError && err.message === `NETRC: cannot read "${missing}": ENOENT`)
+    assert.throws(
+      () => loadConfig({ NETRC: missing }),
+      (err: unknown) => err instanceof ConfigError && err.message === `NETRC: cannot read "${missing}": ENOENT`,
+    )
     const badQuote = await netrc(`machine a login x password "${PASSWORD}`)
     assert.throws(
       () => loadConfig({ NETRC: badQuote }),
-      (err: unknown) => err instanceof ConfigError && /^NETRC: ".*" line 1: a quoted token is not closed$/.test(err.message) && !err.message.includes(PASSWORD),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        /^NETRC: ".*" line 1: a quoted token is not closed$/.test(err.message) &&
+        !err.message.includes(PASSWORD),
     )
     const main = fileURLToPath(new URL('../../src/main.ts', import.meta.url))
-    const run = spawnSync(process.execPath, ['--import', 'tsx', main, '--netrc-file', missing], { encoding: 'utf8', env: { ...process.env, PORT: '0' }, timeout: 30_000 })
+    const run = spawnSync(process.execPath, ['--import', 'tsx', main, '--netrc-file', missing], {
+      encoding: 'utf8',
+      env: { ...process.env, PORT: '0' },
+      timeout: 30_000,
+    })
     assert.equal(run.status, 2, run.stderr)
     assert.equal(run.stderr, `unnar: --netrc-file: cannot read "${missing}": ENOENT\n`)
   })

@@ -68,14 +68,22 @@ describe('watchUpstreamOrder', () => {
       b.cacheInfo = 'StoreDir: /opt/store\nPriority: 10\n'
       await eventually(() => orders.length === 3, 'the StoreDir change is picked up')
       assert.deepEqual(orders[2], ['http://a', 'http://c'])
-      assert.ok(lines.some((l) => l.msg === 'upstream is for another store dir and is not used' && l.upstream === 'http://b'))
+      assert.ok(
+        lines.some((l) => l.msg === 'upstream is for another store dir and is not used' && l.upstream === 'http://b'),
+      )
     } finally {
       watch.stop()
     }
     const readsAtStop = a.reads + b.reads + c.reads
     // A watcher left running on the same interval shows the time in which re-reads would have happened.
     const control = new FakeUpstream('http://d', 'StoreDir: /nix/store\n')
-    const running = watchUpstreamOrder([control], ['http://d'], { storeDir: '/nix/store', pinned: false, log, intervalMs: 20, onOrder: () => {} })
+    const running = watchUpstreamOrder([control], ['http://d'], {
+      storeDir: '/nix/store',
+      pinned: false,
+      log,
+      intervalMs: 20,
+      onOrder: () => {},
+    })
     try {
       await running.ready
       const controlReads = control.reads

@@ -65,7 +65,10 @@ describe('parallel lookup', { timeout: 60_000 }, () => {
     first.setFault(narinfoPath, { kind: 'hold', until: held.opened })
     const unnar = await unnarFor([first.url, second.url])
     const answer = timed(unnar.store(file))
-    await second.until(() => second.requests.some((r) => r.path === narinfoPath && r.bytes !== undefined), 'the second upstream’s narinfo answered')
+    await second.until(
+      () => second.requests.some((r) => r.path === narinfoPath && r.bytes !== undefined),
+      'the second upstream’s narinfo answered',
+    )
     held.open()
     const { status, sha } = await answer
     assert.equal(status, 200)
@@ -73,7 +76,9 @@ describe('parallel lookup', { timeout: 60_000 }, () => {
     assert.equal(second.count(narinfoPath), 1, 'asked at the same time')
     assert.equal(first.count(/^\/nar\/.*\.nar\.xz$/), 1, 'the NAR named by the first narinfo')
     assert.equal(second.count(/^\/nar\//), 0)
-    const page = await (await fetch(unnar.store(`${basic.hash}-${basic.name}/`), { headers: { accept: 'text/html' } })).text()
+    const page = await (
+      await fetch(unnar.store(`${basic.hash}-${basic.name}/`), { headers: { accept: 'text/html' } })
+    ).text()
     assert.ok(page.includes(first.url), 'the listing page names the upstream that served it')
   })
 
@@ -85,10 +90,17 @@ describe('parallel lookup', { timeout: 60_000 }, () => {
     const unnar = await unnarFor([first.url, slow.url], { UNNAR_UPSTREAM_TIMEOUT: '30' })
     const { status } = await timed(unnar.store(file))
     assert.equal(status, 200)
-    await slow.until(() => slow.requests.some((r) => r.path === narinfoPath && r.aborted === true), 'the loser’s request is aborted')
+    await slow.until(
+      () => slow.requests.some((r) => r.path === narinfoPath && r.aborted === true),
+      'the loser’s request is aborted',
+    )
     assert.equal(slow.count(/^\/nar\//), 0)
     const health = (await (await fetch(`${unnar.url}/api/upstreams`)).json()) as Array<{ name: string; state: string }>
-    assert.deepEqual(health.map((h) => h.state), ['ok', 'unknown'], 'an aborted request says nothing about the upstream’s health')
+    assert.deepEqual(
+      health.map((h) => h.state),
+      ['ok', 'unknown'],
+      'an aborted request says nothing about the upstream’s health',
+    )
   })
 
   it('falls to the next upstream when the higher-priority answer is untrusted', async () => {

@@ -57,9 +57,17 @@ describe('upstream timeouts', { timeout: 60_000 }, () => {
   it('connect timeout: a port that never completes the handshake', async () => {
     const hole = await startBlackhole()
     cleanups.push(() => hole.close())
-    const direct = new HttpUpstream(new URL(hole.url), { userAgent: 'test', timeoutMs: 10_000, connectTimeoutMs: 300, idleTimeoutMs: 10_000 })
+    const direct = new HttpUpstream(new URL(hole.url), {
+      userAgent: 'test',
+      timeoutMs: 10_000,
+      connectTimeoutMs: 300,
+      idleTimeoutMs: 10_000,
+    })
     const started = Date.now()
-    const err = await rejectsWithTimeout(direct.get('x.narinfo'), /^http:\/\/127\.0\.0\.1:\d+: connect timeout: no connection within 300 ms \(\/x\.narinfo\)$/)
+    const err = await rejectsWithTimeout(
+      direct.get('x.narinfo'),
+      /^http:\/\/127\.0\.0\.1:\d+: connect timeout: no connection within 300 ms \(\/x\.narinfo\)$/,
+    )
     assert.equal(err.upstream, hole.url)
     assert.ok(Date.now() - started < 5000, 'not retried, not the first-byte timeout')
 
@@ -83,7 +91,11 @@ describe('upstream timeouts', { timeout: 60_000 }, () => {
   it('first-byte timeout: a server that accepts the request and never answers → 504 naming the upstream', async () => {
     const u = await upstream()
     u.setFault(narinfoPath, { kind: 'hang' })
-    const unnar = await unnarFor([u.url], { UNNAR_UPSTREAM_TIMEOUT: '0.5', UNNAR_UPSTREAM_CONNECT_TIMEOUT: '10', UNNAR_UPSTREAM_IDLE_TIMEOUT: '10' })
+    const unnar = await unnarFor([u.url], {
+      UNNAR_UPSTREAM_TIMEOUT: '0.5',
+      UNNAR_UPSTREAM_CONNECT_TIMEOUT: '10',
+      UNNAR_UPSTREAM_IDLE_TIMEOUT: '10',
+    })
     const started = Date.now()
     const res = await fetch(unnar.store(`${basicBase}/bin/hello`))
     const text = await res.text()
@@ -153,17 +165,29 @@ describe('upstream timeouts', { timeout: 60_000 }, () => {
     try {
       const hole = await startBlackhole()
       cleanups.push(() => hole.close())
-      const unreachable = new S3Upstream(new URL(`s3://bucket?endpoint=${hole.url}`), { timeoutMs: 10_000, connectTimeoutMs: 300 })
+      const unreachable = new S3Upstream(new URL(`s3://bucket?endpoint=${hole.url}`), {
+        timeoutMs: 10_000,
+        connectTimeoutMs: 300,
+      })
       cleanups.push(async () => unreachable.destroy())
-      await rejectsWithTimeout(unreachable.get('x.narinfo'), /^s3:\/\/bucket\?endpoint=\S+: connect timeout: no connection within 300 ms \(x\.narinfo\)$/)
+      await rejectsWithTimeout(
+        unreachable.get('x.narinfo'),
+        /^s3:\/\/bucket\?endpoint=\S+: connect timeout: no connection within 300 ms \(x\.narinfo\)$/,
+      )
 
       const u = await upstream()
       u.setFault(/x\.narinfo$/, { kind: 'hang' })
-      const silent = new S3Upstream(new URL(`s3://bucket?endpoint=${u.url}`), { timeoutMs: 300, connectTimeoutMs: 10_000 })
+      const silent = new S3Upstream(new URL(`s3://bucket?endpoint=${u.url}`), {
+        timeoutMs: 300,
+        connectTimeoutMs: 10_000,
+      })
       cleanups.push(async () => silent.destroy())
       await rejectsWithTimeout(silent.get('x.narinfo'), /first-byte timeout: no response within 300 ms \(x\.narinfo\)$/)
     } finally {
-      for (const [key, value] of [['AWS_ACCESS_KEY_ID', saved.id], ['AWS_SECRET_ACCESS_KEY', saved.secret]] as const) {
+      for (const [key, value] of [
+        ['AWS_ACCESS_KEY_ID', saved.id],
+        ['AWS_SECRET_ACCESS_KEY', saved.secret],
+      ] as const) {
         if (value === undefined) delete process.env[key]
         else process.env[key] = value
       }

@@ -83,13 +83,19 @@ describe('upstream selection and failures', { timeout: 60_000 }, () => {
     const unnar = await startUnnar([failing.url, healthy.url])
     try {
       for (let i = 0; i < 5; i++) {
-        const res = await fetch(unnar.store(`${basicBase}/bin/hello`).replace(basic.hash, basic.hash.slice(0, 31) + String(i)))
+        const res = await fetch(
+          unnar.store(`${basicBase}/bin/hello`).replace(basic.hash, basic.hash.slice(0, 31) + String(i)),
+        )
         await res.arrayBuffer()
       }
       // 3 lookups × 3 attempts reach the failing upstream; then it is skipped.
       assert.equal(failing.count(/\.narinfo$/), 9)
       assert.equal(healthy.count(/\.narinfo$/), 5)
-      const health = (await (await fetch(`${unnar.url}/api/upstreams`)).json()) as Array<{ state: string; skippedUntil?: string; failures?: number }>
+      const health = (await (await fetch(`${unnar.url}/api/upstreams`)).json()) as Array<{
+        state: string
+        skippedUntil?: string
+        failures?: number
+      }>
       assert.equal(health[0]!.state, 'failing')
       assert.ok(health[0]!.skippedUntil !== undefined)
       assert.equal(health[0]!.failures, 3, 'the real count, not reset when skipping starts')
@@ -105,7 +111,9 @@ describe('upstream selection and failures', { timeout: 60_000 }, () => {
     try {
       const texts: string[] = []
       for (let i = 0; i < 4; i++) {
-        const res = await fetch(unnar.store(`${basicBase}/bin/hello`).replace(basic.hash, basic.hash.slice(0, 31) + String(i)))
+        const res = await fetch(
+          unnar.store(`${basicBase}/bin/hello`).replace(basic.hash, basic.hash.slice(0, 31) + String(i)),
+        )
         assert.equal(res.status, 502)
         texts.push(await res.text())
       }
@@ -241,7 +249,13 @@ describe('upstream selection and failures', { timeout: 60_000 }, () => {
       try {
         await eventually(async () => (await order(unnar.url)).length === 1, 'the StoreDir read')
         assert.deepEqual(await order(unnar.url), [normal.url])
-        assert.ok(unnar.logs.some((l) => l.msg === 'upstream is for a store dir that is not served (UNNAR_STORE_DIRS)' && l.storeDir === '/opt/store'))
+        assert.ok(
+          unnar.logs.some(
+            (l) =>
+              l.msg === 'upstream is for a store dir that is not served (UNNAR_STORE_DIRS)' &&
+              l.storeDir === '/opt/store',
+          ),
+        )
       } finally {
         await unnar.stop()
       }
@@ -284,7 +298,12 @@ describe('upstream selection and failures', { timeout: 60_000 }, () => {
       }
     })
 
-    for (const url of ['http://169.254.169.254/latest/meta-data', '../../etc/passwd', '/etc/passwd', 'nar/%2e%2e/x.nar.xz']) {
+    for (const url of [
+      'http://169.254.169.254/latest/meta-data',
+      '../../etc/passwd',
+      '/etc/passwd',
+      'nar/%2e%2e/x.nar.xz',
+    ]) {
       it(`never fetches a narinfo URL that leaves the cache (${url})`, async () => {
         await doctor((t) => t.replace(/^URL: .*$/m, `URL: ${url}`))
         const u = await start(dir)
@@ -294,7 +313,13 @@ describe('upstream selection and failures', { timeout: 60_000 }, () => {
           assert.equal(res.status, 502)
           assert.match(await res.text(), /URL outside the cache/)
           // The `.ls` is asked for beside the narinfo; the NAR never is.
-          assert.deepEqual(u.requests.map((r) => r.path).filter((p) => p !== '/nix-cache-info').sort(), [`/${basic.hash}.ls`, narinfoPath])
+          assert.deepEqual(
+            u.requests
+              .map((r) => r.path)
+              .filter((p) => p !== '/nix-cache-info')
+              .sort(),
+            [`/${basic.hash}.ls`, narinfoPath],
+          )
         } finally {
           await unnar.stop()
         }
@@ -327,14 +352,19 @@ describe('trusted public keys', { timeout: 60_000 }, () => {
   const setup = async (cache: string, env: Record<string, string>) => {
     const u = await startTestUpstream({ root: cacheDir(cache) })
     const unnar = await startUnnar([u.url], env)
-    cleanups.push(() => u.close(), () => unnar.stop())
+    cleanups.push(
+      () => u.close(),
+      () => unnar.stop(),
+    )
     return { u, unnar }
   }
 
   it('serves signed paths when the key is trusted, and says which key on the listing page', async () => {
     const { unnar } = await setup('xz', { TRUSTED_PUBLIC_KEYS: key })
     assert.equal((await fetch(unnar.store(appFile))).status, 200)
-    const page = await (await fetch(unnar.store(`${app.hash}-${app.name}/`), { headers: { accept: 'text/html' } })).text()
+    const page = await (
+      await fetch(unnar.store(`${app.hash}-${app.name}/`), { headers: { accept: 'text/html' } })
+    ).text()
     assert.match(page, /key <code>nar-serve-test-1<\/code>/)
   })
 
@@ -346,7 +376,11 @@ describe('trusted public keys', { timeout: 60_000 }, () => {
     const signed = await startTestUpstream({ root: cacheDir('xz') })
     const unsigned = await startTestUpstream({ root: cacheDir('unsigned') })
     const both = await startUnnar([unsigned.url, signed.url], { TRUSTED_PUBLIC_KEYS: key })
-    cleanups.push(() => signed.close(), () => unsigned.close(), () => both.stop())
+    cleanups.push(
+      () => signed.close(),
+      () => unsigned.close(),
+      () => both.stop(),
+    )
     assert.equal((await fetch(both.store(appFile))).status, 200)
     assert.equal(signed.count(/^\/nar\//), 1)
     assert.equal(unsigned.count(/^\/nar\//), 0)

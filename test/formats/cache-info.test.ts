@@ -8,10 +8,19 @@ import { cacheDir } from '../helpers/fixtures.js'
 
 describe('parseCacheInfo', () => {
   it('reads what Nix writes', () => {
-    assert.deepEqual(parseCacheInfo(readFileSync(path.join(cacheDir('xz'), 'nix-cache-info'), 'utf8')), { storeDir: '/nix/store' })
-    assert.deepEqual(parseCacheInfo('StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n'), { storeDir: '/nix/store', wantMassQuery: true, priority: 40 })
+    assert.deepEqual(parseCacheInfo(readFileSync(path.join(cacheDir('xz'), 'nix-cache-info'), 'utf8')), {
+      storeDir: '/nix/store',
+    })
+    assert.deepEqual(parseCacheInfo('StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n'), {
+      storeDir: '/nix/store',
+      wantMassQuery: true,
+      priority: 40,
+    })
   })
   it('trims values and ignores unknown keys, lines without a colon and bad numbers', () => {
-    assert.deepEqual(parseCacheInfo('junk\nStoreDir:/opt/store  \nFoo: bar\nPriority: high\nWantMassQuery: yes'), { storeDir: '/opt/store', wantMassQuery: false })
+    assert.deepEqual(parseCacheInfo('junk\nStoreDir:/opt/store  \nFoo: bar\nPriority: high\nWantMassQuery: yes'), {
+      storeDir: '/opt/store',
+      wantMassQuery: false,
+    })
   })
 })

@@ -25,7 +25,11 @@ export function fixtureFiles(ext: 'narinfo' | 'ls'): FixtureFile[] {
   for (const cache of CACHE_NAMES) {
     for (const file of readdirSync(join(CACHES_DIR, cache)).sort()) {
       if (!file.endsWith(`.${ext}`)) continue
-      files.push({ name: `${cache}/${file}`, hashPart: file.slice(0, 32), text: readFileSync(join(CACHES_DIR, cache, file), 'utf8') })
+      files.push({
+        name: `${cache}/${file}`,
+        hashPart: file.slice(0, 32),
+        text: readFileSync(join(CACHES_DIR, cache, file), 'utf8'),
+      })
     }
   }
   return files
@@ -41,7 +45,10 @@ export interface ManifestEntry {
 
 /** Store path → (relative path → entry), as recorded when the fixtures were made. The root is not listed. */
 export function readManifest(): Map<string, Map<string, ManifestEntry>> {
-  const raw = JSON.parse(readFileSync(join(CACHES_DIR, 'manifest.json'), 'utf8')) as Record<string, { entries: Record<string, ManifestEntry> }>
+  const raw = JSON.parse(readFileSync(join(CACHES_DIR, 'manifest.json'), 'utf8')) as Record<
+    string,
+    { entries: Record<string, ManifestEntry> }
+  >
   return new Map(Object.entries(raw).map(([storePath, { entries }]) => [storePath, new Map(Object.entries(entries))]))
 }
 

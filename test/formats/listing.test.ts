@@ -16,7 +16,6 @@ import type { ListingNode } from '../../src/formats/listing.js'
 import type { NarEntry } from '../../src/formats/nar-indexer.js'
 import { fixtureFiles, readManifest, TREE_ENTRIES, TREE_LS, uncompressedNars } from './fixtures.js'
 
-
 /** Every node below the root as (relative path, node), depth first in Map order. */
 function* walk(node: ListingNode, prefix = ''): Generator<[string, ListingNode]> {
   if (node.type !== 'directory') return
@@ -31,7 +30,8 @@ function* walk(node: ListingNode, prefix = ''): Generator<[string, ListingNode]>
 function sortKeys(value: unknown): unknown {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return value
   const out: Record<string, unknown> = {}
-  for (const key of Object.keys(value).sort()) Object.defineProperty(out, key, { value: sortKeys((value as Record<string, unknown>)[key]), enumerable: true })
+  for (const key of Object.keys(value).sort())
+    Object.defineProperty(out, key, { value: sortKeys((value as Record<string, unknown>)[key]), enumerable: true })
   return out
 }
 
@@ -85,7 +85,11 @@ describe('parseListing', () => {
         assert.ok(node.narOffset !== undefined)
         const contents = nar.subarray(node.narOffset, node.narOffset + node.size)
         assert.equal(contents.length, node.size, `${storePath}/${path}`)
-        assert.equal(createHash('sha256').update(contents).digest('hex'), expected.get(path)?.sha256, `${storePath}/${path}`)
+        assert.equal(
+          createHash('sha256').update(contents).digest('hex'),
+          expected.get(path)?.sha256,
+          `${storePath}/${path}`,
+        )
         // The 8 bytes before the contents are its little-endian size word.
         assert.equal(nar.readBigUInt64LE(node.narOffset - 8), BigInt(node.size))
         files++
@@ -107,7 +111,8 @@ describe('parseListing', () => {
 
   it('puts entries in UTF-8 byte order whatever the JSON order', () => {
     // 'B' (0x42) < 'a' (0x61); U+FF5A (EF BD 9A) < U+1F600 (F0 9F 98 80), though JS sorts the astral one first.
-    const text = '{"version":1,"root":{"type":"directory","entries":{"😀":{"type":"symlink","target":"x"},"a":{"type":"symlink","target":"x"},"ｚ":{"type":"symlink","target":"x"},"B":{"type":"symlink","target":"x"}}}}'
+    const text =
+      '{"version":1,"root":{"type":"directory","entries":{"😀":{"type":"symlink","target":"x"},"a":{"type":"symlink","target":"x"},"ｚ":{"type":"symlink","target":"x"},"B":{"type":"symlink","target":"x"}}}}'
     const root = parseListing(text).root
     assert.equal(root.type, 'directory')
     assert.deepEqual([...root.entries.keys()], ['B', 'a', 'ｚ', '😀'])
@@ -115,7 +120,8 @@ describe('parseListing', () => {
   })
 
   it('puts names without astral characters in byte order too: integer-like names, which Object.keys puts first, and unsorted JSON', () => {
-    const dir = (names: string[]) => `{"version":1,"root":{"type":"directory","entries":{${names.map((n) => `${JSON.stringify(n)}:{"type":"symlink","target":"x"}`).join(',')}}}}`
+    const dir = (names: string[]) =>
+      `{"version":1,"root":{"type":"directory","entries":{${names.map((n) => `${JSON.stringify(n)}:{"type":"symlink","target":"x"}`).join(',')}}}}`
     const keysOf = (names: string[]) => {
       const root = parseListing(dir(names)).root
       assert.equal(root.type, 'directory')
@@ -161,7 +167,8 @@ describe('parseListing', () => {
 
   it('rejects malformed listings', () => {
     const regular = '{"type":"regular","size":1}'
-    const inDir = (name: string, node = regular) => `{"version":1,"root":{"type":"directory","entries":{${JSON.stringify(name)}:${node}}}}`
+    const inDir = (name: string, node = regular) =>
+      `{"version":1,"root":{"type":"directory","entries":{${JSON.stringify(name)}:${node}}}}`
     const asRoot = (node: string) => `{"version":1,"root":${node}}`
     let deep = regular
     for (let i = 0; i < 64; i++) deep = `{"type":"directory","entries":{"d":${deep}}}`
@@ -199,7 +206,11 @@ describe('parseListing', () => {
       [asRoot(deep), /maximum depth/, 'nested deeper than a NAR may be'],
     ]
     for (const [text, pattern, why] of cases) {
-      assert.throws(() => parseListing(text), (error: unknown) => error instanceof ListingError && pattern.test(error.message), why)
+      assert.throws(
+        () => parseListing(text),
+        (error: unknown) => error instanceof ListingError && pattern.test(error.message),
+        why,
+      )
     }
   })
 })
@@ -259,7 +270,10 @@ describe('listingFromEntries', () => {
       version: 1,
       root: { type: 'regular', size: 12, executable: false, narOffset: 96 },
     })
-    assert.deepEqual(listingFromEntries([{ type: 'symlink', path: '', target: '/nix/store/foo' }]).root, { type: 'symlink', target: '/nix/store/foo' })
+    assert.deepEqual(listingFromEntries([{ type: 'symlink', path: '', target: '/nix/store/foo' }]).root, {
+      type: 'symlink',
+      target: '/nix/store/foo',
+    })
   })
 
   it('rejects entries that do not form a tree', () => {
@@ -277,13 +291,20 @@ describe('listingFromEntries', () => {
       [[dir(''), file('..')], /invalid entry name/, "'..'"],
     ]
     for (const [entries, pattern, why] of cases) {
-      assert.throws(() => listingFromEntries(entries), (error: unknown) => error instanceof ListingError && pattern.test(error.message), why)
+      assert.throws(
+        () => listingFromEntries(entries),
+        (error: unknown) => error instanceof ListingError && pattern.test(error.message),
+        why,
+      )
     }
   })
 })
 
 describe('listings against their NarSize', () => {
-  const listing = (file: string) => parseListing(`{"version":1,"root":{"type":"directory","entries":{"sub":{"type":"directory","entries":{"f":${file}}}}}}`)
+  const listing = (file: string) =>
+    parseListing(
+      `{"version":1,"root":{"type":"directory","entries":{"sub":{"type":"directory","entries":{"f":${file}}}}}}`,
+    )
 
   it('accepts files that fit in the NAR, with or without offsets', () => {
     checkListingFits(listing('{"type":"regular","size":4,"narOffset":96}'), 100)
@@ -294,7 +315,10 @@ describe('listings against their NarSize', () => {
     for (const file of ['{"type":"regular","size":5,"narOffset":96}', '{"type":"regular","size":101}']) {
       assert.throws(
         () => checkListingFits(listing(file), 100),
-        (error: unknown) => error instanceof ListingError && error.path === 'sub/f' && /does not fit in the NarSize of 100/.test(error.message),
+        (error: unknown) =>
+          error instanceof ListingError &&
+          error.path === 'sub/f' &&
+          /does not fit in the NarSize of 100/.test(error.message),
       )
     }
   })

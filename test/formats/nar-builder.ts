@@ -50,7 +50,9 @@ export function symlink(target: string): NarTree {
 
 /** A directory whose entries are sorted in byte order, as Nix writes them. */
 export function directory(entries: Record<string, NarTree> | readonly (readonly [string, NarTree])[]): NarTree {
-  const pairs = Array.isArray(entries) ? [...(entries as readonly (readonly [string, NarTree])[])] : Object.entries(entries)
+  const pairs = Array.isArray(entries)
+    ? [...(entries as readonly (readonly [string, NarTree])[])]
+    : Object.entries(entries)
   pairs.sort(([a], [b]) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
   return { type: 'directory', entries: pairs }
 }
@@ -68,7 +70,9 @@ export function nodeBytes(tree: NarTree): Uint8Array {
     case 'directory':
       return concat([
         tokens('(', 'type', 'directory'),
-        ...tree.entries.map(([name, node]) => concat([tokens('entry', '(', 'name', name, 'node'), nodeBytes(node), tokens(')')])),
+        ...tree.entries.map(([name, node]) =>
+          concat([tokens('entry', '(', 'name', name, 'node'), nodeBytes(node), tokens(')')]),
+        ),
         tokens(')'),
       ])
   }

@@ -3,7 +3,14 @@ import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { describe, it } from 'node:test'
 import { formatListing, listingFromEntries, parseListing, ListingError } from '../../src/formats/listing.js'
-import { MAX_NAME_BYTES, MAX_NAR_DEPTH, MAX_PATH_BYTES, MAX_TARGET_BYTES, NarFormatError, NarIndexer } from '../../src/formats/nar-indexer.js'
+import {
+  MAX_NAME_BYTES,
+  MAX_NAR_DEPTH,
+  MAX_PATH_BYTES,
+  MAX_TARGET_BYTES,
+  NarFormatError,
+  NarIndexer,
+} from '../../src/formats/nar-indexer.js'
 import type { NarEntry } from '../../src/formats/nar-indexer.js'
 import { buildNar, bytes, concat, directory, regular, str, symlink, tokens, u64 } from './nar-builder.js'
 import type { NarTree } from './nar-builder.js'
@@ -100,7 +107,10 @@ function nested(depth: number, leaf: NarTree = file): NarTree {
 describe('NarIndexer', () => {
   it('indexes the hello NAR exactly as Nix 2.8 wrote it', () => {
     assert.equal(HELLO.length, 128)
-    assert.equal(createHash('sha256').update(HELLO).digest('hex'), '03e7f63be30b065d78bcf615f5473545fdb4eb69aa416f43495b4e05cdfb8040')
+    assert.equal(
+      createHash('sha256').update(HELLO).digest('hex'),
+      '03e7f63be30b065d78bcf615f5473545fdb4eb69aa416f43495b4e05cdfb8040',
+    )
     assert.deepEqual(indexAll([HELLO]), [{ type: 'regular', path: '', size: 12, executable: false, narOffset: 96 }])
   })
 
@@ -127,7 +137,12 @@ describe('NarIndexer', () => {
   })
 
   it('yields the same entries however a small NAR is split', () => {
-    const small = [TREE, ...uncompressedNars().filter(({ nar }) => nar.length < 1000).map(({ nar }) => new Uint8Array(nar))]
+    const small = [
+      TREE,
+      ...uncompressedNars()
+        .filter(({ nar }) => nar.length < 1000)
+        .map(({ nar }) => new Uint8Array(nar)),
+    ]
     assert.equal(small.length, 3)
     for (const nar of small) {
       const expected = indexAll([nar])
@@ -142,7 +157,8 @@ describe('NarIndexer', () => {
     for (const { storePath, nar } of uncompressedNars()) {
       const expected = indexAll([nar])
       if (nar.length < 1_000_000) assert.deepEqual(indexAll(chunked(nar, 1)), expected, `${storePath}, 1-byte chunks`)
-      for (const size of [7, 4093, 65_536 + 3]) assert.deepEqual(indexAll(chunked(nar, size)), expected, `${storePath}, ${size}-byte chunks`)
+      for (const size of [7, 4093, 65_536 + 3])
+        assert.deepEqual(indexAll(chunked(nar, size)), expected, `${storePath}, ${size}-byte chunks`)
     }
   })
 
@@ -153,7 +169,8 @@ describe('NarIndexer', () => {
         const { entries, read } = indexSkipping(nar, size)
         assert.deepEqual(entries, expected, `${storePath}, ${size}-byte reads`)
         const contents = expected.reduce((sum, e) => sum + (e.type === 'regular' ? e.size : 0), 0)
-        if (size === 1) assert.equal(read, nar.length - contents, `${storePath}: every contents byte skipped, every other byte read`)
+        if (size === 1)
+          assert.equal(read, nar.length - contents, `${storePath}: every contents byte skipped, every other byte read`)
       }
     }
   })
@@ -173,7 +190,11 @@ describe('NarIndexer', () => {
     assert.equal(indexer.contentsAhead, 0, 'padding is read, not skipped')
     const badPadding = HELLO.slice(108, 112)
     badPadding[1] = 7
-    assert.throws(() => indexer.push(badPadding), (error: unknown) => error instanceof NarFormatError && error.offset === 109 && /non-zero padding byte 0x07/.test(error.message))
+    assert.throws(
+      () => indexer.push(badPadding),
+      (error: unknown) =>
+        error instanceof NarFormatError && error.offset === 109 && /non-zero padding byte 0x07/.test(error.message),
+    )
     assert.equal(indexer.contentsAhead, 0, 'a failed indexer has nothing ahead')
     assert.throws(() => indexer.skip(0), NarFormatError, 'and keeps failing')
   })
@@ -193,7 +214,13 @@ describe('NarIndexer', () => {
     // The same for a 3 MB file of a fixture: its entry comes with the first 1232 bytes.
     const basic = uncompressedNars().find(({ storePath }) => storePath.endsWith('-fixture-basic-1'))!
     const entries = new NarIndexer().push(basic.nar.subarray(0, 1232))
-    assert.deepEqual(entries.at(-1), { type: 'regular', path: 'lib/blob.bin', size: 3_000_000, executable: false, narOffset: 1232 })
+    assert.deepEqual(entries.at(-1), {
+      type: 'regular',
+      path: 'lib/blob.bin',
+      size: 3_000_000,
+      executable: false,
+      narOffset: 1232,
+    })
   })
 
   it('skips contents larger than 4 GiB by counting, without holding them', () => {
@@ -232,9 +259,19 @@ describe('NarIndexer', () => {
       [directory({}), [{ type: 'directory', path: '' }], 'an empty directory as the root'],
       [symlink('/nix/store/foo'), [{ type: 'symlink', path: '', target: '/nix/store/foo' }], 'a symlink as the root'],
       [regular(''), [{ type: 'regular', path: '', size: 0, executable: false, narOffset: 96 }], 'an empty file'],
-      [regular('abc', true), [{ type: 'regular', path: '', size: 3, executable: true, narOffset: 128 }], 'an executable'],
       [
-        { type: 'directory', entries: [[fullwidth, file], [astral, file]] },
+        regular('abc', true),
+        [{ type: 'regular', path: '', size: 3, executable: true, narOffset: 128 }],
+        'an executable',
+      ],
+      [
+        {
+          type: 'directory',
+          entries: [
+            [fullwidth, file],
+            [astral, file],
+          ],
+        },
         [
           { type: 'directory', path: '' },
           { type: 'regular', path: fullwidth, size: 1, executable: false, narOffset: 232 },
@@ -253,7 +290,10 @@ describe('NarIndexer', () => {
       ],
       [
         directory({ '\uFEFFbom': symlink('\uFEFFt') }),
-        [{ type: 'directory', path: '' }, { type: 'symlink', path: '\uFEFFbom', target: '\uFEFFt' }],
+        [
+          { type: 'directory', path: '' },
+          { type: 'symlink', path: '\uFEFFbom', target: '\uFEFFt' },
+        ],
         'a leading byte order mark is kept',
       ],
     ]
@@ -262,7 +302,11 @@ describe('NarIndexer', () => {
     const longName = 'n'.repeat(MAX_NAME_BYTES)
     assert.equal(indexAll([buildNar(directory({ [longName]: file }))])[1]?.path, longName, 'a name of 255 bytes')
     const longTarget = 't'.repeat(MAX_TARGET_BYTES)
-    assert.deepEqual(indexAll([buildNar(symlink(longTarget))]), [{ type: 'symlink', path: '', target: longTarget }], 'a target of 4095 bytes')
+    assert.deepEqual(
+      indexAll([buildNar(symlink(longTarget))]),
+      [{ type: 'symlink', path: '', target: longTarget }],
+      'a target of 4095 bytes',
+    )
     // 16 names of 255 bytes and their 15 slashes: a path of exactly 4095 bytes.
     const longPath = indexAll([buildNar(longNested(16, file))])
     assert.equal(Buffer.byteLength(longPath.at(-1)!.path), MAX_PATH_BYTES, 'a path of 4095 bytes')
@@ -271,9 +315,18 @@ describe('NarIndexer', () => {
   })
 
   it('accepts names that are not UTF-8, which the listing then refuses to merge', () => {
-    const nar = buildNar({ type: 'directory', entries: [[Uint8Array.of(0xfe), file], [Uint8Array.of(0xff), file]] })
+    const nar = buildNar({
+      type: 'directory',
+      entries: [
+        [Uint8Array.of(0xfe), file],
+        [Uint8Array.of(0xff), file],
+      ],
+    })
     const entries = indexAll([nar])
-    assert.deepEqual(entries.map((entry) => entry.path), ['', '\uFFFD', '\uFFFD'])
+    assert.deepEqual(
+      entries.map((entry) => entry.path),
+      ['', '\uFFFD', '\uFFFD'],
+    )
     assert.throws(() => listingFromEntries(entries), ListingError)
   })
 
@@ -284,7 +337,8 @@ describe('NarIndexer', () => {
       assert.equal(indexer.done, false)
       assert.throws(
         () => indexer.end(),
-        (error: unknown) => error instanceof NarFormatError && /ends early/.test(error.message) && error.offset === length,
+        (error: unknown) =>
+          error instanceof NarFormatError && /ends early/.test(error.message) && error.offset === length,
         `truncated to ${length} bytes`,
       )
     }
@@ -299,50 +353,160 @@ describe('NarIndexer', () => {
       return copy
     }
     const helloWithSize = (size: bigint) => concat([HELLO.subarray(0, 88), u64(size), HELLO.subarray(96)])
-    const rawRegular = (...fields: (string | Uint8Array)[]) => tokens('nix-archive-1', '(', 'type', 'regular', ...fields, ')')
+    const rawRegular = (...fields: (string | Uint8Array)[]) =>
+      tokens('nix-archive-1', '(', 'type', 'regular', ...fields, ')')
     const inDirectory = (...entries: [string | Uint8Array, NarTree][]) => buildNar({ type: 'directory', entries })
 
     const cases: [why: string, nar: Uint8Array, pattern: RegExp, at: number | ((nar: Uint8Array) => number)][] = [
       ['bad magic', buildNar(file).fill(0x32, 20, 21), /doesn't look like a Nix archive/, 0],
-      ['a magic of the wrong length', concat([str('nix-archive-10'), buildNar(file).subarray(24)]), /doesn't look like a Nix archive/, 0],
+      [
+        'a magic of the wrong length',
+        concat([str('nix-archive-10'), buildNar(file).subarray(24)]),
+        /doesn't look like a Nix archive/,
+        0,
+      ],
       ['not a NAR at all', bytes('{"version":1,"root":{}}'), /doesn't look like a Nix archive/, 0],
       ['non-zero padding after the magic', withByte(HELLO, 23, 1), /non-zero padding byte 0x01/, 23],
       ['non-zero padding after contents', withByte(HELLO, 108, 0x80), /non-zero padding byte 0x80/, 108],
-      ['unsorted entries', inDirectory(['b', file], ['a', file]), /unsorted entry name "a" after "b"/, (nar) => nameOffset(nar, 'a')],
+      [
+        'unsorted entries',
+        inDirectory(['b', file], ['a', file]),
+        /unsorted entry name "a" after "b"/,
+        (nar) => nameOffset(nar, 'a'),
+      ],
       ['uppercase after lowercase', inDirectory(['a', file], ['B', file]), /unsorted/, (nar) => nameOffset(nar, 'B')],
-      ['astral before BMP: UTF-16 order, not byte order', inDirectory(['\u{1F600}', file], ['\uFF5A', file]), /unsorted/, (nar) => nameOffset(nar, '\uFF5A')],
-      ['duplicate entries', inDirectory(['a', file], ['a', regular('y')]), /duplicate entry name "a"/, (nar) => Buffer.from(nar).lastIndexOf(Buffer.from(concat([tokens('name'), str('a')]))) + 16],
+      [
+        'astral before BMP: UTF-16 order, not byte order',
+        inDirectory(['\u{1F600}', file], ['\uFF5A', file]),
+        /unsorted/,
+        (nar) => nameOffset(nar, '\uFF5A'),
+      ],
+      [
+        'duplicate entries',
+        inDirectory(['a', file], ['a', regular('y')]),
+        /duplicate entry name "a"/,
+        (nar) => Buffer.from(nar).lastIndexOf(Buffer.from(concat([tokens('name'), str('a')]))) + 16,
+      ],
       ["'..' as a name", inDirectory(['..', file]), /invalid entry name "\.\."/, (nar) => nameOffset(nar, '..')],
       ["'.' as a name", inDirectory(['.', file]), /invalid entry name "\."/, (nar) => nameOffset(nar, '.')],
       ["'/' in a name", inDirectory(['a/b', file]), /invalid entry name "a\/b"/, (nar) => nameOffset(nar, 'a/b')],
-      ['NUL in a name', inDirectory(['a\0b', file]), /invalid entry name "a\\u0000b"/, (nar) => nameOffset(nar, 'a\0b')],
+      [
+        'NUL in a name',
+        inDirectory(['a\0b', file]),
+        /invalid entry name "a\\u0000b"/,
+        (nar) => nameOffset(nar, 'a\0b'),
+      ],
       ['an empty name', inDirectory(['', file]), /invalid entry name ""/, (nar) => nameOffset(nar, '')],
-      ['a name of 256 bytes', inDirectory(['n'.repeat(256), file]), /string of 256 bytes \(limit 255\)/, (nar) => nameOffset(nar, 'n'.repeat(256))],
-      ['a name length of 2^62', concat([tokens('nix-archive-1', '(', 'type', 'directory', 'entry', '(', 'name'), u64(2n ** 62n)]), /string of 4611686018427387904 bytes/, 128],
-      ['depth 64', buildNar(nested(MAX_NAR_DEPTH)), /maximum depth of 64/, (nar) => find(nar, tokens('d', 'node', '(', 'type', 'regular')) + 16],
-      ['depth 70', buildNar(nested(70)), /maximum depth of 64 at "d\/d\/d/, (nar) => nestedNodeOffset(nar, MAX_NAR_DEPTH)],
-      ['a path of 4097 bytes', buildNar(longNested(16, directory({ x: file }))), /path "n{200}…" is longer than 4095 bytes/, (nar) => find(nar, tokens('x', 'node')) + 16],
+      [
+        'a name of 256 bytes',
+        inDirectory(['n'.repeat(256), file]),
+        /string of 256 bytes \(limit 255\)/,
+        (nar) => nameOffset(nar, 'n'.repeat(256)),
+      ],
+      [
+        'a name length of 2^62',
+        concat([tokens('nix-archive-1', '(', 'type', 'directory', 'entry', '(', 'name'), u64(2n ** 62n)]),
+        /string of 4611686018427387904 bytes/,
+        128,
+      ],
+      [
+        'depth 64',
+        buildNar(nested(MAX_NAR_DEPTH)),
+        /maximum depth of 64/,
+        (nar) => find(nar, tokens('d', 'node', '(', 'type', 'regular')) + 16,
+      ],
+      [
+        'depth 70',
+        buildNar(nested(70)),
+        /maximum depth of 64 at "d\/d\/d/,
+        (nar) => nestedNodeOffset(nar, MAX_NAR_DEPTH),
+      ],
+      [
+        'a path of 4097 bytes',
+        buildNar(longNested(16, directory({ x: file }))),
+        /path "n{200}…" is longer than 4095 bytes/,
+        (nar) => find(nar, tokens('x', 'node')) + 16,
+      ],
       ['a size of 2^63', helloWithSize(2n ** 63n), /file size 9223372036854775808 of the root is too large/, 88],
       ['a size of 2^53', helloWithSize(2n ** 53n), /too large/, 88],
       ['a size of 2^64-1', helloWithSize(2n ** 64n - 1n), /18446744073709551615/, 88],
       ['one byte of trailing data', concat([HELLO, Uint8Array.of(0)]), /trailing data/, 128],
       ['a second archive after the first', concat([HELLO, HELLO]), /trailing data/, 128],
-      ['executable after contents', rawRegular('contents', 'x', 'executable', ''), /expected tag '\)', got "executable"/, 104],
-      ['executable twice', rawRegular('executable', '', 'executable', '', 'contents', 'x'), /expected tag 'contents', got "executable"/, 104],
-      ['a non-empty executable marker', rawRegular('executable', '1', 'contents', 'x'), /executable marker, got a string of 1 bytes/, 96],
+      [
+        'executable after contents',
+        rawRegular('contents', 'x', 'executable', ''),
+        /expected tag '\)', got "executable"/,
+        104,
+      ],
+      [
+        'executable twice',
+        rawRegular('executable', '', 'executable', '', 'contents', 'x'),
+        /expected tag 'contents', got "executable"/,
+        104,
+      ],
+      [
+        'a non-empty executable marker',
+        rawRegular('executable', '1', 'contents', 'x'),
+        /executable marker, got a string of 1 bytes/,
+        96,
+      ],
       ['no contents', rawRegular(), /expected tag 'executable' or 'contents', got "\)"/, 72],
       ['an empty symlink target', buildNar(symlink('')), /invalid symlink target ""/, 88],
       ['NUL in a symlink target', buildNar(symlink('a\0b')), /invalid symlink target/, 88],
-      ['a symlink target of 4096 bytes', buildNar(symlink('t'.repeat(4096))), /string of 4096 bytes \(limit 4095\)/, 88],
-      ['a tag of 33 bytes', tokens('nix-archive-1', '(', 'type', 'r'.repeat(33)), /expected a file type, got a string of 33 bytes \(limit 32\)/, 56],
-      ['a tag length with high bits set', concat([tokens('nix-archive-1', '('), u64(2n ** 32n + 4n), bytes('type')]), /limit 32/, 40],
-      ['an unknown file type', tokens('nix-archive-1', '(', 'type', 'fifo', ')'), /unknown file type "fifo" for the root/, 56],
+      [
+        'a symlink target of 4096 bytes',
+        buildNar(symlink('t'.repeat(4096))),
+        /string of 4096 bytes \(limit 4095\)/,
+        88,
+      ],
+      [
+        'a tag of 33 bytes',
+        tokens('nix-archive-1', '(', 'type', 'r'.repeat(33)),
+        /expected a file type, got a string of 33 bytes \(limit 32\)/,
+        56,
+      ],
+      [
+        'a tag length with high bits set',
+        concat([tokens('nix-archive-1', '('), u64(2n ** 32n + 4n), bytes('type')]),
+        /limit 32/,
+        40,
+      ],
+      [
+        'an unknown file type',
+        tokens('nix-archive-1', '(', 'type', 'fifo', ')'),
+        /unknown file type "fifo" for the root/,
+        56,
+      ],
       ['no opening parenthesis', tokens('nix-archive-1', 'type', 'regular'), /expected tag '\(', got "type"/, 24],
       ['no type tag', tokens('nix-archive-1', '(', 'regular'), /expected tag 'type', got "regular"/, 40],
-      ['symlink without target tag', tokens('nix-archive-1', '(', 'type', 'symlink', 'x', ')'), /expected tag 'target', got "x"/, 72],
-      ['garbage instead of an entry', tokens('nix-archive-1', '(', 'type', 'directory', 'entri'), /expected tag 'entry' or '\)', got "entri"/, 80],
-      ['an entry without its closing parenthesis', concat([tokens('nix-archive-1', '(', 'type', 'directory', 'entry', '(', 'name', 'a', 'node'), buildNar(file).subarray(24), tokens('entry')]), /expected tag '\)', got "entry"/, (nar) => nar.length - 16],
-      ['a node tag spelled wrong', tokens('nix-archive-1', '(', 'type', 'directory', 'entry', '(', 'name', 'a', 'nodes'), /expected tag 'node', got "nodes"/, 144],
+      [
+        'symlink without target tag',
+        tokens('nix-archive-1', '(', 'type', 'symlink', 'x', ')'),
+        /expected tag 'target', got "x"/,
+        72,
+      ],
+      [
+        'garbage instead of an entry',
+        tokens('nix-archive-1', '(', 'type', 'directory', 'entri'),
+        /expected tag 'entry' or '\)', got "entri"/,
+        80,
+      ],
+      [
+        'an entry without its closing parenthesis',
+        concat([
+          tokens('nix-archive-1', '(', 'type', 'directory', 'entry', '(', 'name', 'a', 'node'),
+          buildNar(file).subarray(24),
+          tokens('entry'),
+        ]),
+        /expected tag '\)', got "entry"/,
+        (nar) => nar.length - 16,
+      ],
+      [
+        'a node tag spelled wrong',
+        tokens('nix-archive-1', '(', 'type', 'directory', 'entry', '(', 'name', 'a', 'nodes'),
+        /expected tag 'node', got "nodes"/,
+        144,
+      ],
     ]
 
     for (const [why, nar, pattern, at] of cases) {
@@ -366,9 +530,18 @@ describe('NarIndexer', () => {
       first = error
     }
     assert.ok(first instanceof NarFormatError)
-    assert.throws(() => indexer.push(new Uint8Array(0)), (error: unknown) => error === first)
-    assert.throws(() => indexer.push(HELLO), (error: unknown) => error === first)
-    assert.throws(() => indexer.end(), (error: unknown) => error === first)
+    assert.throws(
+      () => indexer.push(new Uint8Array(0)),
+      (error: unknown) => error === first,
+    )
+    assert.throws(
+      () => indexer.push(HELLO),
+      (error: unknown) => error === first,
+    )
+    assert.throws(
+      () => indexer.end(),
+      (error: unknown) => error === first,
+    )
   })
 })
 

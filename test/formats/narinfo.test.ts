@@ -80,7 +80,9 @@ describe('parseNarInfo', () => {
     assert.deepEqual(info.references, ['1k87k4082pzf85pfmqzjslxn34n5vrjn-fixture-dep-1'])
     assert.equal(info.deriver, 'x3zfg2wjcaywv75nklzq9g1ncwam6jvx-fixture-app-1.drv')
     assert.equal(info.ca, undefined)
-    const basic = parseNarInfo(fixtureFiles('narinfo').find((f) => f.name === 'xz/8gxcdyzlr8aa09pp43z8zbxd9zm00qzk.narinfo')!.text)
+    const basic = parseNarInfo(
+      fixtureFiles('narinfo').find((f) => f.name === 'xz/8gxcdyzlr8aa09pp43z8zbxd9zm00qzk.narinfo')!.text,
+    )
     assert.deepEqual(basic.references, [])
     assert.equal(basic.deriver, undefined)
     assert.equal(basic.ca, 'fixed:r:sha256:0p6paxs2x2w2b24h8qbpjsrc6n80nix304dfgdw21wchh30c3vdr')
@@ -151,24 +153,84 @@ describe('parseNarInfo', () => {
 
   it('rejects malformed narinfos, naming the line and field', () => {
     const cases: [text: string, line: number | undefined, field: string | undefined, pattern: RegExp, why: string][] = [
-      [MINIMAL.replace('NarSize: 128\n', 'NarSize 128\n'), 4, undefined, /expected 'Key: value'/, 'a line without a colon'],
+      [
+        MINIMAL.replace('NarSize: 128\n', 'NarSize 128\n'),
+        4,
+        undefined,
+        /expected 'Key: value'/,
+        'a line without a colon',
+      ],
       [MINIMAL + '\n', 5, undefined, /expected 'Key: value'/, 'an empty line'],
-      [MINIMAL.replace('NarSize: 128', 'NarSize:128'), 4, 'NarSize', /expected ': '/, 'no space after the colon: Nix would drop a character'],
+      [
+        MINIMAL.replace('NarSize: 128', 'NarSize:128'),
+        4,
+        'NarSize',
+        /expected ': '/,
+        'no space after the colon: Nix would drop a character',
+      ],
       [MINIMAL.replace('NarSize: 128', 'NarSize:'), 4, 'NarSize', /expected ': '/, 'a colon at the end of the line'],
       [MINIMAL.replaceAll('\n', '\r\n'), 1, 'StorePath', /carriage return/, 'CRLF line endings'],
       [replaceLine(MINIMAL, 'StorePath', undefined), undefined, 'StorePath', /missing/, 'StorePath is required'],
-      [replaceLine(MINIMAL, 'StorePath', 'StorePath: 925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt'), 4, 'StorePath', /absolute/, 'StorePath must be a full path'],
-      [replaceLine(MINIMAL, 'StorePath', 'StorePath: /nix/store/925f1jb1ajrypjbyq7rylwryqwizvhp0'), 4, 'StorePath', /'-'/, 'StorePath without a name'],
-      [replaceLine(MINIMAL, 'StorePath', 'StorePath: /nix/store/925f1jb1ajrypjbyq7rylwryqwizvhpe-x'), 4, 'StorePath', /nix32/, 'e in the hash part'],
+      [
+        replaceLine(MINIMAL, 'StorePath', 'StorePath: 925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt'),
+        4,
+        'StorePath',
+        /absolute/,
+        'StorePath must be a full path',
+      ],
+      [
+        replaceLine(MINIMAL, 'StorePath', 'StorePath: /nix/store/925f1jb1ajrypjbyq7rylwryqwizvhp0'),
+        4,
+        'StorePath',
+        /'-'/,
+        'StorePath without a name',
+      ],
+      [
+        replaceLine(MINIMAL, 'StorePath', 'StorePath: /nix/store/925f1jb1ajrypjbyq7rylwryqwizvhpe-x'),
+        4,
+        'StorePath',
+        /nix32/,
+        'e in the hash part',
+      ],
       [replaceLine(MINIMAL, 'URL', undefined), undefined, 'URL', /URL is missing/, 'URL is required'],
       [replaceLine(MINIMAL, 'URL', 'URL: '), undefined, 'URL', /empty/, 'URL must not be empty'],
       [replaceLine(MINIMAL, 'NarHash', undefined), undefined, 'NarHash', /missing/, 'NarHash is required'],
-      [replaceLine(MINIMAL, 'NarHash', 'NarHash: 0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3'), 4, 'NarHash', /prefix/, 'NarHash needs an algorithm'],
-      [replaceLine(MINIMAL, 'NarHash', `NarHash: sha1:${'0'.repeat(40)}`), 4, 'NarHash', /must be sha256, not sha1/, 'Nix hashes NARs with sha256 only'],
-      [replaceLine(MINIMAL, 'NarHash', `NarHash: md5:${'0'.repeat(32)}`), 4, 'NarHash', /must be sha256, not md5/, 'a weak NarHash would let a forged NAR pass'],
-      [replaceLine(MINIMAL, 'NarHash', 'NarHash: sha256:0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq'), 4, 'NarHash', /length 51/, 'NarHash too short'],
+      [
+        replaceLine(MINIMAL, 'NarHash', 'NarHash: 0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3'),
+        4,
+        'NarHash',
+        /prefix/,
+        'NarHash needs an algorithm',
+      ],
+      [
+        replaceLine(MINIMAL, 'NarHash', `NarHash: sha1:${'0'.repeat(40)}`),
+        4,
+        'NarHash',
+        /must be sha256, not sha1/,
+        'Nix hashes NARs with sha256 only',
+      ],
+      [
+        replaceLine(MINIMAL, 'NarHash', `NarHash: md5:${'0'.repeat(32)}`),
+        4,
+        'NarHash',
+        /must be sha256, not md5/,
+        'a weak NarHash would let a forged NAR pass',
+      ],
+      [
+        replaceLine(MINIMAL, 'NarHash', 'NarHash: sha256:0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq'),
+        4,
+        'NarHash',
+        /length 51/,
+        'NarHash too short',
+      ],
       [replaceLine(MINIMAL, 'NarSize', undefined), undefined, 'NarSize', /missing or zero/, 'NarSize is required'],
-      [replaceLine(MINIMAL, 'NarSize', 'NarSize: 0'), undefined, 'NarSize', /missing or zero/, 'NarSize must be positive'],
+      [
+        replaceLine(MINIMAL, 'NarSize', 'NarSize: 0'),
+        undefined,
+        'NarSize',
+        /missing or zero/,
+        'NarSize must be positive',
+      ],
       [replaceLine(MINIMAL, 'NarSize', 'NarSize: -1'), 4, 'NarSize', /decimal size/, 'negative size'],
       [replaceLine(MINIMAL, 'NarSize', 'NarSize: 1e3'), 4, 'NarSize', /decimal size/, 'exponent notation'],
       [replaceLine(MINIMAL, 'NarSize', 'NarSize: 0x80'), 4, 'NarSize', /decimal size/, 'hex notation'],
@@ -177,7 +239,13 @@ describe('parseNarInfo', () => {
       [replaceLine(MINIMAL, 'NarSize', 'NarSize: 9007199254740992'), 4, 'NarSize', /decimal size/, 'beyond 2^53-1'],
       [MINIMAL + 'FileSize: twelve\n', 5, 'FileSize', /decimal size/, 'FileSize must be a number too'],
       [MINIMAL + 'FileHash: sha256:zz\n', 5, 'FileHash', /length 2/, 'FileHash must parse'],
-      [MINIMAL + 'References: /nix/store/925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt\n', 5, 'References', /nix32/, 'references are base names'],
+      [
+        MINIMAL + 'References: /nix/store/925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt\n',
+        5,
+        'References',
+        /nix32/,
+        'references are base names',
+      ],
       [
         MINIMAL + 'References: 00000000000000000000000000000000-a\nReferences: 00000000000000000000000000000000-b\n',
         6,
@@ -185,7 +253,13 @@ describe('parseNarInfo', () => {
         /twice/,
         'a second non-empty References',
       ],
-      [MINIMAL + 'References: 00000000000000000000000000000000-a\nReferences: \n', 6, 'References', /twice/, 'References after a non-empty one'],
+      [
+        MINIMAL + 'References: 00000000000000000000000000000000-a\nReferences: \n',
+        6,
+        'References',
+        /twice/,
+        'References after a non-empty one',
+      ],
       [MINIMAL + 'CA: fixed:sha256:x\nCA: fixed:sha256:y\n', 6, 'CA', /twice/, 'a second CA'],
       [MINIMAL + 'Deriver: foo.drv\n', 5, 'Deriver', /nix32/, 'Deriver must be a base name'],
       ['', undefined, 'StorePath', /missing/, 'empty input'],
@@ -210,7 +284,10 @@ describe('parseNarInfo', () => {
 
 describe('formatNarInfo', () => {
   it('writes keys in Nix order, with "References: " and its trailing space when empty', () => {
-    const info = parseNarInfo(replaceLine(MINIMAL, 'Sig', 'Sig: k:SIG') + 'CA: fixed:r:sha256:0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3\nSystem: x86_64-linux\n')
+    const info = parseNarInfo(
+      replaceLine(MINIMAL, 'Sig', 'Sig: k:SIG') +
+        'CA: fixed:r:sha256:0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3\nSystem: x86_64-linux\n',
+    )
     assert.equal(
       formatNarInfo(info),
       `StorePath: /nix/store/925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt
@@ -231,8 +308,17 @@ CA: fixed:r:sha256:0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3
     const variants: NarInfo[] = [
       base,
       { ...base, references: [], sigs: [] },
-      { ...base, references: ['zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-b', '00000000000000000000000000000000-a'], quirks: ['references-unsorted'] },
-      { ...base, compression: 'gzip', system: 'aarch64-linux', ca: 'text:sha256:0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3' },
+      {
+        ...base,
+        references: ['zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-b', '00000000000000000000000000000000-a'],
+        quirks: ['references-unsorted'],
+      },
+      {
+        ...base,
+        compression: 'gzip',
+        system: 'aarch64-linux',
+        ca: 'text:sha256:0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3',
+      },
       { ...base, narHash: parseHash(`sha256:${HELLO_HEX}`), narSize: Number.MAX_SAFE_INTEGER, fileSize: 0 },
     ]
     for (const info of variants) {
@@ -255,7 +341,11 @@ CA: fixed:r:sha256:0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3
       [{ ...base, fileSize: 1.5 }, 'FileSize'],
     ]
     for (const [info, field] of cases) {
-      assert.throws(() => formatNarInfo(info), (error: unknown) => error instanceof NarInfoError && error.field === field, field)
+      assert.throws(
+        () => formatNarInfo(info),
+        (error: unknown) => error instanceof NarInfoError && error.field === field,
+        field,
+      )
     }
   })
 })

@@ -5,7 +5,9 @@ import { findNetrcEntry, NetrcSyntaxError, parseNetrc } from '../../src/formats/
 
 describe('parseNetrc', () => {
   it('reads one entry per line, as the Nix manual shows it', () => {
-    const entries = parseNetrc('machine cache.example.org login alice password s3cret\nmachine other.example.org login bob password hunter2\n')
+    const entries = parseNetrc(
+      'machine cache.example.org login alice password s3cret\nmachine other.example.org login bob password hunter2\n',
+    )
     assert.deepEqual(entries, [
       { machine: 'cache.example.org', login: 'alice', password: 's3cret' },
       { machine: 'other.example.org', login: 'bob', password: 'hunter2' },
@@ -18,11 +20,15 @@ describe('parseNetrc', () => {
   })
 
   it('reads a default entry', () => {
-    assert.deepEqual(parseNetrc('default login anonymous password guest'), [{ machine: undefined, login: 'anonymous', password: 'guest' }])
+    assert.deepEqual(parseNetrc('default login anonymous password guest'), [
+      { machine: undefined, login: 'anonymous', password: 'guest' },
+    ])
   })
 
   it('treats a token starting with # as the start of a comment', () => {
-    const entries = parseNetrc('# my caches\nmachine a.example login x password y # the password is y\n  #machine b.example login z password w\n')
+    const entries = parseNetrc(
+      '# my caches\nmachine a.example login x password y # the password is y\n  #machine b.example login z password w\n',
+    )
     assert.deepEqual(entries, [{ machine: 'a.example', login: 'x', password: 'y' }])
   })
 
@@ -59,7 +65,9 @@ describe('parseNetrc', () => {
   })
 
   it('ignores login and password before any machine, and unknown words', () => {
-    assert.deepEqual(parseNetrc('login x password y\nfoo bar\nmachine a login u password v'), [{ machine: 'a', login: 'u', password: 'v' }])
+    assert.deepEqual(parseNetrc('login x password y\nfoo bar\nmachine a login u password v'), [
+      { machine: 'a', login: 'u', password: 'v' },
+    ])
   })
 
   it('lower-cases machine names and keeps keywords as values where a value is expected', () => {
@@ -75,7 +83,9 @@ describe('parseNetrc', () => {
 })
 
 describe('findNetrcEntry', () => {
-  const entries = parseNetrc('machine a.example login x password y\nmachine b.example password only\nmachine a.example login second password z\ndefault login d password dd')
+  const entries = parseNetrc(
+    'machine a.example login x password y\nmachine b.example password only\nmachine a.example login second password z\ndefault login d password dd',
+  )
 
   it('takes the first entry for the host, case-insensitively', () => {
     assert.deepEqual(findNetrcEntry(entries, 'A.Example'), { machine: 'a.example', login: 'x', password: 'y' })

@@ -2,7 +2,14 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { describe, it } from 'node:test'
-import { NIX32_ALPHABET, Nix32Error, decodeNix32, encodeNix32, isNix32, nix32Length } from '../../src/formats/nixbase32.js'
+import {
+  NIX32_ALPHABET,
+  Nix32Error,
+  decodeNix32,
+  encodeNix32,
+  isNix32,
+  nix32Length,
+} from '../../src/formats/nixbase32.js'
 
 // sha256 of the 128-byte NAR of a file containing "Hello World!" (nix-formats.md §1.4, made by Nix 2.8).
 const HELLO_HEX = '03e7f63be30b065d78bcf615f5473545fdb4eb69aa416f43495b4e05cdfb8040'
@@ -109,7 +116,10 @@ describe('decodeNix32', () => {
     for (const [text, bad, why] of cases) {
       assert.throws(
         () => decodeNix32(text),
-        (error: unknown) => error instanceof Nix32Error && error.message.includes(JSON.stringify(bad)) && error.message.includes('invalid character'),
+        (error: unknown) =>
+          error instanceof Nix32Error &&
+          error.message.includes(JSON.stringify(bad)) &&
+          error.message.includes('invalid character'),
         why,
       )
     }
@@ -128,7 +138,11 @@ describe('decodeNix32', () => {
 
   it('rejects lengths that no byte count encodes to', () => {
     for (const text of ['0', '000', '000000', '0'.repeat(54)]) {
-      assert.throws(() => decodeNix32(text), (error: unknown) => error instanceof Nix32Error && /length/.test(error.message), `length ${text.length}`)
+      assert.throws(
+        () => decodeNix32(text),
+        (error: unknown) => error instanceof Nix32Error && /length/.test(error.message),
+        `length ${text.length}`,
+      )
     }
     assert.deepEqual(decodeNix32(''), new Uint8Array(0))
   })
@@ -139,6 +153,7 @@ describe('isNix32', () => {
     assert.equal(isNix32(NIX32_ALPHABET), true)
     assert.equal(isNix32(HELLO_NIX32), true)
     assert.equal(isNix32(''), true)
-    for (const text of ['e', 'o', 'u', 't', 'A', '0-1', ' ', '\u00e9']) assert.equal(isNix32(text), false, JSON.stringify(text))
+    for (const text of ['e', 'o', 'u', 't', 'A', '0-1', ' ', '\u00e9'])
+      assert.equal(isNix32(text), false, JSON.stringify(text))
   })
 })

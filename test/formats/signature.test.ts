@@ -4,7 +4,15 @@ import { readdirSync, readFileSync } from 'node:fs'
 import path from 'node:path'
 import { describe, it } from 'node:test'
 import { parseNarInfo } from '../../src/formats/narinfo.js'
-import { CACHE_NIXOS_ORG_KEY, fingerprint, isContentAddressed, parsePublicKey, parsePublicKeys, SignatureError, verifyNarInfo } from '../../src/formats/signature.js'
+import {
+  CACHE_NIXOS_ORG_KEY,
+  fingerprint,
+  isContentAddressed,
+  parsePublicKey,
+  parsePublicKeys,
+  SignatureError,
+  verifyNarInfo,
+} from '../../src/formats/signature.js'
 import { cacheDir, FIXTURE_CACHES } from '../helpers/fixtures.js'
 import { DOC_KEY as DOC_KEY_TEXT, DOC_NARINFO_HELLO, DOC_NARINFO_REFS } from './fixtures.js'
 
@@ -25,7 +33,10 @@ describe('fingerprint', () => {
       fingerprint(parseNarInfo(REFS)),
       '1;/nix/store/wi32l2ngn8irgnjb81408mpn1n6nncy1-refs;sha256:1plynzzh6y7vnyy398z8b19c8whilf1v42n0v595kl91jbhxsb55;168;/nix/store/925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt',
     )
-    assert.equal(fingerprint(parseNarInfo(HELLO)), '1;/nix/store/925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt;sha256:0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3;128;')
+    assert.equal(
+      fingerprint(parseNarInfo(HELLO)),
+      '1;/nix/store/925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt;sha256:0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3;128;',
+    )
   })
 })
 
@@ -44,12 +55,18 @@ describe('verifyNarInfo', () => {
 
   it('rejects a signature over changed fields, and ignores unsigned narinfos', () => {
     assert.equal(verifyNarInfo(parseNarInfo(REFS.replace('NarSize: 168', 'NarSize: 169')), [DOC_KEY]), undefined)
-    assert.equal(verifyNarInfo(parseNarInfo(REFS.replace('References: 925f', 'References: 825f')), [DOC_KEY]), undefined)
+    assert.equal(
+      verifyNarInfo(parseNarInfo(REFS.replace('References: 925f', 'References: 825f')), [DOC_KEY]),
+      undefined,
+    )
     for (const info of narinfos('unsigned')) assert.equal(verifyNarInfo(info, testKeys), undefined)
   })
 
   it('ignores signatures that are malformed or by unknown keys', () => {
-    const text = REFS.replace(/^Sig: .*$/m, 'Sig: test-cache-1:AAAA\nSig: other:QKoLcFUQal6lVkmX3vgs9vNVukbL7ldwByo5neSIkvzY/9I1RtHNBJ0rN6O0kBz3UvmjMg0qPBA3X9F2Dod+BQ==')
+    const text = REFS.replace(
+      /^Sig: .*$/m,
+      'Sig: test-cache-1:AAAA\nSig: other:QKoLcFUQal6lVkmX3vgs9vNVukbL7ldwByo5neSIkvzY/9I1RtHNBJ0rN6O0kBz3UvmjMg0qPBA3X9F2Dod+BQ==',
+    )
     assert.equal(verifyNarInfo(parseNarInfo(text), [DOC_KEY]), undefined)
   })
 })
@@ -63,7 +80,10 @@ describe('isContentAddressed', () => {
   })
 
   it('refuses a NarHash other than the CA hash: a forged NAR would pass as trusted', () => {
-    const forged = HELLO.replace(/^NarHash: .*$/m, 'NarHash: sha256:1h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3')
+    const forged = HELLO.replace(
+      /^NarHash: .*$/m,
+      'NarHash: sha256:1h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3',
+    )
     assert.notEqual(forged, HELLO)
     assert.ok(!isContentAddressed(parseNarInfo(forged)))
   })
@@ -80,8 +100,18 @@ describe('isContentAddressed', () => {
   })
 
   it('refuses a CA field that does not produce the store path, and paths without one', () => {
-    assert.ok(!isContentAddressed(parseNarInfo(HELLO.replace('hello.txt\nURL', 'hello.tx\nURL').replace('-hello.txt\n', '-hello.tx\n'))))
-    assert.ok(!isContentAddressed(parseNarInfo(HELLO.replace(/CA: .*\n/, 'CA: fixed:r:sha256:1h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3\n'))))
+    assert.ok(
+      !isContentAddressed(
+        parseNarInfo(HELLO.replace('hello.txt\nURL', 'hello.tx\nURL').replace('-hello.txt\n', '-hello.tx\n')),
+      ),
+    )
+    assert.ok(
+      !isContentAddressed(
+        parseNarInfo(
+          HELLO.replace(/CA: .*\n/, 'CA: fixed:r:sha256:1h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3\n'),
+        ),
+      ),
+    )
     assert.ok(!isContentAddressed(parseNarInfo(REFS)))
   })
 })

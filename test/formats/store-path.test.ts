@@ -33,11 +33,19 @@ describe('parseStorePath', () => {
   })
 
   it('splits hash and name', () => {
-    assert.deepEqual(parseStorePath(`/nix/store/${HASH}-fixture-dep-1`), { storeDir: '/nix/store', hash: HASH, name: 'fixture-dep-1' })
+    assert.deepEqual(parseStorePath(`/nix/store/${HASH}-fixture-dep-1`), {
+      storeDir: '/nix/store',
+      hash: HASH,
+      name: 'fixture-dep-1',
+    })
   })
 
   it('accepts another store directory when asked to', () => {
-    assert.deepEqual(parseStorePath(`/gnu/store/${HASH}-x`, '/gnu/store'), { storeDir: '/gnu/store', hash: HASH, name: 'x' })
+    assert.deepEqual(parseStorePath(`/gnu/store/${HASH}-x`, '/gnu/store'), {
+      storeDir: '/gnu/store',
+      hash: HASH,
+      name: 'x',
+    })
   })
 
   it('rejects what is not a store path', () => {
@@ -74,7 +82,11 @@ describe('parseStoreBaseName', () => {
       [`${HASH}-${'a'.repeat(MAX_STORE_NAME_LENGTH + 1)}`, /name must be/, 'name too long'],
     ]
     for (const [baseName, pattern, why] of cases) {
-      assert.throws(() => parseStoreBaseName(baseName), (error: unknown) => error instanceof StorePathError && pattern.test(error.message), why)
+      assert.throws(
+        () => parseStoreBaseName(baseName),
+        (error: unknown) => error instanceof StorePathError && pattern.test(error.message),
+        why,
+      )
     }
   })
 })
@@ -90,7 +102,16 @@ describe('isStoreHash', () => {
 
 describe('isStoreName', () => {
   it('accepts Nix names', () => {
-    for (const name of ['a', 'hello-2.12.1', '.foo', '..foo', '...', '-x', 'foo?bar=1+x_y', 'A'.repeat(MAX_STORE_NAME_LENGTH)]) {
+    for (const name of [
+      'a',
+      'hello-2.12.1',
+      '.foo',
+      '..foo',
+      '...',
+      '-x',
+      'foo?bar=1+x_y',
+      'A'.repeat(MAX_STORE_NAME_LENGTH),
+    ]) {
       assert.equal(isStoreName(name), true, name)
     }
   })

@@ -74,7 +74,8 @@ function targetProblem(target: string): string | undefined {
   } catch {
     return 'new URL cannot parse it'
   }
-  if (parsed.host !== 'x' || parsed.username !== '' || parsed.password !== '') return `new URL reads another host (${parsed.host})`
+  if (parsed.host !== 'x' || parsed.username !== '' || parsed.password !== '')
+    return `new URL reads another host (${parsed.host})`
   if (!parsed.pathname.startsWith(BASE)) return `new URL reads the path ${parsed.pathname}`
   const parsedProblem = segmentsProblem(parsed.pathname.slice(BASE.length))
   return parsedProblem === undefined ? undefined : `path as new URL reads it: ${parsedProblem}`
@@ -91,7 +92,13 @@ function segmentsProblem(rest: string): string | undefined {
 }
 
 /** One line for a violation: what was asked, of whom, and why it is wrong. */
-function describeRequest(where: string, method: string | undefined, target: string, host: string | undefined, why: string): string {
+function describeRequest(
+  where: string,
+  method: string | undefined,
+  target: string,
+  host: string | undefined,
+  why: string,
+): string {
   return `${where}: ${method ?? '?'} ${JSON.stringify(target)} Host ${JSON.stringify(host ?? '')}: ${why}`
 }
 
@@ -130,7 +137,8 @@ async function startRecordingServer(
     const target = req.url ?? ''
     requests.push({ method: req.method ?? '', target, host: req.headers.host })
     const why = req.headers.host !== host ? `Host is not ${host}` : problem(req)
-    if (why !== undefined) violations.push(describeRequest('upstream received', req.method, target, req.headers.host, why))
+    if (why !== undefined)
+      violations.push(describeRequest('upstream received', req.method, target, req.headers.host, why))
     for (const waiter of waiters) if (waiter.target === target) waiter.resolve()
     answer(req, res)
   })
@@ -221,7 +229,10 @@ interface OutgoingRequests {
   close(): void
 }
 
-function watchOutgoingRequests(host: string, problem: (target: string) => string | undefined = targetProblem): OutgoingRequests {
+function watchOutgoingRequests(
+  host: string,
+  problem: (target: string) => string | undefined = targetProblem,
+): OutgoingRequests {
   let count = 0
   const violations: string[] = []
   const onStart = (message: unknown): void => {
@@ -230,10 +241,20 @@ function watchOutgoingRequests(host: string, problem: (target: string) => string
     const target = request.path
     const sentHost = request.getHeader('host')
     const hostText = typeof sentHost === 'string' ? sentHost : `${request.host}:?`
-    let why = request.protocol !== 'http:' ? `protocol ${request.protocol}` : hostText !== host ? `to ${hostText}, not ${host}` : problem(target)
+    let why =
+      request.protocol !== 'http:'
+        ? `protocol ${request.protocol}`
+        : hostText !== host
+          ? `to ${hostText}, not ${host}`
+          : problem(target)
     const authorization = request.getHeader('authorization')
     // The S3 SDK signs every request (SigV4); the http upstream has no credentials to send here.
-    if (why === undefined && authorization !== undefined && !/^AWS4-HMAC-SHA256 Credential=unnar-fuzz\//.test(String(authorization))) why = 'it carries credentials (Authorization)'
+    if (
+      why === undefined &&
+      authorization !== undefined &&
+      !/^AWS4-HMAC-SHA256 Credential=unnar-fuzz\//.test(String(authorization))
+    )
+      why = 'it carries credentials (Authorization)'
     if (why !== undefined) violations.push(describeRequest('process sent', request.method, target, hostText, why))
   }
   diagnostics.subscribe('http.client.request.start', onStart)
@@ -275,21 +296,40 @@ class Watch {
    */
   assertConfined(mark: Mark, what: string): void {
     const from = this.#checked
-    const now = { violations: this.#server.violations.length, outgoing: this.#outgoing.violations.length, decoys: this.#decoys.connections() }
+    const now = {
+      violations: this.#server.violations.length,
+      outgoing: this.#outgoing.violations.length,
+      decoys: this.#decoys.connections(),
+    }
     this.#checked = now
-    const problems = [...this.#server.violations.slice(from.violations), ...this.#outgoing.violations.slice(from.outgoing)]
+    const problems = [
+      ...this.#server.violations.slice(from.violations),
+      ...this.#outgoing.violations.slice(from.outgoing),
+    ]
     const decoys = now.decoys - from.decoys
-    if (decoys > 0) problems.push(`${decoys} connection(s) to a decoy listener (${this.#decoys.seen.slice(-decoys).join(', ')})`)
+    if (decoys > 0)
+      problems.push(`${decoys} connection(s) to a decoy listener (${this.#decoys.seen.slice(-decoys).join(', ')})`)
     if (problems.length === 0) return
-    const late = from.violations < mark.violations || from.outgoing < mark.outgoing || from.decoys < mark.decoys ? ' (or an earlier case, after it was checked)' : ''
+    const late =
+      from.violations < mark.violations || from.outgoing < mark.outgoing || from.decoys < mark.decoys
+        ? ' (or an earlier case, after it was checked)'
+        : ''
     const asked = this.#server.requests.slice(mark.requests).map((r) => `${r.method} ${JSON.stringify(r.target)}`)
-    assert.fail(`${what}${late} led outside the cache:\n  ${problems.join('\n  ')}\n  (the upstream received in this case: ${asked.join(', ') || 'nothing'})`)
+    assert.fail(
+      `${what}${late} led outside the cache:\n  ${problems.join('\n  ')}\n  (the upstream received in this case: ${asked.join(', ') || 'nothing'})`,
+    )
   }
 
   /** After the run: nothing left the cache after the last case was checked, and the process-wide watch saw requests at all. */
   assertNothingLate(): void {
-    assert.ok(this.#outgoing.count() > 0, 'diagnostics_channel http.client.request.start saw no request: that watch is blind')
-    const problems = [...this.#server.violations.slice(this.#checked.violations), ...this.#outgoing.violations.slice(this.#checked.outgoing)]
+    assert.ok(
+      this.#outgoing.count() > 0,
+      'diagnostics_channel http.client.request.start saw no request: that watch is blind',
+    )
+    const problems = [
+      ...this.#server.violations.slice(this.#checked.violations),
+      ...this.#outgoing.violations.slice(this.#checked.outgoing),
+    ]
     const decoys = this.#decoys.connections() - this.#checked.decoys
     if (decoys > 0) problems.push(`${decoys} connection(s) to a decoy listener`)
     if (problems.length > 0) assert.fail(`after the last case, requests left the cache:\n  ${problems.join('\n  ')}`)
@@ -336,7 +376,12 @@ async function startHttpCache(): Promise<HttpCache> {
   let server: RecordingServer
   try {
     server = await startRecordingServer(
-      (req) => (req.method !== 'GET' ? `method ${req.method}` : req.headers.authorization !== undefined ? 'it carries credentials (Authorization)' : targetProblem(req.url ?? '')),
+      (req) =>
+        req.method !== 'GET'
+          ? `method ${req.method}`
+          : req.headers.authorization !== undefined
+            ? 'it carries credentials (Authorization)'
+            : targetProblem(req.url ?? ''),
       (req, res) => {
         const target = req.url ?? ''
         const pathname = target.split('?')[0]!
@@ -368,8 +413,14 @@ async function startHttpCache(): Promise<HttpCache> {
     publish: (hash, url) => {
       const contents = `the good file of ${hash}\n`
       nar = Buffer.from(buildNar(directory({ [GOOD_FILE]: regular(contents) })))
-      const narHash = formatHashNix32({ algorithm: 'sha256', digest: new Uint8Array(createHash('sha256').update(nar).digest()) })
-      narInfos.set(hash, `StorePath: /nix/store/${hash}-x\nURL: ${url}\nCompression: none\nNarHash: ${narHash}\nNarSize: ${nar.length}\nReferences: \n`)
+      const narHash = formatHashNix32({
+        algorithm: 'sha256',
+        digest: new Uint8Array(createHash('sha256').update(nar).digest()),
+      })
+      narInfos.set(
+        hash,
+        `StorePath: /nix/store/${hash}-x\nURL: ${url}\nCompression: none\nNarHash: ${narHash}\nNarSize: ${nar.length}\nReferences: \n`,
+      )
       return { nar, contents }
     },
     unpublish: (hash) => narInfos.delete(hash),
@@ -386,7 +437,15 @@ function httpUrls(cache: HttpCache): fc.Arbitrary<string> {
     decoyHosts: cache.decoys.hosts,
     selfHosts: [self, `localhost:${cache.server.port}`],
     goodKeys: [GOOD_KEY],
-    names: ['cache', 'cache/nar/good.nar', '../cache/nar/good.nar', '../other/nar/good.nar', 'nix-cache-info', `//${self}/cache/nar/good.nar`, `http://${self}/cache/nar/good.nar`],
+    names: [
+      'cache',
+      'cache/nar/good.nar',
+      '../cache/nar/good.nar',
+      '../other/nar/good.nar',
+      'nix-cache-info',
+      `//${self}/cache/nar/good.nar`,
+      `http://${self}/cache/nar/good.nar`,
+    ],
   })
 }
 
@@ -454,7 +513,12 @@ export const httpConfinement: HarnessedProperty = {
       resources.defer(() => cache.close())
       const upstream = createUpstream(cache.url, UPSTREAM_OPTIONS)
       const counts = { fetchedGood: 0, fetchedOther: 0, missing: 0, refused: 0, brokenNarInfo: 0 }
-      const lookup = new PathInfoLookup([], { log: logger, negativeTtlMs: 60_000, maxEntries: 100, trustedKeys: () => undefined })
+      const lookup = new PathInfoLookup([], {
+        log: logger,
+        negativeTtlMs: 60_000,
+        maxEntries: 100,
+        trustedKeys: () => undefined,
+      })
       const property = fc.asyncProperty(httpUrls(cache), async (url) => {
         const hash = freshHash()
         const published = cache.publish(hash, url)
@@ -483,12 +547,23 @@ export const httpConfinement: HarnessedProperty = {
           if (published.nar.equals(fetched)) counts.fetchedGood++
           else counts.fetchedOther++
         }
-        if (MUST_FETCH.test(url)) assert.ok(fetched !== undefined && published.nar.equals(fetched), `${JSON.stringify(url)} is a plain key of the cache's NAR: it must be fetched`)
+        if (MUST_FETCH.test(url))
+          assert.ok(
+            fetched !== undefined && published.nar.equals(fetched),
+            `${JSON.stringify(url)} is a plain key of the cache's NAR: it must be fetched`,
+          )
         cache.watch.forgetRequests()
       })
       return {
         property,
-        examples: [GOOD_KEY, `${GOOD_KEY}?hash=abc`, `http://${cache.decoys.hosts[0]}/nar/x.nar`, `https:${cache.decoys.hosts[0]}/x`, `\thttp://${cache.decoys.hosts[0]}/x`, 'nar/%2e%2e/%2e%2e/x.nar'],
+        examples: [
+          GOOD_KEY,
+          `${GOOD_KEY}?hash=abc`,
+          `http://${cache.decoys.hosts[0]}/nar/x.nar`,
+          `https:${cache.decoys.hosts[0]}/x`,
+          `\thttp://${cache.decoys.hosts[0]}/x`,
+          'nar/%2e%2e/%2e%2e/x.nar',
+        ],
         close: async () => {
           await resources.close()
           cache.watch.assertNothingLate()
@@ -511,12 +586,17 @@ export const serverConfinement: HarnessedProperty = {
       const cache = await startHttpCache()
       resources.defer(() => cache.close())
       // Short upstream timeouts: a request to a host nobody answers (a bypass) fails the case in a second, not thirty.
-      const unnar = await startUnnar([cache.url], { TRUSTED_PUBLIC_KEYS: '', UNNAR_UPSTREAM_TIMEOUT: '5', UNNAR_UPSTREAM_CONNECT_TIMEOUT: '1' })
+      const unnar = await startUnnar([cache.url], {
+        TRUSTED_PUBLIC_KEYS: '',
+        UNNAR_UPSTREAM_TIMEOUT: '5',
+        UNNAR_UPSTREAM_CONNECT_TIMEOUT: '1',
+      })
       resources.defer(() => unnar.stop())
       const counts = { served: 0, refused: 0, other: 0 }
       const statuses = new Map<number, number>()
       /** Waits until the upstream has been asked for `<hash>.ls`: unnar asks for it beside the narinfo, and answers without waiting for it. */
-      const listingAsked = (hash: string, mark: Mark): Promise<void> => cache.server.asked(`${BASE}${hash}.ls`, mark.requests)
+      const listingAsked = (hash: string, mark: Mark): Promise<void> =>
+        cache.server.asked(`${BASE}${hash}.ls`, mark.requests)
       const property = fc.asyncProperty(httpUrls(cache), async (url) => {
         const hash = freshHash()
         const published = cache.publish(hash, url)
@@ -550,7 +630,8 @@ export const serverConfinement: HarnessedProperty = {
             counts.other++
           }
         }
-        if (MUST_FETCH.test(url)) assert.deepEqual(summary, ['/: 200', `/${GOOD_FILE}: 200`], `${JSON.stringify(url)} must be served`)
+        if (MUST_FETCH.test(url))
+          assert.deepEqual(summary, ['/: 200', `/${GOOD_FILE}: 200`], `${JSON.stringify(url)} must be served`)
         // A path nobody has: the upstream answers, which resets unnar's count of its failures (three in a row would leave it out).
         const reset = freshHash()
         const resetMark = cache.watch.mark()
@@ -595,7 +676,15 @@ export const fileConfinement: HarnessedProperty = {
         await writeFile(path.join(tmp, rel), contents)
       }
       const decoy = Buffer.alloc(64, DECOY_BYTE)
-      for (const rel of ['decoy.nar', 'decoy.narinfo', 'outside/decoy.nar', 'outside/good.nar', 'cache-evil/nar/good.nar', 'cache-evil/good.narinfo']) await put(rel, decoy)
+      for (const rel of [
+        'decoy.nar',
+        'decoy.narinfo',
+        'outside/decoy.nar',
+        'outside/good.nar',
+        'cache-evil/nar/good.nar',
+        'cache-evil/good.narinfo',
+      ])
+        await put(rel, decoy)
       for (const rel of ['nar/good.nar', 'good.narinfo', 'good.ls', 'nix-cache-info', 'nar/sub/deep.nar.xz']) {
         const contents = `inside ${rel} ${randomBytes(4).toString('hex')}\n`
         inside.set(rel, contents)
@@ -615,7 +704,11 @@ export const fileConfinement: HarnessedProperty = {
       ]
       for (const [link, target] of links) await makeSymlink(target, path.join(root, link))
       const url = pathToFileURL(root).href
-      const upstreams: Upstream[] = [createUpstream(url, UPSTREAM_OPTIONS), new FileUpstream(new URL(url), { syncReads: true }), new FileUpstream(new URL(url), { syncReads: false })]
+      const upstreams: Upstream[] = [
+        createUpstream(url, UPSTREAM_OPTIONS),
+        new FileUpstream(new URL(url), { syncReads: true }),
+        new FileUpstream(new URL(url), { syncReads: false }),
+      ]
       const insideContents = [...inside.values()]
       const counts = { read: 0, missing: 0, refused: 0, failed: 0 }
       const keys = hostileNarUrl({
@@ -623,16 +716,39 @@ export const fileConfinement: HarnessedProperty = {
         selfHosts: ['localhost', ''],
         goodKeys: [GOOD_KEY, 'good.narinfo', 'nar/alias.nar', 'inner/good.nar'],
         names: [
-          'nar/escape.nar', 'escape.narinfo', 'escape.ls', 'out/decoy.nar', 'out/good.nar', 'up/decoy.nar', 'up/cache/nar/good.nar', 'nar/chain.nar',
-          'evil/nar/good.nar', '../cache-evil/nar/good.nar', 'cache-evil', 'decoy.nar', 'loop', 'loop/x', 'nar/sub/deep.nar.xz', 'nar/sub',
-          path.join(tmp, 'decoy.nar'), `file://${path.join(tmp, 'decoy.nar')}`, `${root}-evil/nar/good.nar`, '../decoy.nar', 'nar/../../decoy.nar',
+          'nar/escape.nar',
+          'escape.narinfo',
+          'escape.ls',
+          'out/decoy.nar',
+          'out/good.nar',
+          'up/decoy.nar',
+          'up/cache/nar/good.nar',
+          'nar/chain.nar',
+          'evil/nar/good.nar',
+          '../cache-evil/nar/good.nar',
+          'cache-evil',
+          'decoy.nar',
+          'loop',
+          'loop/x',
+          'nar/sub/deep.nar.xz',
+          'nar/sub',
+          path.join(tmp, 'decoy.nar'),
+          `file://${path.join(tmp, 'decoy.nar')}`,
+          `${root}-evil/nar/good.nar`,
+          '../decoy.nar',
+          'nar/../../decoy.nar',
         ],
       })
-      const range = fc.option(fc.record({ start: fc.nat({ max: 40 }), length: fc.nat({ max: 40 }) }).map(({ start, length }) => ({ start, end: start + length })), { freq: 4, nil: undefined })
+      const range = fc.option(
+        fc
+          .record({ start: fc.nat({ max: 40 }), length: fc.nat({ max: 40 }) })
+          .map(({ start, length }) => ({ start, end: start + length })),
+        { freq: 4, nil: undefined },
+      )
       const cases = fc.record({ key: keys, variant: fc.nat({ max: upstreams.length - 1 }), range })
       const property = fc.asyncProperty(cases, async ({ key, variant, range }) => {
         const upstream = upstreams[variant]!
-        let res
+        let res: Awaited<ReturnType<typeof upstream.get>>
         try {
           res = await upstream.get(key, undefined, range)
         } catch (err) {
@@ -641,7 +757,8 @@ export const fileConfinement: HarnessedProperty = {
           else counts.failed++
           return
         }
-        if (key === GOOD_KEY) assert.ok(res !== undefined, `${JSON.stringify(key)} names a file of the cache: it must be read`)
+        if (key === GOOD_KEY)
+          assert.ok(res !== undefined, `${JSON.stringify(key)} names a file of the cache: it must be read`)
         if (res === undefined) {
           counts.missing++
           return
@@ -649,9 +766,17 @@ export const fileConfinement: HarnessedProperty = {
         // Where the bytes leave the upstream: never a decoy's, only one file's below the root.
         const body = await readAll(res.body)
         const what = `key ${JSON.stringify(key)}${range === undefined ? '' : ` bytes ${range.start}-${range.end}`} (upstream ${variant})`
-        assert.ok(!body.includes(DECOY_BYTE), `${what} read a file outside the root: ${JSON.stringify(body.toString('latin1'))}`)
-        const from = insideContents.find((c) => (range === undefined ? c === body.toString('latin1') : c.includes(body.toString('latin1'))))
-        assert.ok(from !== undefined, `${what} read bytes of no file below the root: ${JSON.stringify(body.toString('latin1'))}`)
+        assert.ok(
+          !body.includes(DECOY_BYTE),
+          `${what} read a file outside the root: ${JSON.stringify(body.toString('latin1'))}`,
+        )
+        const from = insideContents.find((c) =>
+          range === undefined ? c === body.toString('latin1') : c.includes(body.toString('latin1')),
+        )
+        assert.ok(
+          from !== undefined,
+          `${what} read bytes of no file below the root: ${JSON.stringify(body.toString('latin1'))}`,
+        )
         if (res.file !== undefined) {
           const real = await realpath(res.file)
           assert.ok(real.startsWith(root + path.sep), `${what} names the file ${real}, outside the root`)
@@ -679,7 +804,16 @@ export const fileConfinement: HarnessedProperty = {
 // ---------------------------------------------------------------------------------------------
 // (d) s3://: a recording endpoint that answers every GetObject with NoSuchKey
 
-const AWS_ENV = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_PROFILE', 'AWS_REGION', 'AWS_CONFIG_FILE', 'AWS_SHARED_CREDENTIALS_FILE', 'AWS_EC2_METADATA_DISABLED']
+const AWS_ENV = [
+  'AWS_ACCESS_KEY_ID',
+  'AWS_SECRET_ACCESS_KEY',
+  'AWS_SESSION_TOKEN',
+  'AWS_PROFILE',
+  'AWS_REGION',
+  'AWS_CONFIG_FILE',
+  'AWS_SHARED_CREDENTIALS_FILE',
+  'AWS_EC2_METADATA_DISABLED',
+]
 
 /** Sets the AWS_* variables (and only those given); returns the restorer. */
 function setAwsEnv(values: Record<string, string>): () => void {
@@ -706,11 +840,13 @@ function s3TargetProblem(target: string): string | undefined {
     } catch {
       return `segment ${JSON.stringify(segment)} does not decode`
     }
-    if (decoded === '' || decoded === '.' || decoded === '..') return `segment ${JSON.stringify(segment)} decodes to ${JSON.stringify(decoded)}`
+    if (decoded === '' || decoded === '.' || decoded === '..')
+      return `segment ${JSON.stringify(segment)} decodes to ${JSON.stringify(decoded)}`
     if (/[/\\]/.test(decoded)) return `segment ${JSON.stringify(segment)} decodes to a separator`
   }
   const parsed = new URL(target, 'http://x')
-  if (parsed.host !== 'x' || !parsed.pathname.startsWith(BASE)) return `new URL reads it as ${parsed.host}${parsed.pathname}`
+  if (parsed.host !== 'x' || !parsed.pathname.startsWith(BASE))
+    return `new URL reads it as ${parsed.host}${parsed.pathname}`
   return undefined
 }
 
@@ -744,27 +880,47 @@ export const s3Confinement: HarnessedProperty = {
         (_req, res) => {
           res.statusCode = 404
           res.setHeader('content-type', 'application/xml')
-          res.end('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message><RequestId>1</RequestId></Error>')
+          res.end(
+            '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message><RequestId>1</RequestId></Error>',
+          )
         },
       )
       resources.defer(() => server.close())
       const outgoing = watchOutgoingRequests(server.host, s3TargetProblem)
       resources.defer(() => outgoing.close())
       const watch = new Watch(server, decoys, outgoing)
-      const upstream = createUpstream(`s3://cache?endpoint=${server.host}&scheme=http&region=us-east-1`, UPSTREAM_OPTIONS)
+      const upstream = createUpstream(
+        `s3://cache?endpoint=${server.host}&scheme=http&region=us-east-1`,
+        UPSTREAM_OPTIONS,
+      )
       resources.defer(() => {
         if (upstream instanceof S3Upstream) upstream.destroy()
       })
       const counts = { asked: 0, refused: 0 }
       // Loads the SDK and checks the endpoint is reached at all.
       assert.equal(await upstream.get('nix-cache-info'), undefined)
-      assert.deepEqual(server.requests.map((r) => s3Key(r.target)), ['nix-cache-info'])
+      assert.deepEqual(
+        server.requests.map((r) => s3Key(r.target)),
+        ['nix-cache-info'],
+      )
       watch.forgetRequests()
       const keys = hostileNarUrl({
         decoyHosts: decoys.hosts,
         selfHosts: [server.host, `localhost:${server.port}`],
         goodKeys: [GOOD_KEY, 'abc.narinfo'],
-        names: ['cache', 'cache/nar/good.nar', '?x-id=ListObjects', '?list-type=2', '?acl', '?versionId=1', '?uploads', 'x-id=GetObject', '%3F', '%252e%252e', 'other-bucket'],
+        names: [
+          'cache',
+          'cache/nar/good.nar',
+          '?x-id=ListObjects',
+          '?list-type=2',
+          '?acl',
+          '?versionId=1',
+          '?uploads',
+          'x-id=GetObject',
+          '%3F',
+          '%252e%252e',
+          'other-bucket',
+        ],
       })
       const property = fc.asyncProperty(keys, async (key) => {
         const mark = watch.mark()
@@ -779,9 +935,15 @@ export const s3Confinement: HarnessedProperty = {
         watch.assertConfined(mark, `key ${JSON.stringify(key)}`)
         const asked = watch.requestsSince(mark)
         // The request names exactly this key, nothing derived from it.
-        for (const request of asked) assert.equal(s3Key(request.target), key, `key ${JSON.stringify(key)} was asked for as ${JSON.stringify(request.target)}`)
+        for (const request of asked)
+          assert.equal(
+            s3Key(request.target),
+            key,
+            `key ${JSON.stringify(key)} was asked for as ${JSON.stringify(request.target)}`,
+          )
         if (asked.length > 0) counts.asked++
-        if (MUST_FETCH.test(key)) assert.ok(asked.length > 0, `${JSON.stringify(key)} is a plain key: it must be asked for`)
+        if (MUST_FETCH.test(key))
+          assert.ok(asked.length > 0, `${JSON.stringify(key)} is a plain key: it must be asked for`)
         watch.forgetRequests()
       })
       return {
@@ -798,4 +960,9 @@ export const s3Confinement: HarnessedProperty = {
 }
 
 /** The confinement properties, in the order they run; `runs.fuzz` adds up to 107,000 cases in `npm run fuzz`. */
-export const CONFINEMENT_PROPERTIES: readonly HarnessedProperty[] = [httpConfinement, serverConfinement, fileConfinement, s3Confinement]
+export const CONFINEMENT_PROPERTIES: readonly HarnessedProperty[] = [
+  httpConfinement,
+  serverConfinement,
+  fileConfinement,
+  s3Confinement,
+]

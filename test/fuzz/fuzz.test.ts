@@ -9,20 +9,34 @@ import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
 import { CONFINEMENT_PROPERTIES } from './confinement.js'
 import { FUZZ_PROPERTIES } from './properties.js'
-import { checkHarnessedProperty, checkProperty, formatFuzzSummary, formatHarnessedLine, fuzzSeed, harnessedRuns, positiveInteger } from './runner.js'
+import {
+  checkHarnessedProperty,
+  checkProperty,
+  formatFuzzSummary,
+  formatHarnessedLine,
+  fuzzSeed,
+  harnessedRuns,
+  positiveInteger,
+} from './runner.js'
 
 const NUM_RUNS = positiveInteger('FUZZ_RUNS', process.env.FUZZ_RUNS ?? '500')
 const CONFINEMENT_RUNS = harnessedRuns(
   CONFINEMENT_PROPERTIES,
   'test',
-  process.env.FUZZ_CONFINEMENT_CASES === undefined ? undefined : positiveInteger('FUZZ_CONFINEMENT_CASES', process.env.FUZZ_CONFINEMENT_CASES),
+  process.env.FUZZ_CONFINEMENT_CASES === undefined
+    ? undefined
+    : positiveInteger('FUZZ_CONFINEMENT_CASES', process.env.FUZZ_CONFINEMENT_CASES),
 )
 const seed = fuzzSeed(process.env)
 
 describe(`hostile input properties (seed ${seed})`, () => {
   let cases = 0
   const failures: string[] = []
-  after(() => console.log(formatFuzzSummary({ cases, properties: FUZZ_PROPERTIES.length + CONFINEMENT_PROPERTIES.length, failures, seed })))
+  after(() =>
+    console.log(
+      formatFuzzSummary({ cases, properties: FUZZ_PROPERTIES.length + CONFINEMENT_PROPERTIES.length, failures, seed }),
+    ),
+  )
 
   for (const property of FUZZ_PROPERTIES) {
     it(property.name, async () => {

@@ -7,12 +7,35 @@
 import assert from 'node:assert/strict'
 import fc from 'fast-check'
 import { HashError, formatHashNix32, formatHashSri, parseHash, HASH_BYTE_LENGTHS } from '../../src/formats/hash.js'
-import { ListingError, formatListing, hasAllOffsets, isValidEntryName, listingFromEntries, locate, parseListing, type ListingNode } from '../../src/formats/listing.js'
-import { MAX_NAR_DEPTH, MAX_NAME_BYTES, MAX_TARGET_BYTES, NarFormatError, NarIndexer, type NarEntry } from '../../src/formats/nar-indexer.js'
+import {
+  ListingError,
+  formatListing,
+  hasAllOffsets,
+  isValidEntryName,
+  listingFromEntries,
+  locate,
+  parseListing,
+  type ListingNode,
+} from '../../src/formats/listing.js'
+import {
+  MAX_NAR_DEPTH,
+  MAX_NAME_BYTES,
+  MAX_TARGET_BYTES,
+  NarFormatError,
+  NarIndexer,
+  type NarEntry,
+} from '../../src/formats/nar-indexer.js'
 import { NarInfoError, formatNarInfo, parseNarInfo } from '../../src/formats/narinfo.js'
 import { Nix32Error, decodeNix32, encodeNix32, isNix32, nix32Length } from '../../src/formats/nixbase32.js'
 import { SignatureError, parsePublicKey, verifyNarInfo } from '../../src/formats/signature.js'
-import { StorePathError, formatStorePath, isStoreHash, isStoreName, parseStoreBaseName, parseStorePath } from '../../src/formats/store-path.js'
+import {
+  StorePathError,
+  formatStorePath,
+  isStoreHash,
+  isStoreName,
+  parseStoreBaseName,
+  parseStorePath,
+} from '../../src/formats/store-path.js'
 import { HttpError } from '../../src/http/errors.js'
 import { parseStoreRequest, storeRequestRest, targetPath, type StoreRequest } from '../../src/http/request-path.js'
 import { formatDirectoryText } from '../../src/http/listing-formats.js'
@@ -57,7 +80,10 @@ function attempt<T>(parse: () => T, ...allowed: ErrorClass[]): T | undefined {
     return parse()
   } catch (error) {
     if (!allowed.some((kind) => error instanceof kind)) throw error
-    assert.ok((error as Error).message.length <= MAX_MESSAGE_CHARS, `error message of ${(error as Error).message.length} characters`)
+    assert.ok(
+      (error as Error).message.length <= MAX_MESSAGE_CHARS,
+      `error message of ${(error as Error).message.length} characters`,
+    )
     return undefined
   }
 }
@@ -116,16 +142,20 @@ const narInfoRoundTrip = fc.property(narInfo, (info) => {
   assert.deepEqual(parseNarInfo(formatNarInfo(info)), info)
 })
 
-const listingParse = fc.property(listingText(listingSeeds), fc.array(fc.oneof(entryName, fc.constantFrom('d', '..', '')), { maxLength: 4 }), (text, segments) => {
-  const listing = attempt(() => parseListing(text), ListingError)
-  if (listing === undefined) return
-  const printed = formatListing(listing)
-  const again = parseListing(printed)
-  assert.deepEqual(again, listing)
-  assert.equal(formatListing(again), printed, 'entries stay in byte order')
-  hasAllOffsets(listing.root)
-  locate(listing.root, segments)
-})
+const listingParse = fc.property(
+  listingText(listingSeeds),
+  fc.array(fc.oneof(entryName, fc.constantFrom('d', '..', '')), { maxLength: 4 }),
+  (text, segments) => {
+    const listing = attempt(() => parseListing(text), ListingError)
+    if (listing === undefined) return
+    const printed = formatListing(listing)
+    const again = parseListing(printed)
+    assert.deepEqual(again, listing)
+    assert.equal(formatListing(again), printed, 'entries stay in byte order')
+    hasAllOffsets(listing.root)
+    locate(listing.root, segments)
+  },
+)
 
 const listingRoundTrip = fc.property(listingNode, (root) => {
   const listing = parseListing(formatListing({ version: 1, root }))
@@ -164,19 +194,32 @@ const narRoundTrip = fc.property(narTree, cuts, (tree, at) => {
     expected.map(({ contents: _, ...e }) => (e.type === 'regular' ? { ...e, narOffset: 0 } : e)),
   )
   entries.forEach((entry, i) => {
-    if (entry.type === 'regular') assert.deepEqual(nar.subarray(entry.narOffset, entry.narOffset + entry.size), expected[i]!.contents)
+    if (entry.type === 'regular')
+      assert.deepEqual(nar.subarray(entry.narOffset, entry.narOffset + entry.size), expected[i]!.contents)
   })
   const listing = listingFromEntries(entries)
   assert.equal(formatListing(parseListing(formatListing(listing))), formatListing(listing))
 })
 
 const signatures = fc.property(
-  fc.oneof(messyText, fc.tuple(fc.string({ maxLength: 8 }), fc.uint8Array({ minLength: 30, maxLength: 34 })).map(([name, key]) => `${name}:${Buffer.from(key).toString('base64')}`)),
+  fc.oneof(
+    messyText,
+    fc
+      .tuple(fc.string({ maxLength: 8 }), fc.uint8Array({ minLength: 30, maxLength: 34 }))
+      .map(([name, key]) => `${name}:${Buffer.from(key).toString('base64')}`),
+  ),
   narInfo,
-  fc.array(fc.oneof(messyText, fc.uint8Array({ minLength: 64, maxLength: 64 }).map((sig) => `k:${Buffer.from(sig).toString('base64')}`)), { maxLength: 3 }),
+  fc.array(
+    fc.oneof(
+      messyText,
+      fc.uint8Array({ minLength: 64, maxLength: 64 }).map((sig) => `k:${Buffer.from(sig).toString('base64')}`),
+    ),
+    { maxLength: 3 },
+  ),
   (keyText, info, sigs) => {
     const key = attempt(() => parsePublicKey(keyText), SignatureError)
-    if (key !== undefined) assert.equal(verifyNarInfo({ ...info, sigs }, [key]), undefined, 'a random signature never verifies')
+    if (key !== undefined)
+      assert.equal(verifyNarInfo({ ...info, sigs }, [key]), undefined, 'a random signature never verifies')
   },
 )
 
@@ -200,35 +243,56 @@ const requestPaths = fc.property(storeRequestTarget, (target) => {
 const OWN_BASE = '/nix/store/00000000000000000000000000000000-own'
 const OTHER_BASE = '/nix/store/11111111111111111111111111111111-other'
 
-const symlinkResolution = fc.asyncProperty(symlinkTree(OWN_BASE, OTHER_BASE), fc.array(fc.constantFrom('a', 'b', 'c'), { maxLength: 5 }), async (root, requested) => {
-  let lookups = 0
-  const lookup = async (segments: readonly string[]): Promise<ListingNode | undefined> => {
-    // Each hop rewrites the path at most once per segment: far more lookups than this is a loop.
-    assert.ok(++lookups <= 64 * (MAX_SYMLINK_HOPS + requested.length + 1), 'resolution does not terminate')
-    return locate(root, segments)
-  }
-  const resolution = await resolveStorePath(lookup, OWN_BASE, storeDir, requested)
-  if (resolution.kind === 'found') {
-    assert.equal(locate(root, resolution.segments), resolution.node)
-    assert.notEqual(resolution.node.type, 'symlink')
-    for (const segment of resolution.segments) assert.ok(isValidEntryName(segment))
-  } else if (resolution.kind === 'redirect') {
-    assert.ok(resolution.location.startsWith(`${storeDir}/`), resolution.location)
-    assert.equal(new URL(resolution.location, 'http://example.org').pathname, resolution.location, 'no dot segments in a redirect')
-    const inside = resolution.location.slice(storeDir.length + 1).replace(/\/$/, '').split('/').map(decodeURIComponent)
-    for (const segment of inside) assert.ok(isValidEntryName(segment), resolution.location)
-    // A link that climbs out of its store path to `/nix/store/x` is a 404, never a redirect there.
-    assert.doesNotThrow(() => parseStoreBaseName(inside[0]!), resolution.location)
-  }
-})
+const symlinkResolution = fc.asyncProperty(
+  symlinkTree(OWN_BASE, OTHER_BASE),
+  fc.array(fc.constantFrom('a', 'b', 'c'), { maxLength: 5 }),
+  async (root, requested) => {
+    let lookups = 0
+    const lookup = async (segments: readonly string[]): Promise<ListingNode | undefined> => {
+      // Each hop rewrites the path at most once per segment: far more lookups than this is a loop.
+      assert.ok(++lookups <= 64 * (MAX_SYMLINK_HOPS + requested.length + 1), 'resolution does not terminate')
+      return locate(root, segments)
+    }
+    const resolution = await resolveStorePath(lookup, OWN_BASE, storeDir, requested)
+    if (resolution.kind === 'found') {
+      assert.equal(locate(root, resolution.segments), resolution.node)
+      assert.notEqual(resolution.node.type, 'symlink')
+      for (const segment of resolution.segments) assert.ok(isValidEntryName(segment))
+    } else if (resolution.kind === 'redirect') {
+      assert.ok(resolution.location.startsWith(`${storeDir}/`), resolution.location)
+      assert.equal(
+        new URL(resolution.location, 'http://example.org').pathname,
+        resolution.location,
+        'no dot segments in a redirect',
+      )
+      const inside = resolution.location
+        .slice(storeDir.length + 1)
+        .replace(/\/$/, '')
+        .split('/')
+        .map(decodeURIComponent)
+      for (const segment of inside) assert.ok(isValidEntryName(segment), resolution.location)
+      // A link that climbs out of its store path to `/nix/store/x` is a 404, never a redirect there.
+      assert.doesNotThrow(() => parseStoreBaseName(inside[0]!), resolution.location)
+    }
+  },
+)
 
 /** Whatever the names and targets, the plain-text listing is one line per entry, with nothing a terminal or a line reader would act on. */
-const textListing = fc.property(fc.uniqueArray(fc.tuple(entryName, fc.string({ unit: 'binary', maxLength: 20 })), { selector: ([name]) => name, maxLength: 20 }), (entries) => {
-  const directory: Extract<ListingNode, { type: 'directory' }> = { type: 'directory', entries: new Map(entries.map(([name, target]) => [name, { type: 'symlink', target }])) }
-  const text = formatDirectoryText(directory)
-  assert.equal(text.split('\n').length - 1, entries.length)
-  assert.doesNotMatch(text.replaceAll('\n', ''), /[\x00-\x1f\x7f-\x9f\u2028\u2029]/)
-})
+const textListing = fc.property(
+  fc.uniqueArray(fc.tuple(entryName, fc.string({ unit: 'binary', maxLength: 20 })), {
+    selector: ([name]) => name,
+    maxLength: 20,
+  }),
+  (entries) => {
+    const directory: Extract<ListingNode, { type: 'directory' }> = {
+      type: 'directory',
+      entries: new Map(entries.map(([name, target]) => [name, { type: 'symlink', target }])),
+    }
+    const text = formatDirectoryText(directory)
+    assert.equal(text.split('\n').length - 1, entries.length)
+    assert.doesNotMatch(text.replaceAll('\n', ''), /[\x00-\x1f\x7f-\x9f\u2028\u2029]/)
+  },
+)
 
 /**
  * A byte-range probe at a place a `.ls` claims (any offset, name, mode and size, true or not)
@@ -237,14 +301,30 @@ const textListing = fc.property(fc.uniqueArray(fc.tuple(entryName, fc.string({ u
  */
 const rangedProbe = fc.asyncProperty(
   narTree,
-  fc.record({ entry: fc.nat(), name: fc.oneof(fc.constant(undefined), fc.nat(), entryName), offset: fc.oneof(fc.nat(), fc.integer({ min: -16, max: 16 })), size: fc.oneof(fc.nat(), fc.nat({ max: 64 })), executable: fc.boolean() }),
+  fc.record({
+    entry: fc.nat(),
+    name: fc.oneof(fc.constant(undefined), fc.nat(), entryName),
+    offset: fc.oneof(fc.nat(), fc.integer({ min: -16, max: 16 })),
+    size: fc.oneof(fc.nat(), fc.nat({ max: 64 })),
+    executable: fc.boolean(),
+  }),
   async (tree, claim) => {
     const nar = Buffer.from(buildNar(tree))
     const files = index([nar]).entries.filter((e): e is Extract<NarEntry, { type: 'regular' }> => e.type === 'regular')
     const base = files.length === 0 ? undefined : files[claim.entry % files.length]!
     const nameOf = (e: NarEntry) => (e.path === '' ? undefined : e.path.split('/').at(-1))
-    const name = typeof claim.name === 'number' ? (files.length === 0 ? undefined : nameOf(files[claim.name % files.length]!)) : claim.name
-    const narOffset = base === undefined ? claim.offset : claim.offset <= 16 && claim.offset >= -16 ? base.narOffset + claim.offset : claim.offset % (nar.length + 1)
+    const name =
+      typeof claim.name === 'number'
+        ? files.length === 0
+          ? undefined
+          : nameOf(files[claim.name % files.length]!)
+        : claim.name
+    const narOffset =
+      base === undefined
+        ? claim.offset
+        : claim.offset <= 16 && claim.offset >= -16
+          ? base.narOffset + claim.offset
+          : claim.offset % (nar.length + 1)
     const size = claim.size <= 64 && base !== undefined && claim.size % 2 === 0 ? base.size : claim.size
     const node = { type: 'regular' as const, size, executable: claim.executable, narOffset }
     const fetchRange = async (start: number, end: number) => Readable.from([nar.subarray(start, end + 1)])
@@ -255,8 +335,13 @@ const rangedProbe = fc.asyncProperty(
       if (!(error instanceof RangeMismatchError)) throw error
       return
     }
-    const real = files.find((e) => e.narOffset === narOffset && e.size === size && e.executable === claim.executable && nameOf(e) === name)
-    assert.ok(real !== undefined, `a probe passed for ${JSON.stringify({ name, size, narOffset, executable: claim.executable })}`)
+    const real = files.find(
+      (e) => e.narOffset === narOffset && e.size === size && e.executable === claim.executable && nameOf(e) === name,
+    )
+    assert.ok(
+      real !== undefined,
+      `a probe passed for ${JSON.stringify({ name, size, narOffset, executable: claim.executable })}`,
+    )
     assert.deepEqual(head, nar.subarray(narOffset, narOffset + Math.min(16, size)))
   },
 )
@@ -265,53 +350,61 @@ const rangedProbe = fc.asyncProperty(
  * Strict verification: whatever the range and however the verification ends, a stream gives all
  * but the last byte, then waits; the last byte comes only once it succeeded, else the stream fails.
  */
-const heldLastByte = fc.asyncProperty(fc.uint8Array({ minLength: 1, maxLength: 3000 }), fc.nat(), fc.nat(), fc.boolean(), async (bytes, a, b, verified) => {
-  const start = a % bytes.length
-  const end = start + 1 + (b % (bytes.length - start))
-  let settle!: (ok: boolean) => void
-  let asked!: () => void
-  const askedFor = new Promise<void>((resolve) => (asked = resolve))
-  const verification = new Promise<void>((resolve, reject) => (settle = (ok) => (ok ? resolve() : reject(new Error('NAR does not match its NarHash')))))
-  const stream = createRangeStream(
-    {
-      readAt: async (buffer, length, position) => {
-        buffer.set(bytes.subarray(position, position + length))
-        return Math.min(length, bytes.length - position)
+const heldLastByte = fc.asyncProperty(
+  fc.uint8Array({ minLength: 1, maxLength: 3000 }),
+  fc.nat(),
+  fc.nat(),
+  fc.boolean(),
+  async (bytes, a, b, verified) => {
+    const start = a % bytes.length
+    const end = start + 1 + (b % (bytes.length - start))
+    let settle!: (ok: boolean) => void
+    let asked!: () => void
+    const askedFor = new Promise<void>((resolve) => (asked = resolve))
+    const verification = new Promise<void>(
+      (resolve, reject) => (settle = (ok) => (ok ? resolve() : reject(new Error('NAR does not match its NarHash')))),
+    )
+    const stream = createRangeStream(
+      {
+        readAt: async (buffer, length, position) => {
+          buffer.set(bytes.subarray(position, position + length))
+          return Math.min(length, bytes.length - position)
+        },
+        waitFor: async () => bytes.length,
+        release: () => {},
+        beforeLastByte: () => {
+          asked()
+          return verification
+        },
       },
-      waitFor: async () => bytes.length,
-      release: () => {},
-      beforeLastByte: () => {
-        asked()
-        return verification
-      },
-    },
-    start,
-    end,
-  )
-  const received: number[] = []
-  let outcome: 'pending' | 'done' | 'failed' = 'pending'
-  const reading = (async () => {
-    const reader = stream.getReader()
-    try {
-      for (;;) {
-        const { done, value } = await reader.read()
-        if (done) break
-        received.push(...value)
+      start,
+      end,
+    )
+    const received: number[] = []
+    let outcome: 'pending' | 'done' | 'failed' = 'pending'
+    const reading = (async () => {
+      const reader = stream.getReader()
+      try {
+        for (;;) {
+          const { done, value } = await reader.read()
+          if (done) break
+          received.push(...value)
+        }
+        outcome = 'done'
+      } catch {
+        outcome = 'failed'
       }
-      outcome = 'done'
-    } catch {
-      outcome = 'failed'
-    }
-  })()
-  await askedFor
-  await new Promise((resolve) => setImmediate(resolve)) // the reader takes what was enqueued before the wait
-  assert.equal(outcome, 'pending')
-  assert.deepEqual(received, [...bytes.subarray(start, end - 1)])
-  settle(verified)
-  await reading
-  assert.equal(outcome, verified ? 'done' : 'failed')
-  assert.deepEqual(received, [...bytes.subarray(start, verified ? end : end - 1)])
-})
+    })()
+    await askedFor
+    await new Promise((resolve) => setImmediate(resolve)) // the reader takes what was enqueued before the wait
+    assert.equal(outcome, 'pending')
+    assert.deepEqual(received, [...bytes.subarray(start, end - 1)])
+    settle(verified)
+    await reading
+    assert.equal(outcome, verified ? 'done' : 'failed')
+    assert.deepEqual(received, [...bytes.subarray(start, verified ? end : end - 1)])
+  },
+)
 
 /** Every property, in the order they run. */
 export const FUZZ_PROPERTIES: readonly FuzzProperty[] = [
@@ -350,7 +443,11 @@ function index(chunks: readonly Uint8Array[]): Indexed {
   } catch (error) {
     if (!(error instanceof NarFormatError)) throw error
     assert.ok(error.message.length <= MAX_MESSAGE_CHARS)
-    assert.throws(() => indexer.push(new Uint8Array(1)), (again) => again === error, 'the first error sticks')
+    assert.throws(
+      () => indexer.push(new Uint8Array(1)),
+      (again) => again === error,
+      'the first error sticks',
+    )
     return { entries, error: error.message }
   }
 }
@@ -361,10 +458,18 @@ function expectedEntries(tree: NarTree, path = ''): ExpectedEntry[] {
   switch (tree.type) {
     case 'regular': {
       const contents = typeof tree.contents === 'string' ? Buffer.from(tree.contents) : tree.contents
-      return [{ type: 'regular', path, size: contents.length, executable: tree.executable === true, narOffset: 0, contents }]
+      return [
+        { type: 'regular', path, size: contents.length, executable: tree.executable === true, narOffset: 0, contents },
+      ]
     }
     case 'symlink':
-      return [{ type: 'symlink', path, target: typeof tree.target === 'string' ? tree.target : Buffer.from(tree.target).toString() }]
+      return [
+        {
+          type: 'symlink',
+          path,
+          target: typeof tree.target === 'string' ? tree.target : Buffer.from(tree.target).toString(),
+        },
+      ]
     case 'directory':
       return [
         { type: 'directory', path },
@@ -379,5 +484,8 @@ function expectedEntries(tree: NarTree, path = ''): ExpectedEntry[] {
 function inByteOrder(node: ListingNode): boolean {
   if (node.type !== 'directory') return true
   const names = [...node.entries.keys()].map((name) => Buffer.from(name))
-  return names.every((name, i) => i === 0 || Buffer.compare(names[i - 1]!, name) < 0) && [...node.entries.values()].every(inByteOrder)
+  return (
+    names.every((name, i) => i === 0 || Buffer.compare(names[i - 1]!, name) < 0) &&
+    [...node.entries.values()].every(inByteOrder)
+  )
 }

@@ -35,6 +35,7 @@ export interface HarnessedProperty {
   readonly name: string
   readonly runs: { readonly test: number; readonly fuzz: number }
   // Each harness has its own case type.
+  // biome-ignore lint/suspicious/noExplicitAny: the list holds harnesses of every case type
   setup(): Promise<Harness<any>>
 }
 
@@ -44,21 +45,40 @@ export interface HarnessedOutcome extends PropertyOutcome {
   readonly ms: number
 }
 
-export async function checkProperty({ name, property }: FuzzProperty, options: { numRuns: number; seed: number }): Promise<PropertyOutcome> {
+export async function checkProperty(
+  { name, property }: FuzzProperty,
+  options: { numRuns: number; seed: number },
+): Promise<PropertyOutcome> {
   // An async run stuck for this long is a hang; sync properties are bounded by their own checks.
   // includeErrorInReport: the report says what the property found wrong, not only the input.
-  const details = await fc.check(property, { numRuns: options.numRuns, seed: options.seed, timeout: 10_000, includeErrorInReport: true })
-  return { cases: details.numRuns, failure: details.failed ? `${name}: ${fc.defaultReportMessage(details)}` : undefined }
+  const details = await fc.check(property, {
+    numRuns: options.numRuns,
+    seed: options.seed,
+    timeout: 10_000,
+    includeErrorInReport: true,
+  })
+  return {
+    cases: details.numRuns,
+    failure: details.failed ? `${name}: ${fc.defaultReportMessage(details)}` : undefined,
+  }
 }
 
 /** Sets the harness up, runs its property, closes it; a failing setup or close is a failure of the property. */
-export async function checkHarnessedProperty(harnessed: HarnessedProperty, options: { numRuns: number; seed: number }): Promise<HarnessedOutcome> {
+export async function checkHarnessedProperty(
+  harnessed: HarnessedProperty,
+  options: { numRuns: number; seed: number },
+): Promise<HarnessedOutcome> {
   const started = performance.now()
   let harness: Harness<unknown>
   try {
     harness = await harnessed.setup()
   } catch (err) {
-    return { cases: 0, failure: `${harnessed.name}: setup failed: ${describeError(err)}`, account: undefined, ms: performance.now() - started }
+    return {
+      cases: 0,
+      failure: `${harnessed.name}: setup failed: ${describeError(err)}`,
+      account: undefined,
+      ms: performance.now() - started,
+    }
   }
   let cases = 0
   let failure: string | undefined
@@ -85,7 +105,11 @@ export async function checkHarnessedProperty(harnessed: HarnessedProperty, optio
 }
 
 /** `total` cases shared out among `properties` in proportion to their `runs[which]`, at least one each. */
-export function harnessedRuns(properties: readonly HarnessedProperty[], which: 'test' | 'fuzz', total?: number): number[] {
+export function harnessedRuns(
+  properties: readonly HarnessedProperty[],
+  which: 'test' | 'fuzz',
+  total?: number,
+): number[] {
   const weights = properties.map((p) => p.runs[which])
   const sum = weights.reduce((a, b) => a + b, 0)
   if (total === undefined) return weights
@@ -135,12 +159,15 @@ export function formatFuzzSummary(report: FuzzReport): string {
 
 /** FUZZ_SEED when set (to replay a failure), else a fresh one. */
 export function fuzzSeed(env: NodeJS.ProcessEnv): number {
-  return env.FUZZ_SEED === undefined ? Math.floor(Math.random() * 2 ** 31) : positiveInteger('FUZZ_SEED', env.FUZZ_SEED, 0)
+  return env.FUZZ_SEED === undefined
+    ? Math.floor(Math.random() * 2 ** 31)
+    : positiveInteger('FUZZ_SEED', env.FUZZ_SEED, 0)
 }
 
 export function positiveInteger(name: string, text: string, min = 1): number {
   const value = Number(text)
-  if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < min) throw new Error(`${name}: expected an integer ≥ ${min}, got ${JSON.stringify(text)}`)
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < min)
+    throw new Error(`${name}: expected an integer ≥ ${min}, got ${JSON.stringify(text)}`)
   return value
 }
 

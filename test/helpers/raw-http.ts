@@ -8,11 +8,20 @@ export interface RawResponse {
 }
 
 /** `sent`: called once the whole request has been handed to the kernel. */
-export function rawRequest(url: string, options: { method?: string; headers?: Record<string, string>; path?: string; sent?: () => void } = {}): Promise<RawResponse> {
+export function rawRequest(
+  url: string,
+  options: { method?: string; headers?: Record<string, string>; path?: string; sent?: () => void } = {},
+): Promise<RawResponse> {
   const target = new URL(url)
   return new Promise((resolve, reject) => {
     const req = http.request(
-      { host: target.hostname, port: target.port, path: options.path ?? target.pathname + target.search, method: options.method ?? 'GET', headers: options.headers ?? {} },
+      {
+        host: target.hostname,
+        port: target.port,
+        path: options.path ?? target.pathname + target.search,
+        method: options.method ?? 'GET',
+        headers: options.headers ?? {},
+      },
       (res) => {
         const chunks: Buffer[] = []
         res.on('data', (chunk: Buffer) => chunks.push(chunk))

@@ -52,8 +52,8 @@ test('The upstream answers 404 for missing files and for paths escaping the root
   await withUpstream({ root }, async (up) => {
     assert.equal((await fetch(`${up.url}/nope.narinfo`)).status, 404)
     // paths.txt exists one level above the cache root.
-    for (const escape of ['/../paths.txt', '/%2e%2e/paths.txt', '/nar/..%2F..%2Fpaths.txt', '/nar']) {
-      assert.equal((await rawGet(up.url, escape)).status, 404, escape)
+    for (const outside of ['/../paths.txt', '/%2e%2e/paths.txt', '/nar/..%2F..%2Fpaths.txt', '/nar']) {
+      assert.equal((await rawGet(up.url, outside)).status, 404, outside)
     }
   })
 })
@@ -86,15 +86,17 @@ test('Listings sent with zstd or br content encoding decode back to the file', a
 test('A reset-after fault delivers a truncated body and the body read rejects', async () => {
   await withUpstream({ root }, async (up) => {
     up.setFault(`/${narUrl}`, { kind: 'reset-after', bytes: 1000 })
-    const raw = await new Promise<{ length: string | undefined; received: number; aborted: boolean }>((resolve, reject) => {
-      const req = request(`${up.url}/${narUrl}`, (res) => {
-        let received = 0
-        res.on('data', (chunk: Buffer) => (received += chunk.length))
-        res.on('close', () => resolve({ length: res.headers['content-length'], received, aborted: !res.complete }))
-      })
-      req.on('error', reject)
-      req.end()
-    })
+    const raw = await new Promise<{ length: string | undefined; received: number; aborted: boolean }>(
+      (resolve, reject) => {
+        const req = request(`${up.url}/${narUrl}`, (res) => {
+          let received = 0
+          res.on('data', (chunk: Buffer) => (received += chunk.length))
+          res.on('close', () => resolve({ length: res.headers['content-length'], received, aborted: !res.complete }))
+        })
+        req.on('error', reject)
+        req.end()
+      },
+    )
     assert.deepEqual(raw, { length: String(readFileSync(narFile).length), received: 1000, aborted: true })
 
     const res = await fetch(`${up.url}/${narUrl}`)
@@ -130,7 +132,10 @@ test('A status fault with times=1 fails once and then serves normally', async ()
     const res = await fetch(`${up.url}${narinfoPath}`)
     assert.equal(res.status, 200)
     assert.equal(await res.text(), narinfoText)
-    assert.deepEqual(up.requests.map((r) => r.status), [503, 200])
+    assert.deepEqual(
+      up.requests.map((r) => r.status),
+      [503, 200],
+    )
   })
 })
 
@@ -189,6 +194,9 @@ test('A hold fault answers once its gate opens; arrived() and until() wait for r
     held.open()
     assert.equal(await pending, narinfoText)
     await up.until(() => up.requests[0]!.bytes !== undefined, 'the narinfo answer over')
-    await assert.rejects(up.until(() => false, 'nothing', 50), /^Error: timed out after 50 ms waiting for: nothing \(requests so far: GET \/\S+\.narinfo 200, GET \/nix-cache-info 200\)$/)
+    await assert.rejects(
+      up.until(() => false, 'nothing', 50),
+      /^Error: timed out after 50 ms waiting for: nothing \(requests so far: GET \/\S+\.narinfo 200, GET \/nix-cache-info 200\)$/,
+    )
   })
 })

@@ -148,7 +148,11 @@ export async function startTestUpstream(options: TestUpstreamOptions): Promise<T
     const isHead = method === 'HEAD'
     if (options.auth !== undefined && req.headers.authorization !== options.auth) {
       const text = Buffer.from('401 authorization required\n')
-      head(401, { 'Content-Type': 'text/plain', 'WWW-Authenticate': 'Basic realm="test"', 'Content-Length': text.length })
+      head(401, {
+        'Content-Type': 'text/plain',
+        'WWW-Authenticate': 'Basic realm="test"',
+        'Content-Length': text.length,
+      })
       res.end(isHead ? undefined : text)
       return
     }
@@ -164,7 +168,16 @@ export async function startTestUpstream(options: TestUpstreamOptions): Promise<T
     }
     if (taken?.kind === 'hold') {
       const gone = new Promise<'gone'>((resolve) => res.once('close', () => resolve('gone')))
-      if ((await Promise.race([taken.until.then(() => 'open', () => 'open'), gone])) === 'gone') return
+      if (
+        (await Promise.race([
+          taken.until.then(
+            () => 'open',
+            () => 'open',
+          ),
+          gone,
+        ])) === 'gone'
+      )
+        return
     }
     const fault = taken?.kind === 'delay' || taken?.kind === 'hold' ? undefined : taken
     if (fault?.kind === 'redirect') {
@@ -225,7 +238,16 @@ export async function startTestUpstream(options: TestUpstreamOptions): Promise<T
       // 'stall-after' never ends: the connection stays open, silent, until the client or close() ends it.
       if (fault.kind === 'stall-after' || res.destroyed) return
       const gone = new Promise<'gone'>((resolve) => res.once('close', () => resolve('gone')))
-      if ((await Promise.race([fault.until.then(() => 'open', () => 'open'), gone])) === 'gone') return
+      if (
+        (await Promise.race([
+          fault.until.then(
+            () => 'open',
+            () => 'open',
+          ),
+          gone,
+        ])) === 'gone'
+      )
+        return
       if (last >= end) res.end()
       else await pipeline(body.open(last + 1, end), res).catch(() => res.destroy())
       return
@@ -264,7 +286,11 @@ export async function startTestUpstream(options: TestUpstreamOptions): Promise<T
         encoded.catch(() => encodedCache.delete(key))
       }
       const bytes = await encoded
-      return { ...bytesBody(bytes, type), headers: { 'Content-Type': type, 'Content-Encoding': lsEncoding }, rangeable: false }
+      return {
+        ...bytesBody(bytes, type),
+        headers: { 'Content-Type': type, 'Content-Encoding': lsEncoding },
+        rangeable: false,
+      }
     }
     return {
       size,
@@ -291,7 +317,8 @@ export async function startTestUpstream(options: TestUpstreamOptions): Promise<T
       }
       watchers.add(watcher)
     })
-    const described = () => `${what} (requests so far: ${requests.map((r) => `${r.method} ${r.path} ${r.status}${r.aborted === true ? ' aborted' : ''}`).join(', ') || 'none'})`
+    const described = () =>
+      `${what} (requests so far: ${requests.map((r) => `${r.method} ${r.path} ${r.status}${r.aborted === true ? ' aborted' : ''}`).join(', ') || 'none'})`
     return within(held, described, ms).finally(() => watchers.delete(watcher))
   }
   let closing: Promise<void> | undefined
@@ -311,7 +338,10 @@ export async function startTestUpstream(options: TestUpstreamOptions): Promise<T
     },
     until,
     arrived: (match, n = 1, method = 'GET') =>
-      until(() => requests.filter((r) => r.method === method && matches(match, r.path)).length >= n, `${n} ${method} request(s) for ${String(match)}`),
+      until(
+        () => requests.filter((r) => r.method === method && matches(match, r.path)).length >= n,
+        `${n} ${method} request(s) for ${String(match)}`,
+      ),
     close: () => {
       closing ??= new Promise<void>((resolve) => {
         server.close(() => resolve())
@@ -385,10 +415,7 @@ async function encode(data: Buffer, encoding: 'br' | 'gzip' | 'zstd'): Promise<B
 }
 
 /** Parses a single `bytes=a-b`, `bytes=a-` or `bytes=-n` range; null means "ignore the header". */
-function parseRange(
-  header: string | undefined,
-  size: number,
-): { start: number; end: number } | 'unsatisfiable' | null {
+function parseRange(header: string | undefined, size: number): { start: number; end: number } | 'unsatisfiable' | null {
   if (header === undefined) return null
   const match = /^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$/i.exec(header)
   if (match === null) return null
@@ -484,7 +511,10 @@ export interface Blackhole {
 export async function startBlackhole(): Promise<Blackhole> {
   const child = spawn(
     process.execPath,
-    ['-e', "const s=require('net').createServer();s.listen({port:0,host:'127.0.0.1',backlog:1},()=>{process.stdout.write(s.address().port+'\\n');Atomics.wait(new Int32Array(new SharedArrayBuffer(4)),0,0,120000)})"],
+    [
+      '-e',
+      "const s=require('net').createServer();s.listen({port:0,host:'127.0.0.1',backlog:1},()=>{process.stdout.write(s.address().port+'\\n');Atomics.wait(new Int32Array(new SharedArrayBuffer(4)),0,0,120000)})",
+    ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   )
   const port = await new Promise<number>((resolve, reject) => {

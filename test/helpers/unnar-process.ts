@@ -26,7 +26,10 @@ export interface UnnarProcess {
    * Resolves once a log line matching `match` has been written: any line from index `from` on (0 by
    * default, so also lines written before the call; pass `logs.length` for new lines only).
    */
-  waitForLog(match: (line: Record<string, unknown>) => boolean, options?: { ms?: number; from?: number }): Promise<Record<string, unknown>>
+  waitForLog(
+    match: (line: Record<string, unknown>) => boolean,
+    options?: { ms?: number; from?: number },
+  ): Promise<Record<string, unknown>>
 }
 
 export interface SpawnUnnarOptions {
@@ -55,7 +58,11 @@ export async function spawnUnnar(options: SpawnUnnarOptions): Promise<UnnarProce
     '--log-level',
     options.logLevel ?? 'info',
   ]
-  const proc = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...options.env }, stdio: ['ignore', 'ignore', 'pipe'] })
+  const proc = spawn(process.execPath, args, {
+    cwd: ROOT,
+    env: { ...process.env, ...options.env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  })
   const logs: Array<Record<string, unknown>> = []
   const listeners = new Set<() => void>()
   let partial = ''
@@ -72,21 +79,30 @@ export async function spawnUnnar(options: SpawnUnnarOptions): Promise<UnnarProce
     }
     for (const listener of listeners) listener()
   })
-  const exited = new Promise<number | string>((resolve) => proc.once('exit', (code, signal) => resolve(signal ?? code ?? -1)))
+  const exited = new Promise<number | string>((resolve) =>
+    proc.once('exit', (code, signal) => resolve(signal ?? code ?? -1)),
+  )
   let hasExited = false
   void exited.then(() => {
     hasExited = true
     for (const listener of listeners) listener()
   })
 
-  const waitForLog = (match: (line: Record<string, unknown>) => boolean, { ms = 20_000, from = 0 }: { ms?: number; from?: number } = {}): Promise<Record<string, unknown>> =>
+  const waitForLog = (
+    match: (line: Record<string, unknown>) => boolean,
+    { ms = 20_000, from = 0 }: { ms?: number; from?: number } = {},
+  ): Promise<Record<string, unknown>> =>
     new Promise((resolve, reject) => {
       const check = (): void => {
         const found = logs.slice(from).find(match)
         if (found !== undefined) return done(() => resolve(found))
-        if (hasExited) return done(() => reject(new Error(`unnar exited before the expected log line; last lines:\n${tail(logs)}`)))
+        if (hasExited)
+          return done(() => reject(new Error(`unnar exited before the expected log line; last lines:\n${tail(logs)}`)))
       }
-      const timer = setTimeout(() => done(() => reject(new Error(`no expected log line within ${ms} ms; last lines:\n${tail(logs)}`))), ms)
+      const timer = setTimeout(
+        () => done(() => reject(new Error(`no expected log line within ${ms} ms; last lines:\n${tail(logs)}`))),
+        ms,
+      )
       const done = (settle: () => void): void => {
         clearTimeout(timer)
         listeners.delete(check)

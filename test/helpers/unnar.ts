@@ -12,7 +12,11 @@ export interface TestUnnar extends RunningServer {
   /** Every log line, parsed. */
   readonly logs: Array<Record<string, unknown>>
   /** Resolves with the first log line (written before or after the call) matching `match`; fails naming `what` after `ms`. */
-  waitForLog(match: (line: Record<string, unknown>) => boolean, what: string, ms?: number): Promise<Record<string, unknown>>
+  waitForLog(
+    match: (line: Record<string, unknown>) => boolean,
+    what: string,
+    ms?: number,
+  ): Promise<Record<string, unknown>>
   /** `${url}/nix/store/` + rest */
   store(rest: string): string
   /** Stops the server and deletes the cache directory unless `keepCache`. */
@@ -21,7 +25,13 @@ export interface TestUnnar extends RunningServer {
 
 export async function startUnnar(upstreams: readonly string[], env: Record<string, string> = {}): Promise<TestUnnar> {
   const cacheDir = env.UNNAR_CACHE_DIR ?? (await mkdtemp(path.join(os.tmpdir(), 'unnar-test-')))
-  const config = loadConfig({ PORT: '0', HTTP_ADDR: '127.0.0.1', NIX_CACHE_URL: upstreams.join(' '), UNNAR_CACHE_DIR: cacheDir, ...env })
+  const config = loadConfig({
+    PORT: '0',
+    HTTP_ADDR: '127.0.0.1',
+    NIX_CACHE_URL: upstreams.join(' '),
+    UNNAR_CACHE_DIR: cacheDir,
+    ...env,
+  })
   const logs: Array<Record<string, unknown>> = []
   const watchers = new Set<(line: Record<string, unknown>) => void>()
   const log = createLogger('debug', (text) => {
@@ -29,7 +39,11 @@ export async function startUnnar(upstreams: readonly string[], env: Record<strin
     logs.push(line)
     for (const watcher of [...watchers]) watcher(line)
   })
-  const waitForLog = (match: (line: Record<string, unknown>) => boolean, what: string, ms = WAIT_MS): Promise<Record<string, unknown>> => {
+  const waitForLog = (
+    match: (line: Record<string, unknown>) => boolean,
+    what: string,
+    ms = WAIT_MS,
+  ): Promise<Record<string, unknown>> => {
     const found = logs.find(match)
     if (found !== undefined) return Promise.resolve(found)
     let watcher = (_line: Record<string, unknown>): void => {}
@@ -39,7 +53,11 @@ export async function startUnnar(upstreams: readonly string[], env: Record<strin
       }
       watchers.add(watcher)
     })
-    const described = () => `log line: ${what}; last lines:\n${logs.slice(-8).map((l) => JSON.stringify(l)).join('\n')}`
+    const described = () =>
+      `log line: ${what}; last lines:\n${logs
+        .slice(-8)
+        .map((l) => JSON.stringify(l))
+        .join('\n')}`
     return within(seen, described, ms).finally(() => watchers.delete(watcher))
   }
   const server = await startServer(config, log)

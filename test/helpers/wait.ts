@@ -22,7 +22,10 @@ export async function eventually(check: () => Promise<boolean> | boolean, what: 
 export async function within<T>(promise: Promise<T>, what: string | (() => string), ms = WAIT_MS): Promise<T> {
   let timer: NodeJS.Timeout | undefined
   const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for: ${typeof what === 'function' ? what() : what}`)), ms)
+    timer = setTimeout(
+      () => reject(new Error(`timed out after ${ms} ms waiting for: ${typeof what === 'function' ? what() : what}`)),
+      ms,
+    )
   })
   try {
     return await Promise.race([promise, late])

@@ -18,14 +18,22 @@ describe('negotiateEncoding', () => {
     ['*, br;q=0', 'zstd'],
   ]
   for (const [header, expected] of cases) {
-    it(`picks ${expected ?? 'identity'} for ${JSON.stringify(header)}`, () => assert.equal(negotiateEncoding(header), expected))
+    it(`picks ${expected ?? 'identity'} for ${JSON.stringify(header)}`, () =>
+      assert.equal(negotiateEncoding(header), expected))
   }
 })
 
 describe('isCompressible', () => {
   it('compresses text-like types and leaves media and archives alone', () => {
-    for (const t of ['text/html; charset=utf-8', 'application/json', 'image/svg+xml', 'application/javascript; charset=utf-8']) assert.ok(isCompressible(t), t)
-    for (const t of ['image/png', 'application/gzip', 'application/octet-stream', 'video/mp4']) assert.ok(!isCompressible(t), t)
+    for (const t of [
+      'text/html; charset=utf-8',
+      'application/json',
+      'image/svg+xml',
+      'application/javascript; charset=utf-8',
+    ])
+      assert.ok(isCompressible(t), t)
+    for (const t of ['image/png', 'application/gzip', 'application/octet-stream', 'video/mp4'])
+      assert.ok(!isCompressible(t), t)
   })
 })
 
@@ -42,7 +50,8 @@ describe('compressStream', () => {
   for (const [encoding, decode] of Object.entries(decoders)) {
     it(`streams ${encoding} that decodes back to the input`, async () => {
       const chunks: Uint8Array[] = []
-      for await (const chunk of compressStream(source(), encoding as 'br') as unknown as AsyncIterable<Uint8Array>) chunks.push(chunk)
+      for await (const chunk of compressStream(source(), encoding as 'br') as unknown as AsyncIterable<Uint8Array>)
+        chunks.push(chunk)
       const compressed = Buffer.concat(chunks)
       assert.ok(compressed.length < text.length / 5)
       assert.ok(decode(compressed).equals(text))

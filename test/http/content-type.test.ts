@@ -10,7 +10,8 @@ describe('contentTypeByName', () => {
     assert.equal(contentTypeByName('x.wasm'), 'application/wasm')
   })
   it('leaves names without a telling extension to sniffing', () => {
-    for (const name of ['hello', 'Makefile', '.bashrc', 'weird.zzzunknown']) assert.equal(contentTypeByName(name), undefined, name)
+    for (const name of ['hello', 'Makefile', '.bashrc', 'weird.zzzunknown'])
+      assert.equal(contentTypeByName(name), undefined, name)
   })
 })
 
@@ -22,7 +23,11 @@ describe('contentTypeBySniffing', () => {
     assert.equal(contentTypeBySniffing(cut), 'text/plain; charset=utf-8')
   })
   it('calls NULs, control bytes and invalid UTF-8 binary', () => {
-    for (const bytes of [[0x7f, 0x45, 0x4c, 0x46, 0x02, 0x01, 0x01, 0x00], [0x01, 0x02], [0xff, 0xfe, 0x41]]) {
+    for (const bytes of [
+      [0x7f, 0x45, 0x4c, 0x46, 0x02, 0x01, 0x01, 0x00],
+      [0x01, 0x02],
+      [0xff, 0xfe, 0x41],
+    ]) {
       assert.equal(contentTypeBySniffing(new Uint8Array(bytes)), 'application/octet-stream')
     }
   })

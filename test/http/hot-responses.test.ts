@@ -47,7 +47,11 @@ describe('HotResponses', () => {
         if (c.req.path.includes('fail')) throw new Error('the app failed')
         const body = new TextEncoder().encode(`slow ${c.req.path} ${appCalls}`)
         const res = c.body(body, c.req.path.includes('missing') ? 404 : 200, { 'Content-Length': String(body.length) })
-        lead?.settle(c.req.path.includes('alone') ? undefined : { response: res, body, route: 'store', notes: { cache: 'miss' }, current: () => true })
+        lead?.settle(
+          c.req.path.includes('alone')
+            ? undefined
+            : { response: res, body, route: 'store', notes: { cache: 'miss' }, current: () => true },
+        )
         return res
       } finally {
         lead?.settle()
@@ -67,10 +71,12 @@ describe('HotResponses', () => {
       if (lane.serve(req, res, (r, s) => void listener(r, s))) taken++
       else void listener(req, res)
     })
-    return new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => {
-      url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-      resolve()
-    }))
+    return new Promise<void>((resolve) =>
+      server.listen(0, '127.0.0.1', () => {
+        url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+        resolve()
+      }),
+    )
   }
   const stop = () => new Promise<void>((resolve) => server.close(() => resolve()))
 
@@ -89,7 +95,9 @@ describe('HotResponses', () => {
     const first = rawRequest(url + path)
     await eventually(() => appCalls === 1, 'the first request at the app')
     const before = taken
-    const rest = Array.from({ length: n }, (_, i) => rawRequest(url + path, { headers: { 'X-Request-Id': `follower-${i}`, ...headers[i] } }))
+    const rest = Array.from({ length: n }, (_, i) =>
+      rawRequest(url + path, { headers: { 'X-Request-Id': `follower-${i}`, ...headers[i] } }),
+    )
     await eventually(() => taken === before + n, `${n} requests held back by the lane`)
     return { first, rest }
   }
@@ -98,7 +106,7 @@ describe('HotResponses', () => {
     before(() => start())
     after(stop)
 
-    it('hold back, then get the first answer\'s bytes with their own request ids', async () => {
+    it("hold back, then get the first answer's bytes with their own request ids", async () => {
       const { first, rest } = await herd('/slow/a', 5)
       assert.equal(appCalls, 1, 'the others wait instead of reaching the app')
       open()
@@ -108,9 +116,15 @@ describe('HotResponses', () => {
         assert.equal(answer.status, 200)
         assert.equal(answer.body.toString(), 'slow /slow/a 1')
       }
-      assert.deepEqual(answers.slice(1).map((a) => a.headers['x-request-id']), ['follower-0', 'follower-1', 'follower-2', 'follower-3', 'follower-4'])
+      assert.deepEqual(
+        answers.slice(1).map((a) => a.headers['x-request-id']),
+        ['follower-0', 'follower-1', 'follower-2', 'follower-3', 'follower-4'],
+      )
       assert.equal(shared, 5)
-      assert.deepEqual(logged.map((r) => [r.id, r.status, r.route, r.notes.cache, r.aborted]).sort(), [0, 1, 2, 3, 4].map((i) => [`follower-${i}`, 200, 'store', 'miss', false]))
+      assert.deepEqual(
+        logged.map((r) => [r.id, r.status, r.route, r.notes.cache, r.aborted]).sort(),
+        [0, 1, 2, 3, 4].map((i) => [`follower-${i}`, 200, 'store', 'miss', false]),
+      )
     })
 
     it('go to the app when the first answer is not one to share (an error status, a body not in memory, a failure)', async () => {
@@ -122,7 +136,11 @@ describe('HotResponses', () => {
         open()
         const answers = await Promise.all([first, ...rest])
         assert.equal(appCalls, 4, `${path}: each asked the app`)
-        assert.deepEqual(new Set(answers.map((a) => a.status)), new Set([path === '/slow/alone' ? 200 : path === '/slow/missing' ? 404 : 500]), path)
+        assert.deepEqual(
+          new Set(answers.map((a) => a.status)),
+          new Set([path === '/slow/alone' ? 200 : path === '/slow/missing' ? 404 : 500]),
+          path,
+        )
       }
       assert.equal(shared, 0)
     })
@@ -145,7 +163,9 @@ describe('HotResponses', () => {
     it('log a client that left while waiting, and answer the others', async () => {
       const { first, rest } = await herd('/slow/c', 2)
       const before = taken
-      const leaving = http.get(`${url}/slow/c`, { headers: { 'X-Request-Id': 'leaver' } }, () => assert.fail('answered'))
+      const leaving = http.get(`${url}/slow/c`, { headers: { 'X-Request-Id': 'leaver' } }, () =>
+        assert.fail('answered'),
+      )
       leaving.on('error', () => {})
       await eventually(() => taken === before + 1, 'the leaver held back by the lane')
       const left = new Promise((resolve) => responses.get('leaver')!.once('close', resolve))

@@ -12,19 +12,54 @@ import { escapeLikeLs, formatDirectoryText, negotiateListingFormat } from '../..
 type DirectoryNode = Extract<ListingNode, { type: 'directory' }>
 
 /** Characters a name can hold that a line-oriented reader or a terminal could take for something else. */
-const hostileChar = fc.constantFrom('a', 'b', '-', '>', '.', ' ', '\\', '\n', '\r', '\t', '\v', '\f', '\b', '\x07', '\x00', '\x01', '\x1b', '\x7f', '\x85', '\x9b', '\u2028', '\u2029', 'ü', '日', '😀')
-const hostileName = fc.string({ unit: hostileChar, minLength: 1, maxLength: 12 }).filter((name) => name !== '.' && name !== '..' && !name.includes('\x00'))
+const hostileChar = fc.constantFrom(
+  'a',
+  'b',
+  '-',
+  '>',
+  '.',
+  ' ',
+  '\\',
+  '\n',
+  '\r',
+  '\t',
+  '\v',
+  '\f',
+  '\b',
+  '\x07',
+  '\x00',
+  '\x01',
+  '\x1b',
+  '\x7f',
+  '\x85',
+  '\x9b',
+  '\u2028',
+  '\u2029',
+  'ü',
+  '日',
+  '😀',
+)
+const hostileName = fc
+  .string({ unit: hostileChar, minLength: 1, maxLength: 12 })
+  .filter((name) => name !== '.' && name !== '..' && !name.includes('\x00'))
 
 function directoryOf(names: readonly string[], target = (name: string) => name): DirectoryNode {
   const entries = new Map<string, ListingNode>()
   for (const [i, name] of names.entries()) {
-    entries.set(name, i % 3 === 0 ? { type: 'regular', size: i, executable: i % 2 === 0 } : i % 3 === 1 ? { type: 'symlink', target: target(name) } : { type: 'directory', entries: new Map() })
+    entries.set(
+      name,
+      i % 3 === 0
+        ? { type: 'regular', size: i, executable: i % 2 === 0 }
+        : i % 3 === 1
+          ? { type: 'symlink', target: target(name) }
+          : { type: 'directory', entries: new Map() },
+    )
   }
   return { type: 'directory', entries }
 }
 
 /** The inverse of escapeLikeLs: C escapes, `\ `, `\\` and octal bytes. */
-function unescape(text: string): string {
+function unescapeLikeLs(text: string): string {
   const bytes: number[] = []
   const simple: Record<string, number> = { a: 7, b: 8, f: 12, n: 10, r: 13, t: 9, v: 11, '\\': 92, ' ': 32 }
   for (let i = 0; i < text.length; i++) {
@@ -48,12 +83,22 @@ function unescape(text: string): string {
 describe('formatDirectoryText', () => {
   it('prints one line per entry with mode, size, name and link target', () => {
     const text = formatDirectoryText(directoryOf(['bin', 'hello', 'link']))
-    assert.equal(text, ['-r-xr-xr-x            0 bin', 'lrwxrwxrwx            - hello -> hello', 'dr-xr-xr-x            - link/', ''].join('\n'))
+    assert.equal(
+      text,
+      [
+        '-r-xr-xr-x            0 bin',
+        'lrwxrwxrwx            - hello -> hello',
+        'dr-xr-xr-x            - link/',
+        '',
+      ].join('\n'),
+    )
   })
 
   it('escapes a name with a newline, so it cannot forge a line of its own', () => {
     const forged = 'x\n-r-xr-xr-x           99 evil'
-    const text = formatDirectoryText(directoryOf([forged, 'a\\nb', 'tab\there', 'esc\x1b[31m', 'nel\x85', 'ls\u2028x', 'sp ace']))
+    const text = formatDirectoryText(
+      directoryOf([forged, 'a\\nb', 'tab\there', 'esc\x1b[31m', 'nel\x85', 'ls\u2028x', 'sp ace']),
+    )
     const lines = text.trimEnd().split('\n')
     assert.equal(lines.length, 7)
     assert.equal(lines[0], '-r-xr-xr-x            0 x\\n-r-xr-xr-x\\ \\ \\ \\ \\ \\ \\ \\ \\ \\ \\ 99\\ evil')
@@ -67,30 +112,40 @@ describe('formatDirectoryText', () => {
 
   it('gives every generated name exactly one line, from which the name can be read back', () => {
     fc.assert(
-      fc.property(fc.uniqueArray(hostileName, { minLength: 1, maxLength: 20 }), fc.string({ unit: hostileChar, maxLength: 8 }), (names, suffix) => {
-        const text = formatDirectoryText(directoryOf(names, (name) => `${name}${suffix}`))
-        const lines = text.split('\n')
-        assert.equal(lines.pop(), '')
-        assert.equal(lines.length, names.length)
-        for (const [i, line] of lines.entries()) {
-          assert.doesNotMatch(line, /[\x00-\x1f\x7f-\x9f\u2028\u2029]/)
-          const shown = line.slice(24).replace(/\/$/, '')
-          const [name, target] = i % 3 === 1 ? shown.split(' -> ') : [shown]
-          assert.equal(unescape(name!), names[i])
-          if (target !== undefined) assert.equal(unescape(target), `${names[i]}${suffix}`)
-        }
-      }),
+      fc.property(
+        fc.uniqueArray(hostileName, { minLength: 1, maxLength: 20 }),
+        fc.string({ unit: hostileChar, maxLength: 8 }),
+        (names, suffix) => {
+          const text = formatDirectoryText(directoryOf(names, (name) => `${name}${suffix}`))
+          const lines = text.split('\n')
+          assert.equal(lines.pop(), '')
+          assert.equal(lines.length, names.length)
+          for (const [i, line] of lines.entries()) {
+            assert.doesNotMatch(line, /[\x00-\x1f\x7f-\x9f\u2028\u2029]/)
+            const shown = line.slice(24).replace(/\/$/, '')
+            const [name, target] = i % 3 === 1 ? shown.split(' -> ') : [shown]
+            assert.equal(unescapeLikeLs(name!), names[i])
+            if (target !== undefined) assert.equal(unescapeLikeLs(target), `${names[i]}${suffix}`)
+          }
+        },
+      ),
       { numRuns: 300 },
     )
   })
 
   it('escapes names exactly as GNU ls -b does', { skip: process.platform !== 'linux' }, () => {
-    const names = fc.sample(hostileName.filter((name) => !name.includes('/')), { numRuns: 300, seed: 19 })
+    const names = fc.sample(
+      hostileName.filter((name) => !name.includes('/')),
+      { numRuns: 300, seed: 19 },
+    )
     const unique = [...new Set(names)]
     const dir = mkdtempSync(path.join(os.tmpdir(), 'unnar-ls-b-'))
     try {
       for (const name of unique) writeFileSync(path.join(dir, name), '')
-      const ls = execFileSync('ls', ['-b', '-1', '-U', '-A', dir], { env: { ...process.env, LC_ALL: 'C.UTF-8' }, encoding: 'utf8' })
+      const ls = execFileSync('ls', ['-b', '-1', '-U', '-A', dir], {
+        env: { ...process.env, LC_ALL: 'C.UTF-8' },
+        encoding: 'utf8',
+      })
       assert.deepEqual(ls.trimEnd().split('\n').sort(), unique.map(escapeLikeLs).sort())
     } finally {
       rmSync(dir, { recursive: true, force: true })

@@ -41,7 +41,11 @@ function dir(entries: Record<string, unknown>): DirectoryNode {
   return root as DirectoryNode
 }
 
-const file = (size: number, executable = false) => ({ type: 'regular', size, ...(executable ? { executable: true } : {}) })
+const file = (size: number, executable = false) => ({
+  type: 'regular',
+  size,
+  ...(executable ? { executable: true } : {}),
+})
 const link = (target: string) => ({ type: 'symlink', target })
 const sub = (entries: Record<string, unknown> = {}) => ({ type: 'directory', entries })
 
@@ -62,7 +66,12 @@ function startTags(html: string): Array<{ name: string; attributes: string[] }> 
 /** The href of every `<a>`, HTML-unescaped. */
 function hrefs(html: string): string[] {
   return [...html.matchAll(/<a [^>]*href="([^"]*)"/g)].map((m) =>
-    m[1]!.replaceAll('&quot;', '"').replaceAll('&#39;', "'").replaceAll('&lt;', '<').replaceAll('&gt;', '>').replaceAll('&amp;', '&'),
+    m[1]!
+      .replaceAll('&quot;', '"')
+      .replaceAll('&#39;', "'")
+      .replaceAll('&lt;', '<')
+      .replaceAll('&gt;', '>')
+      .replaceAll('&amp;', '&'),
   )
 }
 
@@ -78,15 +87,51 @@ const HOSTILE = {
 describe('renderListingPage', () => {
   it('escapes hostile names so that they create no element and no attribute', () => {
     const html = render(HOSTILE)
-    const allowed = new Set(['html', 'head', 'meta', 'title', 'link', 'body', 'header', 'main', 'a', 'h1', 'h2', 'span', 'section', 'div', 'p', 'form', 'button',
-      'label', 'input', 'output', 'table', 'thead', 'tbody', 'tr', 'th', 'td', 'i', 'aside', 'dl', 'dt', 'dd', 'code', 'ul', 'li', 'script'])
+    const allowed = new Set([
+      'html',
+      'head',
+      'meta',
+      'title',
+      'link',
+      'body',
+      'header',
+      'main',
+      'a',
+      'h1',
+      'h2',
+      'span',
+      'section',
+      'div',
+      'p',
+      'form',
+      'button',
+      'label',
+      'input',
+      'output',
+      'table',
+      'thead',
+      'tbody',
+      'tr',
+      'th',
+      'td',
+      'i',
+      'aside',
+      'dl',
+      'dt',
+      'dd',
+      'code',
+      'ul',
+      'li',
+      'script',
+    ])
     const tags = startTags(html)
     for (const tag of tags) {
       assert.ok(allowed.has(tag.name), `unexpected <${tag.name}>`)
-      for (const attribute of tag.attributes) assert.doesNotMatch(attribute, /^on/, `event handler attribute ${attribute} on <${tag.name}>`)
+      for (const attribute of tag.attributes)
+        assert.doesNotMatch(attribute, /^on/, `event handler attribute ${attribute} on <${tag.name}>`)
     }
     const scripts = tags.filter((t) => t.name === 'script')
-    assert.equal(scripts.length, 1, 'only unnar\'s own script')
+    assert.equal(scripts.length, 1, "only unnar's own script")
     assert.ok(html.includes('<script src="/_unnar/listing.js" defer></script>'))
     assert.ok(html.includes('&lt;script&gt;alert(1)&lt;'))
     assert.ok(html.includes('&quot;&gt;&lt;img src=x onerror=alert(1)&gt;'))
@@ -102,7 +147,7 @@ describe('renderListingPage', () => {
       '#hash?.txt': file(5),
       '%41 100%.txt': file(8),
       'über café.txt': file(8),
-      '日本語': sub(),
+      日本語: sub(),
       'a+b=c;d,e.txt': file(1),
       "quote'.txt": file(1),
       'javascript:alert(1)': file(1),
@@ -119,7 +164,10 @@ describe('renderListingPage', () => {
     ]) {
       assert.ok(links.includes(expected), `${expected} in ${JSON.stringify(links)}`)
     }
-    assert.ok(html.includes('href="quote%27.txt"'), 'a quote is percent-encoded, not an entity that lftp would not decode')
+    assert.ok(
+      html.includes('href="quote%27.txt"'),
+      'a quote is percent-encoded, not an entity that lftp would not decode',
+    )
     // Resolved against the listing's URL, each link names exactly the entry.
     const page = `http://unnar.test${BASE}/`
     for (const name of ['#hash?.txt', '%41 100%.txt', 'über café.txt', 'javascript:alert(1)']) {
@@ -134,16 +182,22 @@ describe('renderListingPage', () => {
   })
 
   it('marks directories with a trailing slash, executables, and puts sizes in data attributes', () => {
-    const html = render({ bin: sub({ hello: file(21, true) }), 'README': file(1117), 'empty.txt': file(0) })
+    const html = render({ bin: sub({ hello: file(21, true) }), README: file(1117), 'empty.txt': file(0) })
     assert.match(html, /<tr class="d" data-size="-1">.*?<a href="bin\/">bin\/<\/a>/)
-    assert.match(html, /<tr class="f" data-size="1117">.*?<a href="README">README<\/a><\/td><td class="s" title="1,117 bytes">1\.1 KiB<\/td>/)
+    assert.match(
+      html,
+      /<tr class="f" data-size="1117">.*?<a href="README">README<\/a><\/td><td class="s" title="1,117 bytes">1\.1 KiB<\/td>/,
+    )
     assert.match(html, /<tr class="f" data-size="0">.*?title="0 bytes">0 B</)
     const exec = render({ hello: file(21, true) })
-    assert.match(exec, /<tr class="x" data-size="21">.*aria-label="executable file".*<span class="exec" title="executable">-r-xr-xr-x<\/span>/)
+    assert.match(
+      exec,
+      /<tr class="x" data-size="21">.*aria-label="executable file".*<span class="exec" title="executable">-r-xr-xr-x<\/span>/,
+    )
   })
 
   it('lists entries in NAR byte order', () => {
-    const html = render({ b: file(1), B: file(1), a: file(1), 'é': file(1), z: file(1) })
+    const html = render({ b: file(1), B: file(1), a: file(1), é: file(1), z: file(1) })
     const names = [...html.matchAll(/<td class="n"><a href="[^"]*">([^<]*)<\/a>/g)].map((m) => m[1])
     assert.deepEqual(names, ['B', 'a', 'b', 'z', 'é'])
   })
@@ -171,36 +225,54 @@ describe('renderListingPage', () => {
     assert.ok(root.includes(`<span aria-current="page">${HASH}-fixture-app-1</span>`))
   })
 
-  it('links each symlink\'s target where its chain ends, and never the link itself', () => {
+  it("links each symlink's target where its chain ends, and never the link itself", () => {
     const hrefs = new Map([
       ['abs', `/nix/store/${DEP}/lib/dep%20file.txt`],
       ['rel', `${BASE}/share/doc/index.html`],
       ['dir', `${BASE}/share/`],
     ])
-    const directory = dir({ abs: link(`/nix/store/${DEP}/lib/dep file.txt`), rel: link('../share/doc/index.html'), dir: link('../share'), escape: link('../../../../etc/passwd'), scheme: link('javascript:alert(1)') })
+    const directory = dir({
+      abs: link(`/nix/store/${DEP}/lib/dep file.txt`),
+      rel: link('../share/doc/index.html'),
+      dir: link('../share'),
+      escape: link('../../../../etc/passwd'),
+      scheme: link('javascript:alert(1)'),
+    })
     const html = renderListingPage({ base: BASE, segments: ['bin'], directory, info: pathInfo(), symlinkHrefs: hrefs })
     const targets = [...html.matchAll(/<a class="target" href="([^"]*)">([^<]*)<\/a>/g)].map((m) => [m[2], m[1]])
-    assert.deepEqual(new Map(targets as [string, string][]), new Map([
-      [`/nix/store/${DEP}/lib/dep file.txt`, `/nix/store/${DEP}/lib/dep%20file.txt`],
-      ['../share/doc/index.html', `${BASE}/share/doc/index.html`],
-      ['../share', `${BASE}/share/`],
-    ]))
-    for (const plain of ['../../../../etc/passwd', 'javascript:alert(1)']) assert.ok(html.includes(`<span class="target">${plain}</span>`), plain)
+    assert.deepEqual(
+      new Map(targets as [string, string][]),
+      new Map([
+        [`/nix/store/${DEP}/lib/dep file.txt`, `/nix/store/${DEP}/lib/dep%20file.txt`],
+        ['../share/doc/index.html', `${BASE}/share/doc/index.html`],
+        ['../share', `${BASE}/share/`],
+      ]),
+    )
+    for (const plain of ['../../../../etc/passwd', 'javascript:alert(1)'])
+      assert.ok(html.includes(`<span class="target">${plain}</span>`), plain)
     // A mirroring tool would save the link's target again under the link's name: the name is no link.
-    for (const name of ['abs', 'rel', 'dir', 'escape', 'scheme']) assert.ok(html.includes(`<span class="link">${name}</span>`), name)
+    for (const name of ['abs', 'rel', 'dir', 'escape', 'scheme'])
+      assert.ok(html.includes(`<span class="link">${name}</span>`), name)
     assert.ok(!hrefs.has('escape') && !hrefs.has('scheme'))
   })
 
   it('offers JSON through a form, which mirroring tools do not follow', () => {
     const html = render({ a: file(1) })
-    assert.match(html, /<form class="alt" method="get" action=""><input type="hidden" name="json" value="">as <button type="submit" class="as-link">JSON<\/button><\/form>/)
+    assert.match(
+      html,
+      /<form class="alt" method="get" action=""><input type="hidden" name="json" value="">as <button type="submit" class="as-link">JSON<\/button><\/form>/,
+    )
     assert.ok(!hrefs(html).some((href) => href.includes('?')), 'no link with a query')
   })
 
   it('links every reference to its listing and marks the self-reference', () => {
     const html = render({ a: file(1) })
     assert.ok(html.includes(`<li><a href="/nix/store/${DEP}/">${DEP}</a></li>`))
-    assert.ok(html.includes(`<li><a href="/nix/store/${HASH}-fixture-app-1/">${HASH}-fixture-app-1</a> <span class="self">(this path)</span></li>`))
+    assert.ok(
+      html.includes(
+        `<li><a href="/nix/store/${HASH}-fixture-app-1/">${HASH}-fixture-app-1</a> <span class="self">(this path)</span></li>`,
+      ),
+    )
     assert.match(html, /References <span class="n">\(2\)<\/span>/)
   })
 
@@ -208,17 +280,29 @@ describe('renderListingPage', () => {
     const html = render({ a: file(1) })
     const panel = /<aside class="info"[^>]*>(.*)<\/aside>/.exec(html)![1]!
     assert.ok(panel.includes(`<dt>StorePath</dt><dd><code>${BASE}</code></dd>`))
-    assert.ok(panel.includes('<dt>NarHash</dt><dd><code>sha256:0b6ssqmhr7qj3rn30lghdvaj0i57yna801mqp4rc8k1pi4asadf5</code></dd>'))
+    assert.ok(
+      panel.includes(
+        '<dt>NarHash</dt><dd><code>sha256:0b6ssqmhr7qj3rn30lghdvaj0i57yna801mqp4rc8k1pi4asadf5</code></dd>',
+      ),
+    )
     assert.ok(panel.includes('<dt>NarSize</dt><dd>3.0 MiB <span class="bytes">(3,145,728 bytes)</span></dd>'))
     assert.ok(panel.includes('<dt>Compression</dt><dd>xz</dd>'))
     assert.ok(panel.includes('<dt>FileSize</dt><dd>264 B <span class="bytes">(264 bytes)</span></dd>'))
     assert.ok(panel.includes('<dt>Upstream</dt><dd><code>https://cache.example.org</code></dd>'))
-    assert.ok(panel.includes('<dt>Deriver</dt><dd><code>x3zfg2wjcaywv75nklzq9g1ncwam6jvx-fixture-app-1.drv</code></dd>'))
-    assert.ok(panel.includes('<li><code>nar-serve-test-1:JFWCNdtCz21NsuYiSHnumFqZxc7jZtKa2wsiBGhvaPZYF9lWr0pLztZ43rD7Nk5IJQgxsW2jxwRHxb6P5pS3Bg==</code></li>'))
+    assert.ok(
+      panel.includes('<dt>Deriver</dt><dd><code>x3zfg2wjcaywv75nklzq9g1ncwam6jvx-fixture-app-1.drv</code></dd>'),
+    )
+    assert.ok(
+      panel.includes(
+        '<li><code>nar-serve-test-1:JFWCNdtCz21NsuYiSHnumFqZxc7jZtKa2wsiBGhvaPZYF9lWr0pLztZ43rD7Nk5IJQgxsW2jxwRHxb6P5pS3Bg==</code></li>',
+      ),
+    )
   })
 
   it('says "none" and "unknown" for a narinfo without references, signatures or deriver', () => {
-    const bare = NARINFO.replace(/^References: .*$/m, 'References: ').replace(/^Deriver: .*\n/m, '').replace(/^Sig: .*\n/m, '')
+    const bare = NARINFO.replace(/^References: .*$/m, 'References: ')
+      .replace(/^Deriver: .*\n/m, '')
+      .replace(/^Sig: .*\n/m, '')
     const html = render({ a: file(1) }, [], pathInfo(bare, 'file:///srv/cache?<x>'))
     assert.match(html, /<dt>References <span class="n">\(0\)<\/span><\/dt><dd><span class="none">none<\/span><\/dd>/)
     assert.match(html, /<dt>Signatures <span class="n">\(0\)<\/span><\/dt><dd><span class="none">none<\/span><\/dd>/)
@@ -228,7 +312,10 @@ describe('renderListingPage', () => {
 
   it('summarises the directory and says when it is empty', () => {
     const html = render({ a: sub(), b: file(3000000), c: file(1, true), d: link('a') })
-    assert.match(html, /<p class="summary">1 directory, 2 files, 1 symlink · <span title="3,000,001 bytes">2\.9 MiB<\/span> in files<\/p>/)
+    assert.match(
+      html,
+      /<p class="summary">1 directory, 2 files, 1 symlink · <span title="3,000,001 bytes">2\.9 MiB<\/span> in files<\/p>/,
+    )
     const empty = render({})
     assert.match(empty, /<p class="summary">Empty directory<\/p>/)
     assert.match(empty, /<p class="empty">This directory is empty\.<\/p>/)

@@ -17,7 +17,13 @@ describe('createNarHasher', () => {
   })
 
   /** Writes `data` in pieces of `piece` bytes, telling the hasher after each like NarSink does. */
-  async function hashWhileWriting(file: string, data: Buffer, piece: number, algorithm = 'sha256', alongside = true): Promise<Buffer> {
+  async function hashWhileWriting(
+    file: string,
+    data: Buffer,
+    piece: number,
+    algorithm = 'sha256',
+    alongside = true,
+  ): Promise<Buffer> {
     const handle = await open(file, 'w+')
     const hasher = createNarHasher(algorithm, file, data.length, alongside)
     try {
@@ -38,7 +44,13 @@ describe('createNarHasher', () => {
       for (const alongside of [true, false]) {
         it(`gives the digest of the bytes written, ${size} bytes, ${algorithm}, hashed ${alongside ? 'while writing' : 'at the end'}`, async () => {
           const data = randomBytes(size)
-          const digest = await hashWhileWriting(path.join(dir, `f-${size}-${algorithm}-${alongside}`), data, 300_001, algorithm, alongside)
+          const digest = await hashWhileWriting(
+            path.join(dir, `f-${size}-${algorithm}-${alongside}`),
+            data,
+            300_001,
+            algorithm,
+            alongside,
+          )
           assert.deepEqual(digest, createHash(algorithm).update(data).digest())
         })
       }
@@ -47,8 +59,11 @@ describe('createNarHasher', () => {
 
   it('hashes several files at once without mixing them up', async () => {
     const datas = Array.from({ length: 5 }, () => randomBytes(WORKER_HASH_MIN_BYTES * 2))
-    const digests = await Promise.all(datas.map((d, i) => hashWhileWriting(path.join(dir, `many-${i}`), d, 65536 * (i + 1))))
-    digests.forEach((digest, i) => assert.deepEqual(digest, createHash('sha256').update(datas[i]!).digest()))
+    const digests = await Promise.all(
+      datas.map((d, i) => hashWhileWriting(path.join(dir, `many-${i}`), d, 65536 * (i + 1))),
+    )
+    for (const [i, digest] of digests.entries())
+      assert.deepEqual(digest, createHash('sha256').update(datas[i]!).digest())
   })
 
   it('fails instead of hashing bytes that were never written', async () => {
@@ -71,6 +86,9 @@ describe('createNarHasher', () => {
     hasher.written(data.length)
     hasher.dispose()
     await assert.rejects(hasher.digest(), /stopped/)
-    assert.deepEqual(await hashWhileWriting(path.join(dir, 'after'), data, 1 << 20), createHash('sha256').update(data).digest())
+    assert.deepEqual(
+      await hashWhileWriting(path.join(dir, 'after'), data, 1 << 20),
+      createHash('sha256').update(data).digest(),
+    )
   })
 })

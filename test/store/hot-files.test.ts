@@ -7,9 +7,12 @@ import { parseNarInfo, type NarInfo } from '../../src/formats/narinfo.js'
 import { HotFiles, type HotFile } from '../../src/store/hot-files.js'
 import { cacheDir, fixturePath } from '../helpers/fixtures.js'
 
-const narInfoOf = (kind: string): NarInfo => parseNarInfo(readFileSync(path.join(cacheDir('xz'), `${fixturePath(kind).hash}.narinfo`), 'utf8'))
+const narInfoOf = (kind: string): NarInfo =>
+  parseNarInfo(readFileSync(path.join(cacheDir('xz'), `${fixturePath(kind).hash}.narinfo`), 'utf8'))
 
-const file = (text: string, size = text.length): HotFile => ({ bytes: new Uint8Array(Buffer.from(text.padEnd(size, '.'))) })
+const file = (text: string, size = text.length): HotFile => ({
+  bytes: new Uint8Array(Buffer.from(text.padEnd(size, '.'))),
+})
 
 describe('HotFiles', () => {
   it('never answers for one NAR with the bytes of another, whatever the path', () => {

@@ -27,16 +27,32 @@ import { eventually } from '../helpers/wait.js'
 const basic = fixturePath('basic') // its NAR is 3.2 MiB: several 1 MiB write batches
 
 async function basicInfo(): Promise<PathInfo> {
-  const lookup = new PathInfoLookup([new FileUpstream(pathToFileURL(cacheDir('none')))], { log: createLogger('silent'), negativeTtlMs: 1000, maxEntries: 10, trustedKeys: () => undefined })
+  const lookup = new PathInfoLookup([new FileUpstream(pathToFileURL(cacheDir('none')))], {
+    log: createLogger('silent'),
+    negativeTtlMs: 1000,
+    maxEntries: 10,
+    trustedKeys: () => undefined,
+  })
   const info = await lookup.find(basic.hash)
   assert.ok(info !== undefined)
   return info
 }
 
 /** `info` with its NAR (and compression) coming from `body` instead of the cache. */
-function fedBy(info: PathInfo, body: Readable, options: { compression?: string; contentEncoding?: string } = {}): PathInfo {
-  const upstream: Upstream = { name: 'test-upstream', get: async () => ({ body, size: undefined, contentEncoding: options.contentEncoding }) }
-  return { ...info, upstream, narInfo: { ...info.narInfo, compression: options.compression ?? info.narInfo.compression } }
+function fedBy(
+  info: PathInfo,
+  body: Readable,
+  options: { compression?: string; contentEncoding?: string } = {},
+): PathInfo {
+  const upstream: Upstream = {
+    name: 'test-upstream',
+    get: async () => ({ body, size: undefined, contentEncoding: options.contentEncoding }),
+  }
+  return {
+    ...info,
+    upstream,
+    narInfo: { ...info.narInfo, compression: options.compression ?? info.narInfo.compression },
+  }
 }
 
 describe('NarDownload', () => {
@@ -82,10 +98,27 @@ describe('NarDownload', () => {
       await new Promise((r) => setTimeout(r, 1)) // timers still run
       console.log(outcome)
     `
-    const infoJson = JSON.stringify({ ...info, upstream: undefined, narInfo: { ...info.narInfo, narHash: { ...info.narInfo.narHash, digest: [...info.narInfo.narHash.digest] } } })
-    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, path.join(cacheDir('none'), info.narKey), path.join(dir, 'stopped.nar'), infoJson], {
-      timeout: 20_000,
+    const infoJson = JSON.stringify({
+      ...info,
+      upstream: undefined,
+      narInfo: { ...info.narInfo, narHash: { ...info.narInfo.narHash, digest: [...info.narInfo.narHash.digest] } },
     })
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        '--input-type=module',
+        '-e',
+        script,
+        path.join(cacheDir('none'), info.narKey),
+        path.join(dir, 'stopped.nar'),
+        infoJson,
+      ],
+      {
+        timeout: 20_000,
+      },
+    )
     assert.equal(stdout.trim(), 'failed: stopped')
   })
 
@@ -97,7 +130,12 @@ describe('NarDownload', () => {
       const body = new PassThrough()
       body.write(nar.subarray(0, 1024))
       const file = await open(path.join(dir, `refused-${what.length}.nar`), 'w+')
-      const download = new NarDownload({ info: fedBy(info, body, options), file, path: path.join(dir, 'refused.nar'), abortWhenUnused: false })
+      const download = new NarDownload({
+        info: fedBy(info, body, options),
+        file,
+        path: path.join(dir, 'refused.nar'),
+        abortWhenUnused: false,
+      })
       await assert.rejects(download.done, message)
       download.unhold() // as the store does: the temp file is closed once nobody needs it
       assert.equal(body.destroyed, true, 'the upstream connection would stay open')
@@ -109,8 +147,10 @@ describe('NarDownload', () => {
     const real = await open(filePath, 'w+')
     // At most 1000 bytes per call, as a nearly full or slow filesystem may answer.
     const file = Object.assign(Object.create(real) as typeof real, {
-      write: (buffer: Buffer, offset: number, length: number, position: number) => real.write(buffer, offset, Math.min(length, 1000), position),
-      writev: (buffers: Buffer[], position: number) => real.write(buffers[0]!, 0, Math.min(buffers[0]!.length, 1000), position),
+      write: (buffer: Buffer, offset: number, length: number, position: number) =>
+        real.write(buffer, offset, Math.min(length, 1000), position),
+      writev: (buffers: Buffer[], position: number) =>
+        real.write(buffers[0]!, 0, Math.min(buffers[0]!.length, 1000), position),
       close: () => real.close(),
     })
     const body = new PassThrough()
@@ -124,7 +164,12 @@ describe('NarDownload', () => {
   it('decodes a body sent with Content-Encoding: gzip', async () => {
     const filePath = path.join(dir, 'gzip.nar')
     const body = new PassThrough()
-    const download = new NarDownload({ info: fedBy(info, body, { contentEncoding: 'gzip' }), file: await open(filePath, 'w+'), path: filePath, abortWhenUnused: false })
+    const download = new NarDownload({
+      info: fedBy(info, body, { contentEncoding: 'gzip' }),
+      file: await open(filePath, 'w+'),
+      path: filePath,
+      abortWhenUnused: false,
+    })
     body.end(gzipSync(nar))
     await download.done
     download.unhold()
@@ -132,7 +177,11 @@ describe('NarDownload', () => {
   })
 })
 
-describe('NarDownload with a decoder program writing the file', { timeout: 60_000, skip: findExecutable('xz') === undefined || findExecutable('zstd') === undefined ? 'xz or zstd is not installed' : false }, () => {
+describe('NarDownload with a decoder program writing the file', {
+  timeout: 60_000,
+  skip:
+    findExecutable('xz') === undefined || findExecutable('zstd') === undefined ? 'xz or zstd is not installed' : false,
+}, () => {
   let dir: string
   let info: PathInfo
   let nar: Buffer
@@ -150,14 +199,25 @@ describe('NarDownload with a decoder program writing the file', { timeout: 60_00
   /** The NAR compressed by the program (once per compression: compressing costs more than the tests). */
   function compressed(compression: 'xz' | 'zstd'): Buffer {
     let bytes = compressedOnce.get(compression)
-    if (bytes === undefined) compressedOnce.set(compression, (bytes = execFileSync(compression, ['-c', '-1'], { input: nar, maxBuffer: 1 << 30 })))
+    if (bytes === undefined) {
+      bytes = execFileSync(compression, ['-c', '-1'], { input: nar, maxBuffer: 1 << 30 })
+      compressedOnce.set(compression, bytes)
+    }
     return bytes
   }
 
   async function download(name: string, pathInfo: PathInfo) {
     const filePath = path.join(dir, name)
-    const d = new NarDownload({ info: pathInfo, file: await open(filePath, 'w+'), path: filePath, abortWhenUnused: false })
-    const outcome = await d.done.then((listing) => ({ listing }), (err: Error) => ({ err }))
+    const d = new NarDownload({
+      info: pathInfo,
+      file: await open(filePath, 'w+'),
+      path: filePath,
+      abortWhenUnused: false,
+    })
+    const outcome = await d.done.then(
+      (listing) => ({ listing }),
+      (err: Error) => ({ err }),
+    )
     d.unhold()
     return { outcome, filePath, download: d }
   }
@@ -187,7 +247,12 @@ describe('NarDownload with a decoder program writing the file', { timeout: 60_00
 
   it('has the program read a local NAR file itself (file:// upstreams) instead of the body', async () => {
     const xzUpstream = new FileUpstream(pathToFileURL(cacheDir('xz')))
-    const xzInfo = await new PathInfoLookup([xzUpstream], { log: createLogger('silent'), negativeTtlMs: 1000, maxEntries: 10, trustedKeys: () => undefined }).find(basic.hash)
+    const xzInfo = await new PathInfoLookup([xzUpstream], {
+      log: createLogger('silent'),
+      negativeTtlMs: 1000,
+      maxEntries: 10,
+      trustedKeys: () => undefined,
+    }).find(basic.hash)
     assert.ok(xzInfo !== undefined)
     const res = await xzUpstream.get(xzInfo.narKey)
     const local = path.join(cacheDir('xz'), xzInfo.narKey)
@@ -195,7 +260,10 @@ describe('NarDownload with a decoder program writing the file', { timeout: 60_00
     res.body.destroy()
     // A body that never sends a byte: only the file can complete the NAR.
     const silent = new PassThrough()
-    const upstream: Upstream = { name: 'file-upstream', get: async () => ({ body: silent, size: undefined, contentEncoding: undefined, file: local }) }
+    const upstream: Upstream = {
+      name: 'file-upstream',
+      get: async () => ({ body: silent, size: undefined, contentEncoding: undefined, file: local }),
+    }
     const { outcome, filePath } = await download('local.nar', { ...xzInfo, upstream })
     assert.ok('listing' in outcome, String((outcome as { err?: Error }).err))
     assert.ok((await readFile(filePath)).equals(nar))
@@ -204,10 +272,20 @@ describe('NarDownload with a decoder program writing the file', { timeout: 60_00
 
   it('refuses a NAR that does not match its NarHash, and one that is short of its NarSize', async () => {
     const wrongHash = { ...info.narInfo.narHash, digest: new Uint8Array(32) }
-    const forged = await download('forged.nar', { ...fedBy(info, Readable.from([compressed('xz')]), { compression: 'xz' }), narInfo: { ...info.narInfo, compression: 'xz', narHash: wrongHash } })
-    assert.ok('err' in forged.outcome && forged.outcome.err instanceof NarVerificationError, String((forged.outcome as { err?: Error }).err))
+    const forged = await download('forged.nar', {
+      ...fedBy(info, Readable.from([compressed('xz')]), { compression: 'xz' }),
+      narInfo: { ...info.narInfo, compression: 'xz', narHash: wrongHash },
+    })
+    assert.ok(
+      'err' in forged.outcome && forged.outcome.err instanceof NarVerificationError,
+      String((forged.outcome as { err?: Error }).err),
+    )
     assert.match(forged.outcome.err.message, /NAR does not match its NarHash/)
-    const short = await download('short.nar', { ...fedBy(info, Readable.from([execFileSync('xz', ['-c'], { input: nar.subarray(0, 1000) })]), { compression: 'xz' }) })
+    const short = await download('short.nar', {
+      ...fedBy(info, Readable.from([execFileSync('xz', ['-c'], { input: nar.subarray(0, 1000) })]), {
+        compression: 'xz',
+      }),
+    })
     assert.ok('err' in short.outcome && short.outcome.err instanceof NarVerificationError)
     assert.match(short.outcome.err.message, new RegExp(`NAR is 1000 bytes, NarSize says ${nar.length}`))
   })
@@ -219,13 +297,21 @@ describe('NarDownload with a decoder program writing the file', { timeout: 60_00
       const stalled = new PassThrough()
       stalled.write(body.subarray(0, body.length >> 1))
       const filePath = path.join(dir, `stopped-${how}.nar`)
-      const d = new NarDownload({ info: fedBy(info, stalled, { compression: 'xz' }), file: await open(filePath, 'w+'), path: filePath, abortWhenUnused: how === 'abandoned' })
+      const d = new NarDownload({
+        info: fedBy(info, stalled, { compression: 'xz' }),
+        file: await open(filePath, 'w+'),
+        path: filePath,
+        abortWhenUnused: how === 'abandoned',
+      })
       const release = d.hold()
       await eventually(() => d.written > 0, 'the first bytes written')
       const reason = new Error('unnar is shutting down')
       if (how === 'aborted') d.abort(reason)
       else release() // the last reader leaves a NAR that is not kept
-      const err = await d.done.then(() => undefined, (e: Error) => e)
+      const err = await d.done.then(
+        () => undefined,
+        (e: Error) => e,
+      )
       if (how === 'aborted') assert.equal(err, reason)
       else assert.ok(err instanceof NarAbandonedError, String(err))
       assert.equal(stalled.destroyed, true, `${how}: the upstream body is let go`)
@@ -260,8 +346,17 @@ describe('NarDownload with a decoder program writing the file', { timeout: 60_00
     }
     try {
       const filePath = path.join(mount, 'nar')
-      const d = new NarDownload({ info: fedBy(info, Readable.from([compressed('xz')]), { compression: 'xz' }), file: await open(filePath, 'w+'), path: filePath, abortWhenUnused: false })
-      await assert.rejects(d.done, (err: Error) => err instanceof DiskError && /^xz could not write the NAR: .*No space left on device/.test(err.message))
+      const d = new NarDownload({
+        info: fedBy(info, Readable.from([compressed('xz')]), { compression: 'xz' }),
+        file: await open(filePath, 'w+'),
+        path: filePath,
+        abortWhenUnused: false,
+      })
+      await assert.rejects(
+        d.done,
+        (err: Error) =>
+          err instanceof DiskError && /^xz could not write the NAR: .*No space left on device/.test(err.message),
+      )
       d.unhold()
     } finally {
       execFileSync('umount', ['-l', mount])
@@ -273,12 +368,19 @@ describe('openDirectFile', () => {
   it('decodes a body sent with Content-Encoding: gzip, and closes it when it cannot decode one', async () => {
     const info = await basicInfo()
     const nar = await readFile(path.join(cacheDir('none'), info.narKey))
-    const direct = await openDirectFile(fedBy(info, new PassThrough().end(gzipSync(nar)) as PassThrough, { contentEncoding: 'gzip' }), 'bin/hello', { verify: true })
+    const direct = await openDirectFile(
+      fedBy(info, new PassThrough().end(gzipSync(nar)) as PassThrough, { contentEncoding: 'gzip' }),
+      'bin/hello',
+      { verify: true },
+    )
     assert.ok(direct !== undefined)
     const bytes = Buffer.from(await new Response(direct.body).arrayBuffer())
     assert.equal(createHash('sha256').update(bytes).digest('hex'), basic.entries['bin/hello']!.sha256)
     const refused = new PassThrough()
-    await assert.rejects(openDirectFile(fedBy(info, refused, { contentEncoding: 'deflate' }), 'bin/hello', { verify: true }), /unsupported Content-Encoding "deflate"/)
+    await assert.rejects(
+      openDirectFile(fedBy(info, refused, { contentEncoding: 'deflate' }), 'bin/hello', { verify: true }),
+      /unsupported Content-Encoding "deflate"/,
+    )
     assert.equal(refused.destroyed, true)
   })
 })

@@ -67,15 +67,31 @@ describe('followDecodedFile', { timeout: 30_000 }, () => {
   type Progress = Array<{ bytes: number; entries: readonly NarEntry[] }>
   const reported = (progress: Progress) => progress.reduce((sum, p) => sum + p.bytes, 0)
 
-  async function follow(narSize: number, write: (file: FileHandle, decoder: FakeDecoder, progress: Progress) => Promise<void>, signal = new AbortController().signal) {
+  async function follow(
+    narSize: number,
+    write: (file: FileHandle, decoder: FakeDecoder, progress: Progress) => Promise<void>,
+    signal = new AbortController().signal,
+  ) {
     const file = await open(path.join(dir, `nar-${++n}`), 'w+')
     const decoder = new FakeDecoder()
     const progress: Progress = []
     const indexer = new NarIndexer()
     try {
-      const following = followDecodedFile({ file, decoder, indexer, hasher, narSize, upstream: 'test-upstream', signal, onWritten: (bytes, entries) => progress.push({ bytes, entries }) })
+      const following = followDecodedFile({
+        file,
+        decoder,
+        indexer,
+        hasher,
+        narSize,
+        upstream: 'test-upstream',
+        signal,
+        onWritten: (bytes, entries) => progress.push({ bytes, entries }),
+      })
       const writing = write(file, decoder, progress)
-      const outcome = await following.then((size) => ({ size }), (err: Error) => ({ err }))
+      const outcome = await following.then(
+        (size) => ({ size }),
+        (err: Error) => ({ err }),
+      )
       await writing
       return { outcome, progress, indexer }
     } finally {
@@ -95,7 +111,11 @@ describe('followDecodedFile', { timeout: 30_000 }, () => {
     })
     assert.deepEqual(outcome, { size: nar.length })
     assert.equal(indexer.position, nar.length)
-    assert.equal(progress.reduce((sum, p) => sum + p.bytes, 0), nar.length, 'every byte reported, once')
+    assert.equal(
+      progress.reduce((sum, p) => sum + p.bytes, 0),
+      nar.length,
+      'every byte reported, once',
+    )
     assert.ok(progress.filter((p) => p.bytes > 0).length >= 5, 'in steps, as the file grew')
     assert.deepEqual(
       progress.flatMap((p) => p.entries),
@@ -105,7 +125,9 @@ describe('followDecodedFile', { timeout: 30_000 }, () => {
     let onDisk = 0
     for (const p of progress) {
       onDisk += p.bytes
-      for (const entry of p.entries) if (entry.type === 'regular') assert.ok(onDisk > entry.narOffset - 8, `${entry.path}: reported before its header was on disk`)
+      for (const entry of p.entries)
+        if (entry.type === 'regular')
+          assert.ok(onDisk > entry.narOffset - 8, `${entry.path}: reported before its header was on disk`)
     }
     const first = expected.find((e) => e.type === 'regular')!
     const firstAt = progress.findIndex((p) => p.entries.includes(first))
@@ -116,7 +138,13 @@ describe('followDecodedFile', { timeout: 30_000 }, () => {
   it('reads back the headers only: a 64 MiB file in the NAR is skipped, not read', async (t) => {
     const before = await bytesRead()
     if (before === undefined) return t.skip('no /proc/self/io here')
-    const big = buildNar(directory([['a.txt', regular('first')], ['big.bin', regular(new Uint8Array(64 * 1024 * 1024))], ['z.txt', regular('last')]]))
+    const big = buildNar(
+      directory([
+        ['a.txt', regular('first')],
+        ['big.bin', regular(new Uint8Array(64 * 1024 * 1024))],
+        ['z.txt', regular('last')],
+      ]),
+    )
     const { outcome, progress } = await follow(big.length, async (file, decoder) => {
       await file.write(big, 0, big.length, 0)
       decoder.exit()
@@ -169,13 +197,26 @@ describe('followDecodedFile', { timeout: 30_000 }, () => {
       },
       controller.signal,
     )
-    assert.ok('err' in outcome && (outcome.err === reason || (outcome.err.name === 'AbortError' && outcome.err.cause === reason)), String((outcome as { err?: Error }).err))
+    assert.ok(
+      'err' in outcome &&
+        (outcome.err === reason || (outcome.err.name === 'AbortError' && outcome.err.cause === reason)),
+      String((outcome as { err?: Error }).err),
+    )
   })
 
   it('says the disk failed when the file cannot be looked at', async () => {
     const file = await open(path.join(dir, 'closed'), 'w+')
     await file.close() // no descriptor any more: every stat fails
-    const outcome = await followDecodedFile({ file, decoder: new FakeDecoder(), indexer: new NarIndexer(), hasher, narSize: 100, upstream: 'u', signal: new AbortController().signal, onWritten: () => {} }).then(
+    const outcome = await followDecodedFile({
+      file,
+      decoder: new FakeDecoder(),
+      indexer: new NarIndexer(),
+      hasher,
+      narSize: 100,
+      upstream: 'u',
+      signal: new AbortController().signal,
+      onWritten: () => {},
+    }).then(
       () => undefined,
       (err: Error) => err,
     )
@@ -197,7 +238,17 @@ describe('followDecodedFile', { timeout: 30_000 }, () => {
       const decoder = new FakeDecoder()
       let grew = 0
       try {
-        const following = followDecodedFile({ file, decoder, indexer: new NarIndexer(), hasher, narSize: nar.length, upstream: 'test-upstream', signal: new AbortController().signal, wanted, onWritten: (bytes) => void (bytes > 0 && grew++) })
+        const following = followDecodedFile({
+          file,
+          decoder,
+          indexer: new NarIndexer(),
+          hasher,
+          narSize: nar.length,
+          upstream: 'test-upstream',
+          signal: new AbortController().signal,
+          wanted,
+          onWritten: (bytes) => void (bytes > 0 && grew++),
+        })
         const piece = Math.ceil(nar.length / 100)
         for (let at = 0; at < nar.length; at += piece) {
           await file.write(nar, at, Math.min(piece, nar.length - at), at)

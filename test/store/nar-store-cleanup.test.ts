@@ -15,7 +15,12 @@ import { cacheDir, fixturePath } from '../helpers/fixtures.js'
 const log = createLogger('silent')
 
 async function infoOf(kind: string): Promise<PathInfo> {
-  const lookup = new PathInfoLookup([new FileUpstream(pathToFileURL(cacheDir('none')))], { log, negativeTtlMs: 1000, maxEntries: 10, trustedKeys: () => undefined })
+  const lookup = new PathInfoLookup([new FileUpstream(pathToFileURL(cacheDir('none')))], {
+    log,
+    negativeTtlMs: 1000,
+    maxEntries: 10,
+    trustedKeys: () => undefined,
+  })
   const info = await lookup.find(fixturePath(kind).hash)
   assert.ok(info !== undefined)
   return info
@@ -23,7 +28,9 @@ async function infoOf(kind: string): Promise<PathInfo> {
 
 /** Descriptors this process holds on files under `dir` (deleted ones included). */
 async function openFilesUnder(dir: string): Promise<string[]> {
-  const links = await Promise.all((await readdir('/proc/self/fd')).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')))
+  const links = await Promise.all(
+    (await readdir('/proc/self/fd')).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')),
+  )
   return links.filter((link) => link.startsWith(dir))
 }
 
@@ -51,7 +58,12 @@ describe('NarStore cleanup', () => {
     const site = await infoOf('site')
     const dir = await tempDir()
     // Room for one of the two NARs at a time.
-    const store = new NarStore({ dir, maxBytes: Math.max(basic.narInfo.narSize, site.narInfo.narSize) + 1, maxNarBytes: 1 << 30, log })
+    const store = new NarStore({
+      dir,
+      maxBytes: Math.max(basic.narInfo.narSize, site.narInfo.narSize) + 1,
+      maxNarBytes: 1 << 30,
+      log,
+    })
     await store.init()
     await fetchWhole(store, basic)
     const old = await store.open(basic) // a slow client holds the first copy
@@ -95,11 +107,18 @@ describe('NarStore cleanup', () => {
     const fsp = createRequire(import.meta.url)('node:fs/promises') as typeof import('node:fs/promises')
     const { writeFile, rm: remove } = fsp
     const readOnly = (file: unknown) => {
-      if (String(file).startsWith(path.join(dir, 'tmp'))) throw Object.assign(new Error('EROFS: read-only file system'), { code: 'EROFS' })
+      if (String(file).startsWith(path.join(dir, 'tmp')))
+        throw Object.assign(new Error('EROFS: read-only file system'), { code: 'EROFS' })
     }
     Object.assign(fsp, {
-      writeFile: async (file: string, ...rest: unknown[]) => (readOnly(file), (writeFile as (...a: unknown[]) => Promise<void>)(file, ...rest)),
-      rm: async (file: string, ...rest: unknown[]) => (readOnly(file), (remove as (...a: unknown[]) => Promise<void>)(file, ...rest)),
+      writeFile: async (file: string, ...rest: unknown[]) => {
+        readOnly(file)
+        return (writeFile as (...a: unknown[]) => Promise<void>)(file, ...rest)
+      },
+      rm: async (file: string, ...rest: unknown[]) => {
+        readOnly(file)
+        return (remove as (...a: unknown[]) => Promise<void>)(file, ...rest)
+      },
     })
     syncBuiltinESMExports()
     try {
@@ -139,7 +158,10 @@ describe('NarStore cleanup', () => {
         }
       }),
     )
-    assert.ok(outcomes.every((o) => o.status === 'rejected'), 'no download runs past close()')
+    assert.ok(
+      outcomes.every((o) => o.status === 'rejected'),
+      'no download runs past close()',
+    )
     assert.deepEqual(await readdir(path.join(dir, 'tmp')), [])
     assert.equal(store.has(site), false)
   })

@@ -19,7 +19,12 @@ const basic = fixturePath('basic')
 const site = fixturePath('site')
 
 async function infoOf(kind: { hash: string }): Promise<PathInfo> {
-  const lookup = new PathInfoLookup([new FileUpstream(pathToFileURL(cacheDir('none')))], { log, negativeTtlMs: 1000, maxEntries: 10, trustedKeys: () => undefined })
+  const lookup = new PathInfoLookup([new FileUpstream(pathToFileURL(cacheDir('none')))], {
+    log,
+    negativeTtlMs: 1000,
+    maxEntries: 10,
+    trustedKeys: () => undefined,
+  })
   const info = await lookup.find(kind.hash)
   assert.ok(info !== undefined)
   return info
@@ -29,7 +34,9 @@ async function infoOf(kind: { hash: string }): Promise<PathInfo> {
 async function helloSha(source: NarSource): Promise<string> {
   const node = await source.node(['bin', 'hello'])
   assert.ok(node?.type === 'regular' && node.narOffset !== undefined)
-  return createHash('sha256').update(await source.readBytes(node.narOffset, node.narOffset + node.size)).digest('hex')
+  return createHash('sha256')
+    .update(await source.readBytes(node.narOffset, node.narOffset + node.size))
+    .digest('hex')
 }
 
 describe('NarStore leases', () => {
@@ -79,7 +86,14 @@ describe('NarStore leases', () => {
     const file = path.join(dir, 'nar', `${narKey(basicInfo)}.nar`)
     await access(file)
     held.release()
-    await eventually(async () => access(file).then(() => false, () => true), 'the evicted NAR is unlinked once released')
+    await eventually(
+      async () =>
+        access(file).then(
+          () => false,
+          () => true,
+        ),
+      'the evicted NAR is unlinked once released',
+    )
     await store.close()
   })
 })

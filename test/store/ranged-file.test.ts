@@ -9,7 +9,17 @@ import { openRangedFile, probeRangedFile, RangeMismatchError, type FetchRange } 
 import { buildNar, directory, regular } from '../formats/nar-builder.js'
 
 const contents = Buffer.from(Array.from({ length: 100_000 }, (_, i) => (i * 7) % 251))
-const nar = Buffer.from(buildNar(directory({ 'a.txt': regular('first'), 'b.txt': regular('other'), 'big.bin': regular(contents), 'run': regular('12345', true), 'z.txt': regular('') })))
+const nar = Buffer.from(
+  buildNar(
+    directory({
+      'a.txt': regular('first'),
+      'b.txt': regular('other'),
+      'big.bin': regular(contents),
+      run: regular('12345', true),
+      'z.txt': regular(''),
+    }),
+  ),
+)
 const entries = new NarIndexer().push(nar)
 const nodeOf = (path: string) => {
   const entry = entries.find((e) => e.path === path)
@@ -23,7 +33,9 @@ function upstream(source: Buffer = nar) {
   const fetchRange: FetchRange = async (start, end) => {
     asked.push([start, end])
     const slice = source.subarray(start, end + 1)
-    return Readable.from(Array.from({ length: Math.ceil(slice.length / 1000) }, (_, i) => slice.subarray(i * 1000, (i + 1) * 1000)))
+    return Readable.from(
+      Array.from({ length: Math.ceil(slice.length / 1000) }, (_, i) => slice.subarray(i * 1000, (i + 1) * 1000)),
+    )
   }
   return { asked, fetchRange }
 }
@@ -53,13 +65,28 @@ describe('ranged files', () => {
     const { fetchRange } = upstream()
     const shifted = { ...nodeOf('big.bin'), narOffset: nodeOf('big.bin').narOffset + 16 }
     await assert.rejects(probeRangedFile(shifted, 'big.bin', 512, fetchRange), RangeMismatchError)
-    await assert.rejects(probeRangedFile({ ...nodeOf('a.txt'), size: 6 }, 'a.txt', 512, fetchRange), /does not frame a 6-byte file named "a.txt"/)
+    await assert.rejects(
+      probeRangedFile({ ...nodeOf('a.txt'), size: 6 }, 'a.txt', 512, fetchRange),
+      /does not frame a 6-byte file named "a.txt"/,
+    )
     // A neighbour of the same size: the 8-byte length alone would have passed.
-    await assert.rejects(probeRangedFile(nodeOf('b.txt'), 'a.txt', 512, fetchRange), /does not frame a 5-byte file named "a.txt"/)
-    await assert.rejects(probeRangedFile({ ...nodeOf('run'), executable: false }, 'run', 512, fetchRange), RangeMismatchError)
-    await assert.rejects(probeRangedFile({ ...nodeOf('a.txt'), executable: true }, 'a.txt', 512, fetchRange), RangeMismatchError)
+    await assert.rejects(
+      probeRangedFile(nodeOf('b.txt'), 'a.txt', 512, fetchRange),
+      /does not frame a 5-byte file named "a.txt"/,
+    )
+    await assert.rejects(
+      probeRangedFile({ ...nodeOf('run'), executable: false }, 'run', 512, fetchRange),
+      RangeMismatchError,
+    )
+    await assert.rejects(
+      probeRangedFile({ ...nodeOf('a.txt'), executable: true }, 'a.txt', 512, fetchRange),
+      RangeMismatchError,
+    )
     assert.deepEqual(await probeRangedFile(nodeOf('run'), 'run', 512, fetchRange), Buffer.from('12345'))
-    await assert.rejects(probeRangedFile({ ...nodeOf('a.txt'), narOffset: 40 }, 'a.txt', 512, fetchRange), /where no NAR can frame it/)
+    await assert.rejects(
+      probeRangedFile({ ...nodeOf('a.txt'), narOffset: 40 }, 'a.txt', 512, fetchRange),
+      /where no NAR can frame it/,
+    )
   })
 
   it('probes a NAR that is a single file by its magic', async () => {

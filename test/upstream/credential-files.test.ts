@@ -17,7 +17,10 @@ describe('CredentialFiles', () => {
     await rm(dir, { recursive: true, force: true })
   })
 
-  const setup = async (name: string, options: { tokens?: string; netrc?: string; fixed?: Record<string, string>; recheckMs?: number }) => {
+  const setup = async (
+    name: string,
+    options: { tokens?: string; netrc?: string; fixed?: Record<string, string>; recheckMs?: number },
+  ) => {
     const logs: Array<{ level: string; msg: string; file?: string; error?: string }> = []
     const tokensFile = options.tokens === undefined ? undefined : path.join(dir, `${name}-tokens`)
     const netrcFile = options.netrc === undefined ? undefined : path.join(dir, `${name}-netrc`)
@@ -61,7 +64,11 @@ describe('CredentialFiles', () => {
     assert.equal(files.current().tokens?.get('cache.example'), 'good')
     assert.match(logs.filter((l) => l.level === 'warn')[1]!.error!, /ENOENT/)
     await writeFile(tokensFile, '')
-    assert.equal(files.current().tokens?.get('cache.example'), 'good', 'an emptied file (caught mid-rewrite) is refused')
+    assert.equal(
+      files.current().tokens?.get('cache.example'),
+      'good',
+      'an emptied file (caught mid-rewrite) is refused',
+    )
     assert.match(logs.filter((l) => l.level === 'warn')[2]!.error!, /no entries/)
     // A token pasted without its host: the warning names the line, never its text.
     await writeFile(tokensFile, 'cache.example=x\nc2VjcmV0LXRva2VuK/zz==\n')
@@ -74,7 +81,10 @@ describe('CredentialFiles', () => {
   })
 
   it("lets the environment's tokens win over the file's, also after a change", async () => {
-    const { files, tokensFile } = await setup('env', { tokens: 'a.example=file-a b.example=file-b\n', fixed: { 'a.example': 'env-a' } })
+    const { files, tokensFile } = await setup('env', {
+      tokens: 'a.example=file-a b.example=file-b\n',
+      fixed: { 'a.example': 'env-a' },
+    })
     assert.deepEqual(Object.fromEntries(files.current().tokens!), { 'a.example': 'env-a', 'b.example': 'file-b' })
     await writeFile(tokensFile, 'a.example=file-a2 b.example=file-b2\n')
     assert.deepEqual(Object.fromEntries(files.current().tokens!), { 'a.example': 'env-a', 'b.example': 'file-b2' })

@@ -31,7 +31,11 @@ describe('FileUpstream', () => {
           assert.equal(res.size, expected.length, key)
           assert.equal(res.file, path.join(root, key), key)
           assert.equal(res.partial, undefined, key)
-          assert.equal(res.body instanceof ReadStream, !(syncReads && !key.startsWith('nar/')), `${key}: read through the pool`)
+          assert.equal(
+            res.body instanceof ReadStream,
+            !(syncReads && !key.startsWith('nar/')),
+            `${key}: read through the pool`,
+          )
           assert.ok((await bytesOf(res.body)).equals(expected), key)
         }
         assert.ok(big > 0, 'a NAR over 256 KiB was read')
@@ -62,7 +66,9 @@ describe('FileUpstream', () => {
       for (const dir of dirs) await rm(dir, { recursive: true, force: true })
     })
 
-    it('reads small metadata files synchronously on tmpfs once its type is known, and never through a symlink out of the root', { skip: !existsSync('/dev/shm') }, async () => {
+    it('reads small metadata files synchronously on tmpfs once its type is known, and never through a symlink out of the root', {
+      skip: !existsSync('/dev/shm'),
+    }, async () => {
       const dir = await mkdtemp('/dev/shm/unnar-file-upstream-')
       dirs.push(dir)
       await mkdir(path.join(dir, 'nar'))

@@ -26,7 +26,10 @@ describe('HttpUpstream', () => {
         // Unreferenced: a passing test does not wait for it.
         sleep(3000, undefined, { ref: false }).then(() => 'still waiting after 3 s'),
       ])
-      assert.ok(outcome instanceof UpstreamError && outcome.kind === 'timeout' && /no free connection/.test(outcome.message), String(outcome))
+      assert.ok(
+        outcome instanceof UpstreamError && outcome.kind === 'timeout' && /no free connection/.test(outcome.message),
+        String(outcome),
+      )
     } finally {
       for (const body of bodies) body.destroy()
       await upstream.close()
@@ -40,7 +43,10 @@ describe('HttpUpstream', () => {
       res.end('0123456789')
     })
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-    const http = new HttpUpstream(new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`), { userAgent: 'test', timeoutMs: 2000 })
+    const http = new HttpUpstream(new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`), {
+      userAgent: 'test',
+      timeoutMs: 2000,
+    })
     try {
       const partial = async () => {
         const res = (await http.get('nar/x.nar', undefined, { start: 10, end: 19 }))!

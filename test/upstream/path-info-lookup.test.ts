@@ -24,7 +24,12 @@ describe('PathInfoLookup caches', () => {
     return { upstream, http: new HttpUpstream(new URL(upstream.url), { userAgent: 'test', timeoutMs: 2000 }) }
   }
   const lookupOf = (http: readonly HttpUpstream[], options: { negativeTtlMs?: number; maxEntries?: number } = {}) =>
-    new PathInfoLookup(http, { log, negativeTtlMs: options.negativeTtlMs ?? 60_000, maxEntries: options.maxEntries ?? 100, trustedKeys: () => undefined })
+    new PathInfoLookup(http, {
+      log,
+      negativeTtlMs: options.negativeTtlMs ?? 60_000,
+      maxEntries: options.maxEntries ?? 100,
+      trustedKeys: () => undefined,
+    })
   const dirs: string[] = []
   after(async () => {
     for (const upstream of upstreams) await upstream.close()
