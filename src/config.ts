@@ -5,9 +5,9 @@ import path from 'node:path'
 import { parsePublicKeys, type PublicKey } from './formats/signature.js'
 import { LOG_LEVELS, type LogLevel } from './log.js'
 import { FLAGS } from './settings.js'
-import { SUPPORTED_SCHEMES } from './upstream/create-upstream.js'
 import { parseTokens, readNetrcFile, readTokensFile } from './upstream/credentials.js'
 import { parseS3Url } from './upstream/s3-upstream.js'
+import { SUPPORTED_SCHEMES } from './upstream/schemes.js'
 
 export const DEFAULT_UPSTREAM = 'https://cache.nixos.org'
 export const DEFAULT_PORT = 8383

@@ -7,9 +7,8 @@ import { FileUpstream } from './file-upstream.js'
 import { HttpUpstream } from './http-upstream.js'
 import { instrumentUpstream, type UpstreamRequestHook } from './instrument.js'
 import { S3Upstream } from './s3-upstream.js'
+import { SUPPORTED_SCHEMES } from './schemes.js'
 import type { Upstream, UpstreamTimeouts } from './upstream.js'
-
-export const SUPPORTED_SCHEMES = ['http:', 'https:', 'file:', 's3:'] as const
 
 export interface UpstreamOptions extends UpstreamTimeouts {
   readonly userAgent: string
