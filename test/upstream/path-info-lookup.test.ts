@@ -7,7 +7,8 @@ import { after, describe, it } from 'node:test'
 import { maxListingBytes } from '../../src/formats/listing.js'
 import { createLogger } from '../../src/log.js'
 import { HttpUpstream } from '../../src/upstream/http-upstream.js'
-import { PathInfoLookup, PREFETCH_MAX_BYTES } from '../../src/upstream/path-info-lookup.js'
+import { EARLY_MAX_BYTES } from '../../src/upstream/listings.js'
+import { PathInfoLookup } from '../../src/upstream/path-info-lookup.js'
 import { cacheDir, fixturePath } from '../helpers/fixtures.js'
 import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
 import { elapse, gate } from '../helpers/wait.js'
@@ -99,7 +100,7 @@ describe('PathInfoLookup caches', () => {
   })
 
   it('asks again for a `.ls` too big to be kept beside its narinfo, and takes it when its NarSize allows', async () => {
-    const { hash, upstream, lookup } = await padded('basic', () => PREFETCH_MAX_BYTES + 1)
+    const { hash, upstream, lookup } = await padded('basic', () => EARLY_MAX_BYTES + 1)
     const info = await lookup.find(hash)
     assert.ok(info !== undefined)
     assert.equal((await lookup.listing(info))?.root.type, 'directory')
