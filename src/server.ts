@@ -6,6 +6,7 @@ import { createConnection, type AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { getRequestListener, RequestError } from '@hono/node-server'
 import { Hono } from 'hono'
+import { type DecoderPrograms, findDecoderPrograms } from './codecs/decoder-programs.js'
 import { DecoderLauncher } from './codecs/file-decoder.js'
 import { warmZstdWorker } from './codecs/worker-decoder.js'
 import { describeConfig, type Config, type SizeSetting } from './config.js'
@@ -18,14 +19,14 @@ import { closeWithConnection } from './http/node-env.js'
 import { createRequestReporter, type RequestReporter } from './http/request-log.js'
 import { OtherStoreDirs } from './http/store-dirs.js'
 import type { Logger } from './log.js'
-import { createMetrics } from './metrics.js'
+import { createMetrics, type Metrics } from './metrics.js'
 import { warmHashWorker } from './store/file-hasher.js'
 import { HotFiles } from './store/hot-files.js'
 import { NarStore } from './store/nar-store.js'
 import { createUpstream, upstreamOptionsFrom } from './upstream/create-upstream.js'
 import type { Upstream } from './upstream/upstream.js'
 import { PathInfoLookup } from './upstream/path-info-lookup.js'
-import { CACHE_INFO_INTERVAL_MS, watchUpstreamOrder } from './upstream/upstream-order.js'
+import { CACHE_INFO_INTERVAL_MS, type UpstreamOrderWatch, watchUpstreamOrder } from './upstream/upstream-order.js'
 
 export const VERSION = '0.1.0'
 /** public/ sits beside src/ when run from source, two levels up from dist/src/ when compiled. */
@@ -53,16 +54,93 @@ export interface RunningServer {
 
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
   const metrics = createMetrics()
+  const upstreams = createUpstreams(config, log, metrics)
+  const maxBytes = await resolveCacheSize(config.cacheDir, config.cacheSize)
+  // Looked up once: every NAR decodes with the programs this machine had at start.
+  const decoders: Decoders = { programs: findDecoderPrograms(), launcher: new DecoderLauncher() }
+  // The store reports broken NARs and verified listings to the lookup of the NAR's store dir.
+  const store = createStore(config, log, metrics, maxBytes, decoders, (storeDir) => lookups.lookupFor(storeDir))
+  const hotFiles = new HotFiles<HotStoreFile>({ maxBytes: config.memoryCacheBytes })
+  const lookups = createLookups(config, log, metrics, upstreams, { store, hotFiles })
+  metrics.watch({ store: () => store, upstreams: () => lookups.main.health() })
+  const state: ServerState = { accepting: true, storeInit: undefined }
+  const server = createMainServer(config, log, metrics, { store, hotFiles, lookups, state })
+  const { url, address } = await listen(server, config)
+  await initStore(store, server, state)
+  warnAboutMissingDirectories(config.upstreams, log)
+  warmZstdWorker()
+  warmHashWorker()
+  decoders.launcher.warm()
+  const metricsServer = await startMetricsServer(config, log, metrics)
+  // `listen` is the address really bound (all interfaces: `[::]`); `url` one that reaches it from here.
+  log.info('unnar listening', {
+    listen: address,
+    url,
+    metricsUrl: metricsServer?.url,
+    cacheBytes: maxBytes,
+    config: describeConfig(config),
+  })
+  const close = async () => {
+    state.accepting = false
+    lookups.orderWatch.stop()
+    await Promise.all([store.close(), ...[server, metricsServer?.server].map((s) => s !== undefined && stopServer(s))])
+    decoders.launcher.close()
+  }
+  return {
+    url,
+    socketPath: config.socket,
+    metricsUrl: metricsServer?.url,
+    narStore: store,
+    close,
+    shutdown: async () => {
+      state.accepting = false
+      await drain(server, store, config, log)
+      await close()
+    },
+  }
+}
+
+/** What decodes NARs: the programs found at start, and the shells started ahead for them. */
+interface Decoders {
+  readonly programs: DecoderPrograms
+  readonly launcher: DecoderLauncher
+}
+
+/** What requests look at while the server starts and stops. */
+interface ServerState {
+  accepting: boolean
+  /** While the NAR store is still reading its directory (just after listen), what requests wait for. */
+  storeInit: Promise<void> | undefined
+}
+
+/** The narinfo lookups: /nix/store's, the other store dirs', and what keeps their upstream order. */
+interface Lookups {
+  readonly main: PathInfoLookup
+  readonly otherStores: OtherStoreDirs
+  readonly lookupFor: (storeDir: string) => PathInfoLookup | undefined
+  readonly orderWatch: UpstreamOrderWatch
+}
+
+function createUpstreams(config: Config, log: Logger, metrics: Metrics): Upstream[] {
   const upstreamOptions = upstreamOptionsFrom(config, {
     userAgent: `unnar/${VERSION}`,
     log,
     onRequest: (event) => metrics.upstream(event),
   })
-  const upstreams = config.upstreams.map((url) => createUpstream(url, upstreamOptions))
-  const maxBytes = await resolveCacheSize(config.cacheDir, config.cacheSize)
-  const decoderLauncher = new DecoderLauncher()
-  const store = new NarStore({
-    decoderLauncher,
+  return config.upstreams.map((url) => createUpstream(url, upstreamOptions))
+}
+
+function createStore(
+  config: Config,
+  log: Logger,
+  metrics: Metrics,
+  maxBytes: number,
+  decoders: Decoders,
+  lookupFor: (storeDir: string) => PathInfoLookup | undefined,
+): NarStore {
+  return new NarStore({
+    decoderPrograms: decoders.programs,
+    decoderLauncher: decoders.launcher,
     dir: config.cacheDir,
     maxBytes,
     maxNarBytes: config.maxNarSize ?? Math.floor(maxBytes / 4),
@@ -75,9 +153,15 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     verify: config.verify,
     log,
   })
-  // Read (and tidied: temp files of a crash deleted) only once the listen address is ours: a second
-  // instance started by mistake on the same cache directory must fail before touching it.
-  let storeInit: Promise<void> | undefined
+}
+
+function createLookups(
+  config: Config,
+  log: Logger,
+  metrics: Metrics,
+  upstreams: readonly Upstream[],
+  serving: { readonly store: NarStore; readonly hotFiles: HotFiles<HotStoreFile> },
+): Lookups {
   const lookupOptions = {
     log,
     negativeTtlMs: config.negativeTtlMs,
@@ -87,17 +171,14 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     onUntrusted: () => metrics.untrusted(),
     onListingMismatch: (upstream: string) => metrics.listingMismatch(upstream),
   }
-  const lookup = new PathInfoLookup(upstreams, { ...lookupOptions, storeDir: DEFAULT_STORE_DIR })
-  const hotFiles = new HotFiles<HotStoreFile>({ maxBytes: config.memoryCacheBytes })
+  const main = new PathInfoLookup(upstreams, { ...lookupOptions, storeDir: DEFAULT_STORE_DIR })
   const otherStores = new OtherStoreDirs({
     defaultStoreDir: DEFAULT_STORE_DIR,
     allowed: config.storeDirs,
     lookup: lookupOptions,
-    store,
-    hotFiles,
+    ...serving,
     log,
   })
-  const lookupFor = (storeDir: string) => (storeDir === DEFAULT_STORE_DIR ? lookup : otherStores.lookup(storeDir))
   // Served in the configured order until every nix-cache-info has answered (a slow or offline
   // upstream must not delay the start); read again every 10 minutes for Priority/StoreDir changes.
   const orderWatch = watchUpstreamOrder(upstreams, config.upstreams, {
@@ -107,12 +188,31 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     intervalMs: CACHE_INFO_INTERVAL_MS,
     onOrder: (ordered) => {
       if (ordered.length === 0) log.warn('no upstream serves /nix/store', { storeDir: DEFAULT_STORE_DIR })
-      lookup.reorder(ordered)
+      main.reorder(ordered)
     },
     onStoreDirs: (byStoreDir) => otherStores.update(byStoreDir),
   })
-  metrics.watch({ store: () => store, upstreams: () => lookup.health() })
-  let accepting = true
+  return {
+    main,
+    otherStores,
+    lookupFor: (storeDir) => (storeDir === DEFAULT_STORE_DIR ? main : otherStores.lookup(storeDir)),
+    orderWatch,
+  }
+}
+
+/** The app behind the hot-response lane, in the node server that listens on the main address. */
+function createMainServer(
+  config: Config,
+  log: Logger,
+  metrics: Metrics,
+  parts: {
+    readonly store: NarStore
+    readonly hotFiles: HotFiles<HotStoreFile>
+    readonly lookups: Lookups
+    readonly state: ServerState
+  },
+): Server {
+  const { store, hotFiles, lookups, state } = parts
   const reporter = createRequestReporter(log, metrics)
   const hotResponses = new HotResponses({
     reporter,
@@ -123,7 +223,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     onShared: () => metrics.sharedAnswer(),
   })
   const app = createApp({
-    lookup,
+    lookup: lookups.main,
     store,
     log,
     storeDir: DEFAULT_STORE_DIR,
@@ -135,84 +235,66 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     hotResponses,
     serveMetrics: config.metrics.kind === 'main',
     maxUrlLength: config.maxUrlLength,
-    accepting: () => accepting,
-    otherStore: (path) => otherStores.route(path),
+    accepting: () => state.accepting,
+    otherStore: (path) => lookups.otherStores.route(path),
   })
-  const server = createHttpServer(app.fetch, config, log, {
+  return createHttpServer(app.fetch, config, log, {
     answer: (req, res, dispatch) => hotResponses.serve(req, res, dispatch),
     reporter,
-    pending: () => storeInit,
+    pending: () => state.storeInit,
   })
-  const { url, address } = await listen(server, config)
-  storeInit = store.init()
+}
+
+/**
+ * Reads (and tidies: temp files of a crash deleted) the store only once the listen address is
+ * ours: a second instance started by mistake on the same cache directory must fail before touching
+ * it. Requests arriving meanwhile wait for it.
+ */
+async function initStore(store: NarStore, server: Server, state: ServerState): Promise<void> {
+  state.storeInit = store.init()
   try {
-    await storeInit
+    await state.storeInit
   } catch (err) {
     await stopServer(server)
     throw err
   }
-  storeInit = undefined
-  warnAboutMissingDirectories(config.upstreams, log)
-  warmZstdWorker()
-  warmHashWorker()
-  decoderLauncher.warm()
-  let metricsServer: Server | undefined
-  let metricsUrl: string | undefined
-  if (config.metrics.kind === 'separate') {
-    const metricsApp = new Hono()
-    metricsApp.get('/metrics', metricsHandler(metrics))
-    metricsServer = createHttpServer(metricsApp.fetch, config, log)
-    metricsUrl = (
-      await listen(metricsServer, {
-        ...config,
-        port: config.metrics.port,
-        host: config.metrics.host,
-        socket: undefined,
-      })
-    ).url
-  }
-  // `listen` is the address really bound (all interfaces: `[::]`); `url` one that reaches it from here.
-  log.info('unnar listening', {
-    listen: address,
-    url,
-    metricsUrl,
-    cacheBytes: maxBytes,
-    config: describeConfig(config),
-  })
+  state.storeInit = undefined
+}
 
-  const close = async () => {
-    accepting = false
-    orderWatch.stop()
-    await Promise.all([store.close(), ...[server, metricsServer].map((s) => s !== undefined && stopServer(s))])
-    decoderLauncher.close()
+/** The separate metrics listener, when configured. */
+async function startMetricsServer(
+  config: Config,
+  log: Logger,
+  metrics: Metrics,
+): Promise<{ server: Server; url: string } | undefined> {
+  if (config.metrics.kind !== 'separate') return undefined
+  const metricsApp = new Hono()
+  metricsApp.get('/metrics', metricsHandler(metrics))
+  const server = createHttpServer(metricsApp.fetch, config, log)
+  const { url } = await listen(server, { port: config.metrics.port, host: config.metrics.host, socket: undefined })
+  return { server, url }
+}
+
+/**
+ * No new connections; in-flight responses get up to `shutdownTimeoutMs` to finish, and a download
+ * whose readers are done gets the rest of that time to be committed.
+ */
+async function drain(server: Server, store: NarStore, config: Config, log: Logger): Promise<void> {
+  const drained = new Promise<boolean>((resolve) => server.close(() => resolve(true)))
+  // Keep-alive connections become idle as their responses finish; close them as they do.
+  const sweep = setInterval(() => server.closeIdleConnections(), 100)
+  const deadline = Date.now() + config.shutdownTimeoutMs
+  let timer: NodeJS.Timeout | undefined
+  const timedOut = new Promise<boolean>(
+    (resolve) => (timer = setTimeout(() => resolve(false), config.shutdownTimeoutMs)),
+  )
+  server.closeIdleConnections()
+  if (!(await Promise.race([drained, timedOut]))) {
+    log.warn('shutdown timeout: closing the connections still open', { seconds: config.shutdownTimeoutMs / 1000 })
   }
-  return {
-    url,
-    socketPath: config.socket,
-    metricsUrl,
-    narStore: store,
-    close,
-    shutdown: async () => {
-      accepting = false
-      const drained = new Promise<boolean>((resolve) => server.close(() => resolve(true)))
-      // Keep-alive connections become idle as their responses finish; close them as they do.
-      const sweep = setInterval(() => server.closeIdleConnections(), 100)
-      const deadline = Date.now() + config.shutdownTimeoutMs
-      let timer: NodeJS.Timeout | undefined
-      const timedOut = new Promise<boolean>(
-        (resolve) => (timer = setTimeout(() => resolve(false), config.shutdownTimeoutMs)),
-      )
-      server.closeIdleConnections()
-      if (!(await Promise.race([drained, timedOut]))) {
-        log.warn('shutdown timeout: closing the connections still open', { seconds: config.shutdownTimeoutMs / 1000 })
-      }
-      clearInterval(sweep)
-      clearTimeout(timer)
-      // A download whose readers are done still gets the rest of the time to be committed.
-      await store.idle(Math.max(0, deadline - Date.now()))
-      await close()
-    },
-  }
+  clearInterval(sweep)
+  clearTimeout(timer)
+  await store.idle(Math.max(0, deadline - Date.now()))
 }
 
 /** A file:// upstream whose directory is not there (a typo, an unmounted disk) would only ever answer "not found". */

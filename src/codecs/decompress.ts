@@ -5,7 +5,8 @@ import { finished } from 'node:stream/promises'
 import { createBrotliDecompress, createGunzip } from 'node:zlib'
 import lzma from 'lzma-native'
 import { DecompressStream as ZstdDecompressStream } from 'zstd-napi'
-import { createProcessDecoder, DECODE_ARGS, findExecutable } from './process-decoder.js'
+import type { DecoderPrograms } from './decoder-programs.js'
+import { createProcessDecoder, DECODE_ARGS } from './process-decoder.js'
 import { WorkerZstdDecoder } from './worker-decoder.js'
 
 export class UnsupportedCompressionError extends Error {
@@ -40,6 +41,8 @@ export interface DecoderOptions {
    * bzip2, nothing for lzma-native), so a small bomb costs neither memory nor CPU.
    */
   readonly maxOutputBytes?: number
+  /** The `xz` and `bzip2` programs to decode with, found at start (default: none, decoded in-process). */
+  readonly programs?: DecoderPrograms | undefined
 }
 
 /** The decoded data went past DecoderOptions.maxOutputBytes: a decompression bomb, or a wrong NarSize. */
@@ -56,8 +59,7 @@ export const SMALL_ZSTD_BYTES = 1024 * 1024
 /**
  * A fresh decoder for one NAR body.
  *
- * xz prefers the system's `xz` in a child process (looked up on PATH for each NAR, a few access()
- * calls): lzma-native's prebuilt liblzma is compiled without optimisation and decodes at less than
+ * xz prefers the system's `xz` in a child process (DecoderOptions.programs): lzma-native's prebuilt liblzma is compiled without optimisation and decodes at less than
  * half the speed of `xz -dc` (bench/ row 2a went from 2.62x to 1.04x), and the child decodes on the
  * second core while the event loop indexes and writes; lzma-native remains the fallback. zstd uses
  * zstd-napi, about as fast as `zstd -dc` (bench/ row 1b), in a worker thread (worker-decoder.ts)
@@ -80,7 +82,7 @@ export function createDecoder(compression: string, options: DecoderOptions = {})
       return new PassThrough()
     case 'xz': {
       // The `xz` child for every size: its pipe has backpressure, lzma-native's output does not.
-      const xz = findExecutable('xz')
+      const xz = options.programs?.xz
       return xz !== undefined
         ? limitOutput(createProcessDecoder(xz, DECODE_ARGS), max, 'destroy')
         : createXzDecoder(max)
@@ -90,7 +92,7 @@ export function createDecoder(compression: string, options: DecoderOptions = {})
       return external ? new WorkerZstdDecoder(max) : limitOutput(new ZstdDecompressStream(), max, 'throw')
     case 'bzip2': {
       // The system's `bzip2` in a child is faster, and decodes beside the event loop.
-      const bzip2 = findExecutable('bzip2')
+      const bzip2 = options.programs?.bzip2
       return bzip2 !== undefined
         ? limitOutput(createProcessDecoder(bzip2, DECODE_ARGS), max, 'destroy')
         : new Bzip2Decoder(max)
@@ -109,20 +111,21 @@ export function createDecoder(compression: string, options: DecoderOptions = {})
  * The decoders between an upstream's NAR `body` and the NAR: the body's HTTP Content-Encoding, if
  * any, then the narinfo's Compression, bounded by NarSize. When either is unsupported it throws,
  * having destroyed `body` (nothing owns it yet: its connection would stay open) and any decoder it
- * already started (a worker job or a child process).
+ * already started (a worker job or a child process). `programs`: as DecoderOptions.programs.
  */
 export function createNarDecoders(
   body: Readable,
   contentEncoding: string | undefined,
   compression: string,
   narSize: number,
+  programs?: DecoderPrograms,
 ): Duplex[] {
-  const options: DecoderOptions = { external: narSize >= SMALL_ZSTD_BYTES, maxOutputBytes: narSize }
+  const options: DecoderOptions = { external: narSize >= SMALL_ZSTD_BYTES, maxOutputBytes: narSize, programs }
   const decoders: Duplex[] = []
   try {
     if (contentEncoding !== undefined && contentEncoding !== 'identity') {
       try {
-        decoders.push(createDecoder(contentEncoding === 'x-gzip' ? 'gzip' : contentEncoding))
+        decoders.push(createDecoder(contentEncoding === 'x-gzip' ? 'gzip' : contentEncoding, { programs }))
       } catch (err) {
         throw err instanceof UnsupportedCompressionError
           ? new UnsupportedCompressionError(contentEncoding, 'Content-Encoding')

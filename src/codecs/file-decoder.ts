@@ -7,7 +7,8 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import path from 'node:path'
 import { finished, type Readable } from 'node:stream'
 import { DecodedTooLargeError, SMALL_ZSTD_BYTES } from './decompress.js'
-import { DECODE_ARGS, findExecutable } from './process-decoder.js'
+import { type DecoderPrograms, SHELL } from './decoder-programs.js'
+import { DECODE_ARGS } from './process-decoder.js'
 
 export interface DecoderProgram {
   readonly executable: string
@@ -24,8 +25,6 @@ export class DecoderStartError extends Error {
   override readonly name = 'DecoderStartError'
 }
 
-/** The shell that sets the size limit (node cannot set a child's rlimits itself). */
-const SHELL = '/bin/sh'
 /**
  * What the shell does once told, a line each on its stdin: the size limit in 512-byte blocks, the
  * output file, the input file (empty: the rest of stdin), then the program and its arguments
@@ -152,7 +151,7 @@ const FILE_DECODE_ARGS: Readonly<Record<'xz' | 'zstd' | 'bzip2', readonly string
 }
 
 /**
- * The program that can decode a NAR body into a file, if there is one on PATH: for xz and bzip2
+ * The program of `programs` that can decode a NAR body into a file, if there is one: for xz and bzip2
  * always (they run as programs anyway, see decompress.ts), for zstd from SMALL_ZSTD_BYTES on. A
  * body with its own Content-Encoding goes through node's decoders instead.
  */
@@ -160,6 +159,7 @@ export function decoderProgramFor(
   compression: string,
   contentEncoding: string | undefined,
   narSize: number,
+  programs: DecoderPrograms,
 ): DecoderProgram | undefined {
   if (contentEncoding !== undefined && contentEncoding !== 'identity') return undefined
   const name =
@@ -168,10 +168,8 @@ export function decoderProgramFor(
       : compression === 'zstd' && narSize >= SMALL_ZSTD_BYTES
         ? 'zstd'
         : undefined
-  const executable = name === undefined ? undefined : findExecutable(name)
-  return name === undefined ||
-    executable === undefined ||
-    findExecutable(path.basename(SHELL), path.dirname(SHELL)) === undefined
+  const executable = name === undefined ? undefined : programs[name]
+  return name === undefined || executable === undefined || !programs.shell
     ? undefined
     : { executable, args: FILE_DECODE_ARGS[name] }
 }

@@ -1,26 +1,10 @@
 /** A decoder that runs the system's `xz`/`zstd` in a child process: faster, and off the event loop. */
 import { spawn } from 'node:child_process'
-import { accessSync, constants } from 'node:fs'
 import path from 'node:path'
 import { Duplex } from 'node:stream'
 
 /** What `xz`, `zstd` and `bzip2` all take to decode stdin to stdout. */
 export const DECODE_ARGS: readonly string[] = ['--decompress', '--stdout', '--quiet']
-
-/** The absolute path of `command` on PATH, or undefined. */
-export function findExecutable(command: string, searchPath = process.env.PATH ?? ''): string | undefined {
-  for (const dir of searchPath.split(path.delimiter)) {
-    if (dir === '') continue
-    const candidate = path.join(dir, command)
-    try {
-      accessSync(candidate, constants.X_OK)
-      return candidate
-    } catch {
-      // not here
-    }
-  }
-  return undefined
-}
 
 /**
  * stdin ← compressed bytes, stdout → decoded bytes, with the pipes' own backpressure. A non-zero

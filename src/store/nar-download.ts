@@ -6,6 +6,7 @@ import { pipeline } from 'node:stream/promises'
 import { hashEquals } from '../formats/hash.js'
 import type { Listing, ListingNode } from '../formats/listing.js'
 import { NarIndexer, type NarEntry } from '../formats/nar-indexer.js'
+import type { DecoderPrograms } from '../codecs/decoder-programs.js'
 import { createNarDecoders, DecodedTooLargeError, recyclerOf } from '../codecs/decompress.js'
 import {
   DecoderOutputError,
@@ -37,6 +38,8 @@ export interface NarDownloadOptions {
   readonly path: string
   /** Aborts when the last reader leaves (for NARs that will not be kept). */
   readonly abortWhenUnused: boolean
+  /** The decoder programs this machine has (found at start). */
+  readonly decoderPrograms: DecoderPrograms
   /** Where decoder programs come from (started ahead of need), if anywhere. */
   readonly decoderLauncher?: DecoderLauncher | undefined
   /** Strict verification: a read's last byte waits for the NarHash check (see NarSource.read). */
@@ -72,6 +75,7 @@ export class NarDownload implements NarSource {
   readonly #path: string
   readonly #abort = new AbortController()
   readonly #abortWhenUnused: boolean
+  readonly #decoderPrograms: DecoderPrograms
   readonly #decoderLauncher: DecoderLauncher | undefined
   readonly #holdBack: boolean
   readonly #byteWaiters: ByteWaiter[] = []
@@ -88,6 +92,7 @@ export class NarDownload implements NarSource {
     this.#file = options.file
     this.#path = options.path
     this.#abortWhenUnused = options.abortWhenUnused
+    this.#decoderPrograms = options.decoderPrograms
     this.#decoderLauncher = options.decoderLauncher
     this.#holdBack = options.holdBack ?? false
     this.#verification = new Promise<void>(
@@ -197,7 +202,12 @@ export class NarDownload implements NarSource {
     try {
       const res = await upstream.get(narKey, signal)
       if (res === undefined) throw new UpstreamError(upstream.name, 'bad-status', `NAR ${narKey} is missing`)
-      const program = decoderProgramFor(narInfo.compression, res.contentEncoding, narInfo.narSize)
+      const program = decoderProgramFor(
+        narInfo.compression,
+        res.contentEncoding,
+        narInfo.narSize,
+        this.#decoderPrograms,
+      )
       const indexer = new NarIndexer()
       const whileWriting = hashWhileWriting(this.#holdBack)
       const hasher =
@@ -240,7 +250,13 @@ export class NarDownload implements NarSource {
   /** Decodes, indexes and writes the NAR in this process (node's decoders, or a program's pipe); returns its size. */
   async #decodeHere(res: UpstreamResponse, indexer: NarIndexer, hasher: NarHasher): Promise<number> {
     const { upstream, narInfo } = this.info
-    const decoders = createNarDecoders(res.body, res.contentEncoding, narInfo.compression, narInfo.narSize)
+    const decoders = createNarDecoders(
+      res.body,
+      res.contentEncoding,
+      narInfo.compression,
+      narInfo.narSize,
+      this.#decoderPrograms,
+    )
     const sink = new NarSink(this, narInfo.narSize, indexer, hasher, upstream.name, recyclerOf(decoders.at(-1)!))
     await pipeline([res.body, ...decoders, sink] as unknown as [NodeJS.ReadableStream, NodeJS.WritableStream], {
       signal: this.#abort.signal,

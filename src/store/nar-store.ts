@@ -17,6 +17,7 @@ import {
 import path from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
+import { type DecoderPrograms, NO_DECODER_PROGRAMS } from '../codecs/decoder-programs.js'
 import type { DecoderLauncher } from '../codecs/file-decoder.js'
 import { formatHashNix32 } from '../formats/hash.js'
 import { formatListing, parseListing, locate, type Listing } from '../formats/listing.js'
@@ -38,6 +39,8 @@ export interface NarStoreOptions {
   /** Concurrent upstream NAR downloads; more wait for a slot. */
   readonly maxDownloads?: number
   readonly events?: NarStoreEvents
+  /** The decoder programs this machine has, found at start (default: none, every NAR decodes in-process). */
+  readonly decoderPrograms?: DecoderPrograms
   /** Starts decoder programs ahead of need (without one, each download starts its own). */
   readonly decoderLauncher?: DecoderLauncher
   /**
@@ -102,6 +105,7 @@ export class NarStore {
   readonly #tmpDir: string
   readonly #maxNarBytes: number
   readonly #log: Logger
+  readonly #decoderPrograms: DecoderPrograms
   readonly #decoderLauncher: DecoderLauncher | undefined
   readonly #verify: VerifyMode
   readonly #lru: LRUCache<string, Entry>
@@ -129,6 +133,7 @@ export class NarStore {
     this.#log = options.log
     this.#slots = new DownloadSlots(options.maxDownloads ?? 8)
     this.#events = options.events ?? {}
+    this.#decoderPrograms = options.decoderPrograms ?? NO_DECODER_PROGRAMS
     this.#decoderLauncher = options.decoderLauncher
     this.#verify = options.verify ?? 'strict'
     this.#lru = new LRUCache<string, Entry>({
@@ -313,6 +318,7 @@ export class NarStore {
       file,
       path: tmp,
       abortWhenUnused: !keep,
+      decoderPrograms: this.#decoderPrograms,
       decoderLauncher: this.#decoderLauncher,
       holdBack: this.#verify === 'strict',
     })

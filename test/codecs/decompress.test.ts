@@ -18,8 +18,11 @@ import {
   decodeZstdBuffer,
   UnsupportedCompressionError,
 } from '../../src/codecs/decompress.js'
-import { findExecutable } from '../../src/codecs/process-decoder.js'
+import { findDecoderPrograms } from '../../src/codecs/decoder-programs.js'
 import { cacheDir } from '../helpers/fixtures.js'
+
+/** What this machine has, as the server finds them at start. */
+const programs = findDecoderPrograms()
 
 /** The compressed NAR file and the uncompressed NAR of the same store path in the `none` cache. */
 async function pairs(cache: string): Promise<Array<{ compressed: string; nar: Buffer }>> {
@@ -39,7 +42,7 @@ async function decode(file: string, compression: string, external: boolean): Pro
   const chunks: Buffer[] = []
   await pipeline(
     createReadStream(file, { highWaterMark: 16 * 1024 }),
-    createDecoder(compression, { external }),
+    createDecoder(compression, { external, programs }),
     new Writable({
       write(chunk: Buffer, _e, cb) {
         chunks.push(chunk)
@@ -69,7 +72,7 @@ describe('createDecoder', () => {
         await assert.rejects(
           pipeline(
             [garbage],
-            createDecoder(compression, { external }),
+            createDecoder(compression, { external, programs }),
             new Writable({
               write(chunk: Buffer, _e, cb) {
                 chunks.push(chunk)
@@ -82,26 +85,24 @@ describe('createDecoder', () => {
     }
   }
 
-  it('decodes xz with the `xz` on PATH, and in-process when PATH has none', async (t) => {
-    const real = findExecutable('xz')
+  it('decodes xz with the `xz` it is given, and in-process without one', async (t) => {
+    const real = programs.xz
     if (real === undefined) return t.skip('xz is not installed')
     const dir = await mkdtemp(path.join(os.tmpdir(), 'unnar-xz-'))
-    const savedPath = process.env.PATH
     try {
       // An `xz` that leaves a mark, then runs the real one.
       const marker = path.join(dir, 'ran')
       await writeFile(path.join(dir, 'xz'), `#!/bin/sh\n: > '${marker}'\nexec '${real}' "$@"\n`)
       await chmod(path.join(dir, 'xz'), 0o755)
       const { compressed, nar } = (await pairs('xz'))[0]!
-      process.env.PATH = dir
-      assert.ok((await decode(compressed, 'xz', true)).equals(nar))
+      const decodeWith = (xz: string | undefined) =>
+        decodeThrough(createReadStream(compressed), createDecoder('xz', { programs: { shell: false, xz } }))
+      assert.ok((await decodeWith(path.join(dir, 'xz'))).equals(nar))
       await stat(marker)
       await rm(marker)
-      process.env.PATH = ''
-      assert.ok((await decode(compressed, 'xz', true)).equals(nar))
+      assert.ok((await decodeWith(undefined)).equals(nar))
       await assert.rejects(stat(marker), 'no xz binary ran')
     } finally {
-      process.env.PATH = savedPath
       await rm(dir, { recursive: true, force: true })
     }
   })
@@ -116,8 +117,8 @@ describe('createDecoder', () => {
   })
 
   it('runs the xz child in a process group of its own (a Ctrl-C for unnar must not kill it)', async (t) => {
-    if (findExecutable('xz') === undefined) return t.skip('xz is not installed')
-    const decoder = createDecoder('xz', { external: true })
+    if (programs.xz === undefined) return t.skip('xz is not installed')
+    const decoder = createDecoder('xz', { external: true, programs })
     decoder.write(Buffer.from([0xfd])) // keeps it waiting for more input
     try {
       const own = execFileSync('ps', ['-o', 'pgid=', '-p', String(process.pid)], { encoding: 'utf8' }).trim()
@@ -151,31 +152,29 @@ const BZIP2_BOMB = Buffer.from(
 interface DecoderPath {
   readonly compression: string
   readonly how: string
-  /** The program on PATH it runs; without one, PATH is emptied for the in-process fallback. */
-  readonly program?: string
+  /** The program it runs; without one, it is given none and decodes in-process. */
+  readonly program?: 'xz' | 'bzip2'
   readonly external?: boolean
 }
 
 const DECODER_PATHS: readonly DecoderPath[] = [
   { compression: 'xz', how: 'in an `xz` child', program: 'xz' },
-  { compression: 'xz', how: 'with lzma-native (no `xz` on PATH)' },
+  { compression: 'xz', how: 'with lzma-native (no `xz` program)' },
   { compression: 'zstd', how: 'with zstd-napi in-process', external: false },
   { compression: 'zstd', how: 'in the zstd worker', external: true },
   { compression: 'bzip2', how: 'in a `bzip2` child', program: 'bzip2' },
-  { compression: 'bzip2', how: 'with unbzip2-stream’s decoder (no `bzip2` on PATH)' },
+  { compression: 'bzip2', how: 'with unbzip2-stream’s decoder (no `bzip2` program)' },
   { compression: 'br', how: 'with node:zlib' },
   { compression: 'gzip', how: 'with node:zlib' },
 ]
 
 /** The decoder `path` takes, bounded by `maxOutputBytes`. */
 function decoderFor(path: DecoderPath, maxOutputBytes: number): Duplex {
-  const savedPath = process.env.PATH
-  if (path.program === undefined) process.env.PATH = ''
-  try {
-    return createDecoder(path.compression, { external: path.external ?? false, maxOutputBytes })
-  } finally {
-    process.env.PATH = savedPath
-  }
+  return createDecoder(path.compression, {
+    external: path.external ?? false,
+    maxOutputBytes,
+    programs: path.program === undefined ? undefined : programs,
+  })
 }
 
 /** Decodes `body` through `decoder`; returns what came out. */
@@ -203,8 +202,8 @@ function piecesOf(data: Buffer, bytes = 64 * 1024): Readable {
 
 /** The programs a test of `path` needs: its own, and `xz` to make xz files. */
 function notInstalled(path: DecoderPath): string[] {
-  return [path.program, path.compression === 'xz' ? 'xz' : undefined].filter(
-    (name): name is string => name !== undefined && findExecutable(name) === undefined,
+  return [path.program, path.compression === 'xz' ? ('xz' as const) : undefined].filter(
+    (name): name is 'xz' | 'bzip2' => name !== undefined && programs[name] === undefined,
   )
 }
 
@@ -321,7 +320,7 @@ describe('in-process xz at maxOutputBytes', { timeout: 60_000 }, () => {
     decodeThrough(piecesOf(file, pieceBytes), decoderFor(lzmaNative, maxOutputBytes))
 
   it('decodes xz files of every layout up to exactly maxOutputBytes, and refuses them one byte short', async (t) => {
-    if (findExecutable('xz') === undefined) return t.skip('xz is not installed')
+    if (programs.xz === undefined) return t.skip('xz is not installed')
     // Stored LZMA2 chunks (random bytes) and LZMA ones (text).
     const data = Buffer.concat([
       randomBytes(256 * 1024),

@@ -18,11 +18,13 @@ import {
   type DecoderInput,
   type DecoderProgram,
 } from '../../src/codecs/file-decoder.js'
-import { findExecutable } from '../../src/codecs/process-decoder.js'
+import { findDecoderPrograms, NO_DECODER_PROGRAMS } from '../../src/codecs/decoder-programs.js'
 import { cacheDir } from '../helpers/fixtures.js'
 import { eventually } from '../helpers/wait.js'
 
 const PROGRAMS = ['xz', 'zstd', 'bzip2'] as const
+/** What this machine has, as the server finds them at start. */
+const programs = findDecoderPrograms()
 
 /** Every compressed fixture NAR of `cache`, with the uncompressed NAR of the same store path. */
 async function pairs(cache: string): Promise<Array<{ compressed: string; nar: Buffer }>> {
@@ -39,7 +41,7 @@ async function pairs(cache: string): Promise<Array<{ compressed: string; nar: Bu
 }
 
 function programFor(compression: (typeof PROGRAMS)[number]): DecoderProgram {
-  const program = decoderProgramFor(compression, undefined, 2 * 1024 * 1024)
+  const program = decoderProgramFor(compression, undefined, 2 * 1024 * 1024, programs)
   assert.ok(program !== undefined, `${compression} is installed`)
   return program
 }
@@ -54,7 +56,7 @@ function childCpuSeconds(): number {
 }
 
 /** The programs these tests run are not installed (`.ci/run` installs them): skip. */
-const missing = PROGRAMS.filter((name) => findExecutable(name) === undefined)
+const missing = [...PROGRAMS.filter((name) => programs[name] === undefined), ...(programs.shell ? [] : ['/bin/sh'])]
 const skip = missing.length > 0 ? `not installed: ${missing.join(', ')}` : false
 
 describe('spawnFileDecoder', { skip, timeout: 60_000 }, () => {
@@ -218,7 +220,7 @@ describe('spawnFileDecoder', { skip, timeout: 60_000 }, () => {
         '-e',
         script,
         path.join(dir, 'limited'),
-        findExecutable('xz')!,
+        programs.xz!,
       ],
       { encoding: 'utf8', timeout: 30_000 },
     )
@@ -256,7 +258,7 @@ describe('spawnFileDecoder', { skip, timeout: 60_000 }, () => {
         '-e',
         script,
         path.join(dir, 'no-fds'),
-        findExecutable('xz')!,
+        programs.xz!,
       ],
       { encoding: 'utf8', timeout: 30_000 },
     )
@@ -427,24 +429,19 @@ describe('DecoderLauncher', { skip, timeout: 30_000 }, () => {
 
 describe('decoderProgramFor', { skip, timeout: 10_000 }, () => {
   it('picks xz and bzip2 for every size, zstd from 1 MiB, and nothing for other codecs or encoded bodies', async () => {
-    assert.match(decoderProgramFor('xz', undefined, 100)?.executable ?? '', /\/xz$/)
-    assert.match(decoderProgramFor('bzip2', 'identity', 100)?.executable ?? '', /\/bzip2$/)
+    assert.match(decoderProgramFor('xz', undefined, 100, programs)?.executable ?? '', /\/xz$/)
+    assert.match(decoderProgramFor('bzip2', 'identity', 100, programs)?.executable ?? '', /\/bzip2$/)
     assert.equal(
-      decoderProgramFor('zstd', undefined, 1024 * 1024 - 1),
+      decoderProgramFor('zstd', undefined, 1024 * 1024 - 1, programs),
       undefined,
       'a small zstd NAR decodes in-process',
     )
-    assert.match(decoderProgramFor('zstd', undefined, 1024 * 1024)?.executable ?? '', /\/zstd$/)
+    assert.match(decoderProgramFor('zstd', undefined, 1024 * 1024, programs)?.executable ?? '', /\/zstd$/)
     for (const compression of ['none', 'br', 'gzip', 'lz4'])
-      assert.equal(decoderProgramFor(compression, undefined, 1 << 30), undefined, compression)
-    assert.equal(decoderProgramFor('xz', 'gzip', 100), undefined, 'a body with its own Content-Encoding')
-    const savedPath = process.env.PATH
-    process.env.PATH = ''
-    try {
-      assert.equal(decoderProgramFor('xz', undefined, 100), undefined, 'no program on PATH')
-    } finally {
-      process.env.PATH = savedPath
-    }
-    assert.ok((await stat(decoderProgramFor('xz', undefined, 100)!.executable)).isFile())
+      assert.equal(decoderProgramFor(compression, undefined, 1 << 30, programs), undefined, compression)
+    assert.equal(decoderProgramFor('xz', 'gzip', 100, programs), undefined, 'a body with its own Content-Encoding')
+    assert.equal(decoderProgramFor('xz', undefined, 100, NO_DECODER_PROGRAMS), undefined, 'no program')
+    assert.equal(decoderProgramFor('xz', undefined, 100, { ...programs, shell: false }), undefined, 'no shell')
+    assert.ok((await stat(decoderProgramFor('xz', undefined, 100, programs)!.executable)).isFile())
   })
 })

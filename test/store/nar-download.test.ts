@@ -15,7 +15,7 @@ import { gzipSync } from 'node:zlib'
 import { after, before, describe, it } from 'node:test'
 import { createLogger } from '../../src/log.js'
 import { openDirectFile } from '../../src/store/direct-file-stream.js'
-import { findExecutable } from '../../src/codecs/process-decoder.js'
+import { type DecoderPrograms, findDecoderPrograms, NO_DECODER_PROGRAMS } from '../../src/codecs/decoder-programs.js'
 import { NarDownload } from '../../src/store/nar-download.js'
 import { DiskError, NarAbandonedError, NarVerificationError } from '../../src/store/nar-errors.js'
 import { FileUpstream } from '../../src/upstream/file-upstream.js'
@@ -25,6 +25,8 @@ import { cacheDir, fixturePath } from '../helpers/fixtures.js'
 import { eventually } from '../helpers/wait.js'
 
 const basic = fixturePath('basic') // its NAR is 3.2 MiB: several 1 MiB write batches
+/** What this machine has, as the server finds them at start. */
+const programs = findDecoderPrograms()
 
 async function basicInfo(): Promise<PathInfo> {
   const lookup = new PathInfoLookup([new FileUpstream(pathToFileURL(cacheDir('none')))], {
@@ -87,7 +89,7 @@ describe('NarDownload', () => {
       const writing = new Promise((r) => (began = r))
       const slow = (write) => async (...args) => { began(); await stop; return write(...args) }
       const file = Object.assign(Object.create(real), { write: slow(real.write.bind(real)), writev: slow(real.writev.bind(real)), close: real.close.bind(real) })
-      const download = new NarDownload({ info, file, path: filePath, abortWhenUnused: false })
+      const download = new NarDownload({ info, file, path: filePath, abortWhenUnused: false, decoderPrograms: { shell: false } })
       body.write(nar.subarray(0, 1024 * 1024)) // one full batch, being written
       await writing
       body.end(nar.subarray(1024 * 1024, 1024 * 1024 + 100 * 1024)) // a smaller batch waits, then the end
@@ -135,6 +137,7 @@ describe('NarDownload', () => {
         file,
         path: path.join(dir, 'refused.nar'),
         abortWhenUnused: false,
+        decoderPrograms: programs,
       })
       await assert.rejects(download.done, message)
       download.unhold() // as the store does: the temp file is closed once nobody needs it
@@ -154,7 +157,13 @@ describe('NarDownload', () => {
       close: () => real.close(),
     })
     const body = new PassThrough()
-    const download = new NarDownload({ info: fedBy(info, body), file, path: filePath, abortWhenUnused: false })
+    const download = new NarDownload({
+      info: fedBy(info, body),
+      file,
+      path: filePath,
+      abortWhenUnused: false,
+      decoderPrograms: programs,
+    })
     body.end(nar)
     await download.done
     download.unhold()
@@ -169,6 +178,7 @@ describe('NarDownload', () => {
       file: await open(filePath, 'w+'),
       path: filePath,
       abortWhenUnused: false,
+      decoderPrograms: programs,
     })
     body.end(gzipSync(nar))
     await download.done
@@ -180,7 +190,9 @@ describe('NarDownload', () => {
 describe('NarDownload with a decoder program writing the file', {
   timeout: 60_000,
   skip:
-    findExecutable('xz') === undefined || findExecutable('zstd') === undefined ? 'xz or zstd is not installed' : false,
+    programs.xz === undefined || programs.zstd === undefined || !programs.shell
+      ? 'xz, zstd or /bin/sh is not installed'
+      : false,
 }, () => {
   let dir: string
   let info: PathInfo
@@ -206,13 +218,14 @@ describe('NarDownload with a decoder program writing the file', {
     return bytes
   }
 
-  async function download(name: string, pathInfo: PathInfo) {
+  async function download(name: string, pathInfo: PathInfo, decoderPrograms: DecoderPrograms = programs) {
     const filePath = path.join(dir, name)
     const d = new NarDownload({
       info: pathInfo,
       file: await open(filePath, 'w+'),
       path: filePath,
       abortWhenUnused: false,
+      decoderPrograms,
     })
     const outcome = await d.done.then(
       (listing) => ({ listing }),
@@ -226,23 +239,23 @@ describe('NarDownload with a decoder program writing the file', {
     const program = path.join(dir, 'bin')
     await mkdir(program)
     const marker = path.join(dir, 'zstd-ran')
-    await writeFile(path.join(program, 'zstd'), `#!/bin/sh\n: > '${marker}'\nexec '${findExecutable('zstd')}' "$@"\n`)
+    await writeFile(path.join(program, 'zstd'), `#!/bin/sh\n: > '${marker}'\nexec '${programs.zstd}' "$@"\n`)
     await chmod(path.join(program, 'zstd'), 0o755)
     const body = compressed('zstd')
-    const savedPath = process.env.PATH
-    try {
-      process.env.PATH = program
-      const byProgram = await download('by-program.nar', fedBy(info, Readable.from([body]), { compression: 'zstd' }))
-      await stat(marker)
-      process.env.PATH = ''
-      const here = await download('here.nar', fedBy(info, Readable.from([body]), { compression: 'zstd' }))
-      assert.ok('listing' in byProgram.outcome && 'listing' in here.outcome)
-      assert.deepEqual(byProgram.outcome.listing, here.outcome.listing)
-      assert.ok((await readFile(byProgram.filePath)).equals(nar))
-      assert.ok((await readFile(here.filePath)).equals(nar))
-    } finally {
-      process.env.PATH = savedPath
-    }
+    const byProgram = await download('by-program.nar', fedBy(info, Readable.from([body]), { compression: 'zstd' }), {
+      shell: true,
+      zstd: path.join(program, 'zstd'),
+    })
+    await stat(marker)
+    const here = await download(
+      'here.nar',
+      fedBy(info, Readable.from([body]), { compression: 'zstd' }),
+      NO_DECODER_PROGRAMS,
+    )
+    assert.ok('listing' in byProgram.outcome && 'listing' in here.outcome)
+    assert.deepEqual(byProgram.outcome.listing, here.outcome.listing)
+    assert.ok((await readFile(byProgram.filePath)).equals(nar))
+    assert.ok((await readFile(here.filePath)).equals(nar))
   })
 
   it('has the program read a local NAR file itself (file:// upstreams) instead of the body', async () => {
@@ -302,6 +315,7 @@ describe('NarDownload with a decoder program writing the file', {
         file: await open(filePath, 'w+'),
         path: filePath,
         abortWhenUnused: how === 'abandoned',
+        decoderPrograms: programs,
       })
       const release = d.hold()
       await eventually(() => d.written > 0, 'the first bytes written')
@@ -324,16 +338,13 @@ describe('NarDownload with a decoder program writing the file', {
     const program = path.join(dir, 'broken-bin')
     await mkdir(program)
     await writeFile(path.join(program, 'xz'), '#!/nonexistent/interpreter\n', { mode: 0o755 })
-    const body = compressed('xz')
-    const savedPath = process.env.PATH
-    try {
-      process.env.PATH = program
-      const { outcome } = await download('cannot-run.nar', fedBy(info, Readable.from([body]), { compression: 'xz' }))
-      assert.ok('err' in outcome && outcome.err instanceof DiskError, String((outcome as { err?: Error }).err))
-      assert.match(outcome.err.message, /^cannot start xz \(exit 127\)/)
-    } finally {
-      process.env.PATH = savedPath
-    }
+    const { outcome } = await download(
+      'cannot-run.nar',
+      fedBy(info, Readable.from([compressed('xz')]), { compression: 'xz' }),
+      { shell: true, xz: path.join(program, 'xz') },
+    )
+    assert.ok('err' in outcome && outcome.err instanceof DiskError, String((outcome as { err?: Error }).err))
+    assert.match(outcome.err.message, /^cannot start xz \(exit 127\)/)
   })
 
   it('says the disk failed when the program cannot write (a full filesystem)', async (t) => {
@@ -351,6 +362,7 @@ describe('NarDownload with a decoder program writing the file', {
         file: await open(filePath, 'w+'),
         path: filePath,
         abortWhenUnused: false,
+        decoderPrograms: programs,
       })
       await assert.rejects(
         d.done,
