@@ -105,7 +105,8 @@ export class NarStore {
   readonly #tmpDir: string
   readonly #maxNarBytes: number
   readonly #log: Logger
-  readonly #decoderPrograms: DecoderPrograms
+  /** What NARs decode with (also for a caller that streams one itself, such as the no-disk path). */
+  readonly decoderPrograms: DecoderPrograms
   readonly #decoderLauncher: DecoderLauncher | undefined
   readonly #verify: VerifyMode
   readonly #lru: LRUCache<string, Entry>
@@ -133,7 +134,7 @@ export class NarStore {
     this.#log = options.log
     this.#slots = new DownloadSlots(options.maxDownloads ?? 8)
     this.#events = options.events ?? {}
-    this.#decoderPrograms = options.decoderPrograms ?? NO_DECODER_PROGRAMS
+    this.decoderPrograms = options.decoderPrograms ?? NO_DECODER_PROGRAMS
     this.#decoderLauncher = options.decoderLauncher
     this.#verify = options.verify ?? 'strict'
     this.#lru = new LRUCache<string, Entry>({
@@ -318,7 +319,7 @@ export class NarStore {
       file,
       path: tmp,
       abortWhenUnused: !keep,
-      decoderPrograms: this.#decoderPrograms,
+      decoderPrograms: this.decoderPrograms,
       decoderLauncher: this.#decoderLauncher,
       holdBack: this.#verify === 'strict',
     })
