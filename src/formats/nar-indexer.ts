@@ -319,166 +319,188 @@ export class NarIndexer {
     }
   }
 
-  /** A whole token (with its padding) has been read: advance the grammar. */
+  /**
+   * A whole token (with its padding) has been read: advance the grammar. The token is
+   * this.#string[0, this.#stringLength); views onto it are only made where needed (subarray allocates).
+   */
   #onTokenEnd(entries: NarEntry[]): void {
     this.#phase = 'length'
-    const at = this.#tokenStart
-    if (this.#expect === 'contents') {
-      this.#expect = 'close'
-      return
-    }
-    // The token is this.#string[0, n); views onto it are only made where needed (subarray allocates).
-    const value = this.#string
-    const n = this.#stringLength
-
     switch (this.#expect) {
+      case 'contents':
+        this.#expect = 'close'
+        return
       case 'magic':
-        if (!isTag(value, n, MAGIC))
-          throw new NarFormatError(
-            `input doesn't look like a Nix archive (bad magic ${describeBytes(value.subarray(0, n))})`,
-            at,
-          )
-        this.#nodePath = ''
-        this.#nodePathBytes = 0
-        this.#nodeDepth = 0
-        this.#expect = 'open'
-        return
+        return this.#onMagic()
       case 'open':
-        this.#expectTag('(')
-        this.#expect = 'type-key'
-        return
+        return this.#step('(', 'type-key')
       case 'type-key':
-        this.#expectTag('type')
-        this.#expect = 'type'
-        return
+        return this.#step('type', 'type')
       case 'type':
-        if (isTag(value, n, 'regular')) {
-          this.#executable = false
-          this.#expect = 'regular-field'
-        } else if (isTag(value, n, 'symlink')) {
-          this.#expect = 'target-key'
-        } else if (isTag(value, n, 'directory')) {
-          entries.push({ type: 'directory', path: this.#nodePath })
-          this.#directories.push({
-            path: this.#nodePath,
-            pathBytes: this.#nodePathBytes,
-            depth: this.#nodeDepth,
-            prevName: undefined,
-          })
-          this.#expect = 'dir-next'
-        } else {
-          throw new NarFormatError(
-            `unknown file type ${describeBytes(value.subarray(0, n))} for ${describePath(this.#nodePath)}`,
-            at,
-          )
-        }
-        return
+        return this.#onType(entries)
       case 'regular-field':
-        if (isTag(value, n, 'executable')) {
-          this.#expect = 'executable-value'
-        } else if (isTag(value, n, 'contents')) {
-          this.#expect = 'contents'
-        } else {
-          throw new NarFormatError(
-            `expected tag 'executable' or 'contents', got ${describeBytes(value.subarray(0, n))}`,
-            at,
-          )
-        }
-        return
+        return this.#onRegularField()
       case 'executable-value':
         // Only reachable with an empty value: #maxStringBytes() is 0 here.
         this.#executable = true
         this.#expect = 'contents-key'
         return
       case 'contents-key':
-        this.#expectTag('contents')
-        this.#expect = 'contents'
-        return
+        return this.#step('contents', 'contents')
       case 'target-key':
-        this.#expectTag('target')
-        this.#expect = 'target'
-        return
-      case 'target': {
-        const target = value.subarray(0, n)
-        if (n === 0 || target.includes(0)) {
-          throw new NarFormatError(
-            `invalid symlink target ${describeBytes(target)} for ${describePath(this.#nodePath)} (empty or containing NUL)`,
-            at,
-          )
-        }
-        entries.push({ type: 'symlink', path: this.#nodePath, target: utf8.decode(target) })
-        this.#expect = 'close'
-        return
-      }
+        return this.#step('target', 'target')
+      case 'target':
+        return this.#onTarget(entries)
       case 'close':
         this.#expectTag(')')
-        this.#onNodeEnd()
-        return
+        return this.#onNodeEnd()
       case 'dir-next':
-        if (isTag(value, n, 'entry')) {
-          this.#expect = 'entry-open'
-        } else if (isTag(value, n, ')')) {
-          this.#directories.pop()
-          this.#onNodeEnd()
-        } else {
-          throw new NarFormatError(`expected tag 'entry' or ')', got ${describeBytes(value.subarray(0, n))}`, at)
-        }
-        return
+        return this.#onDirectoryNext()
       case 'entry-open':
-        this.#expectTag('(')
-        this.#expect = 'name-key'
-        return
+        return this.#step('(', 'name-key')
       case 'name-key':
-        this.#expectTag('name')
-        this.#expect = 'name'
-        return
-      case 'name': {
-        const directory = this.#directories[this.#directories.length - 1]!
-        if (!isValidName(value, n)) {
-          throw new NarFormatError(
-            `invalid entry name ${describeBytes(value.subarray(0, n))} in ${describePath(directory.path)}`,
-            at,
-          )
-        }
-        const name = value.slice(0, n)
-        if (directory.prevName !== undefined && compareBytes(name, directory.prevName) <= 0) {
-          const problem = compareBytes(name, directory.prevName) === 0 ? 'duplicate' : 'unsorted'
-          throw new NarFormatError(
-            `${problem} entry name ${describeBytes(name)} after ${describeBytes(directory.prevName)} in ${describePath(directory.path)} (entries must be in strictly increasing byte order)`,
-            at,
-          )
-        }
-        directory.prevName = name
-        this.#pendingName = decodeName(name)
-        this.#pendingNameBytes = n
-        this.#expect = 'node-key'
-        return
-      }
-      case 'node-key': {
-        this.#expectTag('node')
-        const directory = this.#directories[this.#directories.length - 1]!
-        const depth = directory.depth + 1
-        const path = directory.path === '' ? this.#pendingName : `${directory.path}/${this.#pendingName}`
-        const pathBytes =
-          directory.path === '' ? this.#pendingNameBytes : directory.pathBytes + 1 + this.#pendingNameBytes
-        if (depth >= MAX_NAR_DEPTH)
-          throw new NarFormatError(
-            `directory nesting exceeds the maximum depth of ${MAX_NAR_DEPTH} at ${describePath(path)}`,
-            at,
-          )
-        if (pathBytes > MAX_PATH_BYTES)
-          throw new NarFormatError(`the path ${describePath(path)} is longer than ${MAX_PATH_BYTES} bytes`, at)
-        this.#nodePath = path
-        this.#nodePathBytes = pathBytes
-        this.#nodeDepth = depth
-        this.#expect = 'open'
-        return
-      }
+        return this.#step('name', 'name')
+      case 'name':
+        return this.#onEntryName()
+      case 'node-key':
+        return this.#onEntryNode()
       case 'entry-close':
-        this.#expectTag(')')
-        this.#expect = 'dir-next'
-        return
+        return this.#step(')', 'dir-next')
     }
+  }
+
+  /** The token must be the keyword `tag`; then `next` comes. */
+  #step(tag: string, next: Expect): void {
+    this.#expectTag(tag)
+    this.#expect = next
+  }
+
+  #onMagic(): void {
+    const n = this.#stringLength
+    if (!isTag(this.#string, n, MAGIC))
+      throw new NarFormatError(
+        `input doesn't look like a Nix archive (bad magic ${describeBytes(this.#string.subarray(0, n))})`,
+        this.#tokenStart,
+      )
+    this.#nodePath = ''
+    this.#nodePathBytes = 0
+    this.#nodeDepth = 0
+    this.#expect = 'open'
+  }
+
+  #onType(entries: NarEntry[]): void {
+    const value = this.#string
+    const n = this.#stringLength
+    if (isTag(value, n, 'regular')) {
+      this.#executable = false
+      this.#expect = 'regular-field'
+    } else if (isTag(value, n, 'symlink')) {
+      this.#expect = 'target-key'
+    } else if (isTag(value, n, 'directory')) {
+      entries.push({ type: 'directory', path: this.#nodePath })
+      this.#directories.push({
+        path: this.#nodePath,
+        pathBytes: this.#nodePathBytes,
+        depth: this.#nodeDepth,
+        prevName: undefined,
+      })
+      this.#expect = 'dir-next'
+    } else {
+      throw new NarFormatError(
+        `unknown file type ${describeBytes(value.subarray(0, n))} for ${describePath(this.#nodePath)}`,
+        this.#tokenStart,
+      )
+    }
+  }
+
+  #onRegularField(): void {
+    const value = this.#string
+    const n = this.#stringLength
+    if (isTag(value, n, 'executable')) {
+      this.#expect = 'executable-value'
+    } else if (isTag(value, n, 'contents')) {
+      this.#expect = 'contents'
+    } else {
+      throw new NarFormatError(
+        `expected tag 'executable' or 'contents', got ${describeBytes(value.subarray(0, n))}`,
+        this.#tokenStart,
+      )
+    }
+  }
+
+  #onTarget(entries: NarEntry[]): void {
+    const n = this.#stringLength
+    const target = this.#string.subarray(0, n)
+    if (n === 0 || target.includes(0)) {
+      throw new NarFormatError(
+        `invalid symlink target ${describeBytes(target)} for ${describePath(this.#nodePath)} (empty or containing NUL)`,
+        this.#tokenStart,
+      )
+    }
+    entries.push({ type: 'symlink', path: this.#nodePath, target: utf8.decode(target) })
+    this.#expect = 'close'
+  }
+
+  #onDirectoryNext(): void {
+    const value = this.#string
+    const n = this.#stringLength
+    if (isTag(value, n, 'entry')) {
+      this.#expect = 'entry-open'
+    } else if (isTag(value, n, ')')) {
+      this.#directories.pop()
+      this.#onNodeEnd()
+    } else {
+      throw new NarFormatError(
+        `expected tag 'entry' or ')', got ${describeBytes(value.subarray(0, n))}`,
+        this.#tokenStart,
+      )
+    }
+  }
+
+  /** An entry's name: valid, and after the previous one in byte order. */
+  #onEntryName(): void {
+    const value = this.#string
+    const n = this.#stringLength
+    const at = this.#tokenStart
+    const directory = this.#directories[this.#directories.length - 1]!
+    if (!isValidName(value, n)) {
+      throw new NarFormatError(
+        `invalid entry name ${describeBytes(value.subarray(0, n))} in ${describePath(directory.path)}`,
+        at,
+      )
+    }
+    const name = value.slice(0, n)
+    if (directory.prevName !== undefined && compareBytes(name, directory.prevName) <= 0) {
+      const problem = compareBytes(name, directory.prevName) === 0 ? 'duplicate' : 'unsorted'
+      throw new NarFormatError(
+        `${problem} entry name ${describeBytes(name)} after ${describeBytes(directory.prevName)} in ${describePath(directory.path)} (entries must be in strictly increasing byte order)`,
+        at,
+      )
+    }
+    directory.prevName = name
+    this.#pendingName = decodeName(name)
+    this.#pendingNameBytes = n
+    this.#expect = 'node-key'
+  }
+
+  /** The `node` tag of an entry: its node comes next, within the depth and path length limits. */
+  #onEntryNode(): void {
+    this.#expectTag('node')
+    const at = this.#tokenStart
+    const directory = this.#directories[this.#directories.length - 1]!
+    const depth = directory.depth + 1
+    const path = directory.path === '' ? this.#pendingName : `${directory.path}/${this.#pendingName}`
+    const pathBytes = directory.path === '' ? this.#pendingNameBytes : directory.pathBytes + 1 + this.#pendingNameBytes
+    if (depth >= MAX_NAR_DEPTH)
+      throw new NarFormatError(
+        `directory nesting exceeds the maximum depth of ${MAX_NAR_DEPTH} at ${describePath(path)}`,
+        at,
+      )
+    if (pathBytes > MAX_PATH_BYTES)
+      throw new NarFormatError(`the path ${describePath(path)} is longer than ${MAX_PATH_BYTES} bytes`, at)
+    this.#nodePath = path
+    this.#nodePathBytes = pathBytes
+    this.#nodeDepth = depth
+    this.#expect = 'open'
   }
 
   /** A node's ")" has been read: back to the enclosing directory entry, or done with the root. */

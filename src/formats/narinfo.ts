@@ -69,130 +69,181 @@ const QUIRK_ORDER: readonly NarInfoQuirk[] = [
   'no-trailing-newline',
 ]
 
+/** Where a problem is: the 1-based line, and the key when the line has one. */
+type Where = { line: number; field?: string }
+
+/** The fields read so far; which are required is checked once every line is read. */
+interface FieldsRead {
+  storePath: string | undefined
+  url: string | undefined
+  compression: string
+  fileHash: string | undefined
+  fileSize: number | undefined
+  narHash: Hash | undefined
+  narHashIsHex: boolean
+  narSize: number | undefined
+  references: string[]
+  deriver: string | undefined
+  system: string | undefined
+  sigs: string[]
+  ca: string | undefined
+}
+
 /**
  * Parses narinfo text. Throws NarInfoError naming the line and/or field at fault.
  * @example parseNarInfo(await response.text()).narHash
  */
 export function parseNarInfo(text: string): NarInfo {
-  const lines = text.split('\n')
   const quirks = new Set<NarInfoQuirk>()
+  const fields: FieldsRead = {
+    storePath: undefined,
+    url: undefined,
+    compression: '',
+    fileHash: undefined,
+    fileSize: undefined,
+    narHash: undefined,
+    narHashIsHex: false,
+    narSize: undefined,
+    references: [],
+    deriver: undefined,
+    system: undefined,
+    sigs: [],
+    ca: undefined,
+  }
+  for (const [index, line] of splitLines(text, quirks).entries()) {
+    const { key, value, where } = splitLine(line, index + 1)
+    readField(fields, key, value, where)
+  }
+  return completeNarInfo(fields, quirks)
+}
+
+function splitLines(text: string, quirks: Set<NarInfoQuirk>): string[] {
+  const lines = text.split('\n')
   // Nix calls a file without a final '\n' corrupt, but nothing is ambiguous about it.
   if (lines[lines.length - 1] === '') lines.pop()
   else quirks.add('no-trailing-newline')
+  return lines
+}
 
-  let storePath: string | undefined
-  let url: string | undefined
-  let compression = ''
-  let fileHash: string | undefined
-  let fileSize: number | undefined
-  let narHash: Hash | undefined
-  let narHashIsHex = false
-  let narSize: number | undefined
-  let references: string[] = []
-  let deriver: string | undefined
-  let system: string | undefined
-  const sigs: string[] = []
-  let ca: string | undefined
+/** Splits one line at its `: ` separator, refusing what Nix would misread. */
+function splitLine(line: string, lineNo: number): { key: string; value: string; where: Where } {
+  const colon = line.indexOf(':')
+  if (colon < 0) throw new NarInfoError(`expected 'Key: value', got ${describe(line)}`, { line: lineNo })
+  const key = line.slice(0, colon)
+  const field = key === '' ? undefined : key
+  const where = field === undefined ? { line: lineNo } : { line: lineNo, field }
+  // Nix would take the value from colon+2 anyway and silently lose a character (or the newline).
+  if (line[colon + 1] !== ' ') throw new NarInfoError(`expected ': ' after the key, got ${describe(line)}`, where)
+  // Nix keeps a '\r' in the value, which breaks every field it could matter for; say so plainly.
+  if (line.includes('\r')) throw new NarInfoError('carriage return in line (CRLF line endings are not allowed)', where)
+  return { key, value: line.slice(colon + 2), where }
+}
 
-  for (const [index, line] of lines.entries()) {
-    const lineNo = index + 1
-    const colon = line.indexOf(':')
-    if (colon < 0) throw new NarInfoError(`expected 'Key: value', got ${describe(line)}`, { line: lineNo })
-    const key = line.slice(0, colon)
-    const field = key === '' ? undefined : key
-    const where = field === undefined ? { line: lineNo } : { line: lineNo, field }
-    // Nix would take the value from colon+2 anyway and silently lose a character (or the newline).
-    if (line[colon + 1] !== ' ') throw new NarInfoError(`expected ': ' after the key, got ${describe(line)}`, where)
-    // Nix keeps a '\r' in the value, which breaks every field it could matter for; say so plainly.
-    if (line.includes('\r'))
-      throw new NarInfoError('carriage return in line (CRLF line endings are not allowed)', where)
-    const value = line.slice(colon + 2)
-
-    switch (key) {
-      case 'StorePath':
-        checkStorePath(value, where)
-        storePath = value
-        break
-      case 'URL':
-        url = value
-        break
-      case 'Compression':
-        compression = value
-        break
-      case 'FileHash':
-        try {
-          parseHash(value)
-        } catch (error) {
-          if (error instanceof HashError) throw new NarInfoError(error.message, where, { cause: error })
-          throw error
-        }
-        fileHash = value
-        break
-      case 'FileSize':
-        fileSize = parseSize(value, where)
-        break
-      case 'NarHash':
-        try {
-          const parsed = parseHashWithEncoding(value)
-          // Nix hashes every NAR with sha256 and refuses another NarHash (a weaker one would let a
-          // forged NAR through verification).
-          if (parsed.hash.algorithm !== 'sha256')
-            throw new NarInfoError(`NarHash must be sha256, not ${parsed.hash.algorithm}`, where)
-          narHash = parsed.hash
-          narHashIsHex = parsed.encoding === 'base16'
-        } catch (error) {
-          if (error instanceof HashError) throw new NarInfoError(error.message, where, { cause: error })
-          throw error
-        }
-        break
-      case 'NarSize':
-        narSize = parseSize(value, where)
-        break
-      case 'References': {
-        if (references.length > 0) throw new NarInfoError('References given twice', where)
-        // Nix tokenizes on ' ' and drops empty tokens, so doubled spaces are harmless.
-        const listed = value.split(' ').filter((reference) => reference !== '')
-        for (const reference of listed) checkBaseName(reference, where)
-        references = listed
-        break
-      }
-      case 'Deriver':
-        if (value === 'unknown-deriver') {
-          deriver = undefined
-        } else {
-          checkBaseName(value, where)
-          deriver = value
-        }
-        break
-      case 'System':
-        // Nix prints System only when non-empty, so an empty one is the same as none.
-        system = value === '' ? undefined : value
-        break
-      case 'Sig':
-        sigs.push(value)
-        break
-      case 'CA':
-        if (ca !== undefined) throw new NarInfoError('CA given twice', where)
-        // Nix 2.8 reads an empty CA as "no content address" (parseContentAddressOpt).
-        if (value !== '') ca = value
-        break
-      default:
-        // Unknown keys are ignored, as Nix does, so newer fields do not break older readers.
-        break
+/** Checks one `key: value` line and records it in `fields`. */
+function readField(fields: FieldsRead, key: string, value: string, where: Where): void {
+  switch (key) {
+    case 'StorePath':
+      checkStorePath(value, where)
+      fields.storePath = value
+      break
+    case 'URL':
+      fields.url = value
+      break
+    case 'Compression':
+      fields.compression = value
+      break
+    case 'FileHash':
+      checkFileHash(value, where)
+      fields.fileHash = value
+      break
+    case 'FileSize':
+      fields.fileSize = parseSize(value, where)
+      break
+    case 'NarHash': {
+      const { hash, isHex } = parseNarHash(value, where)
+      fields.narHash = hash
+      fields.narHashIsHex = isHex
+      break
     }
+    case 'NarSize':
+      fields.narSize = parseSize(value, where)
+      break
+    case 'References':
+      if (fields.references.length > 0) throw new NarInfoError('References given twice', where)
+      fields.references = parseReferences(value, where)
+      break
+    case 'Deriver':
+      fields.deriver = parseDeriver(value, where)
+      break
+    case 'System':
+      // Nix prints System only when non-empty, so an empty one is the same as none.
+      fields.system = value === '' ? undefined : value
+      break
+    case 'Sig':
+      fields.sigs.push(value)
+      break
+    case 'CA':
+      if (fields.ca !== undefined) throw new NarInfoError('CA given twice', where)
+      // Nix 2.8 reads an empty CA as "no content address" (parseContentAddressOpt).
+      if (value !== '') fields.ca = value
+      break
+    default:
+      // Unknown keys are ignored, as Nix does, so newer fields do not break older readers.
+      break
   }
+}
 
+function checkFileHash(value: string, where: Where): void {
+  try {
+    parseHash(value)
+  } catch (error) {
+    if (error instanceof HashError) throw new NarInfoError(error.message, where, { cause: error })
+    throw error
+  }
+}
+
+function parseNarHash(value: string, where: Where): { hash: Hash; isHex: boolean } {
+  try {
+    const parsed = parseHashWithEncoding(value)
+    // Nix hashes every NAR with sha256 and refuses another NarHash (a weaker one would let a
+    // forged NAR through verification).
+    if (parsed.hash.algorithm !== 'sha256')
+      throw new NarInfoError(`NarHash must be sha256, not ${parsed.hash.algorithm}`, where)
+    return { hash: parsed.hash, isHex: parsed.encoding === 'base16' }
+  } catch (error) {
+    if (error instanceof HashError) throw new NarInfoError(error.message, where, { cause: error })
+    throw error
+  }
+}
+
+function parseReferences(value: string, where: Where): string[] {
+  // Nix tokenizes on ' ' and drops empty tokens, so doubled spaces are harmless.
+  const listed = value.split(' ').filter((reference) => reference !== '')
+  for (const reference of listed) checkBaseName(reference, where)
+  return listed
+}
+
+function parseDeriver(value: string, where: Where): string | undefined {
+  if (value === 'unknown-deriver') return undefined
+  checkBaseName(value, where)
+  return value
+}
+
+/** Checks that the required fields were given, applies Nix's defaults and records the quirks. */
+function completeNarInfo(fields: FieldsRead, quirks: Set<NarInfoQuirk>): NarInfo {
+  const { storePath, url, narHash, narSize, references } = fields
   if (storePath === undefined) throw new NarInfoError('StorePath is missing', { field: 'StorePath' })
   if (url === undefined || url === '') throw new NarInfoError('URL is missing or empty', { field: 'URL' })
   if (narHash === undefined) throw new NarInfoError('NarHash is missing', { field: 'NarHash' })
   if (narSize === undefined || narSize === 0) throw new NarInfoError('NarSize is missing or zero', { field: 'NarSize' })
 
+  let compression = fields.compression
   // Nix reads a missing Compression as bzip2; so must we, or bzip2 bytes would reach the NAR reader.
   if (compression === '') {
     compression = 'bzip2'
     quirks.add('compression-default')
   }
-  if (narHashIsHex) quirks.add('nar-hash-hex')
+  if (fields.narHashIsHex) quirks.add('nar-hash-hex')
   if (!isStrictlySorted(references)) quirks.add('references-unsorted')
 
   const info: NarInfo = {
@@ -202,14 +253,14 @@ export function parseNarInfo(text: string): NarInfo {
     narHash,
     narSize,
     references,
-    sigs,
+    sigs: fields.sigs,
     quirks: QUIRK_ORDER.filter((q) => quirks.has(q)),
   }
-  if (fileHash !== undefined) info.fileHash = fileHash
-  if (fileSize !== undefined) info.fileSize = fileSize
-  if (deriver !== undefined) info.deriver = deriver
-  if (system !== undefined) info.system = system
-  if (ca !== undefined) info.ca = ca
+  if (fields.fileHash !== undefined) info.fileHash = fields.fileHash
+  if (fields.fileSize !== undefined) info.fileSize = fields.fileSize
+  if (fields.deriver !== undefined) info.deriver = fields.deriver
+  if (fields.system !== undefined) info.system = fields.system
+  if (fields.ca !== undefined) info.ca = fields.ca
   return info
 }
 
@@ -245,7 +296,7 @@ export function formatNarInfo(info: NarInfo): string {
   return out
 }
 
-function parseSize(value: string, where: { line: number; field?: string }): number {
+function parseSize(value: string, where: Where): number {
   // Digits only: Number() would also take '0x10', '1e3', ' 7' or '' (as 0).
   const size = /^[0-9]+$/.test(value) ? Number(value) : Number.NaN
   if (!Number.isSafeInteger(size)) {
@@ -265,14 +316,14 @@ function formatSize(size: number, field: string, min: number): string {
 
 // StorePath must be `<dir>/<hash>-<name>`. Which dir is right depends on the client, so only the
 // shape is checked here; callers compare it with their store dir (parseStorePath).
-function checkStorePath(value: string, where: { line: number; field?: string }): void {
+function checkStorePath(value: string, where: Where): void {
   const slash = value.lastIndexOf('/')
   if (!value.startsWith('/') || slash <= 0)
     throw new NarInfoError(`expected an absolute store path, got ${describe(value)}`, where)
   checkBaseName(value.slice(slash + 1), where)
 }
 
-function checkBaseName(value: string, where: { line: number; field?: string }): void {
+function checkBaseName(value: string, where: Where): void {
   try {
     parseStoreBaseName(value)
   } catch (error) {

@@ -61,64 +61,7 @@ export function renderListingPage({
   const storeDir = base.slice(0, slash)
   const baseName = base.slice(slash + 1)
   const fullPath = [base, ...segments].join('/') + '/'
-  const narInfo = info.narInfo
-
-  const rows: string[] = []
-  let directories = 0
-  let files = 0
-  let symlinks = 0
-  let fileBytes = 0
-  for (const [name, node] of directory.entries) {
-    const href = escapeHtml(encodeSegment(name))
-    const label = escapeHtml(name)
-    if (node.type === 'directory') {
-      directories += 1
-      rows.push(
-        `<tr class="d" data-size="-1"><td class="t"><i class="i" role="img" aria-label="directory"></i></td>` +
-          `<td class="n"><a href="${href}/">${label}/</a></td><td class="s"></td><td class="m">dr-xr-xr-x</td><td class="c"></td></tr>`,
-      )
-    } else if (node.type === 'regular') {
-      files += 1
-      fileBytes += node.size
-      const kind = node.executable ? 'x' : 'f'
-      rows.push(
-        `<tr class="${kind}" data-size="${node.size}"><td class="t"><i class="i" role="img" aria-label="${node.executable ? 'executable file' : 'file'}"></i></td>` +
-          `<td class="n"><a href="${href}">${label}</a></td>` +
-          `<td class="s" title="${formatBytes(node.size)}">${formatSize(node.size)}</td>` +
-          `<td class="m">${node.executable ? '<span class="exec" title="executable">-r-xr-xr-x</span>' : '-r--r--r--'}</td><td class="c"></td></tr>`,
-      )
-    } else {
-      symlinks += 1
-      // Only the target is a link: a mirroring tool (wget, rclone, lftp) then finds what it points
-      // to where it really is, and makes no copy of it under the link's name.
-      const targetHref = symlinkHrefs.get(name)
-      const target =
-        targetHref === undefined
-          ? `<span class="target">${escapeHtml(node.target)}</span>`
-          : `<a class="target" href="${escapeHtml(targetHref)}">${escapeHtml(node.target)}</a>`
-      rows.push(
-        `<tr class="l" data-size="-1"><td class="t"><i class="i" role="img" aria-label="symbolic link"></i></td>` +
-          `<td class="n"><span class="link">${label}</span> <span class="arrow" aria-label="points to">→</span> ${target}</td>` +
-          `<td class="s"></td><td class="m">lrwxrwxrwx</td><td class="c"></td></tr>`,
-      )
-    }
-  }
-
-  const counts = [
-    plural(directories, 'directory', 'directories'),
-    plural(files, 'file', 'files'),
-    plural(symlinks, 'symlink', 'symlinks'),
-  ].filter((part) => part !== '')
-  const summary =
-    (counts.length === 0 ? 'Empty directory' : counts.join(', ')) +
-    (files > 0 ? ` · <span title="${formatBytes(fileBytes)}">${formatSize(fileBytes)}</span> in files` : '')
-
-  const up =
-    segments.length > 0
-      ? `<tbody class="up"><tr class="p"><td class="t"><i class="i" role="img" aria-label="parent directory"></i></td>` +
-        `<td class="n"><a href="../">..</a></td><td class="s"></td><td class="m"></td><td class="c"></td></tr></tbody>`
-      : ''
-
+  const rows = [...directory.entries].map(([name, node]) => entryRow(name, node, symlinkHrefs))
   return (
     `<!doctype html><html lang="en"><head><meta charset="utf-8">` +
     `<meta name="viewport" content="width=device-width, initial-scale=1"><meta name="color-scheme" content="light dark">` +
@@ -127,7 +70,7 @@ export function renderListingPage({
     `<body class="listing-page"><header class="top"><a class="brand" href="/">unnar</a></header><main class="layout">` +
     `<h1 class="crumbs">${breadcrumbs(storeDir, baseName, segments)}</h1>` +
     `<section class="files" aria-label="Directory entries">` +
-    `<div class="bar"><p class="summary">${summary}</p>` +
+    `<div class="bar"><p class="summary">${summary(directory)}</p>` +
     // A form, not a link: mirroring tools follow links (wget saves `index.html?json` in every
     // directory), never forms. Submitted, it asks for `?json=`, the same thing.
     `<form class="alt" method="get" action=""><input type="hidden" name="json" value="">as <button type="submit" class="as-link">JSON</button></form></div>` +
@@ -138,62 +81,139 @@ export function renderListingPage({
     `<th class="t" scope="col"><span class="vh">Type</span></th><th class="n" scope="col" data-sort="name">Name</th>` +
     `<th class="s" scope="col" data-sort="size">Size</th><th class="m" scope="col">Mode</th>` +
     `<th class="c" scope="col"><span class="vh">Actions</span></th></tr></thead>` +
-    up +
+    parentRow(segments) +
     `<tbody id="entries">${rows.join('\n')}</tbody></table>` +
     (rows.length === 0 ? `<p class="empty">This directory is empty.</p>` : '') +
     `<p class="empty" id="nomatch" hidden>No entry matches the filter.</p>` +
     `</section>` +
-    infoPanel(info, storeDir, baseName) +
+    infoPanel(info, storeDir, baseName, storeHref) +
     `</main><div class="toast" id="toast" role="status" aria-live="polite"></div>` +
     `<script src="/_unnar/listing.js" defer></script></body></html>\n`
   )
+}
 
-  function infoPanel(info: PathInfo, storeDir: string, baseName: string): string {
-    const items: string[] = []
-    const add = (term: string, value: string): void => {
-      items.push(`<dt>${term}</dt><dd>${value}</dd>`)
-    }
-    add('StorePath', `<code>${escapeHtml(narInfo.storePath)}</code>`)
-    add('NarHash', `<code>${escapeHtml(formatHashNix32(narInfo.narHash))}</code>`)
-    add('NarSize', sizeWithBytes(narInfo.narSize))
-    add('Compression', escapeHtml(narInfo.compression))
-    if (narInfo.fileSize !== undefined) add('FileSize', sizeWithBytes(narInfo.fileSize))
-    add('Upstream', `<code>${escapeHtml(info.upstream.name)}</code>`)
-    add(
-      'Trusted by',
-      info.trustedBy === undefined
-        ? 'not checked'
-        : info.trustedBy === 'content-address'
-          ? 'content address'
-          : `key <code>${escapeHtml(info.trustedBy)}</code>`,
+function entryRow(name: string, node: ListingNode, symlinkHrefs: ReadonlyMap<string, string>): string {
+  const href = escapeHtml(encodeSegment(name))
+  const label = escapeHtml(name)
+  if (node.type === 'directory') {
+    return (
+      `<tr class="d" data-size="-1"><td class="t"><i class="i" role="img" aria-label="directory"></i></td>` +
+      `<td class="n"><a href="${href}/">${label}/</a></td><td class="s"></td><td class="m">dr-xr-xr-x</td><td class="c"></td></tr>`
     )
-    add(
-      'Deriver',
-      narInfo.deriver === undefined
-        ? '<span class="none">unknown</span>'
-        : `<code>${escapeHtml(narInfo.deriver)}</code>`,
-    )
-    if (narInfo.system !== undefined) add('System', `<code>${escapeHtml(narInfo.system)}</code>`)
-    if (narInfo.ca !== undefined) add('CA', `<code>${escapeHtml(narInfo.ca)}</code>`)
-    add(
-      `References <span class="n">(${narInfo.references.length})</span>`,
-      narInfo.references.length === 0
-        ? '<span class="none">none</span>'
-        : `<ul class="refs">${narInfo.references
-            .map((ref) => {
-              const self = ref === baseName ? ' <span class="self">(this path)</span>' : ''
-              return `<li><a href="${escapeHtml(storeHref(`${encodePath(storeDir.split('/'))}/${encodeURIComponent(ref)}/`))}">${escapeHtml(ref)}</a>${self}</li>`
-            })
-            .join('')}</ul>`,
-    )
-    add(
-      `Signatures <span class="n">(${narInfo.sigs.length})</span>`,
-      narInfo.sigs.length === 0
-        ? '<span class="none">none</span>'
-        : `<ul class="sigs">${narInfo.sigs.map((sig) => `<li><code>${escapeHtml(sig)}</code></li>`).join('')}</ul>`,
-    )
-    return `<aside class="info" aria-labelledby="info-title"><h2 id="info-title">Store path</h2><dl>${items.join('')}</dl></aside>`
   }
+  if (node.type === 'regular') {
+    const kind = node.executable ? 'x' : 'f'
+    return (
+      `<tr class="${kind}" data-size="${node.size}"><td class="t"><i class="i" role="img" aria-label="${node.executable ? 'executable file' : 'file'}"></i></td>` +
+      `<td class="n"><a href="${href}">${label}</a></td>` +
+      `<td class="s" title="${formatBytes(node.size)}">${formatSize(node.size)}</td>` +
+      `<td class="m">${node.executable ? '<span class="exec" title="executable">-r-xr-xr-x</span>' : '-r--r--r--'}</td><td class="c"></td></tr>`
+    )
+  }
+  // Only the target is a link: a mirroring tool (wget, rclone, lftp) then finds what it points
+  // to where it really is, and makes no copy of it under the link's name.
+  const targetHref = symlinkHrefs.get(name)
+  const target =
+    targetHref === undefined
+      ? `<span class="target">${escapeHtml(node.target)}</span>`
+      : `<a class="target" href="${escapeHtml(targetHref)}">${escapeHtml(node.target)}</a>`
+  return (
+    `<tr class="l" data-size="-1"><td class="t"><i class="i" role="img" aria-label="symbolic link"></i></td>` +
+    `<td class="n"><span class="link">${label}</span> <span class="arrow" aria-label="points to">→</span> ${target}</td>` +
+    `<td class="s"></td><td class="m">lrwxrwxrwx</td><td class="c"></td></tr>`
+  )
+}
+
+/** `2 directories, 3 files · 1.2 MiB in files`, or `Empty directory`. */
+function summary(directory: DirectoryNode): string {
+  let directories = 0
+  let files = 0
+  let symlinks = 0
+  let fileBytes = 0
+  for (const node of directory.entries.values()) {
+    if (node.type === 'directory') directories += 1
+    else if (node.type === 'regular') {
+      files += 1
+      fileBytes += node.size
+    } else symlinks += 1
+  }
+  const counts = [
+    plural(directories, 'directory', 'directories'),
+    plural(files, 'file', 'files'),
+    plural(symlinks, 'symlink', 'symlinks'),
+  ].filter((part) => part !== '')
+  return (
+    (counts.length === 0 ? 'Empty directory' : counts.join(', ')) +
+    (files > 0 ? ` · <span title="${formatBytes(fileBytes)}">${formatSize(fileBytes)}</span> in files` : '')
+  )
+}
+
+/** The `..` row, below the store path's root only. */
+function parentRow(segments: readonly string[]): string {
+  if (segments.length === 0) return ''
+  return (
+    `<tbody class="up"><tr class="p"><td class="t"><i class="i" role="img" aria-label="parent directory"></i></td>` +
+    `<td class="n"><a href="../">..</a></td><td class="s"></td><td class="m"></td><td class="c"></td></tr></tbody>`
+  )
+}
+
+/** The store path's narinfo, and where it came from. */
+function infoPanel(
+  info: PathInfo,
+  storeDir: string,
+  baseName: string,
+  storeHref: (storePath: string) => string,
+): string {
+  const narInfo = info.narInfo
+  const items: string[] = []
+  const add = (term: string, value: string): void => {
+    items.push(`<dt>${term}</dt><dd>${value}</dd>`)
+  }
+  add('StorePath', `<code>${escapeHtml(narInfo.storePath)}</code>`)
+  add('NarHash', `<code>${escapeHtml(formatHashNix32(narInfo.narHash))}</code>`)
+  add('NarSize', sizeWithBytes(narInfo.narSize))
+  add('Compression', escapeHtml(narInfo.compression))
+  if (narInfo.fileSize !== undefined) add('FileSize', sizeWithBytes(narInfo.fileSize))
+  add('Upstream', `<code>${escapeHtml(info.upstream.name)}</code>`)
+  add('Trusted by', trustedBy(info.trustedBy))
+  add(
+    'Deriver',
+    narInfo.deriver === undefined ? '<span class="none">unknown</span>' : `<code>${escapeHtml(narInfo.deriver)}</code>`,
+  )
+  if (narInfo.system !== undefined) add('System', `<code>${escapeHtml(narInfo.system)}</code>`)
+  if (narInfo.ca !== undefined) add('CA', `<code>${escapeHtml(narInfo.ca)}</code>`)
+  add(
+    `References <span class="n">(${narInfo.references.length})</span>`,
+    referenceList(narInfo.references, storeDir, baseName, storeHref),
+  )
+  add(
+    `Signatures <span class="n">(${narInfo.sigs.length})</span>`,
+    narInfo.sigs.length === 0
+      ? '<span class="none">none</span>'
+      : `<ul class="sigs">${narInfo.sigs.map((sig) => `<li><code>${escapeHtml(sig)}</code></li>`).join('')}</ul>`,
+  )
+  return `<aside class="info" aria-labelledby="info-title"><h2 id="info-title">Store path</h2><dl>${items.join('')}</dl></aside>`
+}
+
+function trustedBy(trust: PathInfo['trustedBy']): string {
+  if (trust === undefined) return 'not checked'
+  if (trust === 'content-address') return 'content address'
+  return `key <code>${escapeHtml(trust)}</code>`
+}
+
+/** Each reference as a link to its listing; the store path's own one is marked. */
+function referenceList(
+  references: readonly string[],
+  storeDir: string,
+  baseName: string,
+  storeHref: (storePath: string) => string,
+): string {
+  if (references.length === 0) return '<span class="none">none</span>'
+  const items = references.map((ref) => {
+    const self = ref === baseName ? ' <span class="self">(this path)</span>' : ''
+    return `<li><a href="${escapeHtml(storeHref(`${encodePath(storeDir.split('/'))}/${encodeURIComponent(ref)}/`))}">${escapeHtml(ref)}</a>${self}</li>`
+  })
+  return `<ul class="refs">${items.join('')}</ul>`
 }
 
 /**
