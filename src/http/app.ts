@@ -10,6 +10,7 @@ import type { HotFiles } from '../store/hot-files.js'
 import type { HotResponses } from './hot-responses.js'
 import { requestLog, type RequestReporter } from './request-log.js'
 import { loadStaticAssets } from './static-assets.js'
+import type { FileSources } from '../store/file-source.js'
 import { createStoreRoutes, type HotStoreFile } from './store-route.js'
 import { incomingOf } from './node-env.js'
 
@@ -30,6 +31,8 @@ export interface AppDeps {
   readonly hotFiles: HotFiles<HotStoreFile>
   /** Answers from hot files kept for the lane in front of the app (server.ts). */
   readonly hotResponses?: HotResponses
+  /** Where /nix/store files are read from (made from the above when absent); given, its leases can be watched. */
+  readonly sources?: FileSources<HotStoreFile>
   /** Serve `/metrics` here (false when it has its own listener or is off). */
   readonly serveMetrics: boolean
   /** Longer request targets get 414. */

@@ -1,6 +1,7 @@
 /** The no-disk fallback: stream one file straight out of an upstream NAR, nothing kept. */
 import { createHash, type Hash } from 'node:crypto'
 import { pipeline, type Readable } from 'node:stream'
+import type { DecoderPrograms } from '../codecs/decoder-programs.js'
 import { createNarDecoders, DecodedTooLargeError } from '../codecs/decompress.js'
 import { hashEquals } from '../formats/hash.js'
 import type { ListingNode } from '../formats/listing.js'
@@ -24,6 +25,8 @@ export interface DirectFileOptions {
    * Without it the NAR is abandoned as soon as the file is out, unverified.
    */
   readonly verify: boolean
+  /** The decoder programs the store decodes with (none: in-process decoders). */
+  readonly programs?: DecoderPrograms | undefined
 }
 
 /**
@@ -38,7 +41,13 @@ export async function openDirectFile(
   const { upstream, narKey, narInfo } = info
   const res = await upstream.get(narKey, options.signal)
   if (res === undefined) throw new UpstreamError(upstream.name, 'bad-status', `NAR ${narKey} is missing`)
-  const decoders = createNarDecoders(res.body, res.contentEncoding, narInfo.compression, narInfo.narSize)
+  const decoders = createNarDecoders(
+    res.body,
+    res.contentEncoding,
+    narInfo.compression,
+    narInfo.narSize,
+    options.programs,
+  )
   // pipeline() destroys every stage when one fails or stop() destroys the last; its error reaches
   // the reader below through the last stage.
   pipeline([res.body, ...decoders], () => {})
