@@ -12,7 +12,6 @@ import {
   FileSources,
   type FileOutcome,
   type FileResolution,
-  type FileSource,
   type RegularNode,
   type StoreTree,
 } from '../store/file-source.js'
@@ -94,6 +93,7 @@ interface Answer {
 }
 
 type Contradicted = Extract<FileResolution, { kind: 'contradicted' }>
+type DirectoryNode = Extract<ListingNode, { type: 'directory' }>
 
 export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
   const route: Route = {
@@ -300,12 +300,10 @@ async function serveDirect(ask: Ask): Promise<Answer> {
 function respondFile(ask: Ask, segments: readonly string[], found: FileOutcome): Answer {
   if (found.kind === 'missing') throw new HttpError(found.from === 'nar' ? 502 : 503, found.reason)
   const { c, info } = ask
-  const source: FileSource = found.source
-  const bypass = source.from !== 'nar'
-  noteRequest(
-    c,
-    bypass ? { cache: 'bypass', verification: source.verification } : { verification: source.verification },
-  )
+  const { source } = found
+  // Range and no-disk answers go around the NAR cache.
+  if (source.from !== 'nar') noteRequest(c, { cache: 'bypass' })
+  noteRequest(c, { verification: source.verification })
   const name = fileName(info, segments)
   const file: StoreFile = {
     ...(source.bytes === undefined ? {} : { bytes: source.bytes }),
@@ -391,8 +389,6 @@ async function symlinkHrefs(
   }
   return hrefs
 }
-
-type DirectoryNode = Extract<ListingNode, { type: 'directory' }>
 
 function storeView(route: Route, info: PathInfo): View {
   const base = [...route.prefixSegments, `${info.storePath.hash}-${info.storePath.name}`]
