@@ -26,8 +26,6 @@ export interface Metrics {
   upstream(event: UpstreamRequestEvent): void
   /** A request answered from memory before routing (src/http/hot-responses.ts). */
   hotAnswer(): void
-  /** A request that waited for an identical one and got its answer (src/http/hot-responses.ts). */
-  sharedAnswer(): void
   /** A narinfo rejected for want of a trusted signature. */
   untrusted(): void
   /** An upstream `.ls` that its NAR contradicted (it is then not used). */
@@ -76,9 +74,6 @@ export function createMetrics(): Metrics {
     },
     hotAnswer() {
       requests.hotAnswer()
-    },
-    sharedAnswer() {
-      requests.sharedAnswer()
     },
     untrusted() {
       rejections.verification.inc({ what: 'narinfo-signature' })

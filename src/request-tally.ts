@@ -20,7 +20,6 @@ interface RouteTally {
 export class RequestTally {
   readonly #routes = new Map<string, RouteTally>()
   #hotAnswers = 0
-  #sharedAnswers = 0
 
   /** File answers by how their bytes were verified (see RequestNotes.verification). */
   readonly #verifications = new Map<string, number>()
@@ -53,11 +52,6 @@ export class RequestTally {
     this.#hotAnswers++
   }
 
-  /** A request that waited for an identical one and got its answer (src/http/hot-responses.ts). */
-  sharedAnswer(): void {
-    this.#sharedAnswers++
-  }
-
   /** The metrics in Prometheus' text format (0.0.4), one `# HELP` and `# TYPE` per metric. */
   render(): string {
     const routes = [...this.#routes]
@@ -80,9 +74,6 @@ export class RequestTally {
       '# HELP unnar_hot_responses_total Requests for hot small files answered from memory before routing',
       '# TYPE unnar_hot_responses_total counter',
       `unnar_hot_responses_total ${this.#hotAnswers}`,
-      '# HELP unnar_shared_responses_total Requests that arrived while an identical one was being answered, and got its answer',
-      '# TYPE unnar_shared_responses_total counter',
-      `unnar_shared_responses_total ${this.#sharedAnswers}`,
       '# HELP unnar_file_responses_total File answers by verification: verified (before the first byte), held (last byte waited for it), unverified (stream mode)',
       '# TYPE unnar_file_responses_total counter',
       ...[...this.#verifications].map(

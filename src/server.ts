@@ -14,7 +14,7 @@ import { CACHE_NIXOS_ORG_KEY, parsePublicKey, type PublicKey } from './formats/s
 import { DEFAULT_STORE_DIR } from './formats/store-path.js'
 import { createApp, metricsHandler } from './http/app.js'
 import type { HotStoreFile } from './http/store-route.js'
-import { HotResponses, type Dispatch } from './http/hot-responses.js'
+import { HotResponses } from './http/hot-responses.js'
 import { closeWithConnection } from './http/node-env.js'
 import { createRequestReporter, type RequestReporter } from './http/request-log.js'
 import { OtherStoreDirs } from './http/store-dirs.js'
@@ -220,7 +220,6 @@ function createMainServer(
     maxUrlLength: config.maxUrlLength,
     keyByHost: config.domain !== undefined,
     onAnswer: () => metrics.hotAnswer(),
-    onShared: () => metrics.sharedAnswer(),
   })
   const app = createApp({
     lookup: lookups.main,
@@ -239,7 +238,7 @@ function createMainServer(
     otherStore: (path) => lookups.otherStores.route(path),
   })
   return createHttpServer(app.fetch, config, log, {
-    answer: (req, res, dispatch) => hotResponses.serve(req, res, dispatch),
+    answer: (req, res) => hotResponses.serve(req, res),
     reporter,
     pending: () => state.storeInit,
   })
@@ -318,8 +317,8 @@ function warnAboutMissingDirectories(upstreams: readonly string[], log: Logger):
 
 /** What the main listener adds in front of the app: the hot-response lane, and the request log for requests the app never sees. */
 interface Front {
-  /** True when the request was answered, or taken to be handed to the app later through `dispatch`. */
-  readonly answer: (req: IncomingMessage, res: ServerResponse, dispatch: Dispatch) => boolean
+  /** True when the request was answered. */
+  readonly answer: (req: IncomingMessage, res: ServerResponse) => boolean
   readonly reporter: RequestReporter
   /** While the NAR store is still reading its directory (just after listen), what requests wait for. */
   readonly pending: () => Promise<void> | undefined
@@ -361,12 +360,6 @@ function createHttpServer(
       })
     },
   })
-  const dispatch: Dispatch = (req, res) => {
-    arriving = { req, res, started: performance.now() }
-    const handled = app(req, res)
-    arriving = undefined
-    void handled
-  }
   const listener = (req: IncomingMessage, res: ServerResponse): void => {
     const waiting = front?.pending()
     if (waiting !== undefined) {
@@ -378,11 +371,14 @@ function createHttpServer(
     }
     // HTTP/1.0 may omit Host (node refuses that only for 1.1); node-server needs one for the URL.
     req.headers.host ??= 'localhost'
-    // Before the lane may hold it back: a request queued behind another on a connection that dies
-    // while it waits must see its response closed, or whatever the app takes for it is never let go.
+    // A request queued behind another on a connection that dies while it waits must see its
+    // response closed, or whatever the app takes for it is never let go.
     closeWithConnection(res)
-    if (front?.answer(req, res, dispatch) === true) return
-    dispatch(req, res)
+    if (front?.answer(req, res) === true) return
+    arriving = { req, res, started: performance.now() }
+    const handled = app(req, res)
+    arriving = undefined
+    void handled
   }
   const server = createServer(
     {

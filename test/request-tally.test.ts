@@ -37,7 +37,6 @@ describe('RequestTally', () => {
     })
     const bytes = new Counter({ name: 'unnar_http_response_bytes_total', help: 'x', labelNames: ['route'], registers })
     const hot = new Counter({ name: 'unnar_hot_responses_total', help: 'x', registers })
-    const shared = new Counter({ name: 'unnar_shared_responses_total', help: 'x', registers })
     const tally = new RequestTally()
     for (const [route, status, sent, seconds] of OBSERVATIONS) {
       requests.inc({ route, status })
@@ -49,8 +48,6 @@ describe('RequestTally', () => {
     hot.inc()
     tally.hotAnswer()
     tally.hotAnswer()
-    shared.inc()
-    tally.sharedAnswer()
     assert.deepEqual(samples(tally.render()), samples(await registry.metrics()))
   })
 
@@ -61,11 +58,10 @@ describe('RequestTally', () => {
       ['unnar_http_request_duration_seconds', 'histogram'],
       ['unnar_http_response_bytes_total', 'counter'],
       ['unnar_hot_responses_total', 'counter'],
-      ['unnar_shared_responses_total', 'counter'],
     ]) {
       assert.equal(text.split('\n').filter((l) => l === `# TYPE ${name} ${type}`).length, 1, name)
     }
-    assert.deepEqual(samples(text), ['unnar_hot_responses_total 0', 'unnar_shared_responses_total 0'])
+    assert.deepEqual(samples(text), ['unnar_hot_responses_total 0'])
     assert.ok(text.endsWith('\n'))
   })
 

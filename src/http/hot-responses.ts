@@ -3,11 +3,6 @@
  * status, headers and bytes the store route gave the same request before, without a Request and
  * Response pair, routing, path resolution or a read. bench/ row 6: hono alone answers at most
  * ~0.45x nginx's rate here, a bare node handler ~0.8x.
- *
- * The same lane holds back identical GETs that arrive while the store route is still working on
- * the first one (a cold NAR): they wait here, and get that answer's bytes when it is a small file,
- * or go to the app once it is anything else. bench/ row 8d: 200 clients of one cold file cost 200
- * passes through hono while the NAR decodes and 200 responses built one by one after it.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Context } from 'hono'
@@ -38,35 +33,6 @@ interface Entry extends HotAnswer {
   headBytes: number | undefined
 }
 
-/** A request held back until the identical one the app is answering has its answer. */
-interface Follower {
-  readonly req: IncomingMessage
-  readonly res: ServerResponse
-  readonly started: number
-  /** Hands the request to the app after all. */
-  readonly dispatch: Dispatch
-}
-
-/** Hands a request the lane held back to the app. */
-export type Dispatch = (req: IncomingMessage, res: ServerResponse) => void
-
-/** What the store route hands over for the requests that waited on it (see lead()). */
-export interface SharedAnswer extends HotAnswer {
-  readonly response: Response
-  /** The whole body of `response`, uncompressed. */
-  readonly body: Uint8Array
-}
-
-/** The first of identical requests, being answered by the app. */
-export interface Lead {
-  /**
-   * The app has its answer: the requests that waited get `shared` when it is one that may be
-   * repeated (see remember()), else each goes to the app. Call once the response exists, before
-   * its body is sent, so nobody waits for a long transfer; later calls do nothing.
-   */
-  settle(shared?: SharedAnswer): void
-}
-
 export interface HotResponsesOptions {
   readonly reporter: RequestReporter
   /** Upper bound of the bodies, keys and headers held (the bodies are shared with the hot files). */
@@ -77,8 +43,6 @@ export interface HotResponsesOptions {
   readonly keyByHost: boolean
   /** Counts answers given here from remembered responses. */
   readonly onAnswer?: () => void
-  /** Counts answers given here to requests that waited for an identical one. */
-  readonly onShared?: () => void
 }
 
 /**
@@ -99,8 +63,6 @@ const ENTRY_OVERHEAD_BYTES = 512
 export class HotResponses {
   readonly #cache: LRUCache<string, Entry>
   readonly #options: HotResponsesOptions
-  /** Keys of the requests the app is answering first, with those waiting for that answer. */
-  readonly #leaders = new Map<string, Set<Follower>>()
 
   constructor(options: HotResponsesOptions) {
     this.#options = options
@@ -124,69 +86,22 @@ export class HotResponses {
     if (entrySize(entry, key) <= this.#cache.maxSize) this.#cache.set(key, entry)
   }
 
-  /**
-   * Makes the request in `c` (on `route`, for the metrics) the one identical GETs arriving from now
-   * on wait for, unless another already is (or it is not a plain GET): then undefined, and the
-   * caller answers it as usual.
-   */
-  lead(c: Context, route: string): Lead | undefined {
-    const incoming = incomingOf(c)
-    if (incoming === undefined || !this.#repeatable(incoming)) return undefined
-    const key = this.#key(incoming)
-    if (this.#leaders.has(key)) return undefined
-    const followers = new Set<Follower>()
-    this.#leaders.set(key, followers)
-    let settled = false
-    return {
-      settle: (shared) => {
-        if (settled) return
-        settled = true
-        this.#leaders.delete(key)
-        if (followers.size === 0) return
-        const entry = shared === undefined ? undefined : entryOf(shared.response, shared.body, shared)
-        for (const follower of followers) {
-          if (entry !== undefined)
-            this.#answer(entry, follower.req, follower.res, follower.started, this.#options.onShared)
-          else if (follower.res.destroyed) this.#reportLeft(follower, route)
-          else follower.dispatch(follower.req, follower.res)
-        }
-      },
-    }
-  }
-
-  /**
-   * Answers `req` when an answer is kept for it, or holds it back while the app answers an
-   * identical request (`dispatch` hands it to the app later); false leaves the request to the app.
-   */
-  serve(req: IncomingMessage, res: ServerResponse, dispatch: Dispatch): boolean {
-    if ((this.#cache.size === 0 && this.#leaders.size === 0) || !this.#repeatable(req)) return false
+  /** Answers `req` when an answer is kept for it; false leaves the request to the app. */
+  serve(req: IncomingMessage, res: ServerResponse): boolean {
+    if (this.#cache.size === 0 || !this.#repeatable(req)) return false
     const started = performance.now()
     const key = this.#key(req)
     const entry = this.#cache.get(key)
-    if (entry !== undefined) {
-      if (entry.current()) {
-        this.#answer(entry, req, res, started, this.#options.onAnswer)
-        return true
-      }
+    if (entry === undefined) return false
+    if (!entry.current()) {
       this.#cache.delete(key)
+      return false
     }
-    const followers = this.#leaders.get(key)
-    if (followers === undefined) return false
-    followers.add({ req, res, started, dispatch })
+    this.#answer(entry, req, res, started)
     return true
   }
 
-  #answer(
-    entry: Entry,
-    req: IncomingMessage,
-    res: ServerResponse,
-    started: number,
-    count: (() => void) | undefined,
-  ): void {
-    if (res.destroyed) {
-      this.#reportLeft({ req, started }, entry.route, entry.notes)
-      return
-    }
+  #answer(entry: Entry, req: IncomingMessage, res: ServerResponse, started: number): void {
     const reporter = this.#options.reporter
     const id = reporter.id(req.headers['x-request-id'] as string | undefined)
     const socket = res.socket
@@ -207,24 +122,7 @@ export class HotResponses {
       bytes,
       aborted: false,
     })
-    count?.()
-  }
-
-  /** A client that left while it waited for an identical request's answer: nothing is sent (499, as nginx logs it). */
-  #reportLeft(follower: Pick<Follower, 'req' | 'started'>, route: string, notes: RequestNotes = {}): void {
-    const reporter = this.#options.reporter
-    const id = reporter.id(follower.req.headers['x-request-id'] as string | undefined)
-    reporter.report({
-      id,
-      method: 'GET',
-      path: logPath(follower.req.url!),
-      route,
-      status: 499,
-      started: follower.started,
-      notes,
-      bytes: 0,
-      aborted: true,
-    })
+    this.#options.onAnswer?.()
   }
 
   /** Bytes held, as counted against the bound. */

@@ -15,9 +15,12 @@ export function outgoingOf(c: Context): ServerResponse | undefined {
   return (c.env as NodeEnv | undefined)?.outgoing
 }
 
-/** Calls `done` once node has closed the response (sent, or the client went away); at once if it has. */
+/**
+ * Calls `done` once node has closed the response (sent, or the client went away); at once if it
+ * has, or if it was destroyed: one closed with its connection (closeWithConnection) never reads as closed.
+ */
 export function whenResponseEnds(outgoing: ServerResponse, done: () => void): void {
-  if (outgoing.closed) done()
+  if (outgoing.closed || outgoing.destroyed) done()
   else outgoing.once('close', done)
 }
 

@@ -26,7 +26,6 @@ import type { HotResponses } from './hot-responses.js'
 import { encodePath, OWN_PAGES_CSP } from './html.js'
 import { formatDirectoryJson, formatDirectoryText, negotiateListingFormat } from './listing-formats.js'
 import { renderListingPage } from './listing-page.js'
-import { outgoingOf, whenResponseEnds } from './node-env.js'
 import { noteRequest, requestNotes } from './request-log.js'
 import { parseStoreRequest, requestPath, storeRequestRest, type StoreRequest } from './request-path.js'
 import { resolveStorePath } from './resolve-path.js'
@@ -85,11 +84,11 @@ interface View {
   location(storeLocation: string): string
 }
 
-/** A response, with what identical requests may reuse of it. */
+/** A response, with what repeat requests may reuse of it. */
 interface Answer {
   readonly response: Response
-  /** The whole uncompressed content of a file sent in one write. `repeat`: from memory, so repeat requests may get it too. */
-  readonly reusable?: { readonly body: Uint8Array; readonly info: PathInfo; readonly repeat: boolean }
+  /** The whole uncompressed content of a file from memory, sent in one write. */
+  readonly reusable?: { readonly body: Uint8Array; readonly info: PathInfo }
 }
 
 type Contradicted = Extract<FileResolution, { kind: 'contradicted' }>
@@ -107,12 +106,12 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
   }
   return {
     store: (c) =>
-      leading(route, c, 'store', () => {
+      remembering(route, c, 'store', () => {
         const req = parseStoreRequest(storeRequestRest(requestPath(c), route.storeDir))
         return answer(route, c, req, false)
       }),
     site: (c, hash) =>
-      leading(route, c, 'site', () => {
+      remembering(route, c, 'site', () => {
         const path = requestPath(c).replace(/^\/+/, '')
         return answer(route, c, parseStoreRequest(path === '' ? `${hash}/` : `${hash}/${path}`), true)
       }),
@@ -132,35 +131,20 @@ export function storeFileSources(
   })
 }
 
-/**
- * Answers `c` as the first of identical GETs (hot-responses.ts), when it is: those arriving
- * meanwhile get its bytes if it is a small file sent whole, else each goes to the router (the
- * first of them leading the rest).
- */
-async function leading(
+/** Answers `c`; a file sent from memory is kept for the hot-response lane to repeat (hot-responses.ts). */
+async function remembering(
   route: Route,
   c: Context,
   name: 'store' | 'site',
   respond: () => Promise<Answer>,
 ): Promise<Response> {
-  const lead = route.hotResponses?.lead(c, name)
-  // Its client may leave before the answer: the others then go on by themselves, each holding
-  // the NAR it waits for (a NAR too big to keep is abandoned when nobody does).
-  const outgoing = lead === undefined ? undefined : outgoingOf(c)
-  if (outgoing !== undefined) whenResponseEnds(outgoing, () => lead?.settle())
-  try {
-    const { response, reusable } = await respond()
-    if (reusable !== undefined && (reusable.repeat || lead !== undefined)) {
-      const { body, info, repeat } = reusable
-      const current = () => route.lookup.peek(info.storePath.hash) === info
-      const shared = { response, body, route: name, notes: requestNotes(c), current }
-      if (repeat) route.hotResponses?.remember(c, response, body, shared)
-      lead?.settle(shared)
-    }
-    return response
-  } finally {
-    lead?.settle() // nothing to share, or an error: each follower gets its own answer from the app
+  const { response, reusable } = await respond()
+  if (reusable !== undefined && route.hotResponses !== undefined) {
+    const { body, info } = reusable
+    const current = () => route.lookup.peek(info.storePath.hash) === info
+    route.hotResponses.remember(c, response, body, { route: name, notes: requestNotes(c), current })
   }
+  return response
 }
 
 /** A file in memory answers by the request's own path; anything else is resolved in the store path. */
@@ -192,7 +176,7 @@ function serveHot(route: Route, c: Context, req: StoreRequest, info: PathInfo, s
   if (matchesEtag(c.req.header('if-none-match'), hot.etag))
     return { response: notModified(c, hot.etag, hot.name, hot.size) }
   const response = fileResponse(c, hot, { sandbox: !site, log: route.log })
-  return { response, reusable: { body: hot.bytes, info, repeat: true } }
+  return { response, reusable: { body: hot.bytes, info } }
 }
 
 /** Resolves in the cached NAR, the `.ls` or the NAR downloading; the NAR wins when the `.ls` lies. */
@@ -316,9 +300,7 @@ function respondFile(ask: Ask, segments: readonly string[], found: FileOutcome):
     openWhole: source.openWhole,
   }
   try {
-    const response = fileResponse(c, file, { sandbox: !ask.view.site, log: ask.route.log })
-    if (source.bytes === undefined) return { response }
-    return { response, reusable: { body: source.bytes, info, repeat: false } }
+    return { response: fileResponse(c, file, { sandbox: !ask.view.site, log: ask.route.log }) }
   } finally {
     source.release()
   }

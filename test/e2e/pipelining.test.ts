@@ -79,7 +79,7 @@ describe('hang-ups', () => {
     }
   })
 
-  it('pipelined requests waiting for an identical one on a connection that closes let go of their NAR too', async () => {
+  it('pipelined requests waiting for a NAR download on a connection that closes let go of their NAR too, and are logged', async () => {
     const upstream = await startTestUpstream({ root: cacheDir('none') })
     const held = gate()
     upstream.setFault(/\.nar$/, { kind: 'hold', until: held.opened })
@@ -93,7 +93,7 @@ describe('hang-ups', () => {
       // Without Accept-Encoding, like the raw requests below: the same request.
       const first = rawRequest(unnar.url + BLOB).then((res) => res.body)
       await upstream.arrived(/\.nar$/)
-      // Both wait for the first request's answer; the second is queued behind the first.
+      // Both wait for the NAR the first request started; the second is queued behind the first.
       const get = `GET ${BLOB} HTTP/1.1\r\nHost: x\r\n\r\n`
       const socket = await sending(port, get + get)
       await readSoFar(unnar.url)
