@@ -224,7 +224,7 @@ export class FileSources<F extends HotFile> {
   ): Promise<FileResolution> {
     const { segments, listed } = want
     const source = nar.source
-    const node = await source.node(segments, listed.narOffset)
+    const node = await source.node(segments)
     if (node?.type !== 'regular' || node.narOffset === undefined) {
       if (fromListing) {
         const found = node === undefined ? 'nothing' : `a ${node.type}`

@@ -81,10 +81,6 @@ export class NarDownload implements NarSource {
   readonly #byteWaiters: ByteWaiter[] = []
   readonly #root: { node: ListingNode | undefined } = { node: undefined }
   readonly #nodeWaiters = new Map<string, Array<(node: ListingNode | undefined) => void>>()
-  /** Where the listing says the contents of each awaited node start, for those that had a hint. */
-  readonly #nodeHints = new Map<string, number>()
-  /** Wakes the follower early (a reader started waiting): see followDecodedFile. */
-  #nudge: (() => void) | undefined
   readonly #reads = new Map<string, Promise<Uint8Array<ArrayBuffer>>>()
 
   constructor(options: NarDownloadOptions) {
@@ -126,7 +122,7 @@ export class NarDownload implements NarSource {
     this.#abort.abort(reason)
   }
 
-  async node(segments: readonly string[], expectedAt?: number): Promise<ListingNode | undefined> {
+  async node(segments: readonly string[]): Promise<ListingNode | undefined> {
     const found = this.#locate(segments)
     if (found !== undefined || this.#complete || this.#failure !== undefined) {
       if (this.#failure !== undefined && found === undefined) throw this.#failure
@@ -137,11 +133,6 @@ export class NarDownload implements NarSource {
       const list = this.#nodeWaiters.get(key) ?? []
       list.push(resolve)
       this.#nodeWaiters.set(key, list)
-      // A waiter without a hint makes the hints of the others for this key moot.
-      if (expectedAt !== undefined && (list.length === 1 || this.#nodeHints.has(key)))
-        this.#nodeHints.set(key, Math.max(expectedAt, this.#nodeHints.get(key) ?? 0))
-      else this.#nodeHints.delete(key)
-      this.#nudge?.()
     }).then((node) => {
       if (node === undefined && this.#failure !== undefined) throw this.#failure
       return node as ListingNode | undefined
@@ -285,8 +276,6 @@ export class NarDownload implements NarSource {
         upstream: upstream.name,
         signal,
         onWritten: (bytes, entries) => this.onWritten(bytes, entries),
-        wanted: () => this.#wanted(),
-        onNudge: (nudge) => (this.#nudge = nudge),
       })
     } catch (err) {
       if (err instanceof DecodedTooLargeError)
@@ -355,26 +344,7 @@ export class NarDownload implements NarSource {
     if (this.#failure !== undefined) return Promise.reject(this.#failure)
     if (end <= this.#written) return Promise.resolve(this.#written)
     if (this.#complete) return Promise.reject(new RangeError(`byte ${end} is past the end of the NAR`))
-    return new Promise((resolve, reject) => {
-      this.#byteWaiters.push({ end, resolve, reject })
-      this.#nudge?.()
-    })
-  }
-
-  /**
-   * What readers wait for: the nearest byte offset one of them needs (`at`), and whether one waits
-   * for an entry of the index with no idea where it is (`unplaced`). See followDecodedFile.
-   */
-  #wanted(): { at: number | undefined; unplaced: boolean } {
-    let at: number | undefined
-    for (const waiter of this.#byteWaiters) at = Math.min(at ?? Infinity, waiter.end)
-    let unplaced = this.#nodeWaiters.size > this.#nodeHints.size
-    for (const offset of this.#nodeHints.values()) {
-      // Written already and still not indexed: the listing was wrong about it.
-      if (offset <= this.#written) unplaced = true
-      else at = Math.min(at ?? Infinity, offset)
-    }
-    return { at, unplaced }
+    return new Promise((resolve, reject) => this.#byteWaiters.push({ end, resolve, reject }))
   }
 
   #releaseReader(): void {
@@ -419,7 +389,6 @@ export class NarDownload implements NarSource {
     const waiters = this.#nodeWaiters.get(entry.path)
     if (waiters !== undefined) {
       this.#nodeWaiters.delete(entry.path)
-      this.#nodeHints.delete(entry.path)
       for (const resolve of waiters) resolve(node)
     }
   }
@@ -436,7 +405,6 @@ export class NarDownload implements NarSource {
   #settleWaiters(): void {
     for (const waiters of this.#nodeWaiters.values()) for (const resolve of waiters) resolve(undefined)
     this.#nodeWaiters.clear()
-    this.#nodeHints.clear()
     const failure = this.#failure ?? new RangeError('read past the end of the NAR')
     for (const waiter of this.#byteWaiters.splice(0)) waiter.reject(failure)
   }

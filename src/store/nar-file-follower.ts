@@ -21,29 +21,14 @@ export interface FollowOptions {
   /** `bytes` more are on disk, and `entries` are indexed (either may be empty). */
   readonly onWritten: (bytes: number, entries: readonly NarEntry[]) => void
   readonly signal: AbortSignal
-  /**
-   * What readers wait for: the nearest byte offset one needs, and whether one waits for an entry
-   * of the index it cannot place. Without it, the file is looked at every POLL_MIN_MS while it grows.
-   */
-  readonly wanted?: () => { readonly at: number | undefined; readonly unplaced: boolean }
-  /** Receives the function that wakes the follower when a reader starts waiting. */
-  readonly onNudge?: (nudge: (() => void) | undefined) => void
 }
 
 /**
- * The file is looked at this often while it grows and a reader waits for an entry it cannot place,
- * and less often (doubling up to the maximum) while it does not grow (a slow upstream): a stat costs
- * far less than the pipe reads and writes it replaces.
+ * The file is looked at this often while it grows, and less often (doubling up to the maximum)
+ * while it does not (a slow upstream): a stat costs far less than the pipe reads and writes it replaces.
  */
 const POLL_MIN_MS = 4
 const POLL_MAX_MS = 32
-/**
- * While it grows, a reader waiting for a known offset is served by looking halfway to when that
- * offset should be written, at this pace the closest. Each look wakes the event loop beside the
- * decoder on the same cores: looking every POLL_MIN_MS through a whole ≈100 MB NAR made zstd
- * ~5-10 ms slower (bench/ row 3a), looking close to the wanted bytes answers ~2 ms sooner.
- */
-const POLL_NEAR_MS = 1
 
 /**
  * Header reads start small (a header is a few hundred bytes, and the contents after it are skipped)
@@ -73,82 +58,54 @@ export async function followDecodedFile(options: FollowOptions): Promise<number>
   const buffer = Buffer.allocUnsafe(READ_MAX_BYTES)
   let readBytes = READ_MIN_BYTES
   let size = 0
-  let stalled = POLL_MIN_MS
-  // Bytes per millisecond, between the last two looks that saw the file grow.
-  let rate = 0
-  let grewAt = performance.now()
-  let nudged = false
-  options.onNudge?.(() => {
-    nudged = true
-    wake?.()
-  })
-  try {
-    for (;;) {
-      signal.throwIfAborted()
-      if (failure !== undefined) throw failure.error
-      // Sampled before the stat: once the program has exited, that stat sees all it wrote.
-      const last = exited
-      const now = stat(file)
-      if (now > narSize) throw new NarVerificationError(upstream, `NAR is larger than its NarSize ${narSize}`)
-      const growing = now > size
-      if (growing) {
-        const at = performance.now()
-        if (at - grewAt >= POLL_NEAR_MS) rate = (now - size) / (at - grewAt)
-        grewAt = at
-        options.hasher.written(now)
-        options.onWritten(now - size, [])
-        size = now
-        if (size === narSize) decoder.finish()
-      }
-      stalled = growing ? POLL_MIN_MS : Math.min(stalled * 2, POLL_MAX_MS)
-      while (indexer.position < size) {
-        const skip = Math.min(indexer.contentsAhead, size - indexer.position)
-        if (skip > 0) {
-          indexer.skip(skip)
-          readBytes = READ_MIN_BYTES
-          continue
-        }
-        const length = Math.min(readBytes, size - indexer.position)
-        readBytes = Math.min(readBytes * 2, READ_MAX_BYTES)
-        const bytesRead = read(file, buffer, length, indexer.position)
-        let entries: NarEntry[]
-        try {
-          entries = indexer.push(buffer.subarray(0, bytesRead))
-        } catch (err) {
-          throw new NarVerificationError(upstream, (err as Error).message, { cause: err })
-        }
-        if (entries.length > 0) options.onWritten(0, entries)
-      }
-      if (last) return size
-      if (exited || failure !== undefined) continue // it ended while this pass ran: no need to wait
-      const delay =
-        options.wanted !== undefined && rate > 0 && (growing || nudged) ? pace(options.wanted(), size, rate) : stalled
-      nudged = false
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(timer)
-          signal.removeEventListener('abort', done)
-          wake = undefined
-          resolve()
-        }
-        const timer = setTimeout(done, delay)
-        signal.addEventListener('abort', done)
-        wake = done
-      })
+  let delay = POLL_MIN_MS
+  for (;;) {
+    signal.throwIfAborted()
+    if (failure !== undefined) throw failure.error
+    // Sampled before the stat: once the program has exited, that stat sees all it wrote.
+    const last = exited
+    const now = stat(file)
+    if (now > narSize) throw new NarVerificationError(upstream, `NAR is larger than its NarSize ${narSize}`)
+    const growing = now > size
+    if (growing) {
+      options.hasher.written(now)
+      options.onWritten(now - size, [])
+      size = now
+      if (size === narSize) decoder.finish()
     }
-  } finally {
-    options.onNudge?.(undefined)
+    delay = growing ? POLL_MIN_MS : Math.min(delay * 2, POLL_MAX_MS)
+    while (indexer.position < size) {
+      const skip = Math.min(indexer.contentsAhead, size - indexer.position)
+      if (skip > 0) {
+        indexer.skip(skip)
+        readBytes = READ_MIN_BYTES
+        continue
+      }
+      const length = Math.min(readBytes, size - indexer.position)
+      readBytes = Math.min(readBytes * 2, READ_MAX_BYTES)
+      const bytesRead = read(file, buffer, length, indexer.position)
+      let entries: NarEntry[]
+      try {
+        entries = indexer.push(buffer.subarray(0, bytesRead))
+      } catch (err) {
+        throw new NarVerificationError(upstream, (err as Error).message, { cause: err })
+      }
+      if (entries.length > 0) options.onWritten(0, entries)
+    }
+    if (last) return size
+    if (exited || failure !== undefined) continue // it ended while this pass ran: no need to wait
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer)
+        signal.removeEventListener('abort', done)
+        wake = undefined
+        resolve()
+      }
+      const timer = setTimeout(done, delay)
+      signal.addEventListener('abort', done)
+      wake = done
+    })
   }
-}
-
-/** How long to wait before the next look, for what readers wait for (see POLL_NEAR_MS). */
-function pace(
-  wanted: { readonly at: number | undefined; readonly unplaced: boolean },
-  size: number,
-  rate: number,
-): number {
-  const delay = wanted.unplaced ? POLL_MIN_MS : POLL_MAX_MS
-  return wanted.at === undefined ? delay : Math.min(delay, Math.max(POLL_NEAR_MS, (wanted.at - size) / rate / 2))
 }
 
 // Synchronous on purpose: the file is in the cache directory and was written a moment ago, so

@@ -2,12 +2,8 @@
 import type { Listing, ListingNode } from '../formats/listing.js'
 
 export interface NarSource {
-  /**
-   * The node at `segments`, without following symlinks; waits for the NAR's index when downloading.
-   * `expectedAt`: where the upstream's listing says its contents start (the entry is known once the
-   * NAR is written up to there), a hint for when to look; the answer is always the NAR's own.
-   */
-  node(segments: readonly string[], expectedAt?: number): Promise<ListingNode | undefined>
+  /** The node at `segments`, without following symlinks; waits for the NAR's index when downloading. */
+  node(segments: readonly string[]): Promise<ListingNode | undefined>
   /** The complete listing (with offsets); waits for the whole NAR when downloading. */
   listing(): Promise<Listing>
   /**

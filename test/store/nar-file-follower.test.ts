@@ -14,7 +14,7 @@ import { DiskError, NarVerificationError } from '../../src/store/nar-errors.js'
 import { followDecodedFile } from '../../src/store/nar-file-follower.js'
 import { uncompressedNars } from '../formats/fixtures.js'
 import { buildNar, directory, regular } from '../formats/nar-builder.js'
-import { elapse, eventually } from '../helpers/wait.js'
+import { eventually } from '../helpers/wait.js'
 
 /** Bytes this process has read through read(2) and friends so far (Linux). */
 async function bytesRead(): Promise<number | undefined> {
@@ -229,40 +229,5 @@ describe('followDecodedFile', { timeout: 30_000 }, () => {
       await file.write(nar, 0, nar.length, 0) // and the decoder never exits on its own
     })
     assert.deepEqual(outcome, { size: nar.length })
-  })
-
-  it('looks at the file rarely while the bytes readers wait for are far off, and often for an entry it cannot place', async () => {
-    /** How many looks saw the file grow while it is written steadily for ~300 ms. */
-    const looks = async (wanted: () => { at: number | undefined; unplaced: boolean }) => {
-      const file = await open(path.join(dir, `nar-${++n}`), 'w+')
-      const decoder = new FakeDecoder()
-      let grew = 0
-      try {
-        const following = followDecodedFile({
-          file,
-          decoder,
-          indexer: new NarIndexer(),
-          hasher,
-          narSize: nar.length,
-          upstream: 'test-upstream',
-          signal: new AbortController().signal,
-          wanted,
-          onWritten: (bytes) => void (bytes > 0 && grew++),
-        })
-        const piece = Math.ceil(nar.length / 100)
-        for (let at = 0; at < nar.length; at += piece) {
-          await file.write(nar, at, Math.min(piece, nar.length - at), at)
-          await elapse(3) // kept: how often the file is looked at over time is the subject
-        }
-        decoder.exit()
-        assert.equal(await following, nar.length)
-        return grew
-      } finally {
-        await file.close()
-      }
-    }
-    const far = await looks(() => ({ at: nar.length, unplaced: false }))
-    const unplaced = await looks(() => ({ at: nar.length, unplaced: true }))
-    assert.ok(far * 2 < unplaced, `${far} looks for bytes at the end, ${unplaced} for an entry of unknown place`)
   })
 })
