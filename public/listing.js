@@ -152,6 +152,22 @@
   toolbar.hidden = false
   if (rows.length === 0) input.disabled = true
 
+  // The filter sees this directory only; ?find searches every path of the store path. Made here,
+  // so that mirroring tools, which run no script, never follow it.
+  const crumb = document.querySelector('h1.crumbs a')
+  const storeRoot = crumb === null ? './' : crumb.getAttribute('href')
+  const findAll = document.createElement('a')
+  findAll.id = 'find-all'
+  findAll.rel = 'nofollow'
+  findAll.hidden = true
+  toolbar.appendChild(findAll)
+  function offerFind(query) {
+    findAll.hidden = query === ''
+    if (query === '') return
+    findAll.textContent = 'Search the whole store path for “' + query + '”'
+    findAll.href = storeRoot + '?find=' + encodeURIComponent(query)
+  }
+
   function applyFilter() {
     const query = input.value.trim().toLowerCase()
     let shown = 0
@@ -162,6 +178,7 @@
     }
     if (count !== null) count.textContent = query === '' ? '' : shown + ' of ' + rows.length
     if (noMatch !== null) noMatch.hidden = shown !== 0 || rows.length === 0
+    offerFind(input.value.trim())
   }
   input.addEventListener('input', applyFilter)
   input.addEventListener('keydown', (event) => {

@@ -21,6 +21,7 @@ import type { PathInfo, PathInfoLookup } from '../upstream/path-info-lookup.js'
 import { chooseEncoding, compressBuffer, isCompressible } from './compression.js'
 import { contentTypeByName, contentTypeBySniffing, SNIFF_BYTES } from './content-type.js'
 import { HttpError } from './errors.js'
+import { findAnswer } from './find-answer.js'
 import { currentEtag, fileResponse, IMMUTABLE, matchesEtag, type StoreFile } from './file-response.js'
 import type { HotResponses } from './hot-responses.js'
 import { encodePath, OWN_PAGES_CSP } from './html.js'
@@ -240,7 +241,8 @@ async function serveDirectory(
 ): Promise<Answer | Contradicted> {
   const { c, req, view } = ask
   if (!req.trailingSlash) return redirect(c, view.url(segments) + '/' + querySuffix(c), tree.settled)
-  if (view.site) {
+  // A search is of the directory, even on a site whose directory has an index.html.
+  if (view.site && c.req.query('find') === undefined) {
     const indexSegments = [...segments, 'index.html']
     const index = await tree.node(indexSegments)
     if (index?.type === 'regular') return serveFile(ask, tree, indexSegments, index)
@@ -337,22 +339,25 @@ async function listingResponse(
     c.req.query('json') !== undefined,
   )
   const base = storeBase(ask)
+  const find = c.req.query('find')
   const [type, body] =
-    format === 'html'
-      ? [
-          'text/html; charset=utf-8',
-          renderListingPage({
-            base,
-            segments,
-            directory,
-            info,
-            storeHref: view.location,
-            symlinkHrefs: await symlinkHrefs(ask, tree, segments, directory),
-          }),
-        ]
-      : format === 'json'
-        ? ['application/json', formatDirectoryJson(directory)]
-        : ['text/plain; charset=utf-8', formatDirectoryText(directory)]
+    find !== undefined
+      ? findAnswer(format, { base, segments, directory, text: find })
+      : format === 'html'
+        ? [
+            'text/html; charset=utf-8',
+            renderListingPage({
+              base,
+              segments,
+              directory,
+              info,
+              storeHref: view.location,
+              symlinkHrefs: await symlinkHrefs(ask, tree, segments, directory),
+            }),
+          ]
+        : format === 'json'
+          ? ['application/json', formatDirectoryJson(directory)]
+          : ['text/plain; charset=utf-8', formatDirectoryText(directory)]
   c.header('Content-Type', type)
   if (format === 'html') c.header('Content-Security-Policy', OWN_PAGES_CSP)
   const bytes = Buffer.from(body)

@@ -613,4 +613,33 @@ describe('the web UI in Chromium', { skip }, () => {
     assert.equal(await page.locator('th.m').isVisible(), false)
     assert.deepEqual(problems, [])
   })
+  it('searches the whole store path from the filter, and opens a hit', async () => {
+    const { page, problems } = await open()
+    await page.goto(`${unnar.url}/nix/store/${trickyBase}/unicode/`)
+    assert.ok(!(await page.isVisible('#find-all')), 'offered only for a filter text')
+    await page.fill('#filter', 'SIGN')
+    assert.ok(await page.isVisible('#nomatch'))
+    assert.equal(await page.textContent('#find-all'), 'Search the whole store path for “SIGN”')
+    assert.equal(await page.getAttribute('#find-all', 'rel'), 'nofollow')
+    await shot(page, 'listing-filter-find-all')
+    await Promise.all([page.waitForURL(`${unnar.url}/nix/store/${trickyBase}/?find=SIGN`), page.click('#find-all')])
+    assert.deepEqual(await visibleNames(page), ['names/hash#sign.txt', 'names/plus+sign.txt'])
+    assert.equal(await page.inputValue('#find'), 'SIGN')
+    assert.match((await page.textContent('.summary')) ?? '', /^2 entries whose path contains SIGN/)
+    await shot(page, 'find-results')
+
+    // The results filter and sort like a listing; the search box searches again.
+    await page.fill('#filter', 'plus')
+    assert.deepEqual(await visibleNames(page), ['names/plus+sign.txt'])
+    await page.fill('#find', 'café')
+    await Promise.all([page.waitForURL(/\?find=caf%C3%A9$/), page.press('#find', 'Enter')])
+    assert.deepEqual(await visibleNames(page), ['unicode/über café.txt'])
+    const [response] = await Promise.all([
+      page.waitForResponse((r) => r.request().isNavigationRequest()),
+      page.click('#entries a:text-is("unicode/über café.txt")'),
+    ])
+    assert.equal(response.status(), 200)
+    assert.equal(decodeURIComponent(new URL(response.url()).pathname), `/nix/store/${trickyBase}/unicode/über café.txt`)
+    assert.deepEqual(problems, [])
+  })
 })
