@@ -74,6 +74,20 @@
     return fallbackCopy(text)
   }
 
+  // A "view" link (the file as a page with line numbers) on text files; made here, so that mirroring
+  // tools, which run no script, never fetch `name?view` as a file of its own.
+  for (let i = 0; i < rows.length; i++) {
+    const row = rows[i]
+    if (!row.hasAttribute('data-view')) continue
+    const view = document.createElement('a')
+    view.className = 'view'
+    view.rel = 'nofollow'
+    view.textContent = 'view'
+    view.href = row.cells[1].querySelector('a').getAttribute('href') + '?view'
+    view.setAttribute('aria-label', 'View ' + row.cells[1].querySelector('a').textContent + ' with line numbers')
+    row.cells[4].insertBefore(view, row.cells[4].firstChild)
+  }
+
   body.addEventListener('click', async (event) => {
     const button = event.target.closest('button.copy')
     if (button === null) return

@@ -236,10 +236,11 @@ function referenceList(
 }
 
 /**
- * `/nix/store/ <hash>-<name> / bin /` with every component a link. The links are relative to the
- * page (served at the directory, with a trailing slash), so they do not depend on the host.
+ * `/nix/store/ <hash>-<name> / bin /` with every component a link, and `file` after them when the
+ * page is a file's (the viewer). The links are relative to the page (served at the directory, with
+ * a trailing slash, or at a file in it), so they do not depend on the host.
  */
-export function breadcrumbs(storeDir: string, baseName: string, segments: readonly string[]): string {
+export function breadcrumbs(storeDir: string, baseName: string, segments: readonly string[], file?: string): string {
   const depth = segments.length
   const up = (levels: number): string => (levels === 0 ? './' : '../'.repeat(levels))
   const parts = [`<span class="store">${escapeHtml(storeDir)}/</span>`]
@@ -247,11 +248,12 @@ export function breadcrumbs(storeDir: string, baseName: string, segments: readon
   names.forEach((name, index) => {
     // The page itself is no link: a listing reader (lftp) would list it as an entry `.`.
     const crumb =
-      index === names.length - 1
+      index === names.length - 1 && file === undefined
         ? `<span aria-current="page">${escapeHtml(name)}</span>`
         : `<a href="${up(depth - index)}">${escapeHtml(name)}</a>`
     parts.push(`${crumb}<span class="sep">/</span>`)
   })
+  if (file !== undefined) parts.push(`<span aria-current="page">${escapeHtml(file)}</span>`)
   return parts.join('')
 }
 

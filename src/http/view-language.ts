@@ -92,7 +92,7 @@ const BY_NAME: Readonly<Record<string, ViewLanguage>> = {
 }
 
 /** `#!/bin/sh`, `#!/usr/bin/env python3`, `#!/nix/store/…-bash-5.2/bin/bash -e`: the interpreter's name. */
-const SHEBANG = /^#!\s*\S*?([^/\s]+)(?:\s+(?:-\S+\s+)*([^/\s-]\S*))?/
+const SHEBANG = /^#!\s*(?:\S*\/)?([^/\s]+)(?:\s+(?:-\S+\s+)*([^/\s-]\S*))?/
 
 const BY_INTERPRETER: ReadonlyArray<readonly [RegExp, ViewLanguage]> = [
   [/^(ba|z|k|da)?sh$/, 'bash'],

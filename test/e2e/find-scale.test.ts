@@ -4,15 +4,10 @@
  * The goal is ≤ 50 ms of server time per search.
  */
 import assert from 'node:assert/strict'
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
-import os from 'node:os'
-import path from 'node:path'
-import { after, before, describe, it } from 'node:test'
+import { describe, it } from 'node:test'
 import { MAX_FIND_HITS } from '../../src/http/tree-search.js'
+import { serveStorePath } from '../helpers/publish.js'
 import { directory, regular, type NarTree } from '../formats/nar-builder.js'
-import { publish } from '../helpers/publish.js'
-import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
-import { startUnnar, type TestUnnar } from '../helpers/unnar.js'
 
 /** 160 packages × (1 directory + 124 files) = 20,000 entries below the root. */
 function bigTree(): NarTree {
@@ -26,24 +21,7 @@ function bigTree(): NarTree {
 }
 
 describe('?find on 20,000 entries', () => {
-  let root: string
-  let upstream: TestUpstream
-  let unnar: TestUnnar
-  let base: string
-
-  before(async () => {
-    root = await mkdtemp(path.join(os.tmpdir(), 'unnar-find-scale-'))
-    await mkdir(path.join(root, 'nar'))
-    await writeFile(path.join(root, 'nix-cache-info'), 'StoreDir: /nix/store\n')
-    base = `${await publish(root, 'python-env', bigTree(), { listing: true })}-python-env`
-    upstream = await startTestUpstream({ root })
-    unnar = await startUnnar([upstream.url])
-  })
-  after(async () => {
-    await unnar?.stop()
-    await upstream?.close()
-    if (root !== undefined) await rm(root, { recursive: true, force: true })
-  })
+  const served = serveStorePath('python-env', bigTree)
 
   /** The request log's `ms` for each search, best of three (the first also parses the `.ls`). */
   async function serverTimes(from: string): Promise<Record<string, number>> {
@@ -60,12 +38,12 @@ describe('?find on 20,000 entries', () => {
       let best = Number.POSITIVE_INFINITY
       for (let run = 0; run < 3; run++) {
         const id = `find-scale-${from}-${what}-${run}`.replace(/[^\w-]/g, '-')
-        const res = await fetch(`${unnar.store(`${base}/`)}?find=${encodeURIComponent(text)}`, {
+        const res = await fetch(`${served.unnar.store(`${served.base}/`)}?find=${encodeURIComponent(text)}`, {
           headers: { ...headers, 'x-request-id': id },
         })
         assert.equal(res.status, 200)
         await res.arrayBuffer()
-        const line = await unnar.waitForLog((l) => l.msg === 'request' && l.id === id, `the log line of ${id}`)
+        const line = await served.unnar.waitForLog((l) => l.msg === 'request' && l.id === id, `the log line of ${id}`)
         best = Math.min(best, line.ms as number)
       }
       times[what] = best
@@ -74,15 +52,18 @@ describe('?find on 20,000 entries', () => {
   }
 
   it('answers from the .ls and from the cached NAR, reporting the server time', async (t) => {
-    const json = await fetch(`${unnar.store(`${base}/`)}?find=package-042/&json`)
+    const json = await fetch(`${served.unnar.store(`${served.base}/`)}?find=package-042/&json`)
     const found = (await json.json()) as { truncated: boolean; entries: unknown[] }
     assert.equal(found.entries.length, 124)
     assert.equal(found.truncated, false)
     t.diagnostic(`find ms from the .ls (request log, best of 3): ${JSON.stringify(await serverTimes('ls'))}`)
-    assert.equal(upstream.count(/^\/nar\//), 0)
+    assert.equal(served.upstream.count(/^\/nar\//), 0)
 
-    assert.equal((await fetch(unnar.store(`${base}/lib/site-packages/package-000/module-000.py`))).status, 200)
-    await unnar.waitForLog((l) => l.msg === 'NAR cached', 'the NAR is cached')
+    assert.equal(
+      (await fetch(served.unnar.store(`${served.base}/lib/site-packages/package-000/module-000.py`))).status,
+      200,
+    )
+    await served.unnar.waitForLog((l) => l.msg === 'NAR cached', 'the NAR is cached')
     t.diagnostic(`find ms from the NAR (request log, best of 3): ${JSON.stringify(await serverTimes('nar'))}`)
   })
 })
