@@ -85,7 +85,7 @@
     view.textContent = 'view'
     view.href = row.cells[1].querySelector('a').getAttribute('href') + '?view'
     view.setAttribute('aria-label', 'View ' + row.cells[1].querySelector('a').textContent + ' with line numbers')
-    row.cells[4].insertBefore(view, row.cells[4].firstChild)
+    row.cells[4].appendChild(view)
   }
 
   body.addEventListener('click', async (event) => {

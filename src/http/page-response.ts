@@ -3,13 +3,13 @@ import type { Context } from 'hono'
 import { chooseEncoding, compressBuffer } from './compression.js'
 import { OWN_PAGES_CSP } from './html.js'
 
-/** `vary`: the request headers the body depends on, besides Accept-Encoding. */
-export function generatedResponse(c: Context, type: string, body: string, vary: readonly string[]): Response {
+/** `vary`: the request headers the body depends on (Accept-Encoding among them). */
+export function generatedResponse(c: Context, type: string, body: string, vary: string): Response {
   c.header('Content-Type', type)
   if (type.startsWith('text/html')) c.header('Content-Security-Policy', OWN_PAGES_CSP)
   const bytes = Buffer.from(body)
   const encoding = chooseEncoding(c.req.header('accept-encoding'), bytes.length, true)
-  c.header('Vary', [...vary, 'Accept-Encoding'].join(', '))
+  c.header('Vary', vary)
   if (encoding !== undefined) c.header('Content-Encoding', encoding)
   const payload =
     encoding === undefined

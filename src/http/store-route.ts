@@ -318,7 +318,7 @@ async function serveView(
   if (found.kind === 'missing') throw new HttpError(found.from === 'nar' ? 502 : 503, found.reason)
   noteRequest(c, { verification: found.source.verification })
   const page = await renderFileView(found.source, { base: storeBase(ask), segments })
-  return { response: generatedResponse(c, 'text/html; charset=utf-8', page, []) }
+  return { response: generatedResponse(c, 'text/html; charset=utf-8', page, 'Accept-Encoding') }
 }
 
 function respondFile(ask: Ask, segments: readonly string[], found: FileOutcome): Answer {
@@ -380,7 +380,7 @@ async function listingResponse(
         : format === 'json'
           ? ['application/json', formatDirectoryJson(directory)]
           : ['text/plain; charset=utf-8', formatDirectoryText(directory)]
-  return generatedResponse(c, type, body, ['Accept', 'User-Agent'])
+  return generatedResponse(c, type, body, 'Accept, Accept-Encoding, User-Agent')
 }
 
 /**
