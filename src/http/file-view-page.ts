@@ -38,7 +38,7 @@ export function renderTextPage(page: TextViewPage): string {
   ]
   const cut =
     page.shown < page.size
-      ? `<p class="notice">Showing the first ${formatSize(page.shown)} of ${formatSize(page.size)}. ${rawLink(page, 'Open the whole file')}.</p>`
+      ? `<p class="notice">Showing the first ${facts[0]}, ${formatSize(page.shown)} of ${formatSize(page.size)}. ${rawLink(page, 'Open the whole file')}.</p>`
       : ''
   const body =
     count === 0

@@ -11,6 +11,11 @@ import { viewLanguage } from './view-language.js'
 /** The most of a file the viewer shows: a page for reading, not a download (the raw file is a link away). */
 export const VIEW_MAX_BYTES = 1024 * 1024
 /**
+ * And the most lines: each costs ~120 bytes of markup, so 1 MiB of empty lines would make a page of
+ * 120 MiB; 20,000 lines make at most ~2.4 MiB of it besides the text.
+ */
+export const VIEW_MAX_LINES = 20_000
+/**
  * The most it highlights: highlight.js runs on the event loop at ~1.3-2 MiB/s for C or JavaScript
  * (measured: 755 ms for 1 MiB of JavaScript), so 64 KiB costs up to ~50 ms; a bigger file is shown
  * with line numbers only.
@@ -36,11 +41,22 @@ export async function renderFileView(source: FileSource, options: FileViewOption
   const page = { ...options, name, size: source.size }
   if (contentTypeBySniffing(bytes) !== 'text/plain; charset=utf-8') return renderBinaryPage(page)
   // A cut may end inside a character: `stream` leaves an incomplete one out.
-  const text = new TextDecoder('utf-8').decode(bytes, { stream: bytes.length < source.size })
+  const text = firstLines(new TextDecoder('utf-8').decode(bytes, { stream: bytes.length < source.size }))
+  const shown = Buffer.byteLength(text)
   const firstLine = text.slice(0, Math.max(0, text.indexOf('\n')) || 200)
   const language = viewLanguage(name, contentTypeByName(name) ?? '', firstLine)
-  const highlighted = bytes.length <= HIGHLIGHT_MAX_BYTES ? language : undefined
-  return renderTextPage({ ...page, shown: bytes.length, language, lines: highlightLines(text, highlighted) })
+  const highlighted = shown <= HIGHLIGHT_MAX_BYTES ? language : undefined
+  return renderTextPage({ ...page, shown, language, lines: highlightLines(text, highlighted) })
+}
+
+/** `text` up to the end of its VIEW_MAX_LINES-th line. */
+function firstLines(text: string): string {
+  let end = -1
+  for (let line = 0; line < VIEW_MAX_LINES; line++) {
+    end = text.indexOf('\n', end + 1)
+    if (end < 0) return text
+  }
+  return text.slice(0, end + 1)
 }
 
 /** The first `length` bytes of the file, however its source gives them. */

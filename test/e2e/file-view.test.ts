@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { HIGHLIGHT_MAX_BYTES, VIEW_MAX_BYTES } from '../../src/http/file-view.js'
+import { HIGHLIGHT_MAX_BYTES, VIEW_MAX_BYTES, VIEW_MAX_LINES } from '../../src/http/file-view.js'
 import { serveStorePath } from '../helpers/publish.js'
 import { directory, regular, symlink } from '../formats/nar-builder.js'
 
@@ -26,6 +26,7 @@ describe('?view', () => {
       'latin1.txt': regular(new Uint8Array([0x63, 0x61, 0x66, 0xe9, 0x0a])),
       'link.js': symlink('main.js'),
       'main.js': regular('const answer = 42 // the answer\n'),
+      'many-lines.txt': regular('\n'.repeat(VIEW_MAX_LINES + 5)),
       'numbered.txt': regular(NUMBERED),
       'wide.js': regular(`${'const x = 1\n'.repeat(Math.ceil((HIGHLIGHT_MAX_BYTES + 1) / 12))}`),
     }),
@@ -86,11 +87,14 @@ describe('?view', () => {
     ])
   })
 
-  it('shows the first MiB of a bigger file with a link to the whole, without highlighting past 64 KiB', async () => {
+  it('shows the first MiB or 20,000 lines of a bigger file with a link to the whole, without highlighting past 64 KiB', async () => {
     const { html } = await view('big.txt')
-    assert.match(html, /Showing the first 1\.0 MiB of 1\.0 MiB\. <a href="big\.txt">Open the whole file<\/a>/)
+    assert.match(html, /Showing the first 1 line, 1\.0 MiB of 1\.0 MiB\. <a href="big\.txt">Open the whole file<\/a>/)
     assert.ok(html.includes(`<td class="lc">${'x'.repeat(VIEW_MAX_BYTES - 1)}</td>`), 'the cut character is left out')
     assert.ok(!html.includes('é'))
+    const many = (await view('many-lines.txt')).html
+    assert.equal(many.match(/<tr id="L\d+">/g)?.length, VIEW_MAX_LINES)
+    assert.match(many, /Showing the first 20,000 lines, 19\.5 KiB of 19\.5 KiB\./)
     const wide = (await view('wide.js')).html
     assert.ok(!wide.includes('class="hljs-'), 'too big to highlight')
     assert.match(wide, /· javascript/)
