@@ -127,6 +127,8 @@ export function viewLanguage(name: string, contentType: string, firstLine: strin
  * the name says nothing (scripts in bin/ often have no extension; the viewer tells a binary apart).
  */
 export function isViewable(name: string): boolean {
+  // `libfoo.so.1.2`: a versioned library, whose last "extension" says nothing.
+  if (/\.so(\.\d+)+$/.test(name)) return false
   const type = contentTypeByName(name)
   return type === undefined || (isCompressible(type) && !type.startsWith('application/wasm'))
 }

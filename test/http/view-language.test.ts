@@ -28,7 +28,8 @@ describe('isViewable', () => {
   it('offers text-like and extensionless names, not binaries by name', () => {
     for (const name of ['a.txt', 'a.nix', 'a.json', 'a.svg', 'a.sh', 'hello', 'Makefile'])
       assert.ok(isViewable(name), name)
-    for (const name of ['a.png', 'a.bin', 'a.wasm', 'a.pdf', 'a.tar.gz']) assert.ok(!isViewable(name), name)
+    for (const name of ['a.png', 'a.bin', 'a.wasm', 'a.pdf', 'a.tar.gz', 'libfoo.so.1.2'])
+      assert.ok(!isViewable(name), name)
   })
 })
 
