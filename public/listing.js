@@ -74,6 +74,20 @@
     return fallbackCopy(text)
   }
 
+  // A "view" link (the file as a page with line numbers) on text files; made here, so that mirroring
+  // tools, which run no script, never fetch `name?view` as a file of its own.
+  for (let i = 0; i < rows.length; i++) {
+    const row = rows[i]
+    if (!row.hasAttribute('data-view')) continue
+    const view = document.createElement('a')
+    view.className = 'view'
+    view.rel = 'nofollow'
+    view.textContent = 'view'
+    view.href = row.cells[1].querySelector('a').getAttribute('href') + '?view'
+    view.setAttribute('aria-label', 'View ' + row.cells[1].querySelector('a').textContent + ' with line numbers')
+    row.cells[4].appendChild(view)
+  }
+
   body.addEventListener('click', async (event) => {
     const button = event.target.closest('button.copy')
     if (button === null) return
@@ -152,6 +166,22 @@
   toolbar.hidden = false
   if (rows.length === 0) input.disabled = true
 
+  // The filter sees this directory only; ?find searches every path of the store path. Made here,
+  // so that mirroring tools, which run no script, never follow it.
+  const crumb = document.querySelector('h1.crumbs a')
+  const storeRoot = crumb === null ? './' : crumb.getAttribute('href')
+  const findAll = document.createElement('a')
+  findAll.id = 'find-all'
+  findAll.rel = 'nofollow'
+  findAll.hidden = true
+  toolbar.appendChild(findAll)
+  function offerFind(query) {
+    findAll.hidden = query === ''
+    if (query === '') return
+    findAll.textContent = 'Search the whole store path for “' + query + '”'
+    findAll.href = storeRoot + '?find=' + encodeURIComponent(query)
+  }
+
   function applyFilter() {
     const query = input.value.trim().toLowerCase()
     let shown = 0
@@ -162,6 +192,7 @@
     }
     if (count !== null) count.textContent = query === '' ? '' : shown + ' of ' + rows.length
     if (noMatch !== null) noMatch.hidden = shown !== 0 || rows.length === 0
+    offerFind(input.value.trim())
   }
   input.addEventListener('input', applyFilter)
   input.addEventListener('keydown', (event) => {

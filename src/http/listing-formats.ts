@@ -104,7 +104,8 @@ export function formatDirectoryJson(directory: DirectoryNode): string {
   return JSON.stringify({ type: 'directory', entries }) + '\n'
 }
 
-function shallow(node: ListingNode): Record<string, unknown> {
+/** A node without its entries, keys in the order the JSON listing uses. */
+export function shallow(node: ListingNode): Record<string, unknown> {
   switch (node.type) {
     case 'regular':
       return { type: 'regular', size: node.size, executable: node.executable }

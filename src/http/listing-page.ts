@@ -7,6 +7,7 @@ import { formatHashNix32 } from '../formats/hash.js'
 import type { ListingNode } from '../formats/listing.js'
 import type { PathInfo } from '../upstream/path-info-lookup.js'
 import { encodePath, encodeSegment, escapeHtml } from './html.js'
+import { isViewable } from './view-language.js'
 
 type DirectoryNode = Extract<ListingNode, { type: 'directory' }>
 
@@ -74,13 +75,7 @@ export function renderListingPage({
     // A form, not a link: mirroring tools follow links (wget saves `index.html?json` in every
     // directory), never forms. Submitted, it asks for `?json=`, the same thing.
     `<form class="alt" method="get" action=""><input type="hidden" name="json" value="">as <button type="submit" class="as-link">JSON</button></form></div>` +
-    `<div class="toolbar" hidden><label for="filter">Filter</label>` +
-    `<input id="filter" type="search" autocomplete="off" spellcheck="false" placeholder="name contains…">` +
-    `<output id="count" for="filter" aria-live="polite"></output></div>` +
-    `<table class="listing" id="listing"><thead><tr>` +
-    `<th class="t" scope="col"><span class="vh">Type</span></th><th class="n" scope="col" data-sort="name">Name</th>` +
-    `<th class="s" scope="col" data-sort="size">Size</th><th class="m" scope="col">Mode</th>` +
-    `<th class="c" scope="col"><span class="vh">Actions</span></th></tr></thead>` +
+    tableHead('Name') +
     parentRow(segments) +
     `<tbody id="entries">${rows.join('\n')}</tbody></table>` +
     (rows.length === 0 ? `<p class="empty">This directory is empty.</p>` : '') +
@@ -95,21 +90,8 @@ export function renderListingPage({
 function entryRow(name: string, node: ListingNode, symlinkHrefs: ReadonlyMap<string, string>): string {
   const href = escapeHtml(encodeSegment(name))
   const label = escapeHtml(name)
-  if (node.type === 'directory') {
-    return (
-      `<tr class="d" data-size="-1"><td class="t"><i class="i" role="img" aria-label="directory"></i></td>` +
-      `<td class="n"><a href="${href}/">${label}/</a></td><td class="s"></td><td class="m">dr-xr-xr-x</td><td class="c"></td></tr>`
-    )
-  }
-  if (node.type === 'regular') {
-    const kind = node.executable ? 'x' : 'f'
-    return (
-      `<tr class="${kind}" data-size="${node.size}"><td class="t"><i class="i" role="img" aria-label="${node.executable ? 'executable file' : 'file'}"></i></td>` +
-      `<td class="n"><a href="${href}">${label}</a></td>` +
-      `<td class="s" title="${formatBytes(node.size)}">${formatSize(node.size)}</td>` +
-      `<td class="m">${node.executable ? '<span class="exec" title="executable">-r-xr-xr-x</span>' : '-r--r--r--'}</td><td class="c"></td></tr>`
-    )
-  }
+  if (node.type === 'directory') return directoryRow(href, label)
+  if (node.type === 'regular') return regularRow(href, label, node, isViewable(name))
   // Only the target is a link: a mirroring tool (wget, rclone, lftp) then finds what it points
   // to where it really is, and makes no copy of it under the link's name.
   const targetHref = symlinkHrefs.get(name)
@@ -121,6 +103,43 @@ function entryRow(name: string, node: ListingNode, symlinkHrefs: ReadonlyMap<str
     `<tr class="l" data-size="-1"><td class="t"><i class="i" role="img" aria-label="symbolic link"></i></td>` +
     `<td class="n"><span class="link">${label}</span> <span class="arrow" aria-label="points to">→</span> ${target}</td>` +
     `<td class="s"></td><td class="m">lrwxrwxrwx</td><td class="c"></td></tr>`
+  )
+}
+
+/** The filter (shown by listing.js) and the table's head, up to its rows; `column`: what rows name. */
+export function tableHead(column: 'Name' | 'Path'): string {
+  return (
+    `<div class="toolbar" hidden><label for="filter">Filter</label>` +
+    `<input id="filter" type="search" autocomplete="off" spellcheck="false" placeholder="${column.toLowerCase()} contains…">` +
+    `<output id="count" for="filter" aria-live="polite"></output></div>` +
+    `<table class="listing" id="listing"><thead><tr>` +
+    `<th class="t" scope="col"><span class="vh">Type</span></th><th class="n" scope="col" data-sort="name">${column}</th>` +
+    `<th class="s" scope="col" data-sort="size">Size</th><th class="m" scope="col">Mode</th>` +
+    `<th class="c" scope="col"><span class="vh">Actions</span></th></tr></thead>`
+  )
+}
+
+/** A directory's row; `href` and `label` are escaped, without the trailing slash. */
+export function directoryRow(href: string, label: string): string {
+  return (
+    `<tr class="d" data-size="-1"><td class="t"><i class="i" role="img" aria-label="directory"></i></td>` +
+    `<td class="n"><a href="${href}/">${label}/</a></td><td class="s"></td><td class="m">dr-xr-xr-x</td><td class="c"></td></tr>`
+  )
+}
+
+/** A file's row; `viewable`: listing.js adds a "view" link (file-view.ts) to it. */
+export function regularRow(
+  href: string,
+  label: string,
+  node: Extract<ListingNode, { type: 'regular' }>,
+  viewable: boolean,
+): string {
+  const kind = node.executable ? 'x' : 'f'
+  return (
+    `<tr class="${kind}" data-size="${node.size}"${viewable ? ' data-view' : ''}><td class="t"><i class="i" role="img" aria-label="${node.executable ? 'executable file' : 'file'}"></i></td>` +
+    `<td class="n"><a href="${href}">${label}</a></td>` +
+    `<td class="s" title="${formatBytes(node.size)}">${formatSize(node.size)}</td>` +
+    `<td class="m">${node.executable ? '<span class="exec" title="executable">-r-xr-xr-x</span>' : '-r--r--r--'}</td><td class="c"></td></tr>`
   )
 }
 
@@ -217,10 +236,11 @@ function referenceList(
 }
 
 /**
- * `/nix/store/ <hash>-<name> / bin /` with every component a link. The links are relative to the
- * page (served at the directory, with a trailing slash), so they do not depend on the host.
+ * `/nix/store/ <hash>-<name> / bin /` with every component a link, and `file` after them when the
+ * page is a file's (the viewer). The links are relative to the page (served at the directory, with
+ * a trailing slash, or at a file in it), so they do not depend on the host.
  */
-function breadcrumbs(storeDir: string, baseName: string, segments: readonly string[]): string {
+export function breadcrumbs(storeDir: string, baseName: string, segments: readonly string[], file?: string): string {
   const depth = segments.length
   const up = (levels: number): string => (levels === 0 ? './' : '../'.repeat(levels))
   const parts = [`<span class="store">${escapeHtml(storeDir)}/</span>`]
@@ -228,11 +248,12 @@ function breadcrumbs(storeDir: string, baseName: string, segments: readonly stri
   names.forEach((name, index) => {
     // The page itself is no link: a listing reader (lftp) would list it as an entry `.`.
     const crumb =
-      index === names.length - 1
+      index === names.length - 1 && file === undefined
         ? `<span aria-current="page">${escapeHtml(name)}</span>`
         : `<a href="${up(depth - index)}">${escapeHtml(name)}</a>`
     parts.push(`${crumb}<span class="sep">/</span>`)
   })
+  if (file !== undefined) parts.push(`<span aria-current="page">${escapeHtml(file)}</span>`)
   return parts.join('')
 }
 

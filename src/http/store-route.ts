@@ -18,14 +18,17 @@ import {
 import type { HotFiles } from '../store/hot-files.js'
 import type { NarStore } from '../store/nar-store.js'
 import type { PathInfo, PathInfoLookup } from '../upstream/path-info-lookup.js'
-import { chooseEncoding, compressBuffer, isCompressible } from './compression.js'
+import { isCompressible } from './compression.js'
 import { contentTypeByName, contentTypeBySniffing, SNIFF_BYTES } from './content-type.js'
 import { HttpError } from './errors.js'
+import { renderFileView } from './file-view.js'
+import { findAnswer } from './find-answer.js'
 import { currentEtag, fileResponse, IMMUTABLE, matchesEtag, type StoreFile } from './file-response.js'
 import type { HotResponses } from './hot-responses.js'
-import { encodePath, OWN_PAGES_CSP } from './html.js'
+import { encodePath } from './html.js'
 import { formatDirectoryJson, formatDirectoryText, negotiateListingFormat } from './listing-formats.js'
 import { renderListingPage } from './listing-page.js'
+import { generatedResponse } from './page-response.js'
 import { noteRequest, requestNotes } from './request-log.js'
 import { parseStoreRequest, requestPath, storeRequestRest, type StoreRequest } from './request-path.js'
 import { resolveStorePath } from './resolve-path.js'
@@ -170,7 +173,8 @@ async function findInfo(route: Route, req: StoreRequest): Promise<PathInfo> {
 
 /** A file in memory: exactly the answers serveFile gives, without resolving or reading anything. */
 function serveHot(route: Route, c: Context, req: StoreRequest, info: PathInfo, site: boolean): Answer | undefined {
-  const hot = req.trailingSlash ? undefined : route.sources.inMemory(info, req.segments)
+  const hot =
+    req.trailingSlash || c.req.query('view') !== undefined ? undefined : route.sources.inMemory(info, req.segments)
   if (hot === undefined) return undefined
   noteRequest(c, { cache: 'hit', upstream: info.upstream.name, verification: 'verified' })
   if (matchesEtag(c.req.header('if-none-match'), hot.etag))
@@ -213,6 +217,7 @@ async function answerFromTree(ask: Ask, tree: StoreTree): Promise<Answer | Contr
   if (node.type === 'directory') return serveDirectory(ask, tree, segments, node)
   if (node.type === 'symlink') throw new HttpError(404, 'unresolved symlink')
   if (req.trailingSlash) return redirect(c, view.url(segments) + querySuffix(c), tree.settled)
+  if (c.req.query('view') !== undefined) return serveView(ask, tree, segments, node)
   return serveFile(ask, tree, segments, node, req.segments)
 }
 
@@ -224,7 +229,8 @@ async function serveDirectory(
 ): Promise<Answer | Contradicted> {
   const { c, req, view } = ask
   if (!req.trailingSlash) return redirect(c, view.url(segments) + '/' + querySuffix(c), tree.settled)
-  if (view.site) {
+  // A search is of the directory, even on a site whose directory has an index.html.
+  if (view.site && c.req.query('find') === undefined) {
     const indexSegments = [...segments, 'index.html']
     const index = await tree.node(indexSegments)
     if (index?.type === 'regular') return serveFile(ask, tree, indexSegments, index)
@@ -281,6 +287,24 @@ async function serveDirect(ask: Ask): Promise<Answer> {
   return respondFile(ask, req.segments, found)
 }
 
+/** `?view`: the file's first MiB as an HTML page (file-view.ts). */
+async function serveView(
+  ask: Ask,
+  tree: StoreTree,
+  segments: readonly string[],
+  listed: RegularNode,
+): Promise<Answer | Contradicted> {
+  const { c, info } = ask
+  // HEAD too reads the file: the page's length depends on it.
+  const want = { segments, listed, headBytes: 0, body: true, signal: c.req.raw.signal }
+  const found = await ask.route.sources.file(info, tree, want)
+  if (found.kind === 'contradicted') return found
+  if (found.kind === 'missing') throw new HttpError(found.from === 'nar' ? 502 : 503, found.reason)
+  noteRequest(c, { verification: found.source.verification })
+  const page = await renderFileView(found.source, { base: storeBase(ask), segments })
+  return { response: generatedResponse(c, 'text/html; charset=utf-8', page, 'Accept-Encoding') }
+}
+
 function respondFile(ask: Ask, segments: readonly string[], found: FileOutcome): Answer {
   if (found.kind === 'missing') throw new HttpError(found.from === 'nar' ? 502 : 503, found.reason)
   const { c, info } = ask
@@ -319,34 +343,26 @@ async function listingResponse(
     c.req.query('json') !== undefined,
   )
   const base = storeBase(ask)
+  const find = c.req.query('find')
   const [type, body] =
-    format === 'html'
-      ? [
-          'text/html; charset=utf-8',
-          renderListingPage({
-            base,
-            segments,
-            directory,
-            info,
-            storeHref: view.location,
-            symlinkHrefs: await symlinkHrefs(ask, tree, segments, directory),
-          }),
-        ]
-      : format === 'json'
-        ? ['application/json', formatDirectoryJson(directory)]
-        : ['text/plain; charset=utf-8', formatDirectoryText(directory)]
-  c.header('Content-Type', type)
-  if (format === 'html') c.header('Content-Security-Policy', OWN_PAGES_CSP)
-  const bytes = Buffer.from(body)
-  const encoding = chooseEncoding(c.req.header('accept-encoding'), bytes.length, true)
-  c.header('Vary', 'Accept, Accept-Encoding, User-Agent')
-  if (encoding !== undefined) c.header('Content-Encoding', encoding)
-  const payload =
-    encoding === undefined
-      ? (new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) as Uint8Array<ArrayBuffer>)
-      : compressBuffer(bytes, encoding)
-  c.header('Content-Length', String(payload.byteLength))
-  return c.req.method === 'HEAD' ? c.body(null) : c.body(payload)
+    find !== undefined
+      ? findAnswer(format, { base, segments, directory, text: find })
+      : format === 'html'
+        ? [
+            'text/html; charset=utf-8',
+            renderListingPage({
+              base,
+              segments,
+              directory,
+              info,
+              storeHref: view.location,
+              symlinkHrefs: await symlinkHrefs(ask, tree, segments, directory),
+            }),
+          ]
+        : format === 'json'
+          ? ['application/json', formatDirectoryJson(directory)]
+          : ['text/plain; charset=utf-8', formatDirectoryText(directory)]
+  return generatedResponse(c, type, body, 'Accept, Accept-Encoding, User-Agent')
 }
 
 /**

@@ -13,7 +13,9 @@ import type { Browser, BrowserContext, BrowserContextOptions, Page } from 'playw
 import { parseListing, type ListingNode } from '../../src/formats/listing.js'
 import { parseNarInfo } from '../../src/formats/narinfo.js'
 import { renderListingPage } from '../../src/http/listing-page.js'
+import { directory, regular } from '../formats/nar-builder.js'
 import { cacheDir, fixturePath } from '../helpers/fixtures.js'
+import { serveStorePath } from '../helpers/publish.js'
 import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
 import { startUnnar, type TestUnnar } from '../helpers/unnar.js'
 
@@ -613,4 +615,75 @@ describe('the web UI in Chromium', { skip }, () => {
     assert.equal(await page.locator('th.m').isVisible(), false)
     assert.deepEqual(problems, [])
   })
+  it('searches the whole store path from the filter, and opens a hit', async () => {
+    const { page, problems } = await open()
+    await page.goto(`${unnar.url}/nix/store/${trickyBase}/unicode/`)
+    assert.ok(!(await page.isVisible('#find-all')), 'offered only for a filter text')
+    await page.fill('#filter', 'SIGN')
+    assert.ok(await page.isVisible('#nomatch'))
+    assert.equal(await page.textContent('#find-all'), 'Search the whole store path for “SIGN”')
+    assert.equal(await page.getAttribute('#find-all', 'rel'), 'nofollow')
+    await shot(page, 'listing-filter-find-all')
+    await Promise.all([page.waitForURL(`${unnar.url}/nix/store/${trickyBase}/?find=SIGN`), page.click('#find-all')])
+    assert.deepEqual(await visibleNames(page), ['names/hash#sign.txt', 'names/plus+sign.txt'])
+    assert.equal(await page.inputValue('#find'), 'SIGN')
+    assert.match((await page.textContent('.summary')) ?? '', /^2 entries whose path contains SIGN/)
+    await shot(page, 'find-results')
+
+    // The results filter and sort like a listing; the search box searches again.
+    await page.fill('#filter', 'plus')
+    assert.deepEqual(await visibleNames(page), ['names/plus+sign.txt'])
+    await page.fill('#find', 'café')
+    await Promise.all([page.waitForURL(/\?find=caf%C3%A9$/), page.press('#find', 'Enter')])
+    assert.deepEqual(await visibleNames(page), ['unicode/über café.txt'])
+    const [response] = await Promise.all([
+      page.waitForResponse((r) => r.request().isNavigationRequest()),
+      page.click('#entries a:text-is("unicode/über café.txt")'),
+    ])
+    assert.equal(response.status(), 200)
+    assert.equal(decodeURIComponent(new URL(response.url()).pathname), `/nix/store/${trickyBase}/unicode/über café.txt`)
+    assert.deepEqual(problems, [])
+  })
+  // A store path of its own, with a Nix file of 40 lines.
+  const viewer = serveStorePath('viewer', () => {
+    const nix = Array.from({ length: 40 }, (_, i) => `  option${i} = "value ${i}"; # comment ${i}`)
+    return directory({ 'default.nix': regular(`{\n${nix.join('\n')}\n}\n`) })
+  })
+
+  it('views a file with line numbers: #L10-L20 highlights those lines, a click or shift-click picks lines', async () => {
+    const { page, problems } = await open()
+    await page.goto(`${unnar.url}/nix/store/${trickyBase}/many/`)
+    // listing.js adds a nofollow "view" link to text files.
+    const viewLink = page.locator('#entries tr:has(a:text-is("f00001.txt")) a.view')
+    assert.equal(await viewLink.getAttribute('rel'), 'nofollow')
+    assert.equal(await viewLink.getAttribute('href'), 'f00001.txt?view')
+
+    await viewLines(page, `${viewer.unnar.url}/nix/store/${viewer.base}/default.nix?view`)
+    assert.deepEqual(problems, [])
+  })
+
+  async function viewLines(page: Page, url: string): Promise<void> {
+    await page.goto(`${url}#L10-L20`)
+    const highlighted = () => page.$$eval('table.code tr.hl', (rows) => rows.map((row) => row.id))
+    assert.deepEqual(
+      await highlighted(),
+      Array.from({ length: 11 }, (_, i) => `L${i + 10}`),
+    )
+    assert.ok((await page.locator('table.code .hljs-string').count()) > 0, 'highlighted as Nix')
+    await shot(page, 'view-range')
+    await page.goto(`${url}#L3-L5`)
+    assert.deepEqual(await highlighted(), ['L3', 'L4', 'L5'])
+    await page.click('table.code tr#L2 td.ln a')
+    assert.equal(new URL(page.url()).hash, '#L2')
+    assert.deepEqual(await highlighted(), ['L2'])
+    await page.click('table.code tr#L4 td.ln a', { modifiers: ['Shift'] })
+    assert.equal(new URL(page.url()).hash, '#L2-L4')
+    assert.deepEqual(await highlighted(), ['L2', 'L3', 'L4'])
+    // Line numbers are not part of the text: selecting the code copies no numbers.
+    assert.equal(await page.textContent('table.code tr#L1 td.ln'), '')
+    const dark = await open({ colorScheme: 'dark' })
+    await dark.page.goto(`${url}#L10`)
+    await shot(dark.page, 'view-dark')
+    assert.deepEqual(dark.problems, [])
+  }
 })

@@ -1,36 +1,13 @@
 /** Subdomain mode with store path names that percent-encoding changes, and links to other store paths. */
 import assert from 'node:assert/strict'
-import { createHash } from 'node:crypto'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { formatNarInfo } from '../../src/formats/narinfo.js'
-import { encodeNix32 } from '../../src/formats/nixbase32.js'
-import { buildNar, directory, regular, symlink, type NarTree } from '../formats/nar-builder.js'
+import { directory, regular, symlink } from '../formats/nar-builder.js'
 import { rawRequest } from '../helpers/raw-http.js'
+import { publish } from '../helpers/publish.js'
 import { startUnnar, type TestUnnar } from '../helpers/unnar.js'
-
-/** Writes one store path (uncompressed NAR, unsigned narinfo) into the cache at `root`; returns its hash. */
-async function publish(root: string, name: string, tree: NarTree, references: string[] = []): Promise<string> {
-  const hash = encodeNix32(createHash('sha256').update(name).digest().subarray(0, 20))
-  const nar = buildNar(tree)
-  await writeFile(path.join(root, 'nar', `${hash}.nar`), nar)
-  const narHash = { algorithm: 'sha256' as const, digest: new Uint8Array(createHash('sha256').update(nar).digest()) }
-  const narInfo = formatNarInfo({
-    storePath: `/nix/store/${hash}-${name}`,
-    url: `nar/${hash}.nar`,
-    compression: 'none',
-    fileSize: nar.length,
-    narHash,
-    narSize: nar.length,
-    references,
-    sigs: [],
-    quirks: [],
-  })
-  await writeFile(path.join(root, `${hash}.narinfo`), narInfo)
-  return hash
-}
 
 describe('subdomain mode links', () => {
   let root: string
@@ -53,7 +30,7 @@ describe('subdomain mode links', () => {
         link: symlink('target.txt'),
         'target.txt': regular('hi\n'),
       }),
-      [`${dep}-dep`],
+      { references: [`${dep}-dep`] },
     )
     unnar = await startUnnar([`file://${root}`], { DOMAIN: 'nix.test', TRUSTED_PUBLIC_KEYS: '' })
   })

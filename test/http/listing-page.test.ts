@@ -186,13 +186,13 @@ describe('renderListingPage', () => {
     assert.match(html, /<tr class="d" data-size="-1">.*?<a href="bin\/">bin\/<\/a>/)
     assert.match(
       html,
-      /<tr class="f" data-size="1117">.*?<a href="README">README<\/a><\/td><td class="s" title="1,117 bytes">1\.1 KiB<\/td>/,
+      /<tr class="f" data-size="1117" data-view>.*?<a href="README">README<\/a><\/td><td class="s" title="1,117 bytes">1\.1 KiB<\/td>/,
     )
-    assert.match(html, /<tr class="f" data-size="0">.*?title="0 bytes">0 B</)
+    assert.match(html, /<tr class="f" data-size="0" data-view>.*?title="0 bytes">0 B</)
     const exec = render({ hello: file(21, true) })
     assert.match(
       exec,
-      /<tr class="x" data-size="21">.*aria-label="executable file".*<span class="exec" title="executable">-r-xr-xr-x<\/span>/,
+      /<tr class="x" data-size="21" data-view>.*aria-label="executable file".*<span class="exec" title="executable">-r-xr-xr-x<\/span>/,
     )
   })
 
