@@ -21,6 +21,7 @@ import type { PathInfo, PathInfoLookup } from '../upstream/path-info-lookup.js'
 import { chooseEncoding, compressBuffer, isCompressible } from './compression.js'
 import { contentTypeByName, contentTypeBySniffing, SNIFF_BYTES } from './content-type.js'
 import { HttpError } from './errors.js'
+import { EXPORT_NEEDS_CACHE, type ExportRequest, exportResponse, parseExportQuery } from './export-response.js'
 import { currentEtag, fileResponse, IMMUTABLE, matchesEtag, type StoreFile } from './file-response.js'
 import type { HotResponses } from './hot-responses.js'
 import { encodePath, OWN_PAGES_CSP } from './html.js'
@@ -74,6 +75,8 @@ interface Ask {
   readonly req: StoreRequest
   readonly info: PathInfo
   readonly view: View
+  /** `?archive=` or `?nar`: a download of the node rather than the node itself. */
+  readonly exported: ExportRequest | undefined
 }
 
 /** How URLs look for this request: `/nix/store/<base>/…` or, on a subdomain, `/…`. */
@@ -165,10 +168,11 @@ async function leading(
 
 /** A file in memory answers by the request's own path; anything else is resolved in the store path. */
 async function answer(route: Route, c: Context, req: StoreRequest, site: boolean): Promise<Answer> {
+  const exported = parseExportQuery(c)
   const info = await findInfo(route, req)
-  const hot = serveHot(route, c, req, info, site)
+  const hot = exported === undefined ? serveHot(route, c, req, info, site) : undefined
   if (hot !== undefined) return hot
-  return serve({ route, c, req, info, view: site ? siteView(route, info) : storeView(route, info) })
+  return serve({ route, c, req, info, view: site ? siteView(route, info) : storeView(route, info), exported })
 }
 
 async function findInfo(route: Route, req: StoreRequest): Promise<PathInfo> {
@@ -211,6 +215,7 @@ async function serve(ask: Ask): Promise<Answer> {
 
 /** Without a tree (the cache directory cannot take the NAR) the file streams from the upstream. */
 async function answerIn(ask: Ask, tree: StoreTree | undefined): Promise<Answer | Contradicted> {
+  if (tree === undefined && ask.exported !== undefined) throw new HttpError(503, EXPORT_NEEDS_CACHE)
   if (tree === undefined) return serveDirect(ask)
   try {
     return await answerFromTree(ask, tree)
@@ -226,6 +231,8 @@ async function answerFromTree(ask: Ask, tree: StoreTree): Promise<Answer | Contr
   if (resolution.kind === 'redirect')
     return redirect(c, view.location(resolution.location) + querySuffix(c), tree.settled)
   const { node, segments } = resolution
+  // With or without a trailing slash: `curl …?nar | nix-store --restore` needs no redirect.
+  if (ask.exported !== undefined && node.type !== 'symlink') return serveExport(ask, ask.exported, segments, node.type)
   if (node.type === 'directory') return serveDirectory(ask, tree, segments, node)
   if (node.type === 'symlink') throw new HttpError(404, 'unresolved symlink')
   if (req.trailingSlash) return redirect(c, view.url(segments) + querySuffix(c), tree.settled)
@@ -282,6 +289,19 @@ async function serveFile(
   })
   if (found.kind === 'contradicted') return found
   return respondFile(ask, segments, found)
+}
+
+async function serveExport(
+  ask: Ask,
+  want: ExportRequest,
+  segments: readonly string[],
+  resolvedType: 'regular' | 'directory',
+): Promise<Answer | Contradicted> {
+  const { route, c, info } = ask
+  const { sources, log } = route
+  noteRequest(c, { verification: 'verified' })
+  const outcome = await exportResponse({ c, sources, info, segments, resolvedType, want, log })
+  return outcome instanceof Response ? { response: outcome } : outcome
 }
 
 /** The no-disk fallback, for the request's own path: only a regular file can be streamed so. */
