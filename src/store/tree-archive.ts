@@ -4,6 +4,7 @@
  * gives the same bytes.
  */
 import { pipeline, Readable, type Transform } from 'node:stream'
+import { ReadableStream as WebReadableStream } from 'node:stream/web'
 import { createGzip } from 'node:zlib'
 import { pack as tarPack, type Pack } from 'tar-stream'
 import { ZipFile } from 'yazl'
@@ -52,7 +53,6 @@ export function archiveStream(
   name: string,
   format: ArchiveFormat,
 ): ReadableStream<Uint8Array> {
-  const release = nar.hold()
   const fail = (err: Error) => archive.destroy(err)
   // The file being read: both libraries pipe it, and a pipe leaves its source open when the
   // archive is abandoned, which would keep the NAR read (and its lease) forever.
@@ -74,13 +74,13 @@ export function archiveStream(
   const archive = format === 'zip' ? zipArchive(entries, open, fail) : tarArchive(entries, open)
   const codec = format === 'tar.gz' ? createGzip({ level: 6 }) : format === 'tar.zst' ? zstdCodec() : undefined
   const out = codec === undefined ? archive : pipeline(archive, codec, () => {})
-  return webStream(out, () => {
+  out.once('close', () => {
     for (const file of reading) file.destroy()
-    // Before the pipeline destroys it with an error, which the wrapped tar-stream would throw
-    // again as an uncaught 'error' event.
     archive.destroy()
-    release()
   })
+  // Pulled one chunk at a time (Readable.toWeb and web transforms have buffered whole outputs on
+  // this Node); cancelled, it destroys `out`.
+  return nar.stream(WebReadableStream.from<Uint8Array>(out) as ReadableStream<Uint8Array>)
 }
 
 /** Every node below `directory`, itself first, each directory before its entries, in NAR (byte) order. */
@@ -158,34 +158,4 @@ function zipArchive(entries: Iterable<ArchiveEntry>, open: OpenFile, fail: (err:
 
 function zstdCodec(): Transform {
   return new ZstdCompressStream() as unknown as Transform
-}
-
-/**
- * A pull-based web stream over `readable`: one chunk read per pull, so the archive is produced only
- * as fast as the client takes it (Readable.toWeb and web transforms have buffered whole outputs on
- * this Node). `release` runs once, when it ends, fails or is cancelled.
- */
-function webStream(readable: Readable, release: () => void): ReadableStream<Uint8Array> {
-  const chunks = readable[Symbol.asyncIterator]()
-  return new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        try {
-          const next = await chunks.next()
-          if (next.done) {
-            release()
-            controller.close()
-          } else controller.enqueue(next.value as Uint8Array)
-        } catch (err) {
-          release()
-          controller.error(err)
-        }
-      },
-      cancel() {
-        release()
-        readable.destroy()
-      },
-    },
-    { highWaterMark: 0 },
-  )
 }

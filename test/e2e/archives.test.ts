@@ -9,13 +9,11 @@ import assert from 'node:assert/strict'
 import { execFile, execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { lstat, mkdtemp, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises'
-import os from 'node:os'
 import path from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
 import { cacheDir, fixturePath } from '../helpers/fixtures.js'
-import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
-import { startUnnar, type TestUnnar } from '../helpers/unnar.js'
+import { assertSameEntries, type FixtureServer, missingCommands, serveFixtures } from '../helpers/nix-tools.js'
 
 const run = promisify(execFile)
 const MIRROR_CACHE = path.resolve('test/fixtures/mirror-cache')
@@ -25,16 +23,7 @@ const tricky = fixturePath('tricky')
 const BASIC = `${basic.hash}-${basic.name}`
 const TRICKY = `${tricky.hash}-${tricky.name}`
 
-function has(command: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' })
-    return true
-  } catch {
-    return false
-  }
-}
-
-const missing = ['tar', 'unzip', 'zstd', 'xz', 'nix-store'].filter((command) => !has(command))
+const missing = missingCommands(['tar', 'unzip', 'zstd', 'xz', 'nix-store'])
 
 /** Every node below `dir` by relative path: `d`, `l <target>`, or `f`/`x` (executable) and a sha256. */
 async function snapshot(dir: string): Promise<Map<string, string>> {
@@ -57,49 +46,22 @@ async function snapshot(dir: string): Promise<Map<string, string>> {
   return nodes
 }
 
-function assertSameTree(got: Map<string, string>, want: Map<string, string>, what: string): void {
-  const sorted = (m: Map<string, string>) => [...m].sort(([a], [b]) => (a < b ? -1 : 1))
-  assert.deepEqual(sorted(got), sorted(want), what)
-}
-
 describe('archive and NAR downloads, unpacked by tar, unzip and nix-store', {
   skip: missing.length > 0 ? `not installed: ${missing.join(', ')}` : false,
   timeout: 300_000,
 }, () => {
-  let work: string
-  const upstreams: TestUpstream[] = []
-  let unnar: TestUnnar
-  /** Each store path restored from its NAR by Nix itself, and that NAR. */
-  const restored = new Map<string, { dir: string; nar: Buffer }>()
-
+  /** unnar, and each store path restored from its NAR by Nix itself with that NAR. */
+  let fx: FixtureServer
+  const PATHS = [MIRROR_TREE, TRICKY, BASIC].map(
+    (base) => [base, base === MIRROR_TREE ? MIRROR_CACHE : cacheDir('xz')] as const,
+  )
   before(async () => {
-    work = await mkdtemp(path.join(os.tmpdir(), 'unnar-archives-'))
-    upstreams.push(await startTestUpstream({ root: MIRROR_CACHE }), await startTestUpstream({ root: cacheDir('xz') }))
-    unnar = await startUnnar(
-      upstreams.map((u) => u.url),
-      { TRUSTED_PUBLIC_KEYS: '' },
-    )
-    for (const [base, cache] of [
-      [MIRROR_TREE, MIRROR_CACHE],
-      [TRICKY, cacheDir('xz')],
-      [BASIC, cacheDir('xz')],
-    ] as const) {
-      const narInfo = await readFile(path.join(cache, `${base.slice(0, 32)}.narinfo`), 'utf8')
-      const url = /^URL: (.*)$/m.exec(narInfo)![1]!
-      const nar = execFileSync('xz', ['-dc', path.join(cache, url)], { maxBuffer: 64 << 20 })
-      const dir = path.join(work, `restored-${base}`)
-      execFileSync('nix-store', ['--restore', dir], { input: nar })
-      restored.set(base, { dir, nar })
-    }
+    fx = await serveFixtures([MIRROR_CACHE, cacheDir('xz')], PATHS)
   })
-  after(async () => {
-    await unnar?.stop()
-    for (const upstream of upstreams) await upstream.close()
-    if (work !== undefined) await rm(work, { recursive: true, force: true })
-  })
+  after(async () => fx?.stop())
 
   const urlOf = (base: string, sub: readonly string[], query: string) =>
-    unnar.store([base, ...sub].map(encodeURIComponent).join('/') + query)
+    fx.unnar.store([base, ...sub].map(encodeURIComponent).join('/') + query)
 
   /** The body of a 200, checked to be the same bytes when asked for again. */
   async function download(url: string, what: string): Promise<{ res: Response; body: Buffer }> {
@@ -139,16 +101,16 @@ describe('archive and NAR downloads, unpacked by tar, unzip and nix-store', {
         const fileName = `${name}.${format}`
         assert.match(res.headers.get('content-disposition') ?? '', /^attachment; filename="/)
         assert.ok(res.headers.get('content-disposition')?.includes(`"${fileName.replace(' ', ' ')}"`), fileName)
-        const out = await mkdtemp(path.join(work, 'unpack-'))
+        const out = await mkdtemp(path.join(fx.work, 'unpack-'))
         const file = path.join(out, fileName)
         await writeFile(file, body)
         const [command, ...args] = unpack as [string, ...string[]]
         await run(command, [...args, file], { cwd: out })
         await rm(file)
         assert.deepEqual(await readdir(out), [name], 'everything is under one directory named like the one asked for')
-        assertSameTree(
+        assertSameEntries(
           await snapshot(path.join(out, name)),
-          await snapshot(path.join(restored.get(base)!.dir, ...sub)),
+          await snapshot(path.join(fx.restored.get(base)!.dir, ...sub)),
           what,
         )
       })
@@ -161,7 +123,7 @@ describe('archive and NAR downloads, unpacked by tar, unzip and nix-store', {
       assert.equal(res.headers.get('content-type'), 'application/x-nix-nar')
       assert.equal(res.headers.get('content-disposition'), `attachment; filename="${base.slice(33)}.nar"`)
       assert.equal(res.headers.get('content-length'), String(body.length))
-      assert.ok(body.equals(restored.get(base)!.nar), base)
+      assert.ok(body.equals(fx.restored.get(base)!.nar), base)
     }
   })
 
@@ -180,14 +142,14 @@ describe('archive and NAR downloads, unpacked by tar, unzip and nix-store', {
     it(`${what} is nix-store --dump of it, and restores to it`, async () => {
       const { res, body } = await download(urlOf(base, sub, '?nar'), what)
       assert.equal(res.headers.get('content-length'), String(body.length))
-      const original = path.join(restored.get(base)!.dir, ...sub)
+      const original = path.join(fx.restored.get(base)!.dir, ...sub)
       assert.ok(
         body.equals(execFileSync('nix-store', ['--dump', original], { maxBuffer: 64 << 20 })),
         'nix-store --dump',
       )
-      const out = path.join(await mkdtemp(path.join(work, 'nar-')), 'out')
+      const out = path.join(await mkdtemp(path.join(fx.work, 'nar-')), 'out')
       execFileSync('nix-store', ['--restore', out], { input: body })
-      assertSameTree(await snapshot(out), await snapshot(original), what)
+      assertSameEntries(await snapshot(out), await snapshot(original), what)
     })
   }
 
@@ -230,10 +192,10 @@ describe('archive and NAR downloads, unpacked by tar, unzip and nix-store', {
   ]
   for (const { query, status, says } of BAD) {
     it(`answers ${query} with ${status} and a reason`, async () => {
-      const res = await fetch(unnar.store(`${BASIC}${query}`))
+      const res = await fetch(fx.unnar.store(`${BASIC}${query}`))
       assert.equal(res.status, status)
       assert.match(await res.text(), says)
-      await unnar.waitForLog((l) => l.msg === 'request failed' && l.status === status, `a ${status} logged`)
+      await fx.unnar.waitForLog((l) => l.msg === 'request failed' && l.status === status, `a ${status} logged`)
     })
   }
 
