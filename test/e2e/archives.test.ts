@@ -7,13 +7,19 @@
  */
 import assert from 'node:assert/strict'
 import { execFile, execFileSync } from 'node:child_process'
-import { createHash } from 'node:crypto'
-import { lstat, mkdtemp, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises'
+import { createHash, randomBytes } from 'node:crypto'
+import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises'
+import os from 'node:os'
 import path from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
+import { formatHashNix32 } from '../../src/formats/hash.js'
+import { encodeNix32 } from '../../src/formats/nixbase32.js'
+import { buildNar, directory, regular } from '../formats/nar-builder.js'
 import { cacheDir, fixturePath } from '../helpers/fixtures.js'
 import { assertSameEntries, type FixtureServer, missingCommands, serveFixtures } from '../helpers/nix-tools.js'
+import { startTestUpstream } from '../helpers/test-upstream.js'
+import { startUnnar } from '../helpers/unnar.js'
 
 const run = promisify(execFile)
 const MIRROR_CACHE = path.resolve('test/fixtures/mirror-cache')
@@ -206,5 +212,42 @@ describe('archive and NAR downloads, unpacked by tar, unzip and nix-store', {
       assert.ok(html.includes(`name="archive" value="${format}"`), format)
     assert.ok(html.includes('name="nar"'))
     assert.ok(!/href="[^"]*\?(archive|nar)/.test(html), 'no link a mirroring tool would follow')
+  })
+})
+
+describe('archive and NAR downloads of a NAR that fails verification', () => {
+  it('answers 502 without a byte of the archive or NAR, and keeps nothing', async () => {
+    const root = await mkdtemp(path.join(os.tmpdir(), 'unnar-archives-corrupt-'))
+    const nar = buildNar(directory({ 'a.txt': regular('hello\n'), sub: directory({ 'b.txt': regular('world\n') }) }))
+    const narHash = formatHashNix32({ algorithm: 'sha256', digest: createHash('sha256').update(nar).digest() })
+    const narFile = `nar/${narHash.slice('sha256:'.length)}.nar`
+    const hash = encodeNix32(randomBytes(20))
+    await mkdir(path.join(root, 'nar'))
+    await writeFile(path.join(root, narFile), nar)
+    await writeFile(path.join(root, 'nix-cache-info'), 'StoreDir: /nix/store\n')
+    await writeFile(
+      path.join(root, `${hash}.narinfo`),
+      `StorePath: /nix/store/${hash}-corrupt\nURL: ${narFile}\nCompression: none\nNarHash: ${narHash}\nNarSize: ${nar.length}\nReferences: \n`,
+    )
+    const upstream = await startTestUpstream({ root })
+    const corrupt = Buffer.from(nar)
+    corrupt[corrupt.indexOf('world')]! ^= 0x20 // `World`: still a well-formed NAR, of other bytes
+    upstream.setFault(`/${narFile}`, { kind: 'replace', body: corrupt })
+    const unnar = await startUnnar([upstream.url], { TRUSTED_PUBLIC_KEYS: '' })
+    try {
+      for (const query of ['/?archive=tar', '/?nar', '/sub/?archive=zip', '/sub/b.txt?nar']) {
+        const res = await fetch(unnar.store(`${hash}-corrupt${query}`))
+        assert.equal(res.status, 502, query)
+        assert.match(await res.text(), /NarHash|bad NAR/, query)
+      }
+      assert.deepEqual(
+        (await readdir(path.join(unnar.cacheDir, 'nar')).catch(() => [])).filter((f) => f.endsWith('.nar')),
+        [],
+      )
+    } finally {
+      await unnar.stop()
+      await upstream.close()
+      await rm(root, { recursive: true, force: true })
+    }
   })
 })
