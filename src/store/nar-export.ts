@@ -5,6 +5,7 @@
 import type { ListingNode } from '../formats/listing.js'
 import { narPieces } from '../formats/nar-writer.js'
 import type { HeldNar } from './file-source.js'
+import { READ_MAX_BYTES } from './nar-source.js'
 
 /**
  * `node` is the root of the NAR (`narSize` bytes) or any node below it, from the NAR's own
@@ -39,7 +40,11 @@ export function exportNar(nar: HeldNar, node: ListingNode, root: boolean, narSiz
             }
             const { value } = piece
             if (value.kind === 'bytes') return controller.enqueue(value.bytes)
-            file = nar.source.read(value.narOffset, value.narOffset + value.size).getReader()
+            const { narOffset, size } = value
+            // No bigger than one streamed read: in one positioned read (see tree-archive.ts).
+            if (size <= READ_MAX_BYTES)
+              return controller.enqueue(await nar.source.readBytes(narOffset, narOffset + size))
+            file = nar.source.read(narOffset, narOffset + size).getReader()
           }
         } catch (err) {
           finish()

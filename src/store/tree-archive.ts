@@ -11,6 +11,7 @@ import { ZipFile } from 'yazl'
 import { CompressStream as ZstdCompressStream } from 'zstd-napi'
 import type { ListingNode } from '../formats/listing.js'
 import type { HeldNar } from './file-source.js'
+import { READ_MAX_BYTES } from './nar-source.js'
 
 export const ARCHIVE_FORMATS = ['tar', 'tar.gz', 'tar.zst', 'zip'] as const
 export type ArchiveFormat = (typeof ARCHIVE_FORMATS)[number]
@@ -37,11 +38,6 @@ const DIR_MODE = 0o755
 const FILE_MODE = 0o644
 const EXEC_MODE = 0o755
 const LINK_MODE = 0o777
-/**
- * Files up to this size are read in one positioned read: a stream per file costs more than the
- * copy (the 1,563 entries of the tricky fixture as a tar: 1.5 s streamed, 0.8 s so).
- */
-const SMALL_FILE_BYTES = 64 * 1024
 
 /**
  * The archive of `directory` (whose entries go under `name/`), reading contents from `nar`, which
@@ -61,7 +57,9 @@ export function archiveStream(
     const offset = node.narOffset
     // Listings of unnar's own NAR index always carry offsets.
     if (offset === undefined) throw new Error('a file of a verified NAR without narOffset')
-    if (node.size <= SMALL_FILE_BYTES) return nar.source.readBytes(offset, offset + node.size)
+    // No bigger than one streamed read: in one positioned read, as a stream per file costs more
+    // than the copy (the 1,563 entries of the tricky fixture as a tar: 1.5 s streamed, 0.8 s so).
+    if (node.size <= READ_MAX_BYTES) return nar.source.readBytes(offset, offset + node.size)
     const web = nar.source.read(offset, offset + node.size) as import('node:stream/web').ReadableStream<Uint8Array>
     const file = Readable.fromWeb(web)
     // A pipe does not pass errors on: a failed read fails the archive (rather than the process).
