@@ -5,6 +5,7 @@
  */
 import { formatHashNix32 } from '../formats/hash.js'
 import type { ListingNode } from '../formats/listing.js'
+import { ARCHIVE_FORMATS } from '../store/tree-archive.js'
 import type { PathInfo } from '../upstream/path-info-lookup.js'
 import { encodePath, encodeSegment, escapeHtml } from './html.js'
 import { isViewable } from './view-language.js'
@@ -74,7 +75,9 @@ export function renderListingPage({
     `<div class="bar"><p class="summary">${summary(directory)}</p>` +
     // A form, not a link: mirroring tools follow links (wget saves `index.html?json` in every
     // directory), never forms. Submitted, it asks for `?json=`, the same thing.
-    `<form class="alt" method="get" action=""><input type="hidden" name="json" value="">as <button type="submit" class="as-link">JSON</button></form></div>` +
+    `<form class="alt" method="get" action=""><input type="hidden" name="json" value="">as <button type="submit" class="as-link">JSON</button></form>` +
+    downloadsForm() +
+    `</div>` +
     tableHead('Name') +
     parentRow(segments) +
     `<tbody id="entries">${rows.join('\n')}</tbody></table>` +
@@ -85,6 +88,15 @@ export function renderListingPage({
     `</main><div class="toast" id="toast" role="status" aria-live="polite"></div>` +
     `<script src="/_unnar/listing.js" defer></script></body></html>\n`
   )
+}
+
+/** `?archive=<format>` and `?nar` downloads of this directory: a form too, never followed by mirroring tools. */
+function downloadsForm(): string {
+  const buttons = ARCHIVE_FORMATS.map(
+    (format) => `<button type="submit" name="archive" value="${format}" class="as-link">${format}</button>`,
+  )
+  buttons.push(`<button type="submit" name="nar" value="" class="as-link" title="nix-store --restore">NAR</button>`)
+  return `<form class="alt" method="get" action="" rel="nofollow">download ${buttons.join(' · ')}</form>`
 }
 
 function entryRow(name: string, node: ListingNode, symlinkHrefs: ReadonlyMap<string, string>): string {

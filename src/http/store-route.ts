@@ -23,6 +23,7 @@ import { contentTypeByName, contentTypeBySniffing, SNIFF_BYTES } from './content
 import { HttpError } from './errors.js'
 import { renderFileView } from './file-view.js'
 import { findAnswer } from './find-answer.js'
+import { EXPORT_NEEDS_CACHE, type ExportRequest, exportResponse, parseExportQuery } from './export-response.js'
 import { currentEtag, fileResponse, IMMUTABLE, matchesEtag, type StoreFile } from './file-response.js'
 import type { HotResponses } from './hot-responses.js'
 import { encodePath } from './html.js'
@@ -76,6 +77,8 @@ interface Ask {
   readonly req: StoreRequest
   readonly info: PathInfo
   readonly view: View
+  /** `?archive=` or `?nar`: a download of the node rather than the node itself. */
+  readonly exported: ExportRequest | undefined
 }
 
 /** How URLs look for this request: `/nix/store/<base>/…` or, on a subdomain, `/…`. */
@@ -152,10 +155,11 @@ async function remembering(
 
 /** A file in memory answers by the request's own path; anything else is resolved in the store path. */
 async function answer(route: Route, c: Context, req: StoreRequest, site: boolean): Promise<Answer> {
+  const exported = parseExportQuery(c)
   const info = await findInfo(route, req)
-  const hot = serveHot(route, c, req, info, site)
+  const hot = exported === undefined ? serveHot(route, c, req, info, site) : undefined
   if (hot !== undefined) return hot
-  return serve({ route, c, req, info, view: site ? siteView(route, info) : storeView(route, info) })
+  return serve({ route, c, req, info, view: site ? siteView(route, info) : storeView(route, info), exported })
 }
 
 async function findInfo(route: Route, req: StoreRequest): Promise<PathInfo> {
@@ -199,6 +203,7 @@ async function serve(ask: Ask): Promise<Answer> {
 
 /** Without a tree (the cache directory cannot take the NAR) the file streams from the upstream. */
 async function answerIn(ask: Ask, tree: StoreTree | undefined): Promise<Answer | Contradicted> {
+  if (tree === undefined && ask.exported !== undefined) throw new HttpError(503, EXPORT_NEEDS_CACHE)
   if (tree === undefined) return serveDirect(ask)
   try {
     return await answerFromTree(ask, tree)
@@ -214,6 +219,8 @@ async function answerFromTree(ask: Ask, tree: StoreTree): Promise<Answer | Contr
   if (resolution.kind === 'redirect')
     return redirect(c, view.location(resolution.location) + querySuffix(c), tree.settled)
   const { node, segments } = resolution
+  // With or without a trailing slash: `curl …?nar | nix-store --restore` needs no redirect.
+  if (ask.exported !== undefined && node.type !== 'symlink') return serveExport(ask, ask.exported, segments, node.type)
   if (node.type === 'directory') return serveDirectory(ask, tree, segments, node)
   if (node.type === 'symlink') throw new HttpError(404, 'unresolved symlink')
   if (req.trailingSlash) return redirect(c, view.url(segments) + querySuffix(c), tree.settled)
@@ -272,6 +279,19 @@ async function serveFile(
   })
   if (found.kind === 'contradicted') return found
   return respondFile(ask, segments, found)
+}
+
+async function serveExport(
+  ask: Ask,
+  want: ExportRequest,
+  segments: readonly string[],
+  resolvedType: 'regular' | 'directory',
+): Promise<Answer | Contradicted> {
+  const { route, c, info } = ask
+  const { sources, log } = route
+  noteRequest(c, { verification: 'verified' })
+  const outcome = await exportResponse({ c, sources, info, segments, resolvedType, want, log })
+  return outcome instanceof Response ? { response: outcome } : outcome
 }
 
 /** The no-disk fallback, for the request's own path: only a regular file can be streamed so. */

@@ -152,6 +152,23 @@ export class FileSources<F extends HotFile> {
     return nar === undefined ? undefined : narTree(nar)
   }
 
+  /**
+   * The NAR once every byte matched NarHash (after its download, when it is not cached), held until
+   * `release()`; undefined when the cache directory cannot take it. Rejects when it never will match.
+   */
+  async verifiedNar(info: PathInfo): Promise<{ nar: HeldNar; release: () => void } | undefined> {
+    const nar = await this.#open(info)
+    if (nar === undefined) return undefined
+    const release = nar.hold()
+    try {
+      await nar.source.verification()
+      return { nar, release }
+    } catch (err) {
+      release()
+      throw err
+    }
+  }
+
   /** The bytes of a regular file `tree` found; every claim of a `.ls` is checked against the NAR. */
   async file(info: PathInfo, tree: StoreTree, want: FileWant): Promise<FileResolution> {
     const { listed } = want

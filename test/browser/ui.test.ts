@@ -544,13 +544,16 @@ describe('the web UI in Chromium', { skip }, () => {
     await page.goto(`${unnar.url}/nix/store/${appBase}/bin/`)
     assert.deepEqual(await visibleNames(page), ['dep-link', 'uses-dep'])
     assert.ok(!(await page.isVisible('.toolbar')))
-    // The only button is the form's that asks for JSON, which works without a script.
+    // The only buttons are the forms' that ask for JSON and the downloads, which work without a script.
     assert.deepEqual(
       await page.$$eval('button', (buttons) =>
         buttons.map((b) => (b.closest('form') === null ? 'inert' : b.textContent)),
       ),
-      ['JSON'],
+      ['JSON', 'tar', 'tar.gz', 'tar.zst', 'zip', 'NAR'],
     )
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('button[value="tar.gz"]')])
+    assert.equal(download.suggestedFilename(), 'bin.tar.gz')
+    assert.equal(new URL(download.url()).search, '?archive=tar.gz')
     await Promise.all([page.waitForURL(`${unnar.url}/nix/store/${depBase}/lib/dep.txt`), page.click('a.target')])
     await page.goto(`${unnar.url}/nix/store/${appBase}/bin/`)
     const [json] = await Promise.all([

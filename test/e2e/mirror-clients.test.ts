@@ -7,16 +7,15 @@
  * gets what they point to where it really is, and no copy under the link's name.
  */
 import assert from 'node:assert/strict'
-import { execFile, execFileSync } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
-import os from 'node:os'
+import { mkdtemp, readdir, readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
 import { cacheDir, fixturePath } from '../helpers/fixtures.js'
-import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
-import { startUnnar, type TestUnnar } from '../helpers/unnar.js'
+import { assertSameEntries, type FixtureServer, missingCommands, serveFixtures } from '../helpers/nix-tools.js'
+import type { TestUnnar } from '../helpers/unnar.js'
 
 const run = promisify(execFile)
 const MIRROR_CACHE = path.resolve('test/fixtures/mirror-cache')
@@ -25,16 +24,7 @@ const MIRROR_TREE = 'rxmzg881g7n6jhp7w3zs4pbxsrqcpvgf-mirror-tree'
 const tricky = fixturePath('tricky')
 const TRICKY = `${tricky.hash}-${tricky.name}`
 
-function has(command: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' })
-    return true
-  } catch {
-    return false
-  }
-}
-
-const missing = ['wget', 'rclone', 'lftp', 'nix-store', 'xz'].filter((command) => !has(command))
+const missing = missingCommands(['wget', 'rclone', 'lftp', 'nix-store', 'xz'])
 
 /** Regular files below `dir` (symlinks not followed) by relative path, with their sha256; and the directories. */
 async function tree(dir: string): Promise<{ files: Map<string, string>; dirs: Set<string> }> {
@@ -65,44 +55,27 @@ function wgetName(rel: string): string {
   return rel.replace(/%([0-9a-fA-F]{2})/g, (_, hex: string) => String.fromCharCode(Number.parseInt(hex, 16)))
 }
 
-function assertSameFiles(got: Map<string, string>, expected: Map<string, string>, what: string): void {
-  const sorted = (m: Map<string, string>) => [...m].sort(([a], [b]) => (a < b ? -1 : 1))
-  assert.deepEqual(sorted(got), sorted(expected), what)
-}
-
 describe('directory clients walking listings (wget, rclone, lftp)', {
   skip: missing.length > 0 ? `not installed: ${missing.join(', ')}` : false,
   timeout: 300_000,
 }, () => {
+  let fixtures: FixtureServer
   let work: string
-  const upstreams: TestUpstream[] = []
   let unnar: TestUnnar
   /** Each store path restored from its NAR by Nix itself. */
-  const restored = new Map<string, string>()
+  let restored: FixtureServer['restored']
 
   before(async () => {
-    work = await mkdtemp(path.join(os.tmpdir(), 'unnar-mirror-'))
-    upstreams.push(await startTestUpstream({ root: MIRROR_CACHE }), await startTestUpstream({ root: cacheDir('xz') }))
-    unnar = await startUnnar(
-      upstreams.map((u) => u.url),
-      { TRUSTED_PUBLIC_KEYS: '' },
+    fixtures = await serveFixtures(
+      [MIRROR_CACHE, cacheDir('xz')],
+      [
+        [MIRROR_TREE, MIRROR_CACHE],
+        [TRICKY, cacheDir('xz')],
+      ],
     )
-    for (const [base, cache] of [
-      [MIRROR_TREE, MIRROR_CACHE],
-      [TRICKY, cacheDir('xz')],
-    ] as const) {
-      const narInfo = await readFile(path.join(cache, `${base.slice(0, 32)}.narinfo`), 'utf8')
-      const url = /^URL: (.*)$/m.exec(narInfo)![1]!
-      const out = path.join(work, `restored-${base}`)
-      await run('sh', ['-c', 'xz -dc "$1" | nix-store --restore "$2"', 'sh', path.join(cache, url), out])
-      restored.set(base, out)
-    }
+    ;({ work, unnar, restored } = fixtures)
   })
-  after(async () => {
-    await unnar?.stop()
-    for (const upstream of upstreams) await upstream.close()
-    if (work !== undefined) await rm(work, { recursive: true, force: true })
-  })
+  after(async () => fixtures?.stop())
 
   /** The directories mirrored: a whole store path with every kind of odd name, and parts of the tricky fixture. */
   const TARGETS = [
@@ -117,7 +90,7 @@ describe('directory clients walking listings (wget, rclone, lftp)', {
 
   for (const { base, sub } of TARGETS) {
     const what = [base.slice(33), ...sub].join('/')
-    const expected = async () => tree(path.join(restored.get(base)!, ...sub))
+    const expected = async () => tree(path.join(restored.get(base)!.dir, ...sub))
 
     it(`wget -r -np mirrors ${what} exactly`, async () => {
       const out = await mkdtemp(path.join(work, 'wget-'))
@@ -140,7 +113,7 @@ describe('directory clients walking listings (wget, rclone, lftp)', {
       ])
       const got = await tree(out)
       const want = await expected()
-      assertSameFiles(got.files, new Map([...want.files].map(([rel, sha]) => [wgetName(rel), sha])), 'wget')
+      assertSameEntries(got.files, new Map([...want.files].map(([rel, sha]) => [wgetName(rel), sha])), 'wget')
       for (const dir of got.dirs)
         assert.ok(want.dirs.has(dir), `wget made a directory ${JSON.stringify(dir)} that is not in the store path`)
       // Without -R, the listings themselves stay as index.html, and nothing else is fetched (no `?json`, no sort orders).
@@ -173,7 +146,7 @@ describe('directory clients walking listings (wget, rclone, lftp)', {
       await run('rclone', ['copy', '--http-url', url, ':http:', out], { env })
       const got = await tree(out)
       const want = await expected()
-      assertSameFiles(got.files, want.files, 'rclone copy')
+      assertSameEntries(got.files, want.files, 'rclone copy')
       const { stdout } = await run('rclone', ['lsf', '-R', '--http-url', url, ':http:'], { env })
       // A newline in a name splits lsf's own line: compare the text as a whole.
       const listed = [...want.files.keys(), ...[...want.dirs].map((d) => `${d}/`)].sort()
@@ -190,11 +163,11 @@ describe('directory clients walking listings (wget, rclone, lftp)', {
       await run('lftp', ['-c', `set cmd:fail-exit yes; open ${url}; mirror . ${out}`])
       const got = await tree(out)
       const want = await expected()
-      assertSameFiles(got.files, want.files, 'lftp mirror')
+      assertSameEntries(got.files, want.files, 'lftp mirror')
       for (const dir of got.dirs)
         assert.ok(want.dirs.has(dir), `lftp made a directory ${JSON.stringify(dir)} that is not in the store path`)
       const { stdout } = await run('lftp', ['-c', `open ${url}; cls -1`])
-      const top = [...(await readdir(path.join(restored.get(base)!, ...sub), { withFileTypes: true }))]
+      const top = [...(await readdir(path.join(restored.get(base)!.dir, ...sub), { withFileTypes: true }))]
         .filter((e) => !e.isSymbolicLink())
         .map((e) => e.name + (e.isDirectory() ? '/' : ''))
       assert.deepEqual(

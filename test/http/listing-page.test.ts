@@ -265,6 +265,17 @@ describe('renderListingPage', () => {
     assert.ok(!hrefs(html).some((href) => href.includes('?')), 'no link with a query')
   })
 
+  it('offers the archives and the NAR through a form, which mirroring tools do not follow', () => {
+    const html = render({ a: file(1) })
+    const form = /<form class="alt" method="get" action="" rel="nofollow">download (.*?)<\/form>/.exec(html)
+    assert.ok(form !== null, 'a downloads form')
+    const buttons = [...form[1]!.matchAll(/<button type="submit" name="(\w+)" value="([^"]*)"/g)].map(
+      (m) => `${m[1]}=${m[2]}`,
+    )
+    assert.deepEqual(buttons, ['archive=tar', 'archive=tar.gz', 'archive=tar.zst', 'archive=zip', 'nar='])
+    assert.ok(!hrefs(html).some((href) => href.includes('?')), 'no link with a query')
+  })
+
   it('links every reference to its listing and marks the self-reference', () => {
     const html = render({ a: file(1) })
     assert.ok(html.includes(`<li><a href="/nix/store/${DEP}/">${DEP}</a></li>`))
