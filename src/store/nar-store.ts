@@ -460,6 +460,7 @@ export class NarStore {
       verified: true,
       holdsBack: false,
       verification: async () => {},
+      reader: () => this.#rangeSource(entry),
     }
   }
 
