@@ -128,6 +128,11 @@ async function cached<T>(metaFile: string, check: (fixture: T) => Promise<unknow
     : undefined
 }
 
+/** A soak or crawl fixture is usable while its last store path's narinfo is there. */
+async function lastNarinfo(f: { cache: string; storePaths: readonly string[] }): Promise<unknown> {
+  return stat(path.join(f.cache, `${f.storePaths.at(-1)!.slice(0, 32)}.narinfo`))
+}
+
 async function freshFixtureDir(workDir: string, prefix: string): Promise<string> {
   for (const name of await readdir(workDir))
     if (name.startsWith(prefix)) await rm(path.join(workDir, name), { recursive: true, force: true })
@@ -171,22 +176,23 @@ async function fillTree(tree: string, target: number): Promise<number> {
   return lastCandidate.size
 }
 
-/** The ≈1 GB NAR (a minute or so the first time: copying, `nix-store --add`, zstd). */
-export async function prepareGbFixture(workDir: string, say: (line: string) => void): Promise<GbFixture> {
-  const prefix = 'fixture-gb-'
-  const metaFile = path.join(workDir, `${prefix}${SCALE_FIXTURE_VERSION}`, 'fixture.json')
-  const reuse = await cached<GbFixture>(metaFile, async (f) => stat(path.join(f.cache, 'nix-cache-info')))
-  if (reuse !== undefined) {
-    say(`gb fixture: reusing ${path.dirname(metaFile)}`)
-    return reuse
-  }
-  say('gb fixture: building a ≈1 GB store path from files in /usr (first run only)')
-  const dir = await freshFixtureDir(workDir, prefix)
-  const tree = path.join(dir, 'trees', 'bench-1g')
-  const lastSize = await fillTree(tree, GB_TARGET_BYTES)
+/**
+ * One store path of `target` bytes from /usr (fillTree) in a new cache with `params`, in `dir`; the
+ * tree is removed once the store has its own copy.
+ */
+async function buildBulkFixture(
+  dir: string,
+  name: string,
+  target: number,
+  params: string | undefined,
+  say: (line: string) => void,
+): Promise<{ fixture: GbFixture; narFile: string }> {
+  const tree = path.join(dir, 'trees', name)
+  const lastSize = await fillTree(tree, target)
   const cache = path.join(dir, 'cache')
-  const [storePath] = await nixAddAndCopy([tree], cache, say)
+  const [storePath] = await nixAddAndCopy([tree], cache, say, params)
   const narinfo = await readFile(path.join(cache, `${path.basename(storePath!).slice(0, 32)}.narinfo`), 'utf8')
+  await rm(path.join(dir, 'trees'), { recursive: true, force: true })
   const fixture: GbFixture = {
     cache,
     storePath: storePath!,
@@ -195,7 +201,37 @@ export async function prepareGbFixture(workDir: string, say: (line: string) => v
     lastRel: 'zz/last.bin',
     lastSize,
   }
-  await rm(path.join(dir, 'trees'), { recursive: true, force: true }) // the store has its own copy
+  return { fixture, narFile: path.join(cache, narinfoField(narinfo, 'URL')) }
+}
+
+/** A fixture built before under `prefix` (when `check` passes), and where to write a new one's description. */
+async function reuseFixture<T>(
+  workDir: string,
+  prefix: string,
+  what: string,
+  check: (fixture: T) => Promise<unknown>,
+  say: (line: string) => void,
+): Promise<{ metaFile: string; reused: T | undefined }> {
+  const metaFile = path.join(workDir, `${prefix}${SCALE_FIXTURE_VERSION}`, 'fixture.json')
+  const reused = await cached<T>(metaFile, check)
+  if (reused !== undefined) say(`${what} fixture: reusing ${path.dirname(metaFile)}`)
+  return { metaFile, reused }
+}
+
+/** The ≈1 GB NAR (a minute or so the first time: copying, `nix-store --add`, zstd). */
+export async function prepareGbFixture(workDir: string, say: (line: string) => void): Promise<GbFixture> {
+  const prefix = 'fixture-gb-'
+  const { metaFile, reused } = await reuseFixture<GbFixture>(
+    workDir,
+    prefix,
+    'gb',
+    async (f) => stat(path.join(f.cache, 'nix-cache-info')),
+    say,
+  )
+  if (reused !== undefined) return reused
+  say('gb fixture: building a ≈1 GB store path from files in /usr (first run only)')
+  const dir = await freshFixtureDir(workDir, prefix)
+  const { fixture } = await buildBulkFixture(dir, 'bench-1g', GB_TARGET_BYTES, undefined, say)
   await writeFile(metaFile, JSON.stringify(fixture, null, 2))
   return fixture
 }
@@ -203,14 +239,8 @@ export async function prepareGbFixture(workDir: string, say: (line: string) => v
 /** SOAK_PATHS small store paths (half a minute or so the first time). */
 export async function prepareSoakFixture(workDir: string, say: (line: string) => void): Promise<SoakFixture> {
   const prefix = 'fixture-soak-'
-  const metaFile = path.join(workDir, `${prefix}${SCALE_FIXTURE_VERSION}`, 'fixture.json')
-  const reuse = await cached<SoakFixture>(metaFile, async (f) =>
-    stat(path.join(f.cache, `${f.storePaths.at(-1)!.slice(0, 32)}.narinfo`)),
-  )
-  if (reuse !== undefined) {
-    say(`soak fixture: reusing ${path.dirname(metaFile)}`)
-    return reuse
-  }
+  const { metaFile, reused } = await reuseFixture<SoakFixture>(workDir, prefix, 'soak', lastNarinfo, say)
+  if (reused !== undefined) return reused
   say(`soak fixture: building ${SOAK_PATHS} small store paths from ${SOAK_SOURCE_DIR} (first run only)`)
   const dir = await freshFixtureDir(workDir, prefix)
   // Distinct contents, so no two store paths share a NAR (unnar keys NARs by NarHash).
@@ -242,32 +272,20 @@ export async function prepareSoakFixture(workDir: string, say: (line: string) =>
  */
 export async function prepareXzBlocksFixture(workDir: string, say: (line: string) => void): Promise<XzBlocksFixture> {
   const prefix = 'fixture-xzmt-'
-  const metaFile = path.join(workDir, `${prefix}${SCALE_FIXTURE_VERSION}`, 'fixture.json')
-  const reuse = await cached<XzBlocksFixture>(metaFile, async (f) => stat(path.join(f.cache, 'nix-cache-info')))
-  if (reuse !== undefined) {
-    say(`multi-block xz fixture: reusing ${path.dirname(metaFile)}`)
-    return reuse
-  }
+  const { metaFile, reused } = await reuseFixture<XzBlocksFixture>(
+    workDir,
+    prefix,
+    'multi-block xz',
+    async (f) => stat(path.join(f.cache, 'nix-cache-info')),
+    say,
+  )
+  if (reused !== undefined) return reused
   say('multi-block xz fixture: building a ≈220 MB store path from files in /usr (first run only)')
   const dir = await freshFixtureDir(workDir, prefix)
-  const tree = path.join(dir, 'trees', 'bench-xz-blocks')
-  const lastSize = await fillTree(tree, XZ_BLOCKS_TARGET_BYTES)
-  const cache = path.join(dir, 'cache')
-  const [storePath] = await nixAddAndCopy([tree], cache, say, 'compression=xz&parallel-compression=true')
-  const narinfo = await readFile(path.join(cache, `${path.basename(storePath!).slice(0, 32)}.narinfo`), 'utf8')
-  const narFile = path.join(cache, narinfoField(narinfo, 'URL'))
-  const listed = (await run('xz', ['--robot', '--list', narFile])).stdout
-  const blocks = Number(/^totals\t\d+\t(\d+)/m.exec(listed)?.[1])
-  const fixture: XzBlocksFixture = {
-    cache,
-    storePath: storePath!,
-    narSize: Number(narinfoField(narinfo, 'NarSize')),
-    fileSize: Number(narinfoField(narinfo, 'FileSize')),
-    lastRel: 'zz/last.bin',
-    lastSize,
-    blocks,
-  }
-  await rm(path.join(dir, 'trees'), { recursive: true, force: true })
+  const params = 'compression=xz&parallel-compression=true'
+  const built = await buildBulkFixture(dir, 'bench-xz-blocks', XZ_BLOCKS_TARGET_BYTES, params, say)
+  const listed = (await run('xz', ['--robot', '--list', built.narFile])).stdout
+  const fixture: XzBlocksFixture = { ...built.fixture, blocks: Number(/^totals\t\d+\t(\d+)/m.exec(listed)?.[1]) }
   await writeFile(metaFile, JSON.stringify(fixture, null, 2))
   return fixture
 }
@@ -275,14 +293,8 @@ export async function prepareXzBlocksFixture(workDir: string, say: (line: string
 /** The crawl's store paths: the trees of CRAWL_SOURCE_DIRS, each added whole (a minute or so the first time). */
 export async function prepareCrawlFixture(workDir: string, say: (line: string) => void): Promise<CrawlFixture> {
   const prefix = 'fixture-crawl-'
-  const metaFile = path.join(workDir, `${prefix}${SCALE_FIXTURE_VERSION}`, 'fixture.json')
-  const reuse = await cached<CrawlFixture>(metaFile, async (f) =>
-    stat(path.join(f.cache, `${f.storePaths.at(-1)!.slice(0, 32)}.narinfo`)),
-  )
-  if (reuse !== undefined) {
-    say(`crawl fixture: reusing ${path.dirname(metaFile)}`)
-    return reuse
-  }
+  const { metaFile, reused } = await reuseFixture<CrawlFixture>(workDir, prefix, 'crawl', lastNarinfo, say)
+  if (reused !== undefined) return reused
   say(`crawl fixture: adding ${CRAWL_SOURCE_DIRS.join(', ')} (first run only)`)
   const dir = await freshFixtureDir(workDir, prefix)
   const trees: string[] = []
