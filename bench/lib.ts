@@ -231,7 +231,7 @@ export async function buildUnnar(): Promise<void> {
 export async function spawnUnnar(
   upstream: string,
   cacheDir: string,
-  options: { cacheSize?: string } = {},
+  options: { cacheSize?: string; args?: readonly string[] } = {},
 ): Promise<UnnarProcess> {
   const port = await freePort()
   const proc = spawn(
@@ -248,6 +248,7 @@ export async function spawnUnnar(
       options.cacheSize ?? '20G',
       '--log-level',
       'warn',
+      ...(options.args ?? []),
     ],
     { cwd: ROOT, stdio: ['ignore', 'inherit', 'pipe'] },
   )

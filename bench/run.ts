@@ -22,7 +22,7 @@ import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { decodeWithFzstd, decodeWithZstdNapi } from './codecs.js'
 import { COMPRESSIONS, NIX_CONFIG, prepareFixture, type Compression, type Fixture } from './fixture.js'
-import { prepareGbFixture, prepareSoakFixture } from './fixture-scale.js'
+import { prepareCrawlFixture, prepareGbFixture, prepareSoakFixture, prepareXzBlocksFixture } from './fixture-scale.js'
 import {
   BENCH,
   buildUnnar,
@@ -77,6 +77,9 @@ const SOAK_CONNECTIONS = 256
 /** Small enough that the soak's cold store paths keep evicting each other (see benchSoak). */
 const SOAK_CACHE_SIZE = '4M'
 const SOAK_HOT_PATHS = 16
+/** The default `--memory-cache-size`, which row 12 runs with. */
+const CRAWL_MEMORY_CACHE = 128 * 1024 * 1024
+const CRAWL_CONCURRENCY = 8
 const ONLY = process.env.BENCH_ONLY?.split(',')
   .map((s) => s.trim())
   .filter((s) => s !== '')
@@ -186,6 +189,8 @@ try {
   if (runs(4)) await benchFirstByte()
   if (runs(4)) await benchStrictCost()
   if (runs(8)) await benchConcurrent()
+  if (runs(11)) await benchXzBlocks()
+  if (runs(13)) await benchColdHttp()
 } finally {
   await unnarChild.kill()
 }
@@ -193,6 +198,7 @@ if (runs(5)) await benchRss()
 if (runs(5)) await benchGbRss()
 if (runs(6, 7)) await benchHot()
 if (runs(10)) await benchSoak()
+if (runs(12)) await benchCrawl()
 await rm(path.join(WORK, 'runs'), { recursive: true, force: true })
 
 const totalSeconds = (performance.now() - started) / 1000
@@ -274,6 +280,129 @@ async function benchCodecs(): Promise<void> {
     else skipRow('1b', `${name} vs \`zstd -dc\``, 'info', 'zstd not installed')
   } catch (err) {
     errorRow('1', name, '< 1', err)
+  }
+}
+
+/**
+ * Row 11: the last file of a cold ≥ 200 MB xz NAR written in many blocks (Nix's
+ * `parallel-compression`), against single-threaded `xz -dc` of the whole NAR (and, for information,
+ * `xz -T0 -dc` on every core) run beside it.
+ */
+async function benchXzBlocks(): Promise<void> {
+  const name = 'cold last file of a multi-block xz NAR'
+  const limit = 0.6
+  if (!tools.xz) return skipRow('11', name, `≤ ${limit}×`, 'xz not installed')
+  try {
+    log('row 11: cold last file, multi-block xz')
+    const xzFixture = await prepareXzBlocksFixture(WORK, log)
+    const upstream = `file://${xzFixture.cache}`
+    const narinfo = await readFile(
+      path.join(xzFixture.cache, `${path.basename(xzFixture.storePath).slice(0, 32)}.narinfo`),
+      'utf8',
+    )
+    const narFile = path.join(xzFixture.cache, /^URL: (.*)$/m.exec(narinfo)![1]!)
+    await readFile(narFile) // into the page cache
+    const urlPath = `/nix/store/${path.basename(xzFixture.storePath)}/${xzFixture.lastRel}`
+    const unnar: number[] = []
+    const single: number[] = []
+    const threaded: number[] = []
+    for (let i = 0; i < REPS; i++) {
+      const measureUnnar = async () => {
+        const r = await coldRequest(upstream, urlPath, { waitForCommit: true })
+        if (r.bytes !== xzFixture.lastSize) throw new Error(`GET ${xzFixture.lastRel}: ${r.bytes} bytes`)
+        unnar.push(r.totalMs)
+      }
+      const measureCli = async () => {
+        single.push((await timeCommand('xz', ['-dc', narFile])).ms)
+        threaded.push((await timeCommand('xz', ['-T0', '-dc', narFile])).ms)
+      }
+      if (i % 2 === 0) {
+        await measureUnnar()
+        await measureCli()
+      } else {
+        await measureCli()
+        await measureUnnar()
+      }
+    }
+    const pairs = unnar.map((ms, i) => ms / single[i]!)
+    const what = `(NAR ${fmtMB(xzFixture.narSize)}, ${xzFixture.blocks} blocks, last file ${fmtMB(xzFixture.lastSize)})`
+    addRow({
+      id: '11a',
+      name: `${name} ${what} vs single-threaded \`xz -dc\` of the whole NAR, median of ${pairs.length} pairs`,
+      unnar: fmtSpread(unnar),
+      reference: fmtSpread(single),
+      ratio: median(pairs),
+      target: `≤ ${limit}×`,
+      check: (r) => r <= limit,
+    })
+    addRow({
+      id: '11b',
+      name: `${name} vs \`xz -T0 -dc\` (every core) of the whole NAR, median of ${pairs.length} pairs`,
+      unnar: fmtMs(median(unnar)),
+      reference: fmtSpread(threaded),
+      ratio: median(unnar.map((ms, i) => ms / threaded[i]!)),
+      target: 'info',
+    })
+  } catch (err) {
+    errorRow('11', name, `≤ ${limit}×`, err)
+  }
+}
+
+/**
+ * Row 13: the last file of a cold NAR from the HTTP upstream (bench/upstream-child.ts) against
+ * `curl -s <NAR URL> | <decoder> -dc` from the same upstream, each run beside the other.
+ */
+async function benchColdHttp(): Promise<void> {
+  const upstreamChild = await IpcChild.spawn(path.join(BENCH, 'upstream-child.ts'))
+  try {
+    for (const c of COMPRESSIONS) {
+      const id = c === 'xz' ? '13a' : '13b'
+      const name = `cold last file (${fmtMB(lastSize)}) of ≈100 MB NAR over an HTTP upstream, ${c}, vs \`curl -s | ${c} -dc\` of the NAR, median of per-pair ratios`
+      if (!tools[c] || !(await hasTool('curl'))) {
+        skipRow(id, name, '≤ 1.05×', `${c} or curl not installed`)
+        continue
+      }
+      try {
+        log(`row 13: cold last file over HTTP, ${c}`)
+        const { url: upstream } = (await upstreamChild.request({ type: 'start', root: fixture.caches[c].dir })) as {
+          url: string
+        }
+        const narUrl = `${upstream}/${path.relative(fixture.caches[c].dir, fixture.caches[c].narFile.big)}`
+        await coldRequest(upstream, lastUrlPath, { waitForCommit: true }) // warm-up (JIT), not counted
+        const unnar: number[] = []
+        const ref: number[] = []
+        for (let i = 0; i < (c === 'zstd' ? FAST_REPS : REPS); i++) {
+          const measureUnnar = async () => {
+            const r = await coldRequest(upstream, lastUrlPath, { waitForCommit: true, hash: true })
+            if (r.sha256 !== lastSha) throw new Error(`unnar sent ${r.bytes} bytes that differ from ${fixture.lastRel}`)
+            unnar.push(r.totalMs)
+          }
+          const measureCli = async () => {
+            ref.push((await timeCommand('sh', ['-c', `curl -sf '${narUrl}' | ${c} -dc > /dev/null`])).ms)
+          }
+          if (i % 2 === 0) {
+            await measureUnnar()
+            await measureCli()
+          } else {
+            await measureCli()
+            await measureUnnar()
+          }
+        }
+        addRow({
+          id,
+          name,
+          unnar: fmtSpread(unnar),
+          reference: fmtSpread(ref),
+          ratio: median(unnar.map((ms, i) => ms / ref[i]!)),
+          target: '≤ 1.05×',
+          check: (r) => r <= 1.05,
+        })
+      } catch (err) {
+        errorRow(id, name, '≤ 1.05×', err)
+      }
+    }
+  } finally {
+    await upstreamChild.kill()
   }
 }
 
@@ -688,21 +817,25 @@ async function benchHot(): Promise<void> {
   const names = {
     small: `hot small file (${((await readFile(path.join(fixture.big.tree, fixture.firstRel))).length / 1024).toFixed(1)} KiB), \`wrk -t2 -c64 -d${WRK_SECONDS}s\`, vs nginx`,
     huge: `hot 64 MiB file throughput, \`wrk -t2 -c4 -d${WRK_SECONDS}s\`, vs nginx`,
+    disk: `hot 64 MiB file from the cached NAR on disk (\`--memory-cache-size 0\`), \`wrk -t2 -c4 -d${WRK_SECONDS}s\`, vs nginx, median of ${HOT_ROUNDS} rounds' ratios`,
   }
   const missing = !tools.wrk ? 'wrk not installed' : !tools.nginx ? 'nginx not installed' : undefined
   if (missing !== undefined) {
     skipRow('6', names.small, '≥ 0.5×', missing)
     skipRow('7', names.huge, '≥ 0.8×', missing)
+    skipRow('7b', names.disk, '≥ 0.85×', missing)
     return
   }
   log('rows 6-7: hot files under wrk')
   const cacheDir = await freshDir('hot')
+  const diskCacheDir = await freshDir('hot-disk')
   const root = path.join(WORK, 'nginx', 'root')
   await rm(root, { recursive: true, force: true })
   await mkdir(root, { recursive: true })
   await copyFile(path.join(fixture.big.tree, fixture.firstRel), path.join(root, 'aaa-first.txt'))
   await copyFile(path.join(fixture.huge.tree, fixture.hugeRel), path.join(root, 'big.bin'))
   let unnar: UnnarProcess | undefined
+  let unnarDisk: UnnarProcess | undefined
   let nginx: Awaited<ReturnType<typeof startNginx>> | undefined
   let bare: Awaited<ReturnType<typeof startBareHttp>> | undefined
   try {
@@ -712,6 +845,12 @@ async function benchHot(): Promise<void> {
     await fetchBody(unnar.url + firstUrlPath)
     await fetchBody(unnar.url + hugeUrlPath)
     await waitForCommit(cacheDir, 2)
+    // Row 7b: an unnar without memory for hot files reads the file from its cached NAR every time.
+    unnarDisk = await spawnUnnar(`file://${fixture.caches.zstd.dir}`, diskCacheDir, {
+      args: ['--memory-cache-size', '0'],
+    })
+    await fetchBody(unnarDisk.url + hugeUrlPath)
+    await waitForCommit(diskCacheDir, 1)
     const targets = [
       {
         key: 'small' as const,
@@ -720,6 +859,12 @@ async function benchHot(): Promise<void> {
         connections: 64,
       },
       { key: 'huge' as const, unnarUrl: unnar.url + hugeUrlPath, nginxUrl: `${nginx.url}/big.bin`, connections: 4 },
+      {
+        key: 'disk' as const,
+        unnarUrl: unnarDisk.url + hugeUrlPath,
+        nginxUrl: `${nginx.url}/big.bin`,
+        connections: 4,
+      },
     ]
     for (const t of targets) {
       const [a, b] = await Promise.all([fetchBody(t.unnarUrl, { hash: true }), fetchBody(t.nginxUrl, { hash: true })])
@@ -742,7 +887,7 @@ async function benchHot(): Promise<void> {
     })
     bare = await startBareHttp(path.join(root, 'aaa-first.txt'), smallHeaders)
     for (const t of targets) {
-      const id = t.key === 'small' ? '6' : '7'
+      const id = t.key === 'small' ? '6' : t.key === 'huge' ? '7' : '7b'
       try {
         // 1 s warm-up each, then HOT_ROUNDS rounds of one measured run each, alternating: a single
         // pair of runs moved by ±20% on this shared two-core machine. The round with the median
@@ -788,6 +933,16 @@ async function benchHot(): Promise<void> {
             ratio: u.reqPerSec / b!.reqPerSec,
             target: 'info',
           })
+        } else if (t.key === 'disk') {
+          addRow({
+            id,
+            name: names.disk,
+            unnar: fmtRate(u.bytesPerSec),
+            reference: fmtRate(n.bytesPerSec),
+            ratio: median(rounds.map((r) => r.ratio)),
+            target: '≥ 0.85×',
+            check: (r) => r >= 0.85,
+          })
         } else {
           addRow({
             id,
@@ -800,7 +955,7 @@ async function benchHot(): Promise<void> {
           })
         }
       } catch (err) {
-        errorRow(id, names[t.key], t.key === 'small' ? '≥ 0.5×' : '≥ 0.8×', err)
+        errorRow(id, names[t.key], t.key === 'small' ? '≥ 0.5×' : t.key === 'huge' ? '≥ 0.8×' : '≥ 0.85×', err)
       }
     }
   } catch (err) {
@@ -811,9 +966,14 @@ async function benchHot(): Promise<void> {
       await stopProcess(unnar.proc)
       noteLog('rows 6-7', unnar.logLines)
     }
+    if (unnarDisk !== undefined) {
+      await stopProcess(unnarDisk.proc)
+      noteLog('row 7b', unnarDisk.logLines)
+    }
     if (nginx !== undefined) await stopProcess(nginx.proc, 'SIGQUIT')
     if (bare !== undefined) await stopProcess(bare.proc)
     await rm(cacheDir, { recursive: true, force: true })
+    await rm(diskCacheDir, { recursive: true, force: true })
   }
 }
 
@@ -949,6 +1109,98 @@ async function benchSoak(): Promise<void> {
 }
 
 /** Anything unnar logged at warn or above while it should have been serving happily goes into the notes. */
+
+/**
+ * Row 12: one request for every regular file of the crawl fixture's store paths and the ≈1 GB NAR
+ * (each NAR cold once, then its files hot from disk or memory), eight at a time, with the default
+ * memory cache: peak RSS against that cache's size plus 120 MB, and RSS at the end against RSS
+ * halfway through.
+ */
+async function benchCrawl(): Promise<void> {
+  const name = 'crawl: every file of real store paths, default memory cache (128 MiB)'
+  const limit = CRAWL_MEMORY_CACHE + 120 * 1000 * 1000
+  try {
+    log('row 12: crawl')
+    const crawl = await prepareCrawlFixture(WORK, log)
+    const gb = await prepareGbFixture(WORK, log)
+    const files: string[] = []
+    const narSizes: number[] = []
+    const sources = [
+      ...crawl.storePaths.map((p) => ({ cache: crawl.cache, base: p })),
+      { cache: gb.cache, base: path.basename(gb.storePath) },
+    ]
+    for (const { cache, base } of sources) {
+      const hash = base.slice(0, 32)
+      const listing = JSON.parse(await readFile(path.join(cache, `${hash}.ls`), 'utf8')) as { root: CrawlNode }
+      const before = files.length
+      listRegular(listing.root, `/nix/store/${base}`, files)
+      if (files.length === before) files.push(`/nix/store/${base}`)
+      narSizes.push(Number(/^NarSize: (\d+)$/m.exec(await readFile(path.join(cache, `${hash}.narinfo`), 'utf8'))![1]))
+    }
+    const cacheDir = await freshDir('crawl')
+    const unnar = await spawnUnnar(`file://${crawl.cache} file://${gb.cache}`, cacheDir)
+    try {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: CRAWL_CONCURRENCY })
+      const pid = unnar.proc.pid!
+      let next = 0
+      let failed = 0
+      let midpoint: number | undefined
+      const started = performance.now()
+      const worker = async () => {
+        while (next < files.length) {
+          const i = next++
+          const r = await fetchBody(unnar.url + files[i]!, { agent })
+          if (r.status !== 200) failed++
+          if (i === Math.floor(files.length / 2)) midpoint = (await memoryOf(pid)).rss
+        }
+      }
+      await Promise.all(Array.from({ length: CRAWL_CONCURRENCY }, worker))
+      const seconds = (performance.now() - started) / 1000
+      agent.destroy()
+      const end = await memoryOf(pid)
+      if (failed > 0) throw new Error(`${failed} of ${files.length} requests failed`)
+      const what = `${files.length.toLocaleString('en-US')} files of ${sources.length} NARs up to ${fmtMB(Math.max(...narSizes))}, ${CRAWL_CONCURRENCY} at a time, ${seconds.toFixed(0)} s`
+      addRow({
+        id: '12a',
+        name: `${name}: peak RSS (VmHWM) vs the memory cache + 120 MB (${what})`,
+        unnar: fmtMB(end.hwm),
+        reference: `${fmtMB(limit)} (128 MiB + 120 MB)`,
+        ratio: end.hwm / limit,
+        target: '≤ 1',
+        check: (r) => r <= 1,
+      })
+      addRow({
+        id: '12b',
+        name: `${name}: RSS at the end vs RSS halfway`,
+        unnar: `${fmtMB(end.rss)} at the end`,
+        reference: `${fmtMB(midpoint!)} halfway`,
+        ratio: end.rss / midpoint!,
+        target: '≤ 1.1×',
+        check: (r) => r <= 1.1,
+      })
+    } finally {
+      await stopProcess(unnar.proc)
+      await rm(cacheDir, { recursive: true, force: true })
+      noteLog('row 12', unnar.logLines)
+    }
+  } catch (err) {
+    errorRow('12', name, '≤ 1', err)
+  }
+}
+
+type CrawlNode =
+  | { type: 'regular'; size: number }
+  | { type: 'symlink'; target: string }
+  | { type: 'directory'; entries: Record<string, CrawlNode> }
+
+/** The URL paths of every regular file under `node`, in NAR order. */
+function listRegular(node: CrawlNode, at: string, out: string[]): void {
+  if (node.type === 'regular') out.push(at)
+  else if (node.type === 'directory')
+    for (const name of Object.keys(node.entries).sort())
+      listRegular(node.entries[name]!, `${at}/${encodeURIComponent(name)}`, out)
+}
+
 function noteLog(where: string, lines: readonly string[]): void {
   const summary = summarizeLog(lines)
   if (summary.length > 0) notes.push(`unnar logged during ${where}: ${summary.join('; ')}`)

@@ -1,7 +1,9 @@
 /** Builds the response for one store file: caching headers, Range, download names, compression, sandbox. */
 import type { Context } from 'hono'
 import type { Logger } from '../log.js'
+import type { FileReader } from '../store/file-source.js'
 import { abortOnError } from './abort-on-error.js'
+import { diskBody } from './disk-body.js'
 import { chooseEncoding, compressBuffer, compressStream, isCompressible } from './compression.js'
 import { errorResponse } from './errors.js'
 import { parseRange, resolveRange, type RangeSpec } from './range.js'
@@ -24,6 +26,8 @@ export interface StoreFile {
   /** Bytes [start, end) of the file; undefined when only a whole-file stream exists (no ranges). */
   readonly openRange: ((start: number, end: number) => ReadableStream<Uint8Array>) | undefined
   readonly openWhole: () => ReadableStream<Uint8Array>
+  /** Positioned reads of the file on disk, when it can be read so (a body written without web streams). */
+  readonly openReader?: (() => FileReader) | undefined
   /** The whole content, already read: small files go out in one write, without a stream. */
   readonly bytes?: Uint8Array<ArrayBuffer>
 }
@@ -66,7 +70,7 @@ export function fileResponse(c: Context, file: StoreFile, options: FileResponseO
       c.header('Content-Length', String(range.end - range.start + 1))
       if (head) return c.body(null, 206)
       if (file.bytes !== undefined) return c.body(file.bytes.subarray(range.start, range.end + 1), 206)
-      return c.body(guardBody(c, file.openRange(range.start, range.end + 1), options.log), 206)
+      return c.body(guardBody(c, openBytes(c, file, range.start, range.end + 1), options.log), 206)
     }
   }
 
@@ -80,7 +84,14 @@ export function fileResponse(c: Context, file: StoreFile, options: FileResponseO
   }
   c.header('Content-Length', String(file.size))
   if (head) return c.body(null)
-  return c.body(file.bytes ?? guardBody(c, file.openWhole(), options.log))
+  return c.body(file.bytes ?? guardBody(c, openBytes(c, file, 0, file.size), options.log))
+}
+
+/** Bytes [start, end) of a file that has openRange, or the whole file. */
+function openBytes(c: Context, file: StoreFile, start: number, end: number): ReadableStream<Uint8Array> {
+  const outgoing = outgoingOf(c)
+  if (file.openReader !== undefined && outgoing !== undefined) return diskBody(outgoing, file.openReader(), start, end)
+  return start === 0 && end === file.size ? file.openWhole() : file.openRange!(start, end)
 }
 
 /** A body stream that fails breaks the connection (see abortOnError). */

@@ -342,6 +342,7 @@ function respondFile(ask: Ask, segments: readonly string[], found: FileOutcome):
     contentType: contentTypeByName(name) ?? contentTypeBySniffing(source.head),
     openRange: source.openRange,
     openWhole: source.openWhole,
+    openReader: source.openReader,
   }
   try {
     return { response: fileResponse(c, file, { sandbox: !ask.view.site, log: ask.route.log }) }

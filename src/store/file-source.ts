@@ -11,7 +11,7 @@ import { openDirectFile } from './direct-file-stream.js'
 import { peekStream } from './peek-stream.js'
 import type { HotFile, HotFiles } from './hot-files.js'
 import { DiskError } from './nar-errors.js'
-import type { NarSource } from './nar-source.js'
+import type { NarSource, RangeSource } from './nar-source.js'
 import type { NarStore } from './nar-store.js'
 import { openRangedFile, probeRangedFile, RangeMismatchError, type FetchRange, type RangedNode } from './ranged-file.js'
 
@@ -57,6 +57,12 @@ export interface FileWant {
   readonly signal?: AbortSignal | undefined
 }
 
+/** Positioned reads of one file (offsets within the file); release() once, when done. */
+export interface FileReader {
+  readAt(buffer: Uint8Array, length: number, position: number): Promise<number>
+  release(): void
+}
+
 /** A file's bytes, however they are reached; release() once the response exists. */
 export interface FileSource {
   readonly from: 'nar' | 'range' | 'direct'
@@ -70,6 +76,8 @@ export interface FileSource {
   /** Bytes [start, end); undefined when only the whole file can be streamed. */
   readonly openRange: ((start: number, end: number) => ReadableStream<Uint8Array>) | undefined
   readonly openWhole: () => ReadableStream<Uint8Array>
+  /** Positioned reads of the file, when it is in a complete, verified NAR on disk. */
+  readonly openReader?: (() => FileReader) | undefined
   /** Lets go of what no opened stream uses (each holds what it reads until it ends). Idempotent. */
   readonly release: () => void
 }
@@ -280,6 +288,7 @@ export class FileSources<F extends HotFile> {
       bytes,
       openRange: (start, end) => nar.stream(source.read(offset + start, offset + end)),
       openWhole: () => nar.stream(source.read(offset, offset + node.size)),
+      openReader: source.reader === undefined ? undefined : () => nar.reader(source.reader!(), offset),
       release,
     }
     return { kind: 'found', source: file }
@@ -415,6 +424,18 @@ export class HeldNar {
       if (!held) return
       held = false
       if (--this.#holders === 0) this.#release()
+    }
+  }
+
+  /** Reads at `offset` on from `range`, holding the NAR until released. */
+  reader(range: RangeSource, offset: number): FileReader {
+    const release = this.hold()
+    return {
+      readAt: (buffer, length, position) => range.readAt(buffer, length, offset + position),
+      release: () => {
+        range.release()
+        release()
+      },
     }
   }
 

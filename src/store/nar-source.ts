@@ -23,6 +23,8 @@ export interface NarSource {
   readonly holdsBack: boolean
   /** Resolves once the NAR is verified (at once for a cached NAR); rejects with why when it never will be. */
   verification(): Promise<void>
+  /** Positioned reads of a complete, verified NAR (a cached one), for a body the HTTP layer writes itself. */
+  readonly reader?: (() => RangeSource) | undefined
 }
 
 /**

@@ -20,7 +20,7 @@ import { LRUCache } from 'lru-cache'
 import { type DecoderPrograms, NO_DECODER_PROGRAMS } from '../codecs/decoder-programs.js'
 import type { DecoderLauncher } from '../codecs/file-decoder.js'
 import { formatHashNix32 } from '../formats/hash.js'
-import { formatListing, parseListing, locate, type Listing } from '../formats/listing.js'
+import { formatListing, listingMemoryBytes, locate, parseListing, type Listing } from '../formats/listing.js'
 import type { Logger } from '../log.js'
 import type { PathInfo } from '../upstream/path-info-lookup.js'
 import { UpstreamError } from '../upstream/upstream.js'
@@ -72,7 +72,6 @@ export interface NarStoreEvents {
 interface Entry {
   readonly key: string
   readonly size: number
-  readonly listing: Listing
   /** Leases and reads using the file; eviction defers the unlink until they are done. */
   readers: number
   evicted: boolean
@@ -85,6 +84,11 @@ const DISK_TROUBLE_BACKOFF_MS = 30_000
 const TOUCH_INTERVAL_MS = 60_000
 const FREE_SPACE_MARGIN_BYTES = 1024 * 1024
 const MAX_OPEN_FILES = 256
+/**
+ * Parsed listings of cached NARs kept in memory (listingMemoryBytes); the others are read again
+ * from their `.ls` when asked for: a cache of many NARs does not hold every listing.
+ */
+export const STORE_LISTINGS_MEMORY_BYTES = 32 * 1024 * 1024
 
 const fsOpen = promisify(fs.open)
 const fsClose = promisify(fs.close)
@@ -110,6 +114,10 @@ export class NarStore {
   readonly #decoderLauncher: DecoderLauncher | undefined
   readonly #verify: VerifyMode
   readonly #lru: LRUCache<string, Entry>
+  readonly #listings = new LRUCache<string, Listing>({
+    maxSize: STORE_LISTINGS_MEMORY_BYTES,
+    sizeCalculation: listingMemoryBytes,
+  })
   readonly #inflight = new Map<string, NarDownload>()
   /** Downloads being set up or waiting for a slot, so concurrent requests share them. */
   readonly #starting = new Map<string, Promise<NarDownload>>()
@@ -180,7 +188,8 @@ export class NarStore {
       }
       try {
         const listing = parseListing(await readFile(this.#listingPath(key), 'utf8'))
-        this.#lru.set(key, { key, size, listing, readers: 0, evicted: false, lastTouch: atimeMs, fd: undefined })
+        this.#lru.set(key, { key, size, readers: 0, evicted: false, lastTouch: atimeMs, fd: undefined })
+        this.#listings.set(key, listing)
       } catch (err) {
         this.#log.warn('dropping a cached NAR without a usable listing', { key, error: err })
         await this.#remove(key)
@@ -395,10 +404,10 @@ export class NarStore {
       await this.#removeQuietly(`${tmp}.ls`)
       return false
     }
+    this.#listings.set(key, listing)
     this.#lru.set(key, {
       key,
       size: info.narInfo.narSize,
-      listing,
       readers: 0,
       evicted: false,
       lastTouch: Date.now(),
@@ -453,14 +462,24 @@ export class NarStore {
 
   #cachedSource(entry: Entry): NarSource {
     return {
-      node: async (segments) => locate(entry.listing.root, segments),
-      listing: async () => entry.listing,
+      node: async (segments) => locate((await this.#listingOf(entry)).root, segments),
+      listing: () => this.#listingOf(entry),
       read: (start, end) => createRangeStream(this.#rangeSource(entry), start, end),
       readBytes: (start, end) => readRangeBytes(this.#rangeSource(entry), start, end),
       verified: true,
       holdsBack: false,
       verification: async () => {},
+      reader: () => this.#rangeSource(entry),
     }
+  }
+
+  /** The NAR's listing, read again from its `.ls` when it is no longer in memory. */
+  async #listingOf(entry: Entry): Promise<Listing> {
+    const kept = this.#listings.get(entry.key)
+    if (kept !== undefined) return kept
+    const listing = parseListing(await readFile(this.#listingPath(entry.key), 'utf8'))
+    this.#listings.set(entry.key, listing)
+    return listing
   }
 
   #rangeSource(entry: Entry): RangeSource {
@@ -532,6 +551,7 @@ export class NarStore {
   }
 
   async #remove(key: string): Promise<void> {
+    this.#listings.delete(key)
     await rm(this.#narPath(key), { force: true }).catch(() => {})
     await rm(this.#listingPath(key), { force: true }).catch(() => {})
   }

@@ -3,7 +3,14 @@
  * dropped or replaced when the NAR itself says otherwise.
  */
 import { LRUCache } from 'lru-cache'
-import { checkListingFits, maxListingBytes, parseListing, type Listing, type ListingNode } from '../formats/listing.js'
+import {
+  checkListingFits,
+  listingMemoryBytes,
+  maxListingBytes,
+  parseListing,
+  type Listing,
+  type ListingNode,
+} from '../formats/listing.js'
 import type { Logger } from '../log.js'
 import type { PathInfo } from './path-info.js'
 import { readSmallBody } from './read-body.js'
@@ -18,6 +25,8 @@ export const MAX_LISTING_BYTES = 64 * 1024 * 1024
 export const EARLY_MAX_BYTES = 256 * 1024
 const EARLY_MAX = 64
 const EARLY_TTL_MS = 10_000
+/** Parsed upstream listings kept in memory: ~200 listings of 1,000 files. */
+export const LISTINGS_MEMORY_BYTES = 32 * 1024 * 1024
 
 /**
  * An early `.ls` answer: its body, undefined when there is none, `too-big` when its Content-Length
@@ -34,6 +43,8 @@ export interface UpstreamListingsOptions {
   readonly negativeTtlMs: number
   /** How many listings are kept in memory. */
   readonly maxEntries: number
+  /** The memory they may take, as listingMemoryBytes() counts it (default LISTINGS_MEMORY_BYTES). */
+  readonly maxListingBytes?: number | undefined
   /** Called for each upstream `.ls` that its NAR contradicted (metrics). */
   readonly onListingMismatch?: ((upstream: string) => void) | undefined
 }
@@ -54,6 +65,9 @@ export class UpstreamListings {
     this.#onListingMismatch = options.onListingMismatch
     this.#listings = new LRUCache<PathInfo, ListingFound>({
       max: options.maxEntries,
+      // A listing bigger than the bound is not kept (lru-cache refuses it), and is read again when asked for.
+      maxSize: options.maxListingBytes ?? LISTINGS_MEMORY_BYTES,
+      sizeCalculation: (found) => 64 + (found.listing === undefined ? 0 : listingMemoryBytes(found.listing)),
       ignoreFetchAbort: true,
       fetchMethod: async (info, _stale, { options: setOptions }) => {
         const { listing, upstreamFailed } = await this.#fetch(info)

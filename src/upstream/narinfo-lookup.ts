@@ -4,6 +4,7 @@
  */
 import { LRUCache } from 'lru-cache'
 import type { Logger } from '../log.js'
+import type { NarInfo } from '../formats/narinfo.js'
 import { fetchPathInfo, type NarInfoRules } from './narinfo-fetch.js'
 import type { PathInfo } from './path-info.js'
 import { type Upstream, UpstreamError } from './upstream.js'
@@ -41,6 +42,17 @@ export interface NarInfoLookupOptions extends NarInfoRules {
 }
 
 type Found = { readonly info: PathInfo | undefined }
+
+/** Narinfos kept in memory (with maxEntries): ~16,000 of 1 KiB, fewer with long reference lists. */
+export const NARINFOS_MEMORY_BYTES = 16 * 1024 * 1024
+
+/** About what a parsed narinfo takes: its strings (as two-byte strings) and ~512 bytes of objects. */
+function narInfoMemoryBytes(narInfo: NarInfo): number {
+  let chars = narInfo.storePath.length + narInfo.url.length + (narInfo.deriver?.length ?? 0) + (narInfo.ca?.length ?? 0)
+  for (const text of narInfo.references) chars += text.length + 16
+  for (const text of narInfo.sigs) chars += text.length + 16
+  return 512 + 2 * chars
+}
 type Outcome = { readonly info: PathInfo | undefined } | { readonly error: unknown }
 
 /** One upstream's narinfo request, started at once (eager) or by the first start(). */
@@ -62,6 +74,9 @@ export class NarInfoLookup {
     // waiting for it (lru-cache would reject them with "evicted"/"deleted").
     this.#cache = new LRUCache<string, Found>({
       max: options.maxEntries,
+      maxSize: NARINFOS_MEMORY_BYTES,
+      sizeCalculation: (found, hash) =>
+        hash.length + (found.info === undefined ? 64 : narInfoMemoryBytes(found.info.narInfo)),
       ignoreFetchAbort: true,
       fetchMethod: async (hash, _stale, { options: setOptions }) => {
         const info = await this.#lookup(hash)

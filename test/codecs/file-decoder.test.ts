@@ -15,6 +15,7 @@ import {
   decoderProgramFor,
   DecoderStartError,
   spawnFileDecoder,
+  THREADED_XZ_MIN_BYTES,
   type DecoderInput,
   type DecoderProgram,
 } from '../../src/codecs/file-decoder.js'
@@ -134,6 +135,27 @@ describe('spawnFileDecoder', { skip, timeout: 60_000 }, () => {
         assert.ok(cpu <= 0.2, `${what}: ${cpu} s of CPU`)
       }
     }
+  })
+
+  it('has the kernel stop a bomb in many xz blocks at NarSize 32 MiB when xz decodes on threads', {
+    skip: programs.xzThreads === true ? false : 'this xz decodes on one thread',
+  }, async () => {
+    const narSize = THREADED_XZ_MIN_BYTES
+    const program = decoderProgramFor('xz', undefined, narSize, programs)!
+    assert.ok(program.args.includes('--threads=0'), 'threaded from THREADED_XZ_MIN_BYTES on')
+    assert.ok(!decoderProgramFor('xz', undefined, narSize - 1, programs)!.args.includes('--threads=0'))
+    // 2 GiB of zeros in 8 MiB blocks, which threads decode ahead of the one being written.
+    const stream = execFileSync('xz', ['-c', '-T2', '--block-size=8MiB'], { input: Buffer.alloc(64 * 1024 * 1024) })
+    const bomb = Buffer.concat(Array.from({ length: 32 }, () => stream))
+    const file = path.join(dir, 'bomb-blocks.xz')
+    await writeFile(file, bomb)
+    const before = childCpuSeconds()
+    const { outcome, written } = await run(program, { body: new PassThrough(), file }, narSize)
+    const cpu = childCpuSeconds() - before
+    assert.ok(outcome instanceof DecodedTooLargeError, String(outcome))
+    assert.equal(written.length, narSize)
+    // What the threads decoded ahead is bounded by --memlimit-mt, far from the bomb's 2 GiB.
+    assert.ok(cpu <= 1, `${cpu} s of CPU`)
   })
 
   it('fails with what the program said when the data is corrupt', async () => {

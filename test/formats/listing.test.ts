@@ -3,6 +3,7 @@ import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { describe, it } from 'node:test'
 import {
+  listingMemoryBytes,
   ListingError,
   checkListingFits,
   formatListing,
@@ -326,5 +327,20 @@ describe('listings against their NarSize', () => {
   it('bounds the listing size by the NAR size, leaving room for any honest listing', () => {
     assert.ok(maxListingBytes(0) >= 64 * 1024)
     assert.ok(maxListingBytes(10 ** 9) >= 8 * 10 ** 9)
+  })
+})
+
+describe('listingMemoryBytes', () => {
+  it('counts every node, name and symlink target, and at least what the parsed listing takes', () => {
+    const file = (): ListingNode => ({ type: 'regular', size: 1, executable: false })
+    const one = listingMemoryBytes({ version: 1, root: file() })
+    const entries = new Map<string, ListingNode>()
+    for (let i = 0; i < 1000; i++) entries.set(`file-${i}`, file())
+    entries.set('link', { type: 'symlink', target: 'x'.repeat(500) })
+    const many = listingMemoryBytes({ version: 1, root: { type: 'directory', entries } })
+    assert.ok(one > 0)
+    assert.ok(many >= 1002 * one + 2 * 500, `${many}`)
+    // ~140 bytes a node in V8 (measured); the estimate must not be below it.
+    assert.ok(many >= 1002 * 140, `${many}`)
   })
 })
