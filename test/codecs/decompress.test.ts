@@ -294,6 +294,9 @@ describe('decompression bombs (2 GiB of zeros, NarSize 1 MiB)', { timeout: 60_00
       const bomb = await bombOf(path.compression)
       if (path.external === true)
         await decodeThrough(Readable.from([zstdCompress(Buffer.from('the worker is up'))]), createDecoder('zstd'))
+      // Once unmeasured: the first decode in a process also pays for compiling the in-process
+      // decoders' JavaScript, as the first NAR of any kind does, bomb or not.
+      await assert.rejects(pipeline(piecesOf(bomb), decoderFor(path, BOMB_NAR_SIZE), new Writable({ write: (_c, _e, cb) => cb() })))
       const decoder = decoderFor(path, BOMB_NAR_SIZE)
       const decoded = countOutput(decoder)
       let received = 0
@@ -307,6 +310,7 @@ describe('decompression bombs (2 GiB of zeros, NarSize 1 MiB)', { timeout: 60_00
       // A child decoder's stream fails once its process has been reaped, so its CPU time is counted.
       await assert.rejects(pipeline(piecesOf(bomb), decoder, sink), DecodedTooLargeError)
       const cpu = cpuSeconds() - before
+      t.diagnostic(`${cpu.toFixed(3)} s of CPU, ${decoded()} bytes decoded`)
       assert.ok(received <= BOMB_NAR_SIZE, `${received} bytes reached the consumer`)
       assert.ok(decoded() <= BOMB_NAR_SIZE + MAX_PAST_NAR_SIZE, `${decoded()} bytes decoded`)
       assert.ok(cpu <= MAX_CPU_SECONDS, `${cpu.toFixed(3)} s of CPU`)
