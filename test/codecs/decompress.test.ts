@@ -296,7 +296,9 @@ describe('decompression bombs (2 GiB of zeros, NarSize 1 MiB)', { timeout: 60_00
         await decodeThrough(Readable.from([zstdCompress(Buffer.from('the worker is up'))]), createDecoder('zstd'))
       // Once unmeasured: the first decode in a process also pays for compiling the in-process
       // decoders' JavaScript, as the first NAR of any kind does, bomb or not.
-      await assert.rejects(pipeline(piecesOf(bomb), decoderFor(path, BOMB_NAR_SIZE), new Writable({ write: (_c, _e, cb) => cb() })))
+      await assert.rejects(
+        pipeline(piecesOf(bomb), decoderFor(path, BOMB_NAR_SIZE), new Writable({ write: (_c, _e, cb) => cb() })),
+      )
       const decoder = decoderFor(path, BOMB_NAR_SIZE)
       const decoded = countOutput(decoder)
       let received = 0
