@@ -14,6 +14,12 @@ import type { FileReader } from '../store/file-source.js'
 export const DISK_BODY_READ_BYTES = 1024 * 1024
 
 /**
+ * The chunk read before the headers are out: a fresh buffer node-server holds until it is written,
+ * so it is kept small and a connection holds the two buffers above and little more.
+ */
+const FIRST_READ_BYTES = 64 * 1024
+
+/**
  * Bytes [start, end) of the file, as a web stream that @hono/node-server consumes: once the
  * response's headers are out, its first pull writes the whole range into `outgoing` itself (one
  * buffer being filled while the other is written, the socket's backpressure respected), then
@@ -43,7 +49,7 @@ export function diskBody(
       async pull(controller) {
         try {
           if (position < end && !outgoing.headersSent) {
-            const length = Math.min(DISK_BODY_READ_BYTES, end - position)
+            const length = Math.min(FIRST_READ_BYTES, end - position)
             const buffer = Buffer.allocUnsafeSlow(length)
             await readExactly(buffer, length)
             controller.enqueue(buffer)

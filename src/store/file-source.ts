@@ -294,7 +294,10 @@ export class FileSources<F extends HotFile> {
     return { kind: 'found', source: file }
   }
 
-  /** Puts the file in memory when its NAR is verified: at once when read, else once asked for again. */
+  /**
+   * Puts the file in memory when its NAR is verified and it is asked for a second time: a crawl or
+   * a mirror client, asking for each file once, would otherwise push out the files asked for often.
+   */
   #keep(
     info: PathInfo,
     source: NarSource,
@@ -305,14 +308,15 @@ export class FileSources<F extends HotFile> {
   ): void {
     const { hotFiles, describe, log } = this.#options
     const { hotKey: key, segments } = want
+    if (key === undefined || !want.body || !hotFiles.admit(info.narInfo, key, node.size)) return
     // Checked after the read: bytes of a NAR verified by then are verified bytes.
-    if (key === undefined || !source.verified) return
+    if (!source.verified) return hotFiles.abandon(info.narInfo, key)
     const keep = (kept: Uint8Array<ArrayBuffer>) =>
       hotFiles.set(info.narInfo, key, describe(info, segments, node, kept))
     if (bytes !== undefined) keep(bytes)
-    else if (want.body && hotFiles.admit(info.narInfo, key, node.size)) {
-      // A bigger file asked for again is read into memory beside this response, for the next ones:
-      // Node has no sendfile, and a read per chunk costs a third of the throughput (bench/ row 7).
+    else {
+      // A bigger file is read into memory beside this response, for the next ones: Node has no
+      // sendfile, and a read per chunk costs a third of the throughput (bench/ row 7).
       source.readBytes(offset, offset + node.size).then(keep, (err: Error) => {
         hotFiles.abandon(info.narInfo, key)
         log.debug('could not keep a hot file in memory', {

@@ -1,6 +1,6 @@
 /**
- * Files of verified NARs kept in memory, so a hot file costs no path resolution and no read: small
- * ones as soon as they were read, bigger ones once asked for a second time (admit()).
+ * Files of verified NARs kept in memory, so a hot file costs no path resolution and no read, once
+ * asked for a second time (admit()).
  */
 import { LRUCache } from 'lru-cache'
 import { formatHashNix32 } from '../formats/hash.js'
@@ -19,8 +19,12 @@ export interface HotFilesOptions {
   readonly maxBytes: number
 }
 
-/** Files asked for once, remembered so the second request can admit them (keys only). */
-const SEEN_KEYS = 10_000
+/**
+ * Files asked for once, remembered so the second request can admit them: keys only, each counted
+ * as a two-byte string plus its LRU entry (~8,000 keys of 100 characters).
+ */
+const SEEN_BYTES = 2 * 1024 * 1024
+const SEEN_ENTRY_BYTES = 64
 
 /** Per-entry bookkeeping (key, headers, LRU node), so many tiny files also respect the bound. */
 const ENTRY_OVERHEAD_BYTES = 512
@@ -34,8 +38,10 @@ export class HotFiles<F extends HotFile> {
   readonly #cache: LRUCache<string, F>
   /** NarInfos are kept by the lookup's LRU; their nix32 hash is computed once per object. */
   readonly #narKeys = new WeakMap<NarInfo, string>()
-  readonly #seen = new LRUCache<string, true>({ max: SEEN_KEYS })
-  /** Admitted files being read into memory. */
+  readonly #seen = new LRUCache<string, true>({
+    maxSize: SEEN_BYTES,
+    sizeCalculation: (_, key) => 2 * key.length + SEEN_ENTRY_BYTES,
+  })
   /** Files admitted and being read, with their sizes: memory already taken, though not in the LRU yet. */
   readonly #pending = new Map<string, number>()
   #pendingBytes = 0
@@ -45,14 +51,15 @@ export class HotFiles<F extends HotFile> {
     this.#maxBytes = options.maxBytes
     this.#cache = new LRUCache<string, F>({
       maxSize: Math.max(1, options.maxBytes),
-      sizeCalculation: (file, key) => file.bytes.byteLength + key.length + ENTRY_OVERHEAD_BYTES,
+      sizeCalculation: entryBytes,
     })
   }
 
   /**
    * True, once, when a file of `size` bytes that is not in memory was asked for before: the caller
    * then reads it and set()s it (or abandon()s it). One big download does not push out files that
-   * are asked for often; no file takes more than half of the memory, nor do the reads in flight.
+   * are asked for often; no file takes more than half of the memory, nor do the reads in flight,
+   * and the bytes of those reads count against the bound from here on.
    */
   admit(narInfo: NarInfo, segments: readonly string[], size: number): boolean {
     if (size > this.#maxBytes / 2) return false
@@ -66,6 +73,7 @@ export class HotFiles<F extends HotFile> {
     if (this.#pendingBytes + size > this.#maxBytes / 2) return false
     this.#pending.set(key, size)
     this.#pendingBytes += size
+    this.#makeRoom(0)
     return true
   }
 
@@ -81,9 +89,17 @@ export class HotFiles<F extends HotFile> {
   set(narInfo: NarInfo, segments: readonly string[], file: F): void {
     const key = this.#key(narInfo, segments)
     this.#settle(key)
+    const size = entryBytes(file, key)
     // A file larger than the whole bound is simply not kept (lru-cache would refuse it too).
-    if (file.bytes.byteLength + key.length + ENTRY_OVERHEAD_BYTES > this.#maxBytes) return
+    if (size > this.#maxBytes) return
+    this.#makeRoom(size)
     this.#cache.set(key, file)
+  }
+
+  /** Drops the least recently used files until `size` more bytes fit beside those being read. */
+  #makeRoom(size: number): void {
+    while (this.#cache.size > 0 && this.#cache.calculatedSize + this.#pendingBytes + size > this.#maxBytes)
+      this.#cache.pop()
   }
 
   #settle(key: string): void {
@@ -93,9 +109,9 @@ export class HotFiles<F extends HotFile> {
     this.#pendingBytes -= size
   }
 
-  /** Bytes held, as counted against the bound. */
+  /** Bytes held and being read, as counted against the bound. */
   get size(): number {
-    return this.#cache.calculatedSize
+    return this.#cache.calculatedSize + this.#pendingBytes
   }
 
   #key(narInfo: NarInfo, segments: readonly string[]): string {
@@ -107,4 +123,8 @@ export class HotFiles<F extends HotFile> {
     // NUL cannot occur in a NAR name, so the key is unambiguous.
     return `${narKey}\0${segments.join('\0')}`
   }
+}
+
+function entryBytes(file: HotFile, key: string): number {
+  return file.bytes.byteLength + key.length + ENTRY_OVERHEAD_BYTES
 }

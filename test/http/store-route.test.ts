@@ -20,6 +20,7 @@ import { HttpUpstream } from '../../src/upstream/http-upstream.js'
 import { PathInfoLookup } from '../../src/upstream/path-info-lookup.js'
 import { cacheDir, fixturePath } from '../helpers/fixtures.js'
 import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
+import { eventually } from '../helpers/wait.js'
 
 const log = createLogger('silent')
 const basic = fixturePath('basic')
@@ -34,6 +35,8 @@ describe('store route through app.request()', () => {
   let dir: string
   let store: NarStore
   let sources: ReturnType<typeof storeFileSources>
+  let lookup: PathInfoLookup
+  let hotFiles: HotFiles<HotStoreFile>
   let app: ReturnType<typeof createApp>
 
   before(async () => {
@@ -41,16 +44,13 @@ describe('store route through app.request()', () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'unnar-route-'))
     store = new NarStore({ dir, maxBytes: 1024 ** 3, maxNarBytes: 1024 ** 3, log })
     await store.init()
-    const lookup = new PathInfoLookup(
-      [new HttpUpstream(new URL(upstream.url), { userAgent: 'test', timeoutMs: 5000 })],
-      {
-        log,
-        negativeTtlMs: 1000,
-        maxEntries: 100,
-        trustedKeys: () => undefined,
-      },
-    )
-    const hotFiles = new HotFiles<HotStoreFile>({ maxBytes: 64 * 1024 ** 2 })
+    lookup = new PathInfoLookup([new HttpUpstream(new URL(upstream.url), { userAgent: 'test', timeoutMs: 5000 })], {
+      log,
+      negativeTtlMs: 1000,
+      maxEntries: 100,
+      trustedKeys: () => undefined,
+    })
+    hotFiles = new HotFiles<HotStoreFile>({ maxBytes: 64 * 1024 ** 2 })
     const metrics = createMetrics()
     sources = storeFileSources({ store, lookup, hotFiles, log })
     app = createApp({
@@ -107,5 +107,19 @@ describe('store route through app.request()', () => {
     const redirect = await app.request(`${base}/bin`)
     assert.equal(redirect.status, 301)
     assert.equal(sources.leases, 0)
+  })
+
+  it('keeps a small file in memory from its second GET on, so files asked for once (a crawl) take none', async () => {
+    const info = (await lookup.find(basic.hash))!
+    await (await app.request(`${base}/bin/hello`)).arrayBuffer()
+    await eventually(() => store.has(info), 'the NAR cached')
+    const readme = `${base}/share/doc/README`
+    const before = hotFiles.size
+    assert.equal(sha256(await (await app.request(readme)).arrayBuffer()), basic.entries['share/doc/README']!.sha256)
+    assert.equal(hotFiles.size, before, 'asked for once: not kept')
+    assert.equal(sources.inMemory(info, ['share', 'doc', 'README']), undefined)
+    await (await app.request(readme)).arrayBuffer()
+    assert.ok(hotFiles.size > before, 'asked for again: kept')
+    assert.ok(sources.inMemory(info, ['share', 'doc', 'README']) !== undefined)
   })
 })

@@ -63,4 +63,28 @@ describe('HotFiles', () => {
     hot.set(basic, ['huge'], file('huge', 128 * 1024))
     assert.equal(hot.get(basic, ['huge']), undefined, 'a file larger than the bound is not kept')
   })
+
+  it('remembers the files asked for once within a byte bound, however long their paths', () => {
+    const hot = new HotFiles<HotFile>({ maxBytes: 1024 * 1024 })
+    const basic = narInfoOf('basic')
+    const long = (i: number) => [`${i}`.padStart(1000, 'x')]
+    // 2,000 paths of 1,000 characters: twice what the bound holds as two-byte strings.
+    for (let i = 0; i < 2000; i++) assert.equal(hot.admit(basic, long(i), 10), false, 'asked for once')
+    assert.equal(hot.admit(basic, long(0), 10), false, 'the oldest was forgotten: asked for once again')
+    assert.equal(hot.admit(basic, long(1999), 10), true, 'the newest is remembered')
+  })
+
+  it('makes room within its bound for the reads it admitted, before their bytes arrive', () => {
+    const hot = new HotFiles<HotFile>({ maxBytes: 64 * 1024 })
+    const basic = narInfoOf('basic')
+    for (let i = 0; i < 7; i++) hot.set(basic, [`f${i}`], file(`file ${i}`, 8 * 1024))
+    hot.admit(basic, ['big'], 30 * 1024)
+    assert.equal(hot.admit(basic, ['big'], 30 * 1024), true)
+    assert.ok(hot.size <= 64 * 1024, `${hot.size} bytes with the read in flight`)
+    assert.equal(hot.get(basic, ['f0']), undefined, 'the least recently used file made room')
+    assert.ok(hot.get(basic, ['f6']) !== undefined)
+    hot.set(basic, ['big'], file('big', 30 * 1024))
+    assert.ok(hot.get(basic, ['big']) !== undefined)
+    assert.ok(hot.size <= 64 * 1024, `${hot.size} bytes`)
+  })
 })
