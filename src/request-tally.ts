@@ -1,7 +1,7 @@
 /**
  * The HTTP request metrics, kept in plain numbers and written in Prometheus' text format when
  * scraped. prom-client hashes and validates the label object of every inc() and observe(); on the
- * hot-file lane that cost 12-20% of the request rate (bench/ row 6), so requests are tallied here
+ * hot-file lane that cost 12-20% of the request rate (bench/ "hot small file"), so requests are tallied here
  * with a map lookup and a few additions instead, and prom-client keeps the rarer metrics.
  */
 

@@ -54,7 +54,7 @@ export class WorkerPool {
 
   /**
    * Starts the first worker now, in the background: a new worker takes ~35 ms of CPU (an isolate,
-   * then its modules) that would otherwise delay the first NAR after a start (bench/ row 3a).
+   * then its modules) that would otherwise delay the first NAR after a start (bench/ "cold last file", zstd).
    */
   warm(): void {
     if (this.#workers.length === 0) this.#spawn()

@@ -60,13 +60,13 @@ export const SMALL_ZSTD_BYTES = 1024 * 1024
  * A fresh decoder for one NAR body.
  *
  * xz prefers the system's `xz` in a child process (DecoderOptions.programs): lzma-native's prebuilt liblzma is compiled without optimisation and decodes at less than
- * half the speed of `xz -dc` (bench/ row 2a went from 2.62x to 1.04x), and the child decodes on the
+ * half the speed of `xz -dc` (bench/ "cold last file", xz, went from 2.62x to 1.04x of `xz -dc`), and the child decodes on the
  * second core while the event loop indexes and writes; lzma-native remains the fallback. zstd uses
- * zstd-napi, about as fast as `zstd -dc` (bench/ row 1b), in a worker thread (worker-decoder.ts)
+ * zstd-napi, about as fast as `zstd -dc` (bench/ "zstd decode"), in a worker thread (worker-decoder.ts)
  * for big NARs: decoding then overlaps with the event loop's indexing and writing, and buffers move
- * between the threads without copies. Measured 2026-11 on two cores, six alternating runs: row 3a
- * (cold last file of a 100 MB NAR) median 338 ms in-process → 274 ms in a worker; row 8d (200
- * concurrent cold requests) 650 ms → 556 ms. A `zstd -dc` child piping into this process was no
+ * between the threads without copies. Measured 2026-11 on two cores, six alternating runs: the
+ * cold last file of a 100 MB NAR median 338 ms in-process → 274 ms in a worker; 200
+ * concurrent cold requests 650 ms → 556 ms. A `zstd -dc` child piping into this process was no
  * faster (moving 100 MB through a pipe costs the event loop about what decoding saves); one that
  * writes the NAR file itself is, and downloads use that when they can (file-decoder.ts). fzstd is ~5x
  * slower. `@mongodb-js/zstd` 1.x is not used for upstream bodies: it has no streaming API, and its

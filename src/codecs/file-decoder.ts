@@ -1,7 +1,7 @@
 /**
  * A decoder program (`xz`, `zstd`, `bzip2`) that writes the NAR straight into its temp file: the
  * decoded bytes never pass through the event loop, which then has no pipe to read and no writes
- * to issue. bench/ rows 2a, 3a: the program alone is the whole cost of a cold NAR.
+ * to issue. bench/ "cold last file" (xz, zstd): the program alone is the whole cost of a cold NAR.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import path from 'node:path'
@@ -57,7 +57,7 @@ const NEXT_SHELL_DELAY_MS = 1000
 /**
  * Keeps one shell started ahead of the next decoder: starting a child of a Node process this size
  * blocks the event loop for 5–10 ms (the fork copies its page tables), which a cold request would
- * wait for (bench/ row 3a). The server owns one and closes it.
+ * wait for (bench/ "cold last file", zstd). The server owns one and closes it.
  */
 export class DecoderLauncher {
   #ready: ChildProcess | undefined
@@ -133,7 +133,7 @@ export interface FileDecoder {
    * from a pipe), whose exit then counts as a success unless it had already failed. All it would
    * still do is check its own trailer (the NarHash check covers that) and free its memory: ~10 ms
    * of CPU (zstd, 100 MB) beside the answers to the last file on two cores, which reached the
-   * client ~5 ms sooner without it (bench/ row 3a).
+   * client ~5 ms sooner without it (bench/ "cold last file", zstd).
    */
   finish(): void
 }
@@ -210,8 +210,8 @@ export interface DecoderInput {
  * `maxBytes`, rounded up to 512 bytes (RLIMIT_FSIZE, set by the shell's `ulimit -f`, which counts
  * 512-byte blocks; a program that writes every byte, see FILE_DECODE_ARGS): a decompression bomb
  * neither fills the disk nor costs more CPU than decoding NarSize, and the caller checks the exact
- * size. A local input file is opened by the shell (no pipe for the event loop to feed, bench/ rows
- * 2a, 3a; a symlink is followed, which zstd refuses for a name it is given).
+ * size. A local input file is opened by the shell (no pipe for the event loop to feed, bench/
+ * "cold last file"; a symlink is followed, which zstd refuses for a name it is given).
  */
 export function spawnFileDecoder(
   program: DecoderProgram,

@@ -18,13 +18,13 @@ export interface NarHasher {
 
 /**
  * Hashing a ≈100 MB NAR takes ~70 ms of CPU; in the event loop that delays every chunk behind it
- * (bench/ row 3a). Tiny NARs are hashed in-process: there a worker's round trip costs more.
+ * (bench/ "cold last file", zstd). Tiny NARs are hashed in-process: there a worker's round trip costs more.
  */
 export const WORKER_HASH_MIN_BYTES = 1024 * 1024
 
 /**
  * The worker is told about progress at most once per this many bytes: every wake-up of another
- * thread can preempt the decoder on a two-core machine (bench/ row 2a lost ~10% when the worker
+ * thread can preempt the decoder on a two-core machine (bench/ "cold last file", xz, lost ~10% when the worker
  * was woken for every 64 KiB–1 MiB written).
  */
 const WORKER_ADVANCE_BYTES = 8 * 1024 * 1024

@@ -106,7 +106,7 @@ export interface FileSourcesOptions<F extends HotFile> {
 
 /**
  * Files up to this size are read whole and sent in one write (headers and body together): no
- * stream machinery per response (bench/ row 8d: 200 responses of a 254 KiB file). One streamed
+ * stream machinery per response (bench/ "200 concurrent cold requests" of a 254 KiB file). One streamed
  * read (READ_MAX_BYTES) holds more, so no response holds more memory than a stream would.
  */
 const SMALL_FILE_BYTES = 256 * 1024
@@ -316,7 +316,7 @@ export class FileSources<F extends HotFile> {
     if (bytes !== undefined) keep(bytes)
     else {
       // A bigger file is read into memory beside this response, for the next ones: Node has no
-      // sendfile, and a read per chunk costs a third of the throughput (bench/ row 7).
+      // sendfile, and a read per chunk costs a third of the throughput (bench/ "hot 64 MiB file").
       source.readBytes(offset, offset + node.size).then(keep, (err: Error) => {
         hotFiles.abandon(info.narInfo, key)
         log.debug('could not keep a hot file in memory', {

@@ -51,7 +51,7 @@ const UNUSED_GRACE_MS = 1000
 /**
  * Bytes this close to the end of what a running download has written were written moments ago
  * (16 s at 1 MB/s): still in the page cache, so they are read without a round trip through libuv's
- * pool, whose thread waits for a core while the decoder is busy (bench/ row 3a: 2-7 ms for the
+ * pool, whose thread waits for a core while the decoder is busy (bench/ "cold last file", zstd: 2-7 ms for the
  * last file of a NAR, against ~50 µs).
  */
 const RECENT_BYTES = 16 * 1024 * 1024
@@ -151,7 +151,7 @@ export class NarDownload implements NarSource {
 
   /**
    * Requests for one file of a cold NAR all wait for the same bytes: one read serves them all, and
-   * they share its (never written to) buffer. bench/ row 8d: 200 clients of one 254 KiB file.
+   * they share its (never written to) buffer. bench/ "200 concurrent cold requests" of one 254 KiB file.
    */
   readBytes(start: number, end: number): Promise<Uint8Array<ArrayBuffer>> {
     const key = `${start}:${end}`
@@ -412,7 +412,7 @@ export class NarDownload implements NarSource {
 
 /**
  * Decoders hand over 64 KiB pieces; writing (and telling the hash worker about) each one cost more
- * event-loop time than the bytes themselves (bench/ row 3a), so they go to disk in batches of this size.
+ * event-loop time than the bytes themselves (bench/ "cold last file", zstd), so they go to disk in batches of this size.
  */
 const WRITE_BATCH_BYTES = 1024 * 1024
 /** A smaller batch goes out after this long, so readers of a slow download are not kept waiting. */

@@ -75,7 +75,7 @@ export async function readRangeBytes(
  */
 export const READ_WAIT_BYTES = 64 * 1024
 /**
- * Large reads make hot big files cheap (bench/ row 7: fewer reads, socket writes and promise hops
+ * Large reads make hot big files cheap (bench/ "hot 64 MiB file": fewer reads, socket writes and promise hops
  * per byte). Not larger: from 1 MiB on, each fresh buffer is a new mmap whose page faults cost more
  * than the bigger read saves (measured: 64 MiB in 1 MiB reads took 3x the CPU of 512 KiB reads).
  */

@@ -205,7 +205,7 @@ export class S3Upstream implements Upstream {
   readonly location: S3Location
   /**
    * The SDK is loaded with the first request: importing it costs ~22 MiB of RSS, which a server
-   * without S3 upstreams should not carry (bench/ row 5).
+   * without S3 upstreams should not carry (bench/ "peak RSS of a fresh unnar process").
    */
   #client: Promise<{ client: S3Client; GetObjectCommand: typeof GetObjectCommand }> | undefined
   #loaded: S3Client | undefined
