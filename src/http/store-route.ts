@@ -79,6 +79,8 @@ interface Ask {
   readonly view: View
   /** `?archive=` or `?nar`: a download of the node rather than the node itself. */
   readonly exported: ExportRequest | undefined
+  /** `?view`: a file as a page (file-view.ts) rather than its bytes. */
+  readonly viewing: boolean
 }
 
 /** How URLs look for this request: `/nix/store/<base>/…` or, on a subdomain, `/…`. */
@@ -156,10 +158,11 @@ async function remembering(
 /** A file in memory answers by the request's own path; anything else is resolved in the store path. */
 async function answer(route: Route, c: Context, req: StoreRequest, site: boolean): Promise<Answer> {
   const exported = parseExportQuery(c)
+  const viewing = c.req.query('view') !== undefined
   const info = await findInfo(route, req)
-  const hot = exported === undefined ? serveHot(route, c, req, info, site) : undefined
+  const hot = exported === undefined && !viewing ? serveHot(route, c, req, info, site) : undefined
   if (hot !== undefined) return hot
-  return serve({ route, c, req, info, view: site ? siteView(route, info) : storeView(route, info), exported })
+  return serve({ route, c, req, info, view: site ? siteView(route, info) : storeView(route, info), exported, viewing })
 }
 
 async function findInfo(route: Route, req: StoreRequest): Promise<PathInfo> {
@@ -177,8 +180,7 @@ async function findInfo(route: Route, req: StoreRequest): Promise<PathInfo> {
 
 /** A file in memory: exactly the answers serveFile gives, without resolving or reading anything. */
 function serveHot(route: Route, c: Context, req: StoreRequest, info: PathInfo, site: boolean): Answer | undefined {
-  const hot =
-    req.trailingSlash || c.req.query('view') !== undefined ? undefined : route.sources.inMemory(info, req.segments)
+  const hot = req.trailingSlash ? undefined : route.sources.inMemory(info, req.segments)
   if (hot === undefined) return undefined
   noteRequest(c, { cache: 'hit', upstream: info.upstream.name, verification: 'verified' })
   if (matchesEtag(c.req.header('if-none-match'), hot.etag))
@@ -224,7 +226,7 @@ async function answerFromTree(ask: Ask, tree: StoreTree): Promise<Answer | Contr
   if (node.type === 'directory') return serveDirectory(ask, tree, segments, node)
   if (node.type === 'symlink') throw new HttpError(404, 'unresolved symlink')
   if (req.trailingSlash) return redirect(c, view.url(segments) + querySuffix(c), tree.settled)
-  if (c.req.query('view') !== undefined) return serveView(ask, tree, segments, node)
+  if (ask.viewing) return serveView(ask, tree, segments, node)
   return serveFile(ask, tree, segments, node, req.segments)
 }
 
