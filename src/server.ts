@@ -15,6 +15,8 @@ import { DEFAULT_STORE_DIR } from './formats/store-path.js'
 import { createApp, metricsHandler } from './http/app.js'
 import type { HotStoreFile } from './http/store-route.js'
 import { HotResponses } from './http/hot-responses.js'
+import { DISK_BODY_READ_BYTES } from './http/disk-body.js'
+import { ReadBuffers } from './http/read-buffers.js'
 import { closeWithConnection } from './http/node-env.js'
 import { createRequestReporter, type RequestReporter } from './http/request-log.js'
 import { OtherStoreDirs } from './http/store-dirs.js'
@@ -61,10 +63,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   // The store reports broken NARs and verified listings to the lookup of the NAR's store dir.
   const store = createStore(config, log, metrics, maxBytes, decoders, (storeDir) => lookups.lookupFor(storeDir))
   const hotFiles = new HotFiles<HotStoreFile>({ maxBytes: config.memoryCacheBytes })
-  const lookups = createLookups(config, log, metrics, upstreams, { store, hotFiles })
+  const readBuffers = new ReadBuffers({ bufferBytes: DISK_BODY_READ_BYTES, maxBytes: READ_BUFFERS_BYTES })
+  const lookups = createLookups(config, log, metrics, upstreams, { store, hotFiles, readBuffers })
   metrics.watch({ store: () => store, upstreams: () => lookups.main.health() })
   const state: ServerState = { accepting: true, storeInit: undefined }
-  const server = createMainServer(config, log, metrics, { store, hotFiles, lookups, state })
+  const server = createMainServer(config, log, metrics, { store, hotFiles, readBuffers, lookups, state })
   const { url, address } = await listen(server, config)
   await initStore(store, server, state)
   warnAboutMissingDirectories(config.upstreams, log)
@@ -160,7 +163,11 @@ function createLookups(
   log: Logger,
   metrics: Metrics,
   upstreams: readonly Upstream[],
-  serving: { readonly store: NarStore; readonly hotFiles: HotFiles<HotStoreFile> },
+  serving: {
+    readonly store: NarStore
+    readonly hotFiles: HotFiles<HotStoreFile>
+    readonly readBuffers: ReadBuffers
+  },
 ): Lookups {
   const lookupOptions = {
     log,
@@ -208,11 +215,12 @@ function createMainServer(
   parts: {
     readonly store: NarStore
     readonly hotFiles: HotFiles<HotStoreFile>
+    readonly readBuffers: ReadBuffers
     readonly lookups: Lookups
     readonly state: ServerState
   },
 ): Server {
-  const { store, hotFiles, lookups, state } = parts
+  const { store, hotFiles, readBuffers, lookups, state } = parts
   const reporter = createRequestReporter(log, metrics)
   const hotResponses = new HotResponses({
     reporter,
@@ -231,6 +239,7 @@ function createMainServer(
     metrics,
     reporter,
     hotFiles,
+    readBuffers,
     hotResponses,
     serveMetrics: config.metrics.kind === 'main',
     maxUrlLength: config.maxUrlLength,
@@ -397,6 +406,12 @@ function createHttpServer(
 }
 
 const IDLE_SOCKET_MS = 300_000
+
+/**
+ * Memory for the read buffers of bodies written from disk: eight responses' two buffers at once;
+ * responses beyond those read into small buffers of their own.
+ */
+const READ_BUFFERS_BYTES = 16 * 1024 * 1024
 
 /** Memory for repeatable answers (their bodies are mostly shared with the store route's hot files). */
 const HOT_RESPONSES_BYTES = 16 * 1024 * 1024

@@ -8,6 +8,7 @@ import { createErrorHandler, errorResponse } from './errors.js'
 import { OWN_PAGES_CSP } from './html.js'
 import type { HotFiles } from '../store/hot-files.js'
 import type { HotResponses } from './hot-responses.js'
+import type { ReadBuffers } from './read-buffers.js'
 import { requestLog, type RequestReporter } from './request-log.js'
 import { loadStaticAssets } from './static-assets.js'
 import type { FileSources } from '../store/file-source.js'
@@ -29,6 +30,8 @@ export interface AppDeps {
   readonly reporter: RequestReporter
   /** Files kept in memory (UNNAR_MEMORY_CACHE_SIZE). */
   readonly hotFiles: HotFiles<HotStoreFile>
+  /** What bodies read from disk read into (shared with the other store dirs' routes). */
+  readonly readBuffers: ReadBuffers
   /** Answers from hot files kept for the lane in front of the app (server.ts). */
   readonly hotResponses?: HotResponses
   /** Where /nix/store files are read from (made from the above when absent); given, its leases can be watched. */

@@ -8,6 +8,7 @@ import { chooseEncoding, compressBuffer, compressStream, isCompressible } from '
 import { errorResponse } from './errors.js'
 import { parseRange, resolveRange, type RangeSpec } from './range.js'
 import { outgoingOf } from './node-env.js'
+import type { ReadBuffers } from './read-buffers.js'
 
 export const IMMUTABLE = 'public, max-age=31536000, immutable'
 
@@ -36,6 +37,8 @@ export interface FileResponseOptions {
   /** Subdomain mode gives each store path its own origin, so no sandbox is needed there. */
   readonly sandbox: boolean
   readonly log: Logger
+  /** What bodies read from disk read into. */
+  readonly readBuffers: ReadBuffers
 }
 
 export function fileResponse(c: Context, file: StoreFile, options: FileResponseOptions): Response {
@@ -70,7 +73,7 @@ export function fileResponse(c: Context, file: StoreFile, options: FileResponseO
       c.header('Content-Length', String(range.end - range.start + 1))
       if (head) return c.body(null, 206)
       if (file.bytes !== undefined) return c.body(file.bytes.subarray(range.start, range.end + 1), 206)
-      return c.body(guardBody(c, openBytes(c, file, range.start, range.end + 1), options.log), 206)
+      return c.body(guardBody(c, openBytes(c, file, range.start, range.end + 1, options), options.log), 206)
     }
   }
 
@@ -84,13 +87,20 @@ export function fileResponse(c: Context, file: StoreFile, options: FileResponseO
   }
   c.header('Content-Length', String(file.size))
   if (head) return c.body(null)
-  return c.body(file.bytes ?? guardBody(c, openBytes(c, file, 0, file.size), options.log))
+  return c.body(file.bytes ?? guardBody(c, openBytes(c, file, 0, file.size, options), options.log))
 }
 
 /** Bytes [start, end) of a file that has openRange, or the whole file. */
-function openBytes(c: Context, file: StoreFile, start: number, end: number): ReadableStream<Uint8Array> {
+function openBytes(
+  c: Context,
+  file: StoreFile,
+  start: number,
+  end: number,
+  options: FileResponseOptions,
+): ReadableStream<Uint8Array> {
   const outgoing = outgoingOf(c)
-  if (file.openReader !== undefined && outgoing !== undefined) return diskBody(outgoing, file.openReader(), start, end)
+  if (file.openReader !== undefined && outgoing !== undefined)
+    return diskBody(outgoing, file.openReader(), start, end, options.readBuffers)
   return start === 0 && end === file.size ? file.openWhole() : file.openRange!(start, end)
 }
 

@@ -5,6 +5,7 @@ import type { HotFiles } from '../store/hot-files.js'
 import type { NarStore } from '../store/nar-store.js'
 import { PathInfoLookup, type PathInfoLookupOptions } from '../upstream/path-info-lookup.js'
 import type { Upstream } from '../upstream/upstream.js'
+import type { ReadBuffers } from './read-buffers.js'
 import { createStoreRoutes, type HotStoreFile, type StoreRoutes } from './store-route.js'
 
 export interface OtherStoreDirsOptions {
@@ -14,6 +15,7 @@ export interface OtherStoreDirsOptions {
   readonly lookup: Omit<PathInfoLookupOptions, 'storeDir'>
   readonly store: NarStore
   readonly hotFiles: HotFiles<HotStoreFile>
+  readonly readBuffers: ReadBuffers
   readonly log: Logger
 }
 
@@ -50,6 +52,7 @@ export class OtherStoreDirs {
           lookup,
           store: this.#options.store,
           hotFiles: this.#options.hotFiles,
+          readBuffers: this.#options.readBuffers,
           log,
           storeDir,
           domain: undefined,

@@ -30,6 +30,7 @@ import { encodePath } from './html.js'
 import { formatDirectoryJson, formatDirectoryText, negotiateListingFormat } from './listing-formats.js'
 import { renderListingPage } from './listing-page.js'
 import { generatedResponse } from './page-response.js'
+import type { ReadBuffers } from './read-buffers.js'
 import { noteRequest, requestNotes } from './request-log.js'
 import { parseStoreRequest, requestPath, storeRequestRest, type StoreRequest } from './request-path.js'
 import { resolveStorePath } from './resolve-path.js'
@@ -47,6 +48,8 @@ export interface StoreRouteDeps {
   readonly hotResponses?: HotResponses | undefined
   /** Where file bytes come from (made from the above when absent; given, its lease count can be watched). */
   readonly sources?: FileSources<HotStoreFile> | undefined
+  /** What bodies read from disk read into (shared by every store dir's routes). */
+  readonly readBuffers: ReadBuffers
 }
 
 /** A store file whose bytes are in memory. */
@@ -68,6 +71,7 @@ interface Route {
   readonly prefixSegments: readonly string[]
   readonly domain: string | undefined
   readonly hotResponses: HotResponses | undefined
+  readonly readBuffers: ReadBuffers
 }
 
 /** One request for a store path that exists. */
@@ -111,6 +115,7 @@ export function createStoreRoutes(deps: StoreRouteDeps): StoreRoutes {
     prefixSegments: deps.storeDir.split('/').filter(Boolean),
     domain: deps.domain,
     hotResponses: deps.hotResponses,
+    readBuffers: deps.readBuffers,
   }
   return {
     store: (c) =>
@@ -185,7 +190,7 @@ function serveHot(route: Route, c: Context, req: StoreRequest, info: PathInfo, s
   noteRequest(c, { cache: 'hit', upstream: info.upstream.name, verification: 'verified' })
   if (matchesEtag(c.req.header('if-none-match'), hot.etag))
     return { response: notModified(c, hot.etag, hot.name, hot.size) }
-  const response = fileResponse(c, hot, { sandbox: !site, log: route.log })
+  const response = fileResponse(c, hot, { sandbox: !site, log: route.log, readBuffers: route.readBuffers })
   return { response, reusable: { body: hot.bytes, info } }
 }
 
@@ -269,7 +274,13 @@ async function serveFile(
   if (c.req.method === 'HEAD' && byName !== undefined) {
     const { size, executable } = listed
     const file = { name, etag, size, executable, contentType: byName, openRange: noBody, openWhole: noBody }
-    return { response: fileResponse(c, file, { sandbox: !ask.view.site, log: ask.route.log }) }
+    return {
+      response: fileResponse(c, file, {
+        sandbox: !ask.view.site,
+        log: ask.route.log,
+        readBuffers: ask.route.readBuffers,
+      }),
+    }
   }
   const found = await ask.route.sources.file(info, tree, {
     segments,
@@ -347,7 +358,13 @@ function respondFile(ask: Ask, segments: readonly string[], found: FileOutcome):
     openReader: source.openReader,
   }
   try {
-    return { response: fileResponse(c, file, { sandbox: !ask.view.site, log: ask.route.log }) }
+    return {
+      response: fileResponse(c, file, {
+        sandbox: !ask.view.site,
+        log: ask.route.log,
+        readBuffers: ask.route.readBuffers,
+      }),
+    }
   } finally {
     source.release()
   }

@@ -57,9 +57,16 @@ export interface FileWant {
   readonly signal?: AbortSignal | undefined
 }
 
-/** Positioned reads of one file (offsets within the file); release() once, when done. */
+/** Positioned reads of one file (offsets within the file), complete or still arriving; release() once, when done. */
 export interface FileReader {
   readAt(buffer: Uint8Array, length: number, position: number): Promise<number>
+  /**
+   * Resolves once the file's bytes up to `end` exist (at once in a complete NAR) with how far they
+   * exist now (at least `end`); rejects if they never will.
+   */
+  waitFor(end: number): Promise<number>
+  /** What the file's last byte waits for (the NAR's verification, in strict mode); none: nothing. */
+  readonly beforeLastByte?: (() => Promise<void>) | undefined
   release(): void
 }
 
@@ -76,7 +83,7 @@ export interface FileSource {
   /** Bytes [start, end); undefined when only the whole file can be streamed. */
   readonly openRange: ((start: number, end: number) => ReadableStream<Uint8Array>) | undefined
   readonly openWhole: () => ReadableStream<Uint8Array>
-  /** Positioned reads of the file, when it is in a complete, verified NAR on disk. */
+  /** Positioned reads of the file, when it is in a NAR on disk (cached, or downloading into its temp file). */
   readonly openReader?: (() => FileReader) | undefined
   /** Lets go of what no opened stream uses (each holds what it reads until it ends). Idempotent. */
   readonly release: () => void
@@ -434,8 +441,11 @@ export class HeldNar {
   /** Reads at `offset` on from `range`, holding the NAR until released. */
   reader(range: RangeSource, offset: number): FileReader {
     const release = this.hold()
+    const beforeLastByte = range.beforeLastByte
     return {
       readAt: (buffer, length, position) => range.readAt(buffer, length, offset + position),
+      waitFor: async (end) => (await range.waitFor(offset + end)) - offset,
+      beforeLastByte,
       release: () => {
         range.release()
         release()

@@ -144,9 +144,13 @@ export class NarDownload implements NarSource {
   }
 
   read(start: number, end: number): ReadableStream<Uint8Array> {
+    return createRangeStream(this.reader(), start, end)
+  }
+
+  reader(): RangeSource {
     const source = this.#rangeSource()
     if (this.holdsBack) source.beforeLastByte = () => this.verification()
-    return createRangeStream(source, start, end)
+    return source
   }
 
   /**

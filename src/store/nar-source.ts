@@ -23,7 +23,10 @@ export interface NarSource {
   readonly holdsBack: boolean
   /** Resolves once the NAR is verified (at once for a cached NAR); rejects with why when it never will be. */
   verification(): Promise<void>
-  /** Positioned reads of a complete, verified NAR (a cached one), for a body the HTTP layer writes itself. */
+  /**
+   * Positioned reads of the NAR on disk, for a body the HTTP layer writes itself; while `holdsBack`,
+   * its beforeLastByte is the verification, as for read().
+   */
   readonly reader?: (() => RangeSource) | undefined
 }
 

@@ -8,6 +8,8 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { after, before, describe, it } from 'node:test'
+import { DISK_BODY_READ_BYTES } from '../../src/http/disk-body.js'
+import { ReadBuffers } from '../../src/http/read-buffers.js'
 import { createApp } from '../../src/http/app.js'
 import { createRequestReporter } from '../../src/http/request-log.js'
 import { storeFileSources, type HotStoreFile } from '../../src/http/store-route.js'
@@ -63,6 +65,7 @@ describe('store route through app.request()', () => {
       metrics,
       reporter: createRequestReporter(log, metrics),
       hotFiles,
+      readBuffers: new ReadBuffers({ bufferBytes: DISK_BODY_READ_BYTES, maxBytes: 16 * 1024 ** 2 }),
       sources,
       serveMetrics: false,
       maxUrlLength: 8192,
