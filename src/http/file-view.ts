@@ -46,7 +46,7 @@ export async function renderFileView(source: FileSource, options: FileViewOption
   const firstLine = text.slice(0, Math.max(0, text.indexOf('\n')) || 200)
   const language = viewLanguage(name, contentTypeByName(name) ?? '', firstLine)
   const highlighted = shown <= HIGHLIGHT_MAX_BYTES ? language : undefined
-  return renderTextPage({ ...page, shown, language, lines: highlightLines(text, highlighted) })
+  return renderTextPage({ ...page, shown, language, lines: await highlightLines(text, highlighted) })
 }
 
 /** `text` up to the end of its VIEW_MAX_LINES-th line. */

@@ -34,16 +34,16 @@ describe('isViewable', () => {
 })
 
 describe('highlightLines', () => {
-  it('closes spans at each line end and opens them again on the next line', () => {
-    assert.deepEqual(highlightLines('/* a\nb */ x\n', 'javascript'), [
+  it('closes spans at each line end and opens them again on the next line', async () => {
+    assert.deepEqual(await highlightLines('/* a\nb */ x\n', 'javascript'), [
       '<span class="hljs-comment">/* a</span>',
       '<span class="hljs-comment">b */</span> x',
     ])
   })
 
-  it('escapes text without a language, and has no line for a final newline or an empty file', () => {
-    assert.deepEqual(highlightLines('<b>&\n\nx', undefined), ['&lt;b&gt;&amp;', '', 'x'])
-    assert.deepEqual(highlightLines('', 'nix'), [])
-    assert.deepEqual(highlightLines('\n', undefined), [''])
+  it('escapes text without a language, and has no line for a final newline or an empty file', async () => {
+    assert.deepEqual(await highlightLines('<b>&\n\nx', undefined), ['&lt;b&gt;&amp;', '', 'x'])
+    assert.deepEqual(await highlightLines('', 'nix'), [])
+    assert.deepEqual(await highlightLines('\n', undefined), [''])
   })
 })
