@@ -147,6 +147,22 @@ describe('diskBody', () => {
     await rm(dir, { recursive: true, force: true })
   })
 
+  /** A client that goes away once it has received `bytes` of the body. */
+  function leaveAfter(pathname: string, bytes: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const req = http.get(url + pathname, { agent: false }, (res) => {
+        let have = 0
+        res.on('data', (chunk: Buffer) => {
+          have += chunk.length
+          if (have < bytes) return
+          req.destroy()
+          resolve()
+        })
+      })
+      req.on('error', () => {})
+    })
+  }
+
   function get(pathname: string, onResponse?: (res: http.IncomingMessage) => void): Promise<Buffer> {
     return new Promise((resolve, reject) => {
       http
@@ -180,15 +196,7 @@ describe('diskBody', () => {
 
   it('stops reading and releases its reader when the client goes away', async () => {
     const releases = state.releases
-    await new Promise<void>((resolve) => {
-      const req = http.get(`${url}/file/0/${SIZE}`, { agent: false }, (res) => {
-        res.once('data', () => {
-          req.destroy()
-          resolve()
-        })
-      })
-      req.on('error', () => {})
-    })
+    await leaveAfter(`/file/0/${SIZE}`, 1)
     await eventually(() => state.releases > releases, 'the release')
     assert.equal(state.releases, releases + 1)
   })
@@ -228,15 +236,7 @@ describe('diskBody', () => {
 
   it('gives its buffers back, or lets go of them, when the client goes away mid-way', async () => {
     for (let i = 0; i < 3; i++) {
-      await new Promise<void>((resolve) => {
-        const req = http.get(`${url}/file/0/${SIZE}`, { agent: false }, (res) => {
-          res.once('data', () => {
-            req.destroy()
-            resolve()
-          })
-        })
-        req.on('error', () => {})
-      })
+      await leaveAfter(`/file/0/${SIZE}`, 1)
     }
     await eventually(() => buffers.freeBytes === buffers.allocatedBytes, 'no buffer lent')
     const body = await get(`/file/0/${SIZE}`)
@@ -342,18 +342,7 @@ describe('diskBody', () => {
     try {
       const releases = state.releases
       growing.grow(200_000)
-      await new Promise<void>((resolve) => {
-        const req = http.get(`${url}/arriving/0/${SIZE}`, { agent: false }, (res) => {
-          let have = 0
-          res.on('data', (chunk: Buffer) => {
-            have += chunk.length
-            if (have < 200_000) return
-            req.destroy()
-            resolve()
-          })
-        })
-        req.on('error', () => {})
-      })
+      await leaveAfter(`/arriving/0/${SIZE}`, 200_000)
       await eventually(() => state.releases > releases, 'the release')
       await eventually(() => buffers.freeBytes === buffers.allocatedBytes, 'no buffer lent')
       growing.grow(SIZE)
