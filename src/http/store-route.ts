@@ -288,7 +288,7 @@ async function serveFile(
     headBytes: byName === undefined ? SNIFF_BYTES : 0,
     body: c.req.method !== 'HEAD',
     hotKey,
-    signal: c.req.raw.signal,
+    signal: () => c.req.raw.signal,
   })
   if (found.kind === 'contradicted') return found
   return respondFile(ask, segments, found)
@@ -315,7 +315,7 @@ async function serveDirect(ask: Ask): Promise<Answer> {
     segments: req.segments,
     headBytes: contentTypeByName(fileName(info, req.segments)) === undefined ? SNIFF_BYTES : 0,
     body: c.req.method !== 'HEAD',
-    signal: c.req.raw.signal,
+    signal: () => c.req.raw.signal,
   })
   return respondFile(ask, req.segments, found)
 }
@@ -329,7 +329,7 @@ async function serveView(
 ): Promise<Answer | Contradicted> {
   const { c, info } = ask
   // HEAD too reads the file: the page's length depends on it.
-  const want = { segments, listed, headBytes: 0, body: true, signal: c.req.raw.signal }
+  const want = { segments, listed, headBytes: 0, body: true, signal: () => c.req.raw.signal }
   const found = await ask.route.sources.file(info, tree, want)
   if (found.kind === 'contradicted') return found
   if (found.kind === 'missing') throw new HttpError(found.from === 'nar' ? 502 : 503, found.reason)

@@ -53,8 +53,11 @@ export interface FileWant {
   readonly body: boolean
   /** The request's own segments when they name this file: its key in hot files. */
   readonly hotKey?: readonly string[] | undefined
-  /** The client went away (for the no-disk stream, which holds an upstream connection). */
-  readonly signal?: AbortSignal | undefined
+  /**
+   * The client went away (for the no-disk stream, which holds an upstream connection). Asked for
+   * only by that stream: node-server makes an AbortController for each request that asks.
+   */
+  readonly signal?: (() => AbortSignal) | undefined
 }
 
 /** Positioned reads of one file (offsets within the file), complete or still arriving; release() once, when done. */
@@ -210,7 +213,7 @@ export class FileSources<F extends HotFile> {
     this.#options.log.warn('serving without the NAR cache', { storePath: info.narInfo.storePath, path })
     const verify = this.#options.store.verify === 'strict'
     const programs = this.#options.store.decoderPrograms
-    const direct = await openDirectFile(info, path, { signal: want.signal, verify, programs })
+    const direct = await openDirectFile(info, path, { signal: want.signal?.(), verify, programs })
     if (direct === undefined) {
       const reason = `cannot serve ${path || '/'} while the NAR cache is unavailable (only regular files can be streamed without it)`
       return { kind: 'missing', from: 'direct', reason }

@@ -564,6 +564,30 @@ describe('fault suite', { timeout: 300_000 }, () => {
     )
 
     faultCase(
+      'a client that leaves while its file is streamed without the cache closes the upstream NAR request',
+      {},
+      async () => {
+        const u0 = await upstream('none')
+        const u = await unnar([u0])
+        await rm(path.join(u.cacheDir, 'tmp'), { recursive: true })
+        await writeFile(path.join(u.cacheDir, 'tmp'), 'not a directory')
+        u0.setFault(NAR, { kind: 'stall-after', bytes: 1000 })
+        const client = new AbortController()
+        const asked = fetch(u.store(BLOB), { signal: client.signal }).then(
+          (res) => res.body?.cancel(),
+          () => {},
+        )
+        await u0.arrived(NAR)
+        client.abort()
+        await asked
+        await u0.until(
+          () => u0.requests.some((r) => NAR.test(r.path) && r.aborted === true),
+          'the upstream NAR request closed',
+        )
+      },
+    )
+
+    faultCase(
       'the cache directory made read-only (chmod 0500): still answering, and the log says why',
       {},
       async (t) => {
