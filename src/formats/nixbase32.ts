@@ -6,6 +6,7 @@
 // byte-wise transform of the input (no 5-byte blocks), which is why every sha256 starts with 0 or 1.
 
 export const NIX32_ALPHABET = '0123456789abcdfghijklmnpqrsvwxyz'
+const ALPHABET_CODES = Array.from(NIX32_ALPHABET, (ch) => ch.charCodeAt(0))
 
 export class Nix32Error extends Error {
   override readonly name = 'Nix32Error'
@@ -32,16 +33,18 @@ export function nix32Length(byteCount: number): number {
  */
 export function encodeNix32(bytes: Uint8Array): string {
   const length = nix32Length(bytes.length)
-  let out = ''
+  // Character codes first, one string at the end: a string grown a character at a time allocates
+  // a piece per character, and this runs for every request (cache keys, ETags).
+  const codes = new Array<number>(length)
   for (let n = length - 1; n >= 0; n--) {
     const bit = n * 5
     const i = bit >> 3
     const j = bit & 7
     const low = (bytes[i] ?? 0) >> j
     const high = i + 1 < bytes.length ? (bytes[i + 1] ?? 0) << (8 - j) : 0
-    out += NIX32_ALPHABET[(low | high) & 31]
+    codes[length - 1 - n] = ALPHABET_CODES[(low | high) & 31]!
   }
-  return out
+  return String.fromCharCode(...codes)
 }
 
 /**
