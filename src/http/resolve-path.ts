@@ -18,14 +18,23 @@ export type Resolution =
  * Symlinks in the middle of the path are followed here, so `/bin/../lib`-style layouts work without
  * a round trip; a symlink as the last component becomes a redirect to where its chain ends, so the
  * browser's URL names the real file and relative links inside it work. `base` is the store path
- * (`/nix/store/<hash>-<name>`), `storeDir` its directory.
+ * (`/nix/store/<hash>-<name>`), `storeDir` its directory. `immediate`: `lookup` answers at once (a
+ * complete listing), so the whole path may be looked up first; on a NAR still downloading, a
+ * lookup of a path through a symlink would wait for the whole NAR.
  */
 export async function resolveStorePath(
   lookup: NodeLookup,
   base: string,
   storeDir: string,
   requested: readonly string[],
+  immediate = false,
 ): Promise<Resolution> {
+  if (immediate) {
+    // Most paths cross no symlink: one lookup of the whole path finds what the walk below would,
+    // without a lookup per component. A symlink on the way, or nothing there, takes the walk.
+    const direct = await lookup(requested)
+    if (direct !== undefined && direct.type !== 'symlink') return { kind: 'found', segments: requested, node: direct }
+  }
   let current: string[] = []
   let remaining = [...requested]
   let hops = 0

@@ -221,7 +221,15 @@ async function answerIn(ask: Ask, tree: StoreTree | undefined): Promise<Answer |
 
 async function answerFromTree(ask: Ask, tree: StoreTree): Promise<Answer | Contradicted> {
   const { c, req, view } = ask
-  const resolution = await resolveStorePath((s) => tree.node(s), storeBase(ask), ask.route.storeDir, req.segments)
+  // A listing (from the `.ls`, or of a complete NAR) answers lookups at once; a NAR downloading may wait.
+  const immediate = tree.nar === undefined || tree.settled
+  const resolution = await resolveStorePath(
+    (s) => tree.node(s),
+    storeBase(ask),
+    ask.route.storeDir,
+    req.segments,
+    immediate,
+  )
   if (resolution.kind === 'missing') throw new HttpError(404, resolution.reason)
   if (resolution.kind === 'redirect')
     return redirect(c, view.location(resolution.location) + querySuffix(c), tree.settled)
