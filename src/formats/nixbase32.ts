@@ -7,6 +7,7 @@
 
 export const NIX32_ALPHABET = '0123456789abcdfghijklmnpqrsvwxyz'
 const ALPHABET_CODES = Array.from(NIX32_ALPHABET, (ch) => ch.charCodeAt(0))
+const SPREAD_CHARACTERS = 8192
 
 export class Nix32Error extends Error {
   override readonly name = 'Nix32Error'
@@ -44,7 +45,13 @@ export function encodeNix32(bytes: Uint8Array): string {
     const high = i + 1 < bytes.length ? (bytes[i + 1] ?? 0) << (8 - j) : 0
     codes[length - 1 - n] = ALPHABET_CODES[(low | high) & 31]!
   }
-  return String.fromCharCode(...codes)
+  // A spread passes one argument per character, and the stack limits how many (~100,000 here):
+  // longer inputs than a hash go in pieces.
+  if (length <= SPREAD_CHARACTERS) return String.fromCharCode(...codes)
+  let out = ''
+  for (let start = 0; start < length; start += SPREAD_CHARACTERS)
+    out += String.fromCharCode(...codes.slice(start, start + SPREAD_CHARACTERS))
+  return out
 }
 
 /**

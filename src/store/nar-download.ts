@@ -124,7 +124,8 @@ export class NarDownload implements NarSource {
 
   async node(segments: readonly string[]): Promise<ListingNode | undefined> {
     const found = this.#locate(segments)
-    if (found !== undefined || this.#complete || this.#failure !== undefined) {
+    // Once the NAR matched NarHash its index is whole: what is not found is not there.
+    if (found !== undefined || this.#matched || this.#complete || this.#failure !== undefined) {
       if (this.#failure !== undefined && found === undefined) throw this.#failure
       return found
     }
@@ -221,6 +222,7 @@ export class NarDownload implements NarSource {
       // Verified: held last bytes go out now; the sync below is for the store, not for them.
       this.#matched = true
       this.#settleVerification()
+      this.#settleNodeWaiters()
       await this.#file.sync().catch((err: NodeJS.ErrnoException) => {
         throw new DiskError(`syncing the NAR: ${err.code ?? err.message}`)
       })
@@ -406,9 +408,14 @@ export class NarDownload implements NarSource {
     return node
   }
 
-  #settleWaiters(): void {
+  /** Lookups still waiting for a path get what the index has: nothing (it would have woken them). */
+  #settleNodeWaiters(): void {
     for (const waiters of this.#nodeWaiters.values()) for (const resolve of waiters) resolve(undefined)
     this.#nodeWaiters.clear()
+  }
+
+  #settleWaiters(): void {
+    this.#settleNodeWaiters()
     const failure = this.#failure ?? new RangeError('read past the end of the NAR')
     for (const waiter of this.#byteWaiters.splice(0)) waiter.reject(failure)
   }

@@ -145,6 +145,44 @@ describe('NarDownload', () => {
     })
   }
 
+  it('answers lookups from its whole index once the NAR matched NarHash, while the file is still being synced', {
+    timeout: 20_000,
+  }, async () => {
+    const filePath = path.join(dir, 'syncing.nar')
+    const real = await open(filePath, 'w+')
+    let syncing: (() => void) | undefined
+    let release: (() => void) | undefined
+    const synced = new Promise<void>((resolve) => (release = resolve))
+    const file = Object.assign(Object.create(real) as typeof real, {
+      sync: async () => {
+        syncing?.()
+        await synced
+        return real.sync()
+      },
+      close: () => real.close(),
+    })
+    const inSync = new Promise<void>((resolve) => (syncing = resolve))
+    const body = new PassThrough()
+    const download = new NarDownload({
+      info: fedBy(info, body),
+      file,
+      path: filePath,
+      abortWhenUnused: false,
+      decoderPrograms: programs,
+    })
+    const waiting = download.node(['no', 'such', 'path'])
+    body.end(nar)
+    await inSync
+    assert.equal(download.verified, true)
+    // Without an answer before the sync ends, this test times out.
+    assert.equal(await waiting, undefined, 'a lookup that was waiting')
+    assert.equal(await download.node(['lib', 'nope']), undefined, 'a new lookup')
+    assert.equal((await download.node(['lib', 'blob.bin']))?.type, 'regular')
+    release!()
+    await download.done
+    download.unhold()
+  })
+
   it('writes every byte when the disk takes fewer bytes per write than asked', async () => {
     const filePath = path.join(dir, 'short.nar')
     const real = await open(filePath, 'w+')
