@@ -5,6 +5,7 @@
  */
 import type { ServerResponse } from 'node:http'
 import type { FileReader } from '../store/file-source.js'
+import { READ_WAIT_BYTES } from '../store/nar-source.js'
 import type { ReadBuffers } from './read-buffers.js'
 
 /**
@@ -16,9 +17,7 @@ export const DISK_BODY_READ_BYTES = 1024 * 1024
 
 /**
  * The chunk read before the headers are out (a fresh buffer node-server holds until it is
- * written), the buffers of a response when ReadBuffers has none to lend, and how many bytes of a
- * NAR still arriving a read waits for (or the end of the range): a reader follows the download
- * closely without tiny reads.
+ * written), and the buffers of a response when ReadBuffers has none to lend.
  */
 const SMALL_READ_BYTES = 64 * 1024
 
@@ -55,7 +54,7 @@ export function diskBody(
   const source: PumpSource = {
     left: () => end - position,
     async ready(stop) {
-      const next = Math.min(position + SMALL_READ_BYTES, end)
+      const next = Math.min(position + READ_WAIT_BYTES, end)
       if (available < next) {
         const reached = await Promise.race([reader.waitFor(next), stop, over])
         if (reached === undefined) return false
@@ -112,8 +111,8 @@ async function firstChunk(source: PumpSource, controller: ReadableStreamDefaultC
 interface PumpSource {
   left(): number
   /**
-   * Waits until the next bytes exist (on a NAR still arriving: 64 KiB of them, or the rest of the
-   * range); false, without waiting any longer, once `stop` resolves or the response is over.
+   * Waits until the next bytes exist (on a NAR still arriving: READ_WAIT_BYTES of them, or the
+   * rest of the range); false, without waiting any longer, once `stop` resolves or the response is over.
    */
   ready(stop: Promise<undefined>): Promise<boolean>
   /** Reads into `buffer` as much of what ready() found as fits; resolves with how many bytes. */

@@ -221,14 +221,12 @@ async function answerIn(ask: Ask, tree: StoreTree | undefined): Promise<Answer |
 
 async function answerFromTree(ask: Ask, tree: StoreTree): Promise<Answer | Contradicted> {
   const { c, req, view } = ask
-  // A listing (from the `.ls`, or of a complete NAR) answers lookups at once; a NAR downloading may wait.
-  const immediate = tree.nar === undefined || tree.settled
   const resolution = await resolveStorePath(
     (s) => tree.node(s),
     storeBase(ask),
     ask.route.storeDir,
     req.segments,
-    immediate,
+    tree.indexed,
   )
   if (resolution.kind === 'missing') throw new HttpError(404, resolution.reason)
   if (resolution.kind === 'redirect')

@@ -35,6 +35,8 @@ export interface StoreTree {
   directory(segments: readonly string[], listed: DirectoryNode): Promise<DirectoryNode | undefined>
   /** What it says holds as long as the store path does: read from a verified NAR. */
   readonly settled: boolean
+  /** node() answers at once: the whole listing is known (a `.ls`, or a NAR indexed to its end). */
+  readonly indexed: boolean
   /** Lets go of the NAR; streams opened from it hold it until they end. */
   release(): void
   /** The NAR this tree reads, when it does. */
@@ -495,6 +497,10 @@ function narTree(nar: HeldNar): StoreTree {
     get settled() {
       return source.verified
     },
+    // A NAR's index is whole once it matched NarHash (NarDownload.node() stops waiting then).
+    get indexed() {
+      return source.verified
+    },
     release: nar.hold(),
     nar,
   }
@@ -505,6 +511,7 @@ function listingTree(listing: Listing): StoreTree {
     node: async (segments) => locate(listing.root, segments),
     directory: async (_segments, listed) => listed,
     settled: false,
+    indexed: true,
     release: () => {},
     nar: undefined,
   }

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict'
 import { execFile, execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { chmod, mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { chmod, type FileHandle, mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { PassThrough, Readable } from 'node:stream'
@@ -38,6 +38,16 @@ async function basicInfo(): Promise<PathInfo> {
   const info = await lookup.find(basic.hash)
   assert.ok(info !== undefined)
   return info
+}
+
+/** A download of `info` into `file` (at `filePath`) that is kept even once nobody reads it. */
+function startDownload(
+  info: PathInfo,
+  file: FileHandle,
+  filePath: string,
+  decoderPrograms: DecoderPrograms = programs,
+): NarDownload {
+  return new NarDownload({ info, file, path: filePath, abortWhenUnused: false, decoderPrograms })
 }
 
 /** `info` with its NAR (and compression) coming from `body` instead of the cache. */
@@ -132,13 +142,7 @@ describe('NarDownload', () => {
       const body = new PassThrough()
       body.write(nar.subarray(0, 1024))
       const file = await open(path.join(dir, `refused-${what.length}.nar`), 'w+')
-      const download = new NarDownload({
-        info: fedBy(info, body, options),
-        file,
-        path: path.join(dir, 'refused.nar'),
-        abortWhenUnused: false,
-        decoderPrograms: programs,
-      })
+      const download = startDownload(fedBy(info, body, options), file, path.join(dir, 'refused.nar'))
       await assert.rejects(download.done, message)
       download.unhold() // as the store does: the temp file is closed once nobody needs it
       assert.equal(body.destroyed, true, 'the upstream connection would stay open')
@@ -163,13 +167,7 @@ describe('NarDownload', () => {
     })
     const inSync = new Promise<void>((resolve) => (syncing = resolve))
     const body = new PassThrough()
-    const download = new NarDownload({
-      info: fedBy(info, body),
-      file,
-      path: filePath,
-      abortWhenUnused: false,
-      decoderPrograms: programs,
-    })
+    const download = startDownload(fedBy(info, body), file, filePath)
     const waiting = download.node(['no', 'such', 'path'])
     body.end(nar)
     await inSync
@@ -195,13 +193,7 @@ describe('NarDownload', () => {
       close: () => real.close(),
     })
     const body = new PassThrough()
-    const download = new NarDownload({
-      info: fedBy(info, body),
-      file,
-      path: filePath,
-      abortWhenUnused: false,
-      decoderPrograms: programs,
-    })
+    const download = startDownload(fedBy(info, body), file, filePath)
     body.end(nar)
     await download.done
     download.unhold()
@@ -211,13 +203,7 @@ describe('NarDownload', () => {
   it('decodes a body sent with Content-Encoding: gzip', async () => {
     const filePath = path.join(dir, 'gzip.nar')
     const body = new PassThrough()
-    const download = new NarDownload({
-      info: fedBy(info, body, { contentEncoding: 'gzip' }),
-      file: await open(filePath, 'w+'),
-      path: filePath,
-      abortWhenUnused: false,
-      decoderPrograms: programs,
-    })
+    const download = startDownload(fedBy(info, body, { contentEncoding: 'gzip' }), await open(filePath, 'w+'), filePath)
     body.end(gzipSync(nar))
     await download.done
     download.unhold()
@@ -258,13 +244,7 @@ describe('NarDownload with a decoder program writing the file', {
 
   async function download(name: string, pathInfo: PathInfo, decoderPrograms: DecoderPrograms = programs) {
     const filePath = path.join(dir, name)
-    const d = new NarDownload({
-      info: pathInfo,
-      file: await open(filePath, 'w+'),
-      path: filePath,
-      abortWhenUnused: false,
-      decoderPrograms,
-    })
+    const d = startDownload(pathInfo, await open(filePath, 'w+'), filePath, decoderPrograms)
     const outcome = await d.done.then(
       (listing) => ({ listing }),
       (err: Error) => ({ err }),
@@ -395,13 +375,11 @@ describe('NarDownload with a decoder program writing the file', {
     }
     try {
       const filePath = path.join(mount, 'nar')
-      const d = new NarDownload({
-        info: fedBy(info, Readable.from([compressed('xz')]), { compression: 'xz' }),
-        file: await open(filePath, 'w+'),
-        path: filePath,
-        abortWhenUnused: false,
-        decoderPrograms: programs,
-      })
+      const d = startDownload(
+        fedBy(info, Readable.from([compressed('xz')]), { compression: 'xz' }),
+        await open(filePath, 'w+'),
+        filePath,
+      )
       await assert.rejects(
         d.done,
         (err: Error) =>
