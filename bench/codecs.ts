@@ -1,7 +1,7 @@
 /**
  * Row 1: which zstd decoder to use for NAR bodies. Decodes one .nar.zst file, streaming, with
- * zstd-napi's DecompressStream (what src/codecs/decompress.ts uses) and with fzstd's streaming
- * Decompress, discarding the output. Standalone: `npx tsx bench/codecs.ts FILE.nar.zst`.
+ * zstd-napi's DecompressStream (the library src/codecs/zstd-decoder.ts drives) and with fzstd's
+ * streaming Decompress, discarding the output. Standalone: `npx tsx bench/codecs.ts FILE.nar.zst`.
  */
 import { createReadStream } from 'node:fs'
 import { Writable } from 'node:stream'

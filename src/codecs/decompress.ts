@@ -4,10 +4,10 @@ import { type Duplex, PassThrough, type Readable, Transform, type TransformCallb
 import { finished } from 'node:stream/promises'
 import { createBrotliDecompress, createGunzip } from 'node:zlib'
 import lzma from 'lzma-native'
-import { DecompressStream as ZstdDecompressStream } from 'zstd-napi'
 import type { DecoderPrograms } from './decoder-programs.js'
 import { createProcessDecoder, DECODE_ARGS } from './process-decoder.js'
 import { WorkerZstdDecoder } from './worker-decoder.js'
+import { ZstdDecoder } from './zstd-decoder.js'
 
 export class UnsupportedCompressionError extends Error {
   override readonly name = 'UnsupportedCompressionError'
@@ -37,7 +37,7 @@ export interface DecoderOptions {
   /**
    * The most bytes the decoder may produce (a NAR's NarSize): past that it fails with
    * DecodedTooLargeError, whatever its consumer does, having decoded little more (what fills a
-   * child's pipe, 128 KiB for zstd-napi, 16 KiB for node:zlib, a byte for the zstd worker and
+   * child's pipe, a byte for in-process zstd, 16 KiB for node:zlib, a byte for the zstd worker and
    * bzip2, nothing for lzma-native), so a small bomb costs neither memory nor CPU.
    */
   readonly maxOutputBytes?: number
@@ -83,25 +83,20 @@ export function createDecoder(compression: string, options: DecoderOptions = {})
     case 'xz': {
       // The `xz` child for every size: its pipe has backpressure, lzma-native's output does not.
       const xz = options.programs?.xz
-      return xz !== undefined
-        ? limitOutput(createProcessDecoder(xz, DECODE_ARGS), max, 'destroy')
-        : createXzDecoder(max)
+      return xz !== undefined ? limitOutput(createProcessDecoder(xz, DECODE_ARGS), max) : createXzDecoder(max)
     }
     case 'zstd':
-      // zstd-napi's stream turns a throw from push() into a stream error; it pushes 128 KiB at a time.
-      return external ? new WorkerZstdDecoder(max) : limitOutput(new ZstdDecompressStream(), max, 'throw')
+      return external ? new WorkerZstdDecoder(max) : new ZstdDecoder(max)
     case 'bzip2': {
       // The system's `bzip2` in a child is faster, and decodes beside the event loop.
       const bzip2 = options.programs?.bzip2
-      return bzip2 !== undefined
-        ? limitOutput(createProcessDecoder(bzip2, DECODE_ARGS), max, 'destroy')
-        : new Bzip2Decoder(max)
+      return bzip2 !== undefined ? limitOutput(createProcessDecoder(bzip2, DECODE_ARGS), max) : new Bzip2Decoder(max)
     }
     // node:zlib decodes 16 KiB at a time and stops as soon as it is destroyed.
     case 'br':
-      return limitOutput(createBrotliDecompress(), max, 'destroy')
+      return limitOutput(createBrotliDecompress(), max)
     case 'gzip':
-      return limitOutput(createGunzip(), max, 'destroy')
+      return limitOutput(createGunzip(), max)
     default:
       throw new UnsupportedCompressionError(compression)
   }
@@ -141,12 +136,10 @@ export function createNarDecoders(
 }
 
 /**
- * Stops `decoder` once it has produced more than `max` bytes. `throw` is for decoders that push
- * synchronously from inside their own error handling (it ends their decoding loop at once);
- * `destroy` for the others (lzma-native and node:zlib push from callbacks, where a throw would be
- * uncaught; a child process is killed).
+ * Destroys `decoder` once it has produced more than `max` bytes (lzma-native and node:zlib push
+ * from callbacks, where a throw would be uncaught; a child process is killed).
  */
-function limitOutput<T extends Duplex>(decoder: T, max: number, how: 'throw' | 'destroy'): T {
+function limitOutput<T extends Duplex>(decoder: T, max: number): T {
   if (max === Infinity) return decoder
   let produced = 0
   const push = decoder.push.bind(decoder)
@@ -154,9 +147,7 @@ function limitOutput<T extends Duplex>(decoder: T, max: number, how: 'throw' | '
     if (chunk !== null && chunk !== undefined) {
       produced += (chunk as Uint8Array).length
       if (produced > max) {
-        const err = new DecodedTooLargeError(max)
-        if (how === 'throw') throw err
-        decoder.destroy(err)
+        decoder.destroy(new DecodedTooLargeError(max))
         return false
       }
     }
@@ -174,7 +165,7 @@ function limitOutput<T extends Duplex>(decoder: T, max: number, how: 'throw' | '
  */
 function createXzDecoder(max: number): Transform {
   // Also counted as it comes out, should liblzma ever read a chunk otherwise than XzLayout.
-  const decoder = limitOutput(lzma.createDecompressor() as Transform, max, 'destroy')
+  const decoder = limitOutput(lzma.createDecompressor() as Transform, max)
   if (max === Infinity) return decoder
   const layout = new XzLayout()
   let announced = 0

@@ -30,6 +30,27 @@ describe('FileUpstream', () => {
     assert.ok(big > 0, 'a NAR over 256 KiB was read')
   })
 
+  it('reads a small file into buffers of its size, not of the read-ahead', async () => {
+    const key = (await readdir(root)).find((n) => n.endsWith('.narinfo'))!
+    const size = (await readFile(path.join(root, key))).length
+    // node's file streams take their read buffers from Buffer.allocUnsafeSlow.
+    const allocations: number[] = []
+    const allocUnsafeSlow = Buffer.allocUnsafeSlow
+    Buffer.allocUnsafeSlow = (bytes: number) => {
+      allocations.push(bytes)
+      return allocUnsafeSlow(bytes)
+    }
+    try {
+      const res = await upstream.get(key)
+      assert.equal((await bytesOf(res!.body)).length, size)
+    } finally {
+      Buffer.allocUnsafeSlow = allocUnsafeSlow
+    }
+    assert.ok(allocations.length > 0, 'the read was seen')
+    const total = allocations.reduce((a, b) => a + b, 0)
+    assert.ok(total <= size, `${total} bytes of read buffers for a ${size}-byte file`)
+  })
+
   it('answers a byte range as partial, clipped to the file', async () => {
     const key = (await readdir(root)).find((n) => n.endsWith('.narinfo'))!
     const expected = await readFile(path.join(root, key))
