@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 /** The `unnar` command: reads flags and environment, starts the server, stops on SIGTERM/SIGINT. */
+import { setFlagsFromString } from 'node:v8'
 import { applyFlags, type Config, ConfigError, describeConfigError, loadConfig } from './config.js'
 import { createLogger } from './log.js'
 import { type RunningServer, startServer, VERSION } from './server.js'
 import { helpText } from './settings.js'
+import { heapGrowingFlag } from './v8-heap.js'
 
 async function main(argv: readonly string[]): Promise<void> {
   if (argv.includes('--help') || argv.includes('-h')) {
@@ -23,6 +25,9 @@ async function main(argv: readonly string[]): Promise<void> {
     process.exit(2)
   }
   const log = createLogger(config.logLevel)
+  // Read by V8 at every full collection, so setting it now (not on node's command line) takes effect.
+  const heapFlag = heapGrowingFlag(process.execArgv, process.env.NODE_OPTIONS)
+  if (heapFlag !== undefined) setFlagsFromString(heapFlag)
   let server: RunningServer
   try {
     server = await startServer(config, log)
