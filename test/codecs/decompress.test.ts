@@ -19,6 +19,7 @@ import {
   UnsupportedCompressionError,
 } from '../../src/codecs/decompress.js'
 import { findDecoderPrograms } from '../../src/codecs/decoder-programs.js'
+import { decodeThrough, piecesOf } from '../helpers/decode.js'
 import { cacheDir } from '../helpers/fixtures.js'
 
 /** What this machine has, as the server finds them at start. */
@@ -175,29 +176,6 @@ function decoderFor(path: DecoderPath, maxOutputBytes: number): Duplex {
     maxOutputBytes,
     programs: path.program === undefined ? undefined : programs,
   })
-}
-
-/** Decodes `body` through `decoder`; returns what came out. */
-async function decodeThrough(body: Readable, decoder: Duplex): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  await pipeline(
-    body,
-    decoder,
-    new Writable({
-      write(chunk: Buffer, _e, cb) {
-        chunks.push(chunk)
-        cb()
-      },
-    }),
-  )
-  return Buffer.concat(chunks)
-}
-
-/** `data` in pieces of `bytes`, as an upstream body hands them over. */
-function piecesOf(data: Buffer, bytes = 64 * 1024): Readable {
-  return Readable.from(
-    Array.from({ length: Math.ceil(data.length / bytes) }, (_, i) => data.subarray(i * bytes, (i + 1) * bytes)),
-  )
 }
 
 /** The programs a test of `path` needs: its own, and `xz` to make xz files. */

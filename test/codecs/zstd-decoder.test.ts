@@ -2,12 +2,11 @@
 import assert from 'node:assert/strict'
 import { readdir, readFile } from 'node:fs/promises'
 import path from 'node:path'
-import { Readable, Writable } from 'node:stream'
-import { pipeline } from 'node:stream/promises'
 import { describe, it } from 'node:test'
 import fc from 'fast-check'
 import { DecodedTooLargeError } from '../../src/codecs/decompress.js'
 import { ZstdContexts, ZstdDecoder } from '../../src/codecs/zstd-decoder.js'
+import { decodeThrough, piecesOf } from '../helpers/decode.js'
 import { cacheDir } from '../helpers/fixtures.js'
 
 /** The fixture NARs as Nix compressed them with zstd (2 MiB windows, no content size), with the plain NAR. */
@@ -25,28 +24,6 @@ async function zstdNars(): Promise<Array<{ compressed: Buffer; nar: Buffer }>> {
   return out.sort((a, b) => a.nar.length - b.nar.length)
 }
 
-/** `data` in pieces of `bytes`. */
-function piecesOf(data: Buffer, bytes: number): Readable {
-  return Readable.from(
-    Array.from({ length: Math.ceil(data.length / bytes) }, (_, i) => data.subarray(i * bytes, (i + 1) * bytes)),
-  )
-}
-
-async function decode(input: Readable, decoder: ZstdDecoder): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  await pipeline(
-    input,
-    decoder,
-    new Writable({
-      write(chunk: Buffer, _e, cb) {
-        chunks.push(chunk)
-        cb()
-      },
-    }),
-  )
-  return Buffer.concat(chunks)
-}
-
 type Fate = 'whole' | 'truncated' | 'abandoned' | 'too large'
 
 /** Decodes `nar` through a decoder of `contexts`, meeting `fate`; throws if the outcome is not the expected one. */
@@ -58,13 +35,13 @@ async function decodeWithFate(
 ): Promise<void> {
   switch (fate) {
     case 'whole': {
-      const out = await decode(piecesOf(compressed, pieceBytes), new ZstdDecoder(nar.length, contexts))
+      const out = await decodeThrough(piecesOf(compressed, pieceBytes), new ZstdDecoder(nar.length, contexts))
       assert.ok(out.equals(nar), `decoded ${out.length} bytes, not the ${nar.length}-byte NAR`)
       return
     }
     case 'truncated':
       await assert.rejects(
-        decode(
+        decodeThrough(
           piecesOf(compressed.subarray(0, compressed.length - 1), pieceBytes),
           new ZstdDecoder(nar.length, contexts),
         ),
@@ -73,7 +50,7 @@ async function decodeWithFate(
       return
     case 'too large':
       await assert.rejects(
-        decode(piecesOf(compressed, pieceBytes), new ZstdDecoder(nar.length - 1, contexts)),
+        decodeThrough(piecesOf(compressed, pieceBytes), new ZstdDecoder(nar.length - 1, contexts)),
         DecodedTooLargeError,
       )
       return
@@ -133,7 +110,7 @@ describe('ZstdDecoder', { timeout: 60_000 }, () => {
     const { compressed, nar } = nars.filter((n) => n.nar.length < 1024 * 1024).at(-1)!
     const decoder = new ZstdDecoder(nar.length, new ZstdContexts(1))
     const held: number[] = []
-    const out = await decode(
+    const out = await decodeThrough(
       piecesOf(compressed, 100),
       decoder.on('data', (chunk: Buffer) => held.push(chunk.buffer.byteLength - chunk.length)),
     )
