@@ -88,7 +88,11 @@ export class ZstdDecoder extends Transform {
         const [remaining, produced, consumed] = slot.context.decompressStream(output, input)
         if (produced > this.#allowed) throw new DecodedTooLargeError(this.#max)
         this.#allowed -= produced
-        if (produced > 0) this.push(Buffer.copyBytesFrom(output, 0, produced))
+        if (produced > 0) {
+          this.push(Buffer.copyBytesFrom(output, 0, produced))
+          // A 'data' listener may have destroyed the stream, and the context is then another's.
+          if (this.#slot !== slot) return done()
+        }
         input = input.subarray(consumed)
         this.#inFrame = remaining !== 0
         // Output space left over means the decoder wants input; a full buffer may hold back more.

@@ -78,6 +78,59 @@ describe('ZstdDecoder', { timeout: 60_000 }, () => {
     assert.equal(contexts.created, 1)
   })
 
+  it('keeps no more contexts than its spares once more streams than that have decoded at once', async () => {
+    const nars = await zstdNars()
+    const contexts = new ZstdContexts(1)
+    const three = () => Promise.all(nars.slice(0, 3).map((nar) => decodeWithFate(contexts, nar, 'whole', 64 * 1024)))
+    await three()
+    assert.equal(contexts.created, 3)
+    // One was kept; the next three need two more.
+    await three()
+    assert.equal(contexts.created, 5)
+  })
+
+  it('does not use a context after a listener of its output destroyed the stream', async () => {
+    // Destroying from a 'data' listener gives the context back in the middle of push(); the rest
+    // of the chunk must not be decoded into it, or the next stream starts inside this one's frame.
+    // The first NAR decodes to more than one call's 128 KiB, so its chunk goes on after the first push.
+    const nars = (await zstdNars()).filter((n) => n.nar.length < 1024 * 1024)
+    const [second, first] = [nars[0]!, nars.at(-1)!]
+    assert.ok(first.nar.length > 128 * 1024, 'a fixture NAR over 128 KiB')
+    const contexts = new ZstdContexts(1)
+    const decoder = new ZstdDecoder(first.nar.length, contexts)
+    decoder.on('data', () => decoder.destroy())
+    decoder.write(first.compressed)
+    await new Promise((resolve) => decoder.on('close', resolve))
+    await decodeWithFate(contexts, second, 'whole', 64 * 1024)
+    assert.equal(contexts.created, 1)
+  })
+
+  it('gives the decoder no room for more than one byte past its bound', async () => {
+    const { compressed, nar } = (await zstdNars()).filter((n) => n.nar.length < 1024 * 1024).at(-1)!
+    const max = Math.floor(nar.length / 3)
+    let decoded = 0
+    // The contexts' decodes, counted where the native decoder writes.
+    class Counted extends ZstdContexts {
+      override take() {
+        const slot = super.take()
+        const context = slot.context
+        const counted = Object.create(context) as typeof context
+        counted.decompressStream = (dst, src) => {
+          const result = context.decompressStream(dst, src)
+          decoded += result[1]
+          return result
+        }
+        counted.reset = (how) => context.reset(how)
+        return { output: slot.output, context: counted }
+      }
+    }
+    await assert.rejects(
+      decodeThrough(piecesOf(compressed), new ZstdDecoder(max, new Counted(1))),
+      DecodedTooLargeError,
+    )
+    assert.ok(decoded <= max + 1, `decoded ${decoded} bytes for a bound of ${max}`)
+  })
+
   it('gives every stream exactly its NAR, whatever the streams on the same contexts met before or beside it', async () => {
     const nars = (await zstdNars()).filter((n) => n.nar.length < 1024 * 1024)
     assert.ok(nars.length >= 3, 'fixture NARs')
