@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict'
 import { execFileSync, spawn } from 'node:child_process'
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises'
+import http from 'node:http'
 import os from 'node:os'
 import path from 'node:path'
 import { after, describe, it } from 'node:test'
@@ -94,6 +95,39 @@ describe('the NAR store', { timeout: 120_000 }, () => {
     assert.deepEqual(await cachedNars(unnar.cacheDir), [], 'the NAR is still downloading')
     rest.open()
     await eventually(async () => (await cachedNars(unnar.cacheDir)).length === 1, 'the download completes')
+  })
+
+  it('in strict mode sends all of a small file but its last byte while the rest of the NAR is on its way', async () => {
+    const u = await upstreamFor('none')
+    const listing = JSON.parse(await readFile(path.join(cacheDir('none'), `${basic.hash}.ls`), 'utf8'))
+    const hello = listing.root.entries.bin.entries.hello as { narOffset: number; size: number }
+    const rest = gate()
+    u.setFault(NAR, { kind: 'pause-after', bytes: hello.narOffset + hello.size, until: rest.opened })
+    const unnar = await unnarFor(u)
+    const chunks: Buffer[] = []
+    let ended = false
+    const done = new Promise<void>((resolve, reject) => {
+      http
+        .get(unnar.store(`${basicBase}/bin/hello`), (res) => {
+          res.on('data', (chunk: Buffer) => chunks.push(chunk))
+          res.on('end', () => {
+            ended = true
+            resolve()
+          })
+          res.on('error', reject)
+        })
+        .on('error', reject)
+    })
+    const received = () => chunks.reduce((n, c) => n + c.length, 0)
+    await eventually(() => received() === hello.size - 1, 'all but the last byte')
+    // The NAR cannot be verified before the rest of it arrives: the last byte cannot either.
+    await new Promise((resolve) => setImmediate(resolve))
+    assert.equal(received(), hello.size - 1)
+    assert.equal(ended, false)
+    rest.open()
+    await done
+    assert.equal(await sha256Hex(Buffer.concat(chunks)), basic.entries['bin/hello']!.sha256)
+    assert.ok(unnar.logs.some((l) => l.msg === 'request' && l.verification === 'held'))
   })
 
   it('finishes and keeps a download that every client walked away from', async () => {
