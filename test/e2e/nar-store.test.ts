@@ -81,15 +81,22 @@ describe('the NAR store', { timeout: 120_000 }, () => {
     assert.equal(u.count(`/${tricky.hash}.narinfo`), 1, 'concurrent lookups share one narinfo request')
   })
 
-  it('sends the first file of a NAR before the NAR has finished downloading', async () => {
-    // Uncompressed, so the bytes up to the file's end are known; the upstream holds back the rest
-    // of the NAR until the file has arrived. Stream mode: in strict mode its last byte waits for
-    // the whole NAR (the hostile suite covers that).
+  /**
+   * An uncompressed cache, so the bytes up to bin/hello's end are known, whose upstream holds back
+   * the rest of the NAR once they are sent, until `rest` opens.
+   */
+  async function upstreamPausedAfterHello() {
     const u = await upstreamFor('none')
     const listing = JSON.parse(await readFile(path.join(cacheDir('none'), `${basic.hash}.ls`), 'utf8'))
     const hello = listing.root.entries.bin.entries.hello as { narOffset: number; size: number }
     const rest = gate()
     u.setFault(NAR, { kind: 'pause-after', bytes: hello.narOffset + hello.size, until: rest.opened })
+    return { u, hello, rest }
+  }
+
+  it('sends the first file of a NAR before the NAR has finished downloading', async () => {
+    // Stream mode: in strict mode its last byte waits for the whole NAR (the next test).
+    const { u, rest } = await upstreamPausedAfterHello()
     const unnar = await unnarFor(u, { UNNAR_VERIFY: 'stream' })
     assert.equal(await fetchSha(unnar.store(`${basicBase}/bin/hello`)), basic.entries['bin/hello']!.sha256)
     assert.deepEqual(await cachedNars(unnar.cacheDir), [], 'the NAR is still downloading')
@@ -98,11 +105,7 @@ describe('the NAR store', { timeout: 120_000 }, () => {
   })
 
   it('in strict mode sends all of a small file but its last byte while the rest of the NAR is on its way', async () => {
-    const u = await upstreamFor('none')
-    const listing = JSON.parse(await readFile(path.join(cacheDir('none'), `${basic.hash}.ls`), 'utf8'))
-    const hello = listing.root.entries.bin.entries.hello as { narOffset: number; size: number }
-    const rest = gate()
-    u.setFault(NAR, { kind: 'pause-after', bytes: hello.narOffset + hello.size, until: rest.opened })
+    const { u, hello, rest } = await upstreamPausedAfterHello()
     const unnar = await unnarFor(u)
     const chunks: Buffer[] = []
     let ended = false
