@@ -24,7 +24,14 @@ import { HttpError } from './errors.js'
 import { renderFileView } from './file-view.js'
 import { findAnswer } from './find-answer.js'
 import { EXPORT_NEEDS_CACHE, type ExportRequest, exportResponse, parseExportQuery } from './export-response.js'
-import { currentEtag, fileResponse, IMMUTABLE, matchesEtag, type StoreFile } from './file-response.js'
+import {
+  currentEtag,
+  type FileResponseOptions,
+  fileResponse,
+  IMMUTABLE,
+  matchesEtag,
+  type StoreFile,
+} from './file-response.js'
 import type { HotResponses } from './hot-responses.js'
 import { encodePath } from './html.js'
 import { formatDirectoryJson, formatDirectoryText, negotiateListingFormat } from './listing-formats.js'
@@ -190,7 +197,7 @@ function serveHot(route: Route, c: Context, req: StoreRequest, info: PathInfo, s
   noteRequest(c, { cache: 'hit', upstream: info.upstream.name, verification: 'verified' })
   if (matchesEtag(c.req.header('if-none-match'), hot.etag))
     return { response: notModified(c, hot.etag, hot.name, hot.size) }
-  const response = fileResponse(c, hot, { sandbox: !site, log: route.log, readBuffers: route.readBuffers })
+  const response = fileResponse(c, hot, responseOptions(route, site))
   return { response, reusable: { body: hot.bytes, info } }
 }
 
@@ -280,13 +287,7 @@ async function serveFile(
   if (c.req.method === 'HEAD' && byName !== undefined) {
     const { size, executable } = listed
     const file = { name, etag, size, executable, contentType: byName, openRange: noBody, openWhole: noBody }
-    return {
-      response: fileResponse(c, file, {
-        sandbox: !ask.view.site,
-        log: ask.route.log,
-        readBuffers: ask.route.readBuffers,
-      }),
-    }
+    return { response: fileResponse(c, file, responseOptions(ask.route, ask.view.site)) }
   }
   const found = await ask.route.sources.file(info, tree, {
     segments,
@@ -344,6 +345,11 @@ async function serveView(
   return { response: generatedResponse(c, 'text/html; charset=utf-8', page, 'Accept-Encoding') }
 }
 
+/** How this route's file answers are made: subdomain sites need no sandbox. */
+function responseOptions(route: Route, site: boolean): FileResponseOptions {
+  return { sandbox: !site, log: route.log, readBuffers: route.readBuffers }
+}
+
 function respondFile(ask: Ask, segments: readonly string[], found: FileOutcome): Answer {
   if (found.kind === 'missing') throw new HttpError(found.from === 'nar' ? 502 : 503, found.reason)
   const { c, info } = ask
@@ -364,13 +370,7 @@ function respondFile(ask: Ask, segments: readonly string[], found: FileOutcome):
     openReader: source.openReader,
   }
   try {
-    return {
-      response: fileResponse(c, file, {
-        sandbox: !ask.view.site,
-        log: ask.route.log,
-        readBuffers: ask.route.readBuffers,
-      }),
-    }
+    return { response: fileResponse(c, file, responseOptions(ask.route, ask.view.site)) }
   } finally {
     source.release()
   }
