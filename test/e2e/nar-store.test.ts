@@ -2,11 +2,11 @@
 import assert from 'node:assert/strict'
 import { execFileSync, spawn } from 'node:child_process'
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises'
-import http from 'node:http'
 import os from 'node:os'
 import path from 'node:path'
 import { after, describe, it } from 'node:test'
 import { cacheDir, fixturePath } from '../helpers/fixtures.js'
+import { getArriving } from '../helpers/raw-http.js'
 import { startTestUpstream, type TestUpstream } from '../helpers/test-upstream.js'
 import { encodeRel, sha256Hex, startUnnar, type TestUnnar } from '../helpers/unnar.js'
 import { eventually, gate } from '../helpers/wait.js'
@@ -107,29 +107,15 @@ describe('the NAR store', { timeout: 120_000 }, () => {
   it('in strict mode sends all of a small file but its last byte while the rest of the NAR is on its way', async () => {
     const { u, hello, rest } = await upstreamPausedAfterHello()
     const unnar = await unnarFor(u)
-    const chunks: Buffer[] = []
-    let ended = false
-    const done = new Promise<void>((resolve, reject) => {
-      http
-        .get(unnar.store(`${basicBase}/bin/hello`), (res) => {
-          res.on('data', (chunk: Buffer) => chunks.push(chunk))
-          res.on('end', () => {
-            ended = true
-            resolve()
-          })
-          res.on('error', reject)
-        })
-        .on('error', reject)
-    })
-    const received = () => chunks.reduce((n, c) => n + c.length, 0)
-    await eventually(() => received() === hello.size - 1, 'all but the last byte')
+    const body = getArriving(unnar.store(`${basicBase}/bin/hello`))
+    await eventually(() => body.received() === hello.size - 1, 'all but the last byte')
     // The NAR cannot be verified before the rest of it arrives: the last byte cannot either.
     await new Promise((resolve) => setImmediate(resolve))
-    assert.equal(received(), hello.size - 1)
-    assert.equal(ended, false)
+    assert.equal(body.received(), hello.size - 1)
+    assert.equal(body.ended(), false)
     rest.open()
-    await done
-    assert.equal(await sha256Hex(Buffer.concat(chunks)), basic.entries['bin/hello']!.sha256)
+    await body.done
+    assert.equal(await sha256Hex(body.bytes()), basic.entries['bin/hello']!.sha256)
     assert.ok(unnar.logs.some((l) => l.msg === 'request' && l.verification === 'held'))
   })
 

@@ -34,3 +34,39 @@ export function rawRequest(
     req.end()
   })
 }
+
+/** A GET whose body is watched while it arrives (a response that holds its last byte back, say). */
+export interface ArrivingBody {
+  /** Bytes received so far. */
+  received(): number
+  /** True once the body has ended. */
+  ended(): boolean
+  /** The bytes received so far, in one buffer. */
+  bytes(): Buffer
+  /** Resolves when the body ends; rejects when the request or the response fails or is aborted. */
+  readonly done: Promise<void>
+}
+
+export function getArriving(url: string, options: http.RequestOptions = {}): ArrivingBody {
+  const chunks: Buffer[] = []
+  let ended = false
+  const done = new Promise<void>((resolve, reject) => {
+    http
+      .get(url, options, (res) => {
+        res.on('data', (chunk: Buffer) => chunks.push(chunk))
+        res.on('end', () => {
+          ended = true
+          resolve()
+        })
+        res.on('error', reject)
+        res.on('aborted', () => reject(new Error('aborted')))
+      })
+      .on('error', reject)
+  })
+  return {
+    received: () => chunks.reduce((n, c) => n + c.length, 0),
+    ended: () => ended,
+    bytes: () => Buffer.concat(chunks),
+    done,
+  }
+}

@@ -20,6 +20,7 @@ import { DISK_BODY_READ_BYTES, diskBody } from '../../src/http/disk-body.js'
 import { outgoingOf } from '../../src/http/node-env.js'
 import { ReadBuffers } from '../../src/http/read-buffers.js'
 import type { FileReader } from '../../src/store/file-source.js'
+import { getArriving } from '../helpers/raw-http.js'
 import { eventually } from '../helpers/wait.js'
 
 /** Several reads' worth, and not a multiple of one. */
@@ -250,32 +251,18 @@ describe('diskBody', () => {
     ] as const) {
       const growing = new Arrival()
       arrival = growing
-      const received: Buffer[] = []
-      let ended = false
-      const done = new Promise<void>((resolve, reject) => {
-        http
-          .get(`${url}/arriving/${start}/${end}`, { agent: false }, (res) => {
-            res.on('data', (chunk: Buffer) => received.push(chunk))
-            res.on('end', () => {
-              ended = true
-              resolve()
-            })
-            res.on('error', reject)
-          })
-          .on('error', reject)
-      })
-      const have = () => received.reduce((sum, b) => sum + b.length, 0)
+      const body = getArriving(`${url}/arriving/${start}/${end}`, { agent: false })
       if (end - start > 100_000) {
         // A read waits for 64 KiB (or the range's end) before it takes what has arrived.
         growing.grow(start + 100_000)
-        await eventually(() => have() >= 64 * 1024, 'the bytes that arrived first')
+        await eventually(() => body.received() >= 64 * 1024, 'the bytes that arrived first')
       }
       growing.grow(end)
-      await eventually(() => have() === end - start - 1, 'all but the last byte')
-      assert.equal(ended, false)
+      await eventually(() => body.received() === end - start - 1, 'all but the last byte')
+      assert.equal(body.ended(), false)
       growing.settle.pass()
-      await done
-      assert.ok(Buffer.concat(received).equals(content.subarray(start, end)))
+      await body.done
+      assert.ok(body.bytes().equals(content.subarray(start, end)))
     }
     arrival = undefined
   })
@@ -284,22 +271,12 @@ describe('diskBody', () => {
     const growing = new Arrival()
     arrival = growing
     try {
-      const received: Buffer[] = []
-      const body = new Promise<void>((resolve, reject) => {
-        http
-          .get(`${url}/arriving/0/${SIZE}`, { agent: false }, (res) => {
-            res.on('data', (chunk: Buffer) => received.push(chunk))
-            res.on('end', resolve)
-            res.on('error', reject)
-            res.on('aborted', () => reject(new Error('aborted')))
-          })
-          .on('error', reject)
-      })
+      const body = getArriving(`${url}/arriving/0/${SIZE}`, { agent: false })
       growing.grow(SIZE)
-      await eventually(() => received.reduce((sum, b) => sum + b.length, 0) === SIZE - 1, 'all but the last byte')
+      await eventually(() => body.received() === SIZE - 1, 'all but the last byte')
       growing.settle.fail(new Error('NarHash mismatch'))
-      await assert.rejects(body)
-      assert.ok(Buffer.concat(received).equals(content.subarray(0, SIZE - 1)))
+      await assert.rejects(body.done)
+      assert.ok(body.bytes().equals(content.subarray(0, SIZE - 1)))
       await eventually(() => buffers.freeBytes === buffers.allocatedBytes, 'no buffer lent')
     } finally {
       arrival = undefined
