@@ -125,7 +125,7 @@ export class NarDownload implements NarSource {
   async node(segments: readonly string[]): Promise<ListingNode | undefined> {
     const found = this.#locate(segments)
     // Once the NAR matched NarHash its index is whole: what is not found is not there.
-    if (found !== undefined || this.#matched || this.#complete || this.#failure !== undefined) {
+    if (found !== undefined || this.#matched || this.#failure !== undefined) {
       if (this.#failure !== undefined && found === undefined) throw this.#failure
       return found
     }
